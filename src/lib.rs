@@ -1,0 +1,8 @@
+//! backbeat: asynchronous S3 replication, a thread-per-core io_uring data mover.
+
+pub mod config;
+pub mod metrics;
+pub mod populate;
+pub mod replication;
+pub mod s3;
+pub mod shard;

@@ -1,0 +1,405 @@
+//! Request and response bodies.
+//!
+//! [`PipeBody`] is the heart of the data path: it turns a GET response body into a PUT (or
+//! UploadPart) request body. hyper splits the GET body's frames off its read buffer as
+//! `Bytes`; they are handed unchanged to the PUT connection, which writes them with `writev`.
+//! No byte is copied in user space, CRC32C runs over each frame as it passes, and the PUT
+//! side only pulls the next frame once the previous one was written, so the bytes in flight
+//! per transfer are bounded by hyper's read buffer and the sockets' buffers.
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+
+use super::checksum;
+use super::error::RequestError;
+use super::transport::Pool;
+
+/// Why a request body could not be produced.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BodyError {
+    #[error("reading the source failed: {message}")]
+    Source { message: String, retryable: bool },
+    #[error("source body ended after {got} of {expected} bytes")]
+    Short { got: u64, expected: u64 },
+    #[error("source body is longer than the {expected} bytes announced")]
+    Long { expected: u64 },
+    #[error("CRC32C of the bytes read ({actual}) differs from the source's ({expected})")]
+    Checksum { expected: String, actual: String },
+}
+
+impl BodyError {
+    pub fn to_request_error(&self) -> RequestError {
+        match self {
+            BodyError::Checksum { expected, actual } => RequestError::ChecksumMismatch {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
+            BodyError::Source { message, retryable: false } => {
+                RequestError::BadResponse(message.clone())
+            }
+            other => RequestError::Body(other.to_string()),
+        }
+    }
+}
+
+/// A response body. Once read to its end, its connection goes back to the pool.
+pub struct RespBody {
+    inner: Incoming,
+    ret: Option<(Rc<Pool>, SendRequest<ReqBody>)>,
+}
+
+impl RespBody {
+    pub(crate) fn new(inner: Incoming, pool: Rc<Pool>, sender: SendRequest<ReqBody>) -> Self {
+        Self { inner, ret: Some((pool, sender)) }
+    }
+
+    /// The next data frame, `None` at the end.
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RequestError>>> {
+        loop {
+            match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            return Poll::Ready(Some(Ok(data)));
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    self.ret = None;
+                    return Poll::Ready(Some(Err(RequestError::from_hyper(e))));
+                }
+                None => {
+                    if let Some((pool, sender)) = self.ret.take() {
+                        pool.release(sender);
+                    }
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+
+    pub async fn data(&mut self) -> Option<Result<Bytes, RequestError>> {
+        std::future::poll_fn(|cx| self.poll_data(cx)).await
+    }
+
+    /// Reads the whole body (for small XML documents).
+    pub async fn collect(mut self, limit: usize) -> Result<Vec<u8>, RequestError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.data().await {
+            let chunk = chunk?;
+            if out.len() + chunk.len() > limit {
+                return Err(RequestError::BadResponse(format!(
+                    "response body larger than {limit} bytes"
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}
+
+/// A request body.
+pub enum ReqBody {
+    Empty,
+    Full(Option<Bytes>),
+    Pipe(Box<PipeBody>),
+}
+
+impl ReqBody {
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        ReqBody::Full(Some(b.into()))
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ReqBody::Pipe(p) => p.poll_next(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::Full(b) => b.is_none(),
+            ReqBody::Pipe(p) => p.state == PipeState::Done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0)),
+            ReqBody::Pipe(p) => SizeHint::with_exact(p.encoded_len),
+        }
+    }
+}
+
+/// What a finished pipe reports: the CRC32C of every byte that went through.
+#[derive(Clone, Default)]
+pub struct PipeResult(Rc<Cell<Option<u32>>>);
+
+impl PipeResult {
+    pub fn crc32c(&self) -> Option<u32> {
+        self.0.get()
+    }
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum PipeState {
+    /// Plain body, or aws-chunked between chunks.
+    Header,
+    Data,
+    Crlf,
+    /// Everything emitted; drain the source so its connection can be reused.
+    Drain,
+    Done,
+}
+
+/// Streams a GET body into a request body (see the module doc), optionally framed as
+/// `aws-chunked` with a CRC32C trailer.
+pub struct PipeBody {
+    src: RespBody,
+    len: u64,
+    passed: u64,
+    crc: u32,
+    expected: Option<u32>,
+    result: PipeResult,
+    progress: Option<Rc<Cell<u64>>>,
+    chunk: Option<Chunking>,
+    encoded_len: u64,
+    pending: Option<Bytes>,
+    state: PipeState,
+}
+
+struct Chunking {
+    size: u64,
+    header: Bytes,
+    left: u64,
+}
+
+/// Fixed size of aws-chunked chunks; the encoded length must be known before sending.
+pub const AWS_CHUNK_SIZE: u64 = 64 * 1024;
+const TRAILER_NAME: &str = "x-amz-checksum-crc32c";
+
+/// Length of an aws-chunked body with a CRC32C trailer, for `len` payload bytes.
+pub fn aws_chunked_len(len: u64, chunk: u64) -> u64 {
+    let full = len / chunk;
+    let rem = len % chunk;
+    let hexlen = |n: u64| format!("{n:x}").len() as u64;
+    let mut total = full * (hexlen(chunk) + 2 + chunk + 2);
+    if rem > 0 {
+        total += hexlen(rem) + 2 + rem + 2;
+    }
+    // "0\r\n" + "x-amz-checksum-crc32c:" + base64(4 bytes) + "\r\n" + "\r\n"
+    total + 3 + TRAILER_NAME.len() as u64 + 1 + 8 + 2 + 2
+}
+
+impl PipeBody {
+    /// `len` is the exact number of bytes the source body will deliver; `expected` the
+    /// source's CRC32C of them when known (a mismatch aborts the request before its last
+    /// byte is sent, so the destination never completes a corrupt object).
+    pub fn new(
+        src: RespBody,
+        len: u64,
+        expected: Option<u32>,
+        aws_chunked: bool,
+        progress: Option<Rc<Cell<u64>>>,
+    ) -> (Self, PipeResult) {
+        let result = PipeResult::default();
+        let (chunk, encoded_len) = if aws_chunked {
+            let header = Bytes::from(format!("{AWS_CHUNK_SIZE:x}\r\n"));
+            (
+                Some(Chunking { size: AWS_CHUNK_SIZE, header, left: 0 }),
+                aws_chunked_len(len, AWS_CHUNK_SIZE),
+            )
+        } else {
+            (None, len)
+        };
+        let body = Self {
+            src,
+            len,
+            passed: 0,
+            crc: 0,
+            expected,
+            result: result.clone(),
+            progress,
+            chunk,
+            encoded_len,
+            pending: None,
+            state: PipeState::Header,
+        };
+        (body, result)
+    }
+
+    fn next_src(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BodyError>> {
+        if let Some(b) = self.pending.take() {
+            return Poll::Ready(Ok(Some(b)));
+        }
+        match ready!(self.src.poll_data(cx)) {
+            Some(Ok(b)) => Poll::Ready(Ok(Some(b))),
+            Some(Err(e)) => Poll::Ready(Err(BodyError::Source {
+                retryable: e.is_retryable(),
+                message: e.to_string(),
+            })),
+            None => Poll::Ready(Ok(None)),
+        }
+    }
+
+    fn account(&mut self, b: &Bytes) -> Result<(), BodyError> {
+        let n = b.len() as u64;
+        if self.passed + n > self.len {
+            return Err(BodyError::Long { expected: self.len });
+        }
+        self.crc = crc32c::crc32c_append(self.crc, b);
+        self.passed += n;
+        if let Some(p) = &self.progress {
+            p.set(p.get() + n);
+        }
+        Ok(())
+    }
+
+    /// Called once every byte has been seen, before the last one is released.
+    fn finish(&mut self) -> Result<(), BodyError> {
+        if let Some(exp) = self.expected {
+            if exp != self.crc {
+                return Err(BodyError::Checksum {
+                    expected: checksum::encode(exp),
+                    actual: checksum::encode(self.crc),
+                });
+            }
+        }
+        self.result.0.set(Some(self.crc));
+        Ok(())
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.poll_inner(cx) {
+            Poll::Ready(Err(e)) => {
+                self.state = PipeState::Done;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Ok(Some(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BodyError>> {
+        loop {
+            match self.state {
+                PipeState::Done => return Poll::Ready(Ok(None)),
+                PipeState::Drain => match ready!(self.next_src(cx))? {
+                    Some(_) => return Poll::Ready(Err(BodyError::Long { expected: self.len })),
+                    None => {
+                        self.state = PipeState::Done;
+                        return Poll::Ready(Ok(None));
+                    }
+                },
+                PipeState::Header if self.chunk.is_none() => {
+                    if self.passed == self.len {
+                        self.finish()?;
+                        self.state = PipeState::Drain;
+                        continue;
+                    }
+                    match ready!(self.next_src(cx))? {
+                        None => {
+                            return Poll::Ready(Err(BodyError::Short {
+                                got: self.passed,
+                                expected: self.len,
+                            }))
+                        }
+                        Some(b) => {
+                            self.account(&b)?;
+                            if self.passed == self.len {
+                                self.finish()?;
+                                self.state = PipeState::Drain;
+                            }
+                            return Poll::Ready(Ok(Some(b)));
+                        }
+                    }
+                }
+                PipeState::Header => {
+                    let left = self.len - self.passed;
+                    let ch = self.chunk.as_mut().expect("chunked");
+                    if left == 0 {
+                        self.finish()?;
+                        self.state = PipeState::Drain;
+                        let trailer = format!(
+                            "0\r\n{TRAILER_NAME}:{}\r\n\r\n",
+                            checksum::encode(self.crc)
+                        );
+                        return Poll::Ready(Ok(Some(Bytes::from(trailer))));
+                    }
+                    let n = left.min(ch.size);
+                    ch.left = n;
+                    self.state = PipeState::Data;
+                    let header = if n == ch.size {
+                        ch.header.clone()
+                    } else {
+                        Bytes::from(format!("{n:x}\r\n"))
+                    };
+                    return Poll::Ready(Ok(Some(header)));
+                }
+                PipeState::Data => {
+                    let mut b = match ready!(self.next_src(cx))? {
+                        Some(b) => b,
+                        None => {
+                            return Poll::Ready(Err(BodyError::Short {
+                                got: self.passed,
+                                expected: self.len,
+                            }))
+                        }
+                    };
+                    let left = self.chunk.as_ref().expect("chunked").left;
+                    if b.len() as u64 > left {
+                        self.pending = Some(b.split_off(left as usize));
+                    }
+                    self.account(&b)?;
+                    let ch = self.chunk.as_mut().expect("chunked");
+                    ch.left -= b.len() as u64;
+                    if ch.left == 0 {
+                        self.state = PipeState::Crlf;
+                    }
+                    return Poll::Ready(Ok(Some(b)));
+                }
+                PipeState::Crlf => {
+                    self.state = PipeState::Header;
+                    return Poll::Ready(Ok(Some(Bytes::from_static(b"\r\n"))));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_len_matches_encoding() {
+        // 5 bytes "hello": "5\r\nhello\r\n0\r\nx-amz-checksum-crc32c:mnG7TA==\r\n\r\n"
+        let enc = "5\r\nhello\r\n0\r\nx-amz-checksum-crc32c:mnG7TA==\r\n\r\n";
+        assert_eq!(aws_chunked_len(5, AWS_CHUNK_SIZE), enc.len() as u64);
+        let enc0 = "0\r\nx-amz-checksum-crc32c:AAAAAA==\r\n\r\n";
+        assert_eq!(aws_chunked_len(0, AWS_CHUNK_SIZE), enc0.len() as u64);
+        // two chunks of 4 and a rest of 1 with chunk size 4
+        let enc = "4\r\nabcd\r\n4\r\nefgh\r\n1\r\ni\r\n0\r\nx-amz-checksum-crc32c:AAAAAA==\r\n\r\n";
+        assert_eq!(aws_chunked_len(9, 4), enc.len() as u64);
+    }
+}

@@ -1,0 +1,225 @@
+//! Errors shared by every S3 operation: transport failures, service errors parsed from the
+//! XML body, and integrity failures, each classified retryable or permanent.
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// An S3 request that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("cannot connect to {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("TLS handshake with {endpoint} failed: {message} (check the endpoint's CA file)")]
+    Tls { endpoint: String, message: String },
+    #[error("connection error: {0}")]
+    Io(String),
+    #[error("request timed out")]
+    Timeout,
+    #[error("{status} {code}: {message}")]
+    Service { status: u16, code: String, message: String, request_id: String },
+    #[error("CRC32C mismatch: expected {expected}, got {actual}")]
+    ChecksumMismatch { expected: String, actual: String },
+    #[error("source body error: {0}")]
+    Body(String),
+    #[error("unexpected response: {0}")]
+    BadResponse(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+impl RequestError {
+    /// True when trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RequestError::Connect { .. }
+            | RequestError::Io(_)
+            | RequestError::Timeout
+            | RequestError::ChecksumMismatch { .. }
+            | RequestError::Body(_) => true,
+            RequestError::Tls { .. }
+            | RequestError::BadResponse(_)
+            | RequestError::InvalidRequest(_) => false,
+            RequestError::Service { status, code, .. } => {
+                *status >= 500
+                    || *status == 429
+                    || *status == 408
+                    || matches!(
+                        code.as_str(),
+                        "SlowDown"
+                            | "RequestTimeout"
+                            | "InternalError"
+                            | "ServiceUnavailable"
+                            | "Throttling"
+                            | "ThrottlingException"
+                            | "RequestTimeTooSkewed"
+                            | "BadDigest"
+                            | "XAmzContentChecksumMismatch"
+                            | "InvalidChecksum"
+                    )
+            }
+        }
+    }
+
+    /// The HTTP status of a service error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RequestError::Service { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The S3 error code of a service error, or a name for the other kinds.
+    pub fn code(&self) -> &str {
+        match self {
+            RequestError::Service { code, .. } => code,
+            RequestError::Connect { .. } => "ConnectError",
+            RequestError::Tls { .. } => "TlsError",
+            RequestError::Io(_) => "ConnectionError",
+            RequestError::Timeout => "Timeout",
+            RequestError::ChecksumMismatch { .. } => "ChecksumMismatch",
+            RequestError::Body(_) => "SourceBodyError",
+            RequestError::BadResponse(_) => "BadResponse",
+            RequestError::InvalidRequest(_) => "InvalidRequest",
+        }
+    }
+
+    pub(crate) fn from_hyper(e: hyper::Error) -> Self {
+        if e.is_timeout() {
+            return RequestError::Timeout;
+        }
+        // A body error raised by our own request body (source failure, checksum) is
+        // carried through hyper: recover it.
+        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+        while let Some(s) = src {
+            if let Some(be) = s.downcast_ref::<super::body::BodyError>() {
+                return be.to_request_error();
+            }
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::TimedOut {
+                    return RequestError::Timeout;
+                }
+            }
+            src = s.source();
+        }
+        let mut msg = e.to_string();
+        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        RequestError::Io(msg)
+    }
+
+    /// Builds a service error from a status and an S3 XML error body (which may be empty,
+    /// as for HEAD).
+    pub fn from_response(status: u16, body: &[u8], request_id: &str) -> Self {
+        let (code, message) = parse_error_xml(body).unwrap_or_else(|| {
+            let code = match status {
+                301 => "PermanentRedirect",
+                400 => "BadRequest",
+                403 => "AccessDenied",
+                404 => "NotFound",
+                405 => "MethodNotAllowed",
+                409 => "Conflict",
+                412 => "PreconditionFailed",
+                416 => "InvalidRange",
+                500 => "InternalError",
+                501 => "NotImplemented",
+                503 => "ServiceUnavailable",
+                _ => "Unknown",
+            };
+            (code.to_string(), String::new())
+        });
+        RequestError::Service { status, code, message, request_id: request_id.to_string() }
+    }
+}
+
+/// Extracts `<Code>` and `<Message>` from an S3 `<Error>` document.
+pub fn parse_error_xml(body: &[u8]) -> Option<(String, String)> {
+    if body.is_empty() {
+        return None;
+    }
+    let mut reader = Reader::from_reader(body);
+    let mut code = None;
+    let mut message = String::new();
+    let mut current = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e)) => current = e.name().as_ref().to_vec(),
+            Ok(Event::Text(t)) => {
+                let text = t.unescape().ok()?.into_owned();
+                match current.as_slice() {
+                    b"Code" => code = Some(text),
+                    b"Message" => message = text,
+                    _ => {}
+                }
+            }
+            Ok(Event::End(_)) => current.clear(),
+            Ok(Event::Eof) => break,
+            Err(_) => return None,
+            _ => {}
+        }
+        buf.clear();
+    }
+    code.map(|c| (c, message))
+}
+
+/// Declares an operation's error enum: its own variants plus a transparent
+/// [`RequestError`], with `is_retryable()` and `code()`.
+macro_rules! op_error {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident $({ $($f:ident : $t:ty),* })? => $retry:expr, $code:expr;)* }) => {
+        $(#[$m])*
+        #[derive(Debug, thiserror::Error)]
+        pub enum $name {
+            $($(#[$vm])* $variant $({ $($f: $t),* })?,)*
+            #[error(transparent)]
+            Request(#[from] $crate::s3::error::RequestError),
+        }
+        impl $name {
+            /// True when trying again later may succeed.
+            pub fn is_retryable(&self) -> bool {
+                match self {
+                    $(Self::$variant { .. } => $retry,)*
+                    Self::Request(e) => e.is_retryable(),
+                }
+            }
+            /// A stable name for the failure (the S3 code for service errors).
+            pub fn code(&self) -> &str {
+                match self {
+                    $(Self::$variant { .. } => $code,)*
+                    Self::Request(e) => e.code(),
+                }
+            }
+        }
+    };
+}
+pub(crate) use op_error;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_error_body() {
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><Key>a&amp;b</Key></Error>"#;
+        let e = RequestError::from_response(404, body, "r1");
+        assert_eq!(e.code(), "NoSuchKey");
+        assert!(!e.is_retryable());
+        assert!(e.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn classifies() {
+        assert!(RequestError::from_response(503, b"<Error><Code>SlowDown</Code></Error>", "")
+            .is_retryable());
+        assert!(RequestError::from_response(500, b"", "").is_retryable());
+        assert!(!RequestError::from_response(403, b"", "").is_retryable());
+        assert_eq!(RequestError::from_response(403, b"", "").code(), "AccessDenied");
+        assert!(!RequestError::from_response(400, b"", "").is_retryable());
+        assert!(RequestError::ChecksumMismatch { expected: "a".into(), actual: "b".into() }
+            .is_retryable());
+    }
+}

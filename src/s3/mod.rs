@@ -1,0 +1,18 @@
+//! Our S3 client: requests signed with SigV4 (never hashing payloads), sent with hyper 1.x
+//! over glommio sockets and rustls, with a connection pool per endpoint per shard.
+//!
+//! Owns: transport, signing, checksums, request/response bodies and one file per operation.
+//! May call: nothing else in the crate. It knows nothing of Kafka, replication or metrics;
+//! callers observe requests through a telemetry callback.
+
+pub mod body;
+pub mod checksum;
+pub mod client;
+pub mod error;
+pub mod ops;
+pub mod signing;
+pub mod transport;
+
+pub use client::{ChecksumTransport, Client, Endpoint, EndpointConfig, EndpointError};
+pub use error::RequestError;
+pub use signing::Credentials;

@@ -1,0 +1,204 @@
+//! One file per S3 operation, each with its request, output and error types.
+
+pub mod abort_multipart_upload;
+pub mod bucket;
+pub mod complete_multipart_upload;
+pub mod create_multipart_upload;
+pub mod delete_object;
+pub mod get_object;
+pub mod head_object;
+pub mod list_object_versions;
+pub mod put_object;
+pub mod tagging;
+pub mod upload_part;
+
+use http::HeaderMap;
+
+use super::checksum;
+use super::client::Req;
+use super::error::RequestError;
+
+/// The object attributes replication preserves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectMetadata {
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub expires: Option<String>,
+    /// `x-amz-meta-*` pairs, names without the prefix, lower-case.
+    pub user: Vec<(String, String)>,
+}
+
+/// What HEAD (or the headers of a GET) say about an object version.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectHead {
+    /// Bytes of the response body (the object, the range or the part).
+    pub content_length: u64,
+    pub etag: String,
+    pub last_modified: Option<String>,
+    pub version_id: Option<String>,
+    pub metadata: ObjectMetadata,
+    /// Full-object CRC32C, when the server stored one (not for composite checksums).
+    pub crc32c: Option<u32>,
+    /// The raw `x-amz-checksum-crc32c` value (may be composite, `...-N`).
+    pub checksum_crc32c_raw: Option<String>,
+    /// Number of parts, when asked with `partNumber` and the object is multipart.
+    pub parts_count: Option<u32>,
+    pub tag_count: u32,
+    /// `Content-Range` total, for ranged GETs.
+    pub range_total: Option<u64>,
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn header_string(h: &HeaderMap, name: &str) -> Option<String> {
+    header(h, name).map(str::to_string)
+}
+
+impl ObjectHead {
+    pub(crate) fn from_headers(h: &HeaderMap) -> Self {
+        let mut user = Vec::new();
+        for (name, value) in h.iter() {
+            if let Some(n) = name.as_str().strip_prefix("x-amz-meta-") {
+                let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                user.push((n.to_string(), v));
+            }
+        }
+        user.sort();
+        let raw = header_string(h, "x-amz-checksum-crc32c");
+        Self {
+            content_length: header(h, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0),
+            etag: header_string(h, "etag").unwrap_or_default(),
+            last_modified: header_string(h, "last-modified"),
+            version_id: header_string(h, "x-amz-version-id"),
+            metadata: ObjectMetadata {
+                content_type: header_string(h, "content-type"),
+                cache_control: header_string(h, "cache-control"),
+                content_disposition: header_string(h, "content-disposition"),
+                content_encoding: header_string(h, "content-encoding"),
+                content_language: header_string(h, "content-language"),
+                expires: header_string(h, "expires"),
+                user,
+            },
+            crc32c: raw.as_deref().and_then(checksum::decode),
+            checksum_crc32c_raw: raw,
+            parts_count: header(h, "x-amz-mp-parts-count").and_then(|v| v.parse().ok()),
+            tag_count: header(h, "x-amz-tagging-count").and_then(|v| v.parse().ok()).unwrap_or(0),
+            range_total: header(h, "content-range")
+                .and_then(|v| v.rsplit('/').next())
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+
+    /// The user metadata value of `name` (without the `x-amz-meta-` prefix).
+    pub fn user_meta(&self, name: &str) -> Option<&str> {
+        self.metadata.user.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Adds the headers that set metadata on a PUT or CreateMultipartUpload.
+pub(crate) fn apply_metadata<'a>(mut req: Req<'a>, m: &ObjectMetadata) -> Result<Req<'a>, RequestError> {
+    for (name, value) in [
+        ("content-type", &m.content_type),
+        ("cache-control", &m.cache_control),
+        ("content-disposition", &m.content_disposition),
+        ("content-encoding", &m.content_encoding),
+        ("content-language", &m.content_language),
+        ("expires", &m.expires),
+    ] {
+        if let Some(v) = value {
+            req = req.header(name, v)?;
+        }
+    }
+    for (k, v) in &m.user {
+        req = req.header_dyn(&format!("x-amz-meta-{k}"), v)?;
+    }
+    Ok(req)
+}
+
+/// URL-encodes tags for the `x-amz-tagging` header.
+pub fn encode_tagging(tags: &[(String, String)]) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    tags.iter()
+        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, SET), utf8_percent_encode(v, SET)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Escapes text for an XML element.
+pub(crate) fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A tiny reader of S3 XML documents: calls `f(path, text)` for each text node, with the
+/// element path joined by `/` (e.g. `ListVersionsResult/Version/Key`), and
+/// `f(path, "")` on each element start, preserving document order.
+pub(crate) fn walk_xml(
+    body: &[u8],
+    mut f: impl FnMut(&str, Option<&str>),
+) -> Result<(), RequestError> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut path = String::new();
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e)) => {
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push_str(&String::from_utf8_lossy(e.local_name().as_ref()));
+                f(&path, None);
+            }
+            Ok(Event::Empty(e)) => {
+                let mut p = path.clone();
+                if !p.is_empty() {
+                    p.push('/');
+                }
+                p.push_str(&String::from_utf8_lossy(e.local_name().as_ref()));
+                f(&p, None);
+                f(&p, Some(""));
+                f(&format!("{p}/"), None);
+            }
+            Ok(Event::Text(t)) => {
+                let text = t
+                    .unescape()
+                    .map_err(|e| RequestError::BadResponse(format!("bad XML text: {e}")))?;
+                f(&path, Some(&text));
+            }
+            Ok(Event::CData(t)) => {
+                f(&path, Some(&String::from_utf8_lossy(&t)));
+            }
+            Ok(Event::End(_)) => {
+                // Signal the end of an element with a trailing `/`.
+                let ended = format!("{path}/");
+                f(&ended, None);
+                match path.rfind('/') {
+                    Some(i) => path.truncate(i),
+                    None => path.clear(),
+                }
+            }
+            Ok(Event::Eof) => break,
+            Err(e) => return Err(RequestError::BadResponse(format!("bad XML: {e}"))),
+            _ => {}
+        }
+        buf.clear();
+    }
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! Connections to one S3 endpoint: glommio TCP sockets, optional rustls TLS, the adapter that
+//! lets hyper 1.x drive them, and a per-shard pool of idle HTTP/1.1 connections.
+//!
+//! Everything here is `!Send` and lives on one shard: a pool belongs to one executor.
+
+use std::cell::RefCell;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use hyper::client::conn::http1::SendRequest;
+use rustls_pki_types::ServerName;
+
+use super::body::ReqBody;
+use super::error::RequestError;
+
+/// A connected socket, plain or TLS.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Adapts a glommio stream to hyper's I/O traits.
+///
+/// Reads go straight into hyper's buffer without zeroing it first: the socket (or rustls)
+/// only writes into the slice, never reads it, as tokio's own `TcpStream` relies on too.
+/// Writes of a plain socket are vectored (`writev`), so hyper queues request body frames
+/// instead of flattening them into its own buffer: body bytes are never copied in user space.
+pub struct HyperIo {
+    stream: Stream,
+}
+
+impl HyperIo {
+    pub fn new(stream: Stream) -> Self {
+        Self { stream }
+    }
+}
+
+impl hyper::rt::Read for HyperIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = {
+            // SAFETY: the slice is only written to by recv(2)/rustls before `advance`, and
+            // `advance` is called with exactly the number of bytes written.
+            let dst: &mut [MaybeUninit<u8>] = unsafe { buf.as_mut() };
+            let dst: &mut [u8] =
+                unsafe { &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8]) };
+            match &mut self.get_mut().stream {
+                Stream::Plain(s) => ready!(Pin::new(s).poll_read(cx, dst))?,
+                Stream::Tls(s) => ready!(Pin::new(s.as_mut()).poll_read(cx, dst))?,
+            }
+        };
+        // SAFETY: n bytes were just written.
+        unsafe { buf.advance(n) };
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl hyper::rt::Write for HyperIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => {
+                let iov = &bufs[..bufs.len().min(64)];
+                // SAFETY: iov is a valid array of iovecs (IoSlice is ABI-compatible with
+                // iovec on Unix) that outlives the call.
+                let n = unsafe {
+                    libc::writev(
+                        s.as_raw_fd(),
+                        iov.as_ptr() as *const libc::iovec,
+                        iov.len() as libc::c_int,
+                    )
+                };
+                if n >= 0 {
+                    return Poll::Ready(Ok(n as usize));
+                }
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::WouldBlock {
+                    return Poll::Ready(Err(err));
+                }
+                // Socket full: let glommio register for writability through io_uring.
+                let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &**b).unwrap_or(&[]);
+                Pin::new(s).poll_write(cx, first)
+            }
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        matches!(self.stream, Stream::Plain(_))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+/// How to reach an endpoint: resolved addresses, TLS settings and timeouts. `Send + Sync`,
+/// shared by every shard's pool.
+#[derive(Clone)]
+pub struct ConnectSpec {
+    pub addrs: Vec<SocketAddr>,
+    /// Present for https endpoints.
+    pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    pub connect_timeout: Duration,
+    /// No byte received or sent for this long fails the request (retryable).
+    pub io_timeout: Duration,
+    /// Idle pooled connections older than this are closed instead of reused.
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+    pub label: String,
+}
+
+async fn connect(spec: &ConnectSpec) -> Result<Stream, RequestError> {
+    let mut last = None;
+    for addr in &spec.addrs {
+        match TcpStream::connect_timeout(*addr, spec.connect_timeout).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                let _ = s.set_read_timeout(Some(spec.io_timeout));
+                let _ = s.set_write_timeout(Some(spec.io_timeout));
+                return match &spec.tls {
+                    None => Ok(Stream::Plain(s)),
+                    Some((cfg, name)) => {
+                        let tls = futures_rustls::TlsConnector::from(cfg.clone())
+                            .connect(name.clone(), s)
+                            .await
+                            .map_err(|e| RequestError::Tls {
+                                endpoint: spec.label.clone(),
+                                message: e.to_string(),
+                            })?;
+                        Ok(Stream::Tls(Box::new(tls)))
+                    }
+                };
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let message = match last {
+        Some(glommio::GlommioError::IoError(e)) => e.to_string(),
+        Some(glommio::GlommioError::TimedOut(_)) => "connect timed out".to_string(),
+        Some(e) => e.to_string(),
+        None => "no address".to_string(),
+    };
+    Err(RequestError::Connect { endpoint: spec.label.clone(), message })
+}
+
+/// Idle HTTP/1.1 connections to one endpoint, owned by one shard.
+pub struct Pool {
+    spec: ConnectSpec,
+    idle: RefCell<Vec<(SendRequest<ReqBody>, Instant)>>,
+}
+
+/// A connection taken from the pool; give it back with [`Pool::release`] once its response
+/// body has been read to the end.
+pub struct Conn {
+    pub sender: SendRequest<ReqBody>,
+    pub reused: bool,
+}
+
+impl Pool {
+    pub fn new(spec: ConnectSpec) -> Rc<Self> {
+        Rc::new(Self { spec, idle: RefCell::new(Vec::new()) })
+    }
+
+    pub fn spec(&self) -> &ConnectSpec {
+        &self.spec
+    }
+
+    /// An idle connection if one is usable, else a new one.
+    pub async fn acquire(&self, fresh: bool) -> Result<Conn, RequestError> {
+        if !fresh {
+            let now = Instant::now();
+            let mut idle = self.idle.borrow_mut();
+            while let Some((sender, since)) = idle.pop() {
+                if sender.is_ready()
+                    && !sender.is_closed()
+                    && now.duration_since(since) < self.spec.idle_timeout
+                {
+                    return Ok(Conn { sender, reused: true });
+                }
+            }
+        }
+        let stream = connect(&self.spec).await?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .writev(true)
+            .max_buf_size(512 * 1024)
+            .handshake(HyperIo::new(stream))
+            .await
+            .map_err(RequestError::from_hyper)?;
+        glommio::spawn_local(async move {
+            let _ = conn.await;
+        })
+        .detach();
+        Ok(Conn { sender, reused: false })
+    }
+
+    pub fn release(&self, sender: SendRequest<ReqBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < self.spec.max_idle {
+            idle.push((sender, Instant::now()));
+        }
+    }
+}
