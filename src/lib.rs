@@ -6,3 +6,4 @@ pub mod populate;
 pub mod replication;
 pub mod s3;
 pub mod shard;
+pub mod sync;

@@ -1,3 +1,183 @@
-fn main() {
-    println!("Hello, world!");
+//! The `backbeat` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use backbeat::config::{credentials, parse_size};
+use backbeat::replication::{Options, RetryPolicy};
+use backbeat::s3::{ChecksumTransport, Endpoint, EndpointConfig};
+use backbeat::shard::{Placement, Shutdown};
+use backbeat::sync::{self, S3Url, SyncError, SyncJob};
+
+#[derive(Parser)]
+#[command(name = "backbeat", version, about = "Asynchronous S3 replication: a thread-per-core io_uring data mover")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replicate every version (and delete marker) of a bucket to another bucket, once.
+    Sync(SyncArgs),
+}
+
+#[derive(clap::Args)]
+struct SyncArgs {
+    /// Source: s3://BUCKET[/PREFIX]
+    source: S3Url,
+    /// Destination: s3://BUCKET
+    destination: S3Url,
+    /// Source endpoint URL, e.g. http://127.0.0.1:9000
+    #[arg(long)]
+    source_endpoint: String,
+    /// Destination endpoint URL
+    #[arg(long)]
+    destination_endpoint: String,
+    /// Profile of the AWS shared credentials/config files for the source
+    #[arg(long)]
+    source_profile: Option<String>,
+    /// Profile of the AWS shared credentials/config files for the destination
+    #[arg(long)]
+    destination_profile: Option<String>,
+    /// Region used for signing (both sides)
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Shards (glommio executors); default one per core
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Pin shard i to CPU i
+    #[arg(long)]
+    pin: bool,
+    /// Keys replicated at once per shard
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Part size of multipart copies when the source's layout is unknown
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    part_size: u64,
+    /// Objects of this size or more are copied in parts
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    multipart_threshold: u64,
+    /// Parts of one object in flight at once
+    #[arg(long, default_value_t = 4)]
+    part_concurrency: usize,
+    /// Attempts per version, the first included
+    #[arg(long, default_value_t = 5)]
+    attempts: u32,
+    /// PEM file of CA certificates for a https source endpoint
+    #[arg(long)]
+    source_ca_file: Option<PathBuf>,
+    /// PEM file of CA certificates for a https destination endpoint
+    #[arg(long)]
+    destination_ca_file: Option<PathBuf>,
+    /// Virtual-hosted addressing (bucket.host) instead of path-style
+    #[arg(long)]
+    virtual_hosted: bool,
+    /// How uploads carry a CRC32C not known upfront: trailer (aws-chunked) or header
+    #[arg(long, default_value = "trailer", value_parser = parse_checksum)]
+    destination_checksum: ChecksumTransport,
+    /// Print the summary as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_checksum(s: &str) -> Result<ChecksumTransport, String> {
+    match s {
+        "trailer" => Ok(ChecksumTransport::Trailer),
+        "header" => Ok(ChecksumTransport::Header),
+        _ => Err(format!("{s:?}: use trailer or header")),
+    }
+}
+
+fn endpoint(
+    side: &str,
+    url: &str,
+    profile: Option<&str>,
+    region: &str,
+    ca: Option<PathBuf>,
+    virtual_hosted: bool,
+    checksum: ChecksumTransport,
+) -> anyhow::Result<std::sync::Arc<Endpoint>> {
+    let creds = credentials::resolve(profile, &credentials::ProcessEnv).with_context(|| format!("{side} credentials"))?;
+    let mut cfg = EndpointConfig::new(url, region, creds);
+    cfg.ca_file = ca;
+    cfg.path_style = !virtual_hosted;
+    cfg.checksum = checksum;
+    Endpoint::new(cfg).with_context(|| format!("--{side}-endpoint"))
+}
+
+fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
+    if a.destination.prefix.is_some() {
+        anyhow::bail!("the destination is a bucket: s3://BUCKET (keys keep their names)");
+    }
+    if a.part_size < 5 * 1024 * 1024 {
+        anyhow::bail!("--part-size must be at least 5MiB (S3's minimum part size)");
+    }
+    let src = endpoint("source", &a.source_endpoint, a.source_profile.as_deref(), &a.region, a.source_ca_file.clone(), a.virtual_hosted, ChecksumTransport::Trailer)?;
+    let dst = endpoint(
+        "destination",
+        &a.destination_endpoint,
+        a.destination_profile.as_deref(),
+        &a.region,
+        a.destination_ca_file.clone(),
+        a.virtual_hosted,
+        a.destination_checksum,
+    )?;
+    let shards = a.shards.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let job = SyncJob {
+        source: a.source,
+        destination: a.destination,
+        source_endpoint: src,
+        destination_endpoint: dst,
+        shards,
+        placement: if a.pin { Placement::Pinned } else { Placement::Unbound },
+        concurrency: a.concurrency,
+        shard_parts: a.part_concurrency * 4,
+        options: Options {
+            multipart_threshold: a.multipart_threshold,
+            part_size: a.part_size,
+            part_concurrency: a.part_concurrency,
+            retry: RetryPolicy { max_attempts: a.attempts.max(1), base: Duration::from_millis(200), max: Duration::from_secs(20) },
+        },
+        progress: !a.json && sync::progress_wanted(),
+    };
+    match sync::run(job, Shutdown::with_signals()) {
+        Ok(summary) => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", summary.render());
+            }
+            Ok(if summary.failed > 0 || summary.interrupted { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Err(SyncError::Preflight(msg)) => {
+            eprintln!("error: {msg}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BACKBEAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sync(a) => run_sync(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,1 +1,91 @@
-//! metrics
+//! Counters and latency histograms of the engine.
+//!
+//! Owns: [`Stats`] (lock-free counters shared by every shard and read by progress display
+//! and summaries), per-shard latency histograms, and the metric names (`names`).
+//! May call: nothing else in the crate.
+
+pub mod names;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// One version that could not be replicated.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failure {
+    pub key: String,
+    pub version_id: String,
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+    pub attempts: u32,
+}
+
+/// Counters of a replication run.
+#[derive(Default, Debug)]
+pub struct Stats {
+    /// Found by the scan (versions and delete markers) and their bytes.
+    pub versions_seen: AtomicU64,
+    pub bytes_seen: AtomicU64,
+    pub scan_done: std::sync::atomic::AtomicBool,
+    pub versions_copied: AtomicU64,
+    pub delete_markers: AtomicU64,
+    pub skipped: AtomicU64,
+    pub failed: AtomicU64,
+    /// Bytes of completed copies.
+    pub bytes_copied: AtomicU64,
+    /// Bytes that went through the data path, including unfinished and retried transfers.
+    pub bytes_moved: Arc<AtomicU64>,
+    pub retries: AtomicU64,
+    pub checksum_mismatches: AtomicU64,
+    pub failures: Mutex<Vec<Failure>>,
+    latency: Mutex<Option<Histogram<u64>>>,
+}
+
+impl Stats {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub fn record_failure(&self, f: Failure) {
+        Self::add(&self.failed, 1);
+        self.failures.lock().expect("failures lock").push(f);
+    }
+
+    /// Merges a shard's latency histogram into the run's.
+    pub fn merge_latency(&self, h: &Histogram<u64>) {
+        let mut l = self.latency.lock().expect("latency lock");
+        match l.as_mut() {
+            Some(all) => {
+                let _ = all.add(h);
+            }
+            None => *l = Some(h.clone()),
+        }
+    }
+
+    /// (p50, p99, p99.9, max) of per-version replication latency.
+    pub fn latency_percentiles(&self) -> Option<[Duration; 4]> {
+        let l = self.latency.lock().expect("latency lock");
+        let h = l.as_ref()?;
+        if h.is_empty() {
+            return None;
+        }
+        let us = |q: f64| Duration::from_micros(h.value_at_quantile(q));
+        Some([us(0.5), us(0.99), us(0.999), Duration::from_micros(h.max())])
+    }
+}
+
+/// A latency histogram in microseconds, 1 µs to 1 hour, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}

@@ -10,6 +10,8 @@
 use std::cell::Cell;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -180,7 +182,7 @@ pub struct PipeBody {
     crc: u32,
     expected: Option<u32>,
     result: PipeResult,
-    progress: Option<Rc<Cell<u64>>>,
+    progress: Option<Arc<AtomicU64>>,
     chunk: Option<Chunking>,
     encoded_len: u64,
     pending: Option<Bytes>,
@@ -219,7 +221,7 @@ impl PipeBody {
         len: u64,
         expected: Option<u32>,
         aws_chunked: bool,
-        progress: Option<Rc<Cell<u64>>>,
+        progress: Option<Arc<AtomicU64>>,
     ) -> (Self, PipeResult) {
         let result = PipeResult::default();
         let (chunk, encoded_len) = if aws_chunked {
@@ -269,7 +271,7 @@ impl PipeBody {
         self.crc = crc32c::crc32c_append(self.crc, b);
         self.passed += n;
         if let Some(p) = &self.progress {
-            p.set(p.get() + n);
+            p.fetch_add(n, Ordering::Relaxed);
         }
         Ok(())
     }

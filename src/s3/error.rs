@@ -166,6 +166,21 @@ pub fn parse_error_xml(body: &[u8]) -> Option<(String, String)> {
     code.map(|c| (c, message))
 }
 
+/// What every operation's error can say about itself.
+pub trait OpError: std::fmt::Display {
+    fn is_retryable(&self) -> bool;
+    fn code(&self) -> &str;
+}
+
+impl OpError for RequestError {
+    fn is_retryable(&self) -> bool {
+        RequestError::is_retryable(self)
+    }
+    fn code(&self) -> &str {
+        RequestError::code(self)
+    }
+}
+
 /// Declares an operation's error enum: its own variants plus a transparent
 /// [`RequestError`], with `is_retryable()` and `code()`.
 macro_rules! op_error {
@@ -176,6 +191,14 @@ macro_rules! op_error {
             $($(#[$vm])* $variant $({ $($f: $t),* })?,)*
             #[error(transparent)]
             Request(#[from] $crate::s3::error::RequestError),
+        }
+        impl $crate::s3::error::OpError for $name {
+            fn is_retryable(&self) -> bool {
+                $name::is_retryable(self)
+            }
+            fn code(&self) -> &str {
+                $name::code(self)
+            }
         }
         impl $name {
             /// True when trying again later may succeed.

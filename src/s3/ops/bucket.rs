@@ -41,7 +41,8 @@ impl Client {
         let body = resp.body.collect(64 * 1024).await?;
         let mut v = Versioning::Unversioned;
         walk_xml(&body, |path, text| {
-            if path == "VersioningConfiguration/Status" {
+            // AWS names the root VersioningConfiguration; moto GetBucketVersioningResponse.
+            if path.ends_with("/Status") && path.matches('/').count() == 1 {
                 match text.map(str::trim) {
                     Some("Enabled") => v = Versioning::Enabled,
                     Some("Suspended") => v = Versioning::Suspended,

@@ -46,6 +46,14 @@ pub struct ListObjectVersionsRequest<'a> {
     pub max_keys: Option<u32>,
 }
 
+/// Orders one key's entries newest first. Servers list a key's versions newest first, but
+/// not all interleave versions and delete markers (moto lists every version, then every
+/// delete marker): entries are ordered by LastModified, the latest one first, and otherwise
+/// kept in listing order (a stable sort).
+pub fn sort_newest_first(entries: &mut [ListedVersion]) {
+    entries.sort_by(|a, b| b.last_modified.cmp(&a.last_modified).then(b.is_latest.cmp(&a.is_latest)));
+}
+
 /// Parses a `ListVersionsResult` document.
 pub fn parse_page(body: &[u8]) -> Result<ListObjectVersionsPage, crate::s3::error::RequestError> {
     let mut page = ListObjectVersionsPage::default();

@@ -1,0 +1,155 @@
+//! Credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, or from a profile of the
+//! AWS shared credentials and config files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::s3::Credentials;
+
+/// Why credentials could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or name a profile of ~/.aws/credentials")]
+    Missing,
+    #[error("profile {profile:?} not found in {files}")]
+    NoProfile { profile: String, files: String },
+    #[error("profile {profile:?} in {file} has no {key}")]
+    Incomplete { profile: String, file: String, key: &'static str },
+}
+
+/// Environment values the lookup reads (injectable for tests).
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+fn home(env: &dyn Env) -> PathBuf {
+    env.var("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+/// Parses an INI file into sections of key/value pairs.
+fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
+    let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = s.trim().to_string();
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            out.entry(section.clone()).or_default().insert(k.trim().to_lowercase(), v.trim().to_string());
+        }
+    }
+    out
+}
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// Resolves credentials: a named profile if given, else the environment variables, else
+/// `AWS_PROFILE` or the `default` profile.
+pub fn resolve(profile: Option<&str>, env: &dyn Env) -> Result<Credentials, CredentialsError> {
+    if profile.is_none() {
+        if let (Some(ak), Some(sk)) = (env.var("AWS_ACCESS_KEY_ID"), env.var("AWS_SECRET_ACCESS_KEY")) {
+            return Ok(Credentials { access_key_id: ak, secret_access_key: sk, session_token: env.var("AWS_SESSION_TOKEN") });
+        }
+    }
+    let explicit = profile.is_some() || env.var("AWS_PROFILE").is_some();
+    let name = profile.map(str::to_string).or_else(|| env.var("AWS_PROFILE")).unwrap_or_else(|| "default".into());
+    let cred_file = env.var("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from).unwrap_or_else(|| home(env).join(".aws/credentials"));
+    let conf_file = env.var("AWS_CONFIG_FILE").map(PathBuf::from).unwrap_or_else(|| home(env).join(".aws/config"));
+    let candidates = [
+        (cred_file.clone(), name.clone()),
+        (conf_file.clone(), if name == "default" { "default".into() } else { format!("profile {name}") }),
+    ];
+    for (file, section) in &candidates {
+        let Some(text) = read(file) else { continue };
+        let ini = parse_ini(&text);
+        let Some(sec) = ini.get(section) else { continue };
+        let file_s = file.display().to_string();
+        let ak = sec.get("aws_access_key_id").cloned().ok_or_else(|| CredentialsError::Incomplete {
+            profile: name.clone(),
+            file: file_s.clone(),
+            key: "aws_access_key_id",
+        })?;
+        let sk = sec.get("aws_secret_access_key").cloned().ok_or_else(|| CredentialsError::Incomplete {
+            profile: name.clone(),
+            file: file_s.clone(),
+            key: "aws_secret_access_key",
+        })?;
+        return Ok(Credentials { access_key_id: ak, secret_access_key: sk, session_token: sec.get("aws_session_token").cloned() });
+    }
+    if explicit {
+        Err(CredentialsError::NoProfile {
+            profile: name,
+            files: format!("{} or {}", cred_file.display(), conf_file.display()),
+        })
+    } else {
+        Err(CredentialsError::Missing)
+    }
+}
+
+/// The region of a profile in the config file, if set.
+pub fn profile_region(profile: &str, env: &dyn Env) -> Option<String> {
+    let conf_file = env.var("AWS_CONFIG_FILE").map(PathBuf::from).unwrap_or_else(|| home(env).join(".aws/config"));
+    let ini = parse_ini(&read(&conf_file)?);
+    let section = if profile == "default" { "default".to_string() } else { format!("profile {profile}") };
+    ini.get(&section)?.get("region").cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_first_then_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let cred = dir.path().join("credentials");
+        let conf = dir.path().join("config");
+        std::fs::write(&cred, "[default]\naws_access_key_id = D\naws_secret_access_key = DS\n[src]\naws_access_key_id=S\naws_secret_access_key=SS\naws_session_token=T\n").unwrap();
+        std::fs::write(&conf, "[profile dst]\naws_access_key_id = X\naws_secret_access_key = XS\nregion = eu-west-1\n[profile half]\naws_access_key_id = H\n").unwrap();
+        let base = [
+            ("AWS_SHARED_CREDENTIALS_FILE", cred.to_str().unwrap()),
+            ("AWS_CONFIG_FILE", conf.to_str().unwrap()),
+        ];
+        let mut with_env = base.to_vec();
+        with_env.extend([("AWS_ACCESS_KEY_ID", "E"), ("AWS_SECRET_ACCESS_KEY", "ES")]);
+        let e = env(&with_env);
+        assert_eq!(resolve(None, &e).unwrap().access_key_id, "E");
+        // an explicit profile wins over the environment
+        let c = resolve(Some("src"), &e).unwrap();
+        assert_eq!((c.access_key_id.as_str(), c.session_token.as_deref()), ("S", Some("T")));
+        let e = env(&base);
+        assert_eq!(resolve(None, &e).unwrap().access_key_id, "D");
+        assert_eq!(resolve(Some("dst"), &e).unwrap().access_key_id, "X");
+        assert_eq!(profile_region("dst", &e).as_deref(), Some("eu-west-1"));
+        assert!(matches!(resolve(Some("nope"), &e), Err(CredentialsError::NoProfile { .. })));
+        let err = resolve(Some("half"), &e).unwrap_err();
+        assert!(err.to_string().contains("aws_secret_access_key"), "{err}");
+        let empty = env(&[("HOME", dir.path().to_str().unwrap())]);
+        assert!(matches!(resolve(None, &empty), Err(CredentialsError::Missing)));
+    }
+}

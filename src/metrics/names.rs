@@ -1,0 +1,10 @@
+//! Every metric name the engine exports, in one place.
+
+pub const VERSIONS_COPIED: &str = "backbeat_versions_copied_total";
+pub const DELETE_MARKERS: &str = "backbeat_delete_markers_replicated_total";
+pub const SKIPPED: &str = "backbeat_versions_skipped_total";
+pub const FAILED: &str = "backbeat_versions_failed_total";
+pub const BYTES_COPIED: &str = "backbeat_bytes_copied_total";
+pub const RETRIES: &str = "backbeat_retries_total";
+pub const CHECKSUM_MISMATCHES: &str = "backbeat_checksum_mismatches_total";
+pub const REPLICATION_LATENCY: &str = "backbeat_replication_latency_seconds";

@@ -1,0 +1,207 @@
+//! Multipart copies: parts fetched with ranged GETs (or by part number, keeping the
+//! source's part layout so the ETag matches) and uploaded in parallel, bounded per object
+//! and per shard. A failed copy aborts its upload: no orphan parts are left behind.
+
+use futures_util::stream::{self, StreamExt};
+
+use super::{upload_checksum, verify, Ctx, ReplicationError, Stage, Version};
+use crate::s3::body::{PipeBody, ReqBody};
+use crate::s3::ops::get_object::GetObjectRequest;
+use crate::s3::ops::head_object::HeadObjectRequest;
+use crate::s3::ops::put_object::UploadChecksum;
+use crate::s3::ops::upload_part::CompletedPart;
+use crate::s3::ops::{ObjectHead, ObjectMetadata};
+use crate::s3::ChecksumTransport;
+
+/// S3's limit on parts per upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// Where a part's bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartSource {
+    /// The source object's own part.
+    Number,
+    /// An inclusive byte range of the source object.
+    Range(u64, u64),
+}
+
+/// One part of the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartPlan {
+    pub number: u32,
+    pub source: PartSource,
+}
+
+/// Splits `size` bytes into parts of `part_size` (grown if needed to stay within 10,000).
+pub fn plan_ranges(size: u64, part_size: u64) -> Vec<PartPlan> {
+    let mut ps = part_size.max(5 * 1024 * 1024);
+    if size.div_ceil(ps) > MAX_PARTS {
+        ps = size.div_ceil(MAX_PARTS);
+    }
+    let mut parts = Vec::new();
+    let mut off = 0;
+    let mut n = 1;
+    while off < size {
+        let end = (off + ps).min(size) - 1;
+        parts.push(PartPlan { number: n, source: PartSource::Range(off, end) });
+        off = end + 1;
+        n += 1;
+    }
+    if parts.is_empty() {
+        parts.push(PartPlan { number: 1, source: PartSource::Range(0, 0) });
+    }
+    parts
+}
+
+/// Copies a version with a multipart upload. Returns the bytes copied.
+pub async fn copy(
+    ctx: &Ctx,
+    v: &Version,
+    head: &ObjectHead,
+    meta: &ObjectMetadata,
+    tags: &[(String, String)],
+) -> Result<u64, ReplicationError> {
+    let vid = super::source_version_id(&v.version_id);
+    // Keep the source's layout when it was uploaded in parts.
+    let mut plan = None;
+    if super::multipart_etag_parts(&head.etag).is_some() {
+        let h1 = ctx
+            .source
+            .head_object(
+                &ctx.source_bucket,
+                &v.key,
+                HeadObjectRequest { version_id: vid, part_number: Some(1), checksum_mode: false },
+            )
+            .await
+            .map_err(|e| ReplicationError::op(Stage::HeadSource, &e))?;
+        if let Some(n) = h1.parts_count.filter(|n| *n > 0) {
+            plan = Some((1..=n).map(|number| PartPlan { number, source: PartSource::Number }).collect::<Vec<_>>());
+        }
+    }
+    let plan = plan.unwrap_or_else(|| plan_ranges(head.content_length, ctx.opts.part_size));
+    if head.content_length == 0 {
+        // Nothing to split: a zero-byte multipart source becomes a plain empty object.
+        return super::replicate_small_empty(ctx, v, meta, tags).await;
+    }
+    let with_crc = ctx.dest.endpoint().config.checksum == ChecksumTransport::Trailer;
+    let upload_id = ctx
+        .dest
+        .create_multipart_upload(&ctx.dest_bucket, &v.key, meta, tags, with_crc)
+        .await
+        .map_err(|e| ReplicationError::op(Stage::Multipart, &e))?;
+    let result = upload_parts(ctx, v, vid, &upload_id, &plan, with_crc).await;
+    let result = match result {
+        Ok(parts) => ctx
+            .dest
+            .complete_multipart_upload(&ctx.dest_bucket, &v.key, &upload_id, &parts)
+            .await
+            .map_err(|e| ReplicationError::op(Stage::Multipart, &e))
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Ok(head.content_length),
+        Err(e) => {
+            if let Err(abort) = ctx.dest.abort_multipart_upload(&ctx.dest_bucket, &v.key, &upload_id).await {
+                tracing::warn!(key = %v.key, upload_id, error = %abort, "could not abort multipart upload");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn upload_parts(
+    ctx: &Ctx,
+    v: &Version,
+    vid: Option<&str>,
+    upload_id: &str,
+    plan: &[PartPlan],
+    with_crc: bool,
+) -> Result<Vec<CompletedPart>, ReplicationError> {
+    let mut results = stream::iter(plan.iter().copied())
+        .map(|p| upload_one(ctx, v, vid, upload_id, p, with_crc))
+        .buffer_unordered(ctx.opts.part_concurrency.max(1));
+    let mut parts = Vec::with_capacity(plan.len());
+    while let Some(r) = results.next().await {
+        parts.push(r?);
+        if ctx.shutdown.is_set() {
+            return Err(ReplicationError {
+                stage: Stage::Multipart,
+                code: "ShuttingDown".into(),
+                message: "stopped before the upload completed".into(),
+                retryable: true,
+            });
+        }
+    }
+    parts.sort_by_key(|p| p.part_number);
+    Ok(parts)
+}
+
+async fn upload_one(
+    ctx: &Ctx,
+    v: &Version,
+    vid: Option<&str>,
+    upload_id: &str,
+    p: PartPlan,
+    with_crc: bool,
+) -> Result<CompletedPart, ReplicationError> {
+    let _permit = ctx.part_slots.acquire(1).await.map_err(|_| ReplicationError {
+        stage: Stage::Multipart,
+        code: "ShuttingDown".into(),
+        message: "part slots closed".into(),
+        retryable: true,
+    })?;
+    let req = match p.source {
+        PartSource::Number => GetObjectRequest { version_id: vid, part_number: Some(p.number), checksum_mode: true, range: None },
+        PartSource::Range(a, b) => GetObjectRequest { version_id: vid, range: Some((a, b)), checksum_mode: false, part_number: None },
+    };
+    let get = ctx
+        .source
+        .get_object(&ctx.source_bucket, &v.key, req)
+        .await
+        .map_err(|e| ReplicationError::op(Stage::GetSource, &e))?;
+    let len = get.head.content_length;
+    // A part's own checksum is only trusted for part-number reads.
+    let known = match p.source {
+        PartSource::Number => get.head.crc32c,
+        PartSource::Range(..) => None,
+    };
+    let (mode, chunked) = if with_crc { upload_checksum(&ctx.dest, known) } else { (UploadChecksum::None, false) };
+    let (pipe, result) = PipeBody::new(get.body, len, known, chunked, Some(ctx.stats.bytes_moved.clone()));
+    let mut part = ctx
+        .dest
+        .upload_part(&ctx.dest_bucket, &v.key, upload_id, p.number, ReqBody::Pipe(Box::new(pipe)), len, mode)
+        .await
+        .map_err(|e| ReplicationError::op(Stage::Multipart, &e))?;
+    verify(result.crc32c(), part.crc32c)?;
+    if with_crc {
+        part.crc32c = result.crc32c();
+    } else {
+        part.crc32c = None;
+    }
+    Ok(part)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_exactly() {
+        let mib = 1024 * 1024;
+        let p = plan_ranges(20 * mib + 1, 8 * mib);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].source, PartSource::Range(0, 8 * mib - 1));
+        assert_eq!(p[2].source, PartSource::Range(16 * mib, 20 * mib));
+        // at most 10,000 parts
+        let p = plan_ranges(100_000 * 5 * mib, 5 * mib);
+        assert!(p.len() <= 10_000);
+        let mut next = 0;
+        for part in &p {
+            let PartSource::Range(a, b) = part.source else { panic!() };
+            assert_eq!(a, next);
+            next = b + 1;
+        }
+        assert_eq!(next, 100_000 * 5 * mib);
+    }
+}

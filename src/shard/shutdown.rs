@@ -1,0 +1,56 @@
+//! A shutdown signal every long operation watches: set once (SIGINT/SIGTERM or a caller),
+//! observed by polling or by awaiting with a timer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Cloneable, `Send + Sync`.
+#[derive(Clone, Default, Debug)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALLED.store(true, Ordering::SeqCst);
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A signal that is also set by SIGINT and SIGTERM.
+    pub fn with_signals() -> Self {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        }
+        Self::default()
+    }
+
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed) || SIGNALLED.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps for `d` on the current glommio executor, waking early on shutdown.
+    /// Returns false when shut down.
+    pub async fn sleep(&self, d: Duration) -> bool {
+        let step = Duration::from_millis(50);
+        let mut left = d;
+        while !left.is_zero() {
+            if self.is_set() {
+                return false;
+            }
+            let s = left.min(step);
+            glommio::timer::sleep(s).await;
+            left -= s;
+        }
+        !self.is_set()
+    }
+}

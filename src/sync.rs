@@ -1,0 +1,342 @@
+//! `backbeat sync`: one-shot replication of a whole bucket (or prefix), no Kafka needed.
+//!
+//! The scan runs on shard 0 and hands each key (all its versions, oldest first) to the shard
+//! chosen by the key's hash; each shard replicates up to `concurrency` keys at once, each
+//! key's versions in order. Owns: the job's wiring, progress and summary.
+//! May call: `s3`, `replication`, `populate`, `shard`, `metrics`.
+
+use std::cell::RefCell;
+use std::hash::{Hash, Hasher};
+use std::io::IsTerminal;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::metrics::{latency_histogram, Failure, Stats};
+use crate::populate::scan::{scan, KeyVersions};
+use crate::replication::{replicate_key, Ctx, Options};
+use crate::s3::ops::bucket::{BucketError, Versioning};
+use crate::s3::{Client, Endpoint};
+use crate::shard::{self, Placement, Shutdown};
+
+/// `s3://bucket[/prefix]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    pub prefix: Option<String>,
+}
+
+impl std::str::FromStr for S3Url {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rest = s.strip_prefix("s3://").ok_or_else(|| format!("{s:?} is not an s3://BUCKET[/PREFIX] URL"))?;
+        let (bucket, prefix) = match rest.split_once('/') {
+            Some((b, p)) => (b, (!p.is_empty()).then(|| p.to_string())),
+            None => (rest, None),
+        };
+        if bucket.is_empty() {
+            return Err(format!("{s:?} has no bucket name"));
+        }
+        Ok(S3Url { bucket: bucket.to_string(), prefix })
+    }
+}
+
+impl std::fmt::Display for S3Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}", self.bucket)?;
+        if let Some(p) = &self.prefix {
+            write!(f, "/{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A sync job, fully resolved.
+pub struct SyncJob {
+    pub source: S3Url,
+    pub destination: S3Url,
+    pub source_endpoint: Arc<Endpoint>,
+    pub destination_endpoint: Arc<Endpoint>,
+    pub shards: usize,
+    pub placement: Placement,
+    /// Keys in flight per shard.
+    pub concurrency: usize,
+    /// Parts in flight per shard, across objects.
+    pub shard_parts: usize,
+    pub options: Options,
+    pub progress: bool,
+}
+
+/// Why a sync could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Preflight(String),
+    #[error(transparent)]
+    Shard(#[from] shard::ShardError),
+    #[error("listing the source failed: {0}")]
+    Scan(String),
+}
+
+/// The outcome of a sync, as printed at the end (and as JSON with `--json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub source: String,
+    pub destination: String,
+    pub versions_found: u64,
+    pub versions_copied: u64,
+    pub delete_markers: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub gb_per_s: f64,
+    pub objects_per_s: f64,
+    pub retries: u64,
+    pub checksum_mismatches: u64,
+    pub latency_ms: Option<LatencySummary>,
+    pub interrupted: bool,
+    pub failures: Vec<Failure>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LatencySummary {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+fn describe(side: &str, bucket: &str, ep: &Endpoint, e: &BucketError) -> String {
+    let url = ep.label();
+    match e {
+        BucketError::NoSuchBucket => format!("{side} bucket {bucket:?} does not exist at {url}: create it or fix the bucket name"),
+        BucketError::Request(r) => match r.code() {
+            "ConnectError" => format!("cannot reach the {side} endpoint {url}: is the server running and the URL right? ({r})"),
+            "TlsError" => format!("TLS with the {side} endpoint {url} failed: {r}"),
+            "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken" => format!(
+                "the {side} endpoint {url} rejected the credentials ({}): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --{side}-profile",
+                r.code()
+            ),
+            _ => format!("the {side} endpoint {url} failed on bucket {bucket:?}: {r}"),
+        },
+        other => format!("the {side} endpoint {url} failed on bucket {bucket:?}: {other}"),
+    }
+}
+
+async fn check_bucket(side: &str, client: &Client, bucket: &str) -> Result<Versioning, String> {
+    client.get_bucket_versioning(bucket).await.map_err(|e| describe(side, bucket, client.endpoint(), &e))
+}
+
+fn shard_of(key: &str, shards: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % shards as u64) as usize
+}
+
+/// Runs the job to completion (or until `shutdown`), showing progress on a terminal.
+pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
+    let stats = Stats::new();
+    // Preflight: both buckets reachable, credentials accepted.
+    let (src_ep, dst_ep) = (job.source_endpoint.clone(), job.destination_endpoint.clone());
+    let (sb, db) = (job.source.bucket.clone(), job.destination.bucket.clone());
+    let dest_versioned = shard::block_on(async move {
+        let src = Client::new(src_ep, None);
+        let dst = Client::new(dst_ep, None);
+        check_bucket("source", &src, &sb).await?;
+        let v = check_bucket("destination", &dst, &db).await?;
+        Ok::<_, String>(v == Versioning::Enabled)
+    })?
+    .map_err(SyncError::Preflight)?;
+
+    let shards = job.shards.max(1);
+    let mut senders = Vec::with_capacity(shards);
+    let mut receivers = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let (tx, rx) = async_channel::bounded::<KeyVersions>(256);
+        senders.push(tx);
+        receivers.push(rx);
+    }
+    let senders = Arc::new(std::sync::Mutex::new(Some(senders)));
+    let receivers = Arc::new(receivers);
+    let scan_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let started = Instant::now();
+
+    let job = Arc::new(job);
+    let runner = {
+        let (stats, shutdown, job, scan_error) = (stats.clone(), shutdown.clone(), job.clone(), scan_error.clone());
+        std::thread::spawn(move || {
+            shard::run(shards, job.placement, move |i| {
+                let (stats, shutdown, job, scan_error) = (stats.clone(), shutdown.clone(), job.clone(), scan_error.clone());
+                let rx = receivers[i].clone();
+                let senders = if i == 0 { senders.lock().expect("senders").take() } else { None };
+                async move {
+                    let ctx = Rc::new(Ctx {
+                        source: Client::new(job.source_endpoint.clone(), None),
+                        source_bucket: job.source.bucket.clone(),
+                        dest: Client::new(job.destination_endpoint.clone(), None),
+                        dest_bucket: job.destination.bucket.clone(),
+                        dest_versioned,
+                        opts: job.options.clone(),
+                        stats: stats.clone(),
+                        part_slots: glommio::sync::Semaphore::new(job.shard_parts.max(1) as u64),
+                        shutdown: shutdown.clone(),
+                    });
+                    if let Some(senders) = senders {
+                        let (ctx, job, scan_error) = (ctx.clone(), job.clone(), scan_error.clone());
+                        glommio::spawn_local(async move {
+                            let r = scan(&ctx.source, &job.source.bucket, job.source.prefix.as_deref(), &ctx.shutdown, |kv| {
+                                let stats = ctx.stats.clone();
+                                let tx = senders[shard_of(&kv.key, senders.len())].clone();
+                                async move {
+                                    Stats::add(&stats.versions_seen, kv.versions.len() as u64);
+                                    Stats::add(&stats.bytes_seen, kv.versions.iter().map(|v| v.size).sum());
+                                    tx.send(kv).await.is_ok()
+                                }
+                            })
+                            .await;
+                            if let Err(e) = r {
+                                *scan_error.lock().expect("scan error") = Some(e.to_string());
+                            }
+                            ctx.stats.scan_done.store(true, std::sync::atomic::Ordering::SeqCst);
+                            drop(senders);
+                        })
+                        .detach();
+                    }
+                    let concurrency = job.concurrency.max(1) as u64;
+                    let slots = Rc::new(glommio::sync::Semaphore::new(concurrency));
+                    let latency = Rc::new(RefCell::new(latency_histogram()));
+                    while let Ok(kv) = rx.recv().await {
+                        let Ok(permit) = Rc::clone(&slots).acquire_static_permit(1).await else { break };
+                        let (ctx, latency) = (ctx.clone(), latency.clone());
+                        glommio::spawn_local(async move {
+                            replicate_key(&ctx, &kv.key, &kv.versions, &latency).await;
+                            drop(permit);
+                        })
+                        .detach();
+                    }
+                    // Wait for every key in flight.
+                    let _ = slots.acquire(concurrency).await;
+                    stats.merge_latency(&latency.borrow());
+                }
+            })
+        })
+    };
+
+    let bar = job.progress.then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    while !runner.is_finished() {
+        if let Some(bar) = &bar {
+            let done_versions = Stats::get(&stats.versions_copied)
+                + Stats::get(&stats.delete_markers)
+                + Stats::get(&stats.skipped)
+                + Stats::get(&stats.failed);
+            bar.set_length(Stats::get(&stats.bytes_seen));
+            bar.set_position(Stats::get(&stats.bytes_moved).min(Stats::get(&stats.bytes_seen)));
+            let scanning = if stats.scan_done.load(std::sync::atomic::Ordering::Relaxed) { "" } else { " (scanning)" };
+            bar.set_message(format!(
+                "{done_versions}/{} versions{scanning}, {} failed",
+                Stats::get(&stats.versions_seen),
+                Stats::get(&stats.failed)
+            ));
+            bar.tick();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    runner.join().map_err(|_| SyncError::Shard(shard::ShardError::Panicked(0)))??;
+    if let Some(e) = scan_error.lock().expect("scan error").take() {
+        return Err(SyncError::Scan(e));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let bytes = Stats::get(&stats.bytes_copied);
+    let copied = Stats::get(&stats.versions_copied) + Stats::get(&stats.delete_markers);
+    let mut failures = stats.failures.lock().expect("failures").clone();
+    failures.sort_by(|a, b| (&a.key, &a.version_id).cmp(&(&b.key, &b.version_id)));
+    Ok(Summary {
+        source: job.source.to_string(),
+        destination: job.destination.to_string(),
+        versions_found: Stats::get(&stats.versions_seen),
+        versions_copied: Stats::get(&stats.versions_copied),
+        delete_markers: Stats::get(&stats.delete_markers),
+        skipped: Stats::get(&stats.skipped),
+        failed: Stats::get(&stats.failed),
+        bytes,
+        seconds: secs,
+        gb_per_s: bytes as f64 / 1e9 / secs.max(1e-9),
+        objects_per_s: copied as f64 / secs.max(1e-9),
+        retries: Stats::get(&stats.retries),
+        checksum_mismatches: Stats::get(&stats.checksum_mismatches),
+        latency_ms: stats.latency_percentiles().map(|[a, b, c, d]| LatencySummary {
+            p50: a.as_secs_f64() * 1e3,
+            p99: b.as_secs_f64() * 1e3,
+            p999: c.as_secs_f64() * 1e3,
+            max: d.as_secs_f64() * 1e3,
+        }),
+        interrupted: shutdown.is_set(),
+        failures,
+    })
+}
+
+/// Whether progress should be drawn (standard error is a terminal).
+pub fn progress_wanted() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+impl Summary {
+    /// The human-readable summary.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "{} -> {}\n  versions copied   {}\n  delete markers    {}\n  skipped (present) {}\n  failed            {}\n  bytes             {} ({:.3} GB/s, {:.1} objects/s, {:.2} s)\n",
+            self.source,
+            self.destination,
+            self.versions_copied,
+            self.delete_markers,
+            self.skipped,
+            self.failed,
+            self.bytes,
+            self.gb_per_s,
+            self.objects_per_s,
+            self.seconds
+        );
+        if self.retries > 0 || self.checksum_mismatches > 0 {
+            s.push_str(&format!("  retries           {} ({} checksum mismatches)\n", self.retries, self.checksum_mismatches));
+        }
+        if let Some(l) = &self.latency_ms {
+            s.push_str(&format!("  latency ms        p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}\n", l.p50, l.p99, l.p999, l.max));
+        }
+        if self.interrupted {
+            s.push_str("  interrupted: run the same command again to finish\n");
+        }
+        for f in &self.failures {
+            s.push_str(&format!("  FAILED {} (version {}): {} [{} attempt(s)]\n", f.key, f.version_id, f.message, f.attempts));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls() {
+        let u: S3Url = "s3://b/p/q".parse().unwrap();
+        assert_eq!((u.bucket.as_str(), u.prefix.as_deref()), ("b", Some("p/q")));
+        let u: S3Url = "s3://b".parse().unwrap();
+        assert_eq!(u.prefix, None);
+        assert!("b/k".parse::<S3Url>().is_err());
+        assert!("s3://".parse::<S3Url>().is_err());
+    }
+}
