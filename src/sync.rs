@@ -250,7 +250,7 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
             ));
             bar.tick();
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(if bar.is_some() { 100 } else { 5 }));
     }
     if let Some(bar) = &bar {
         bar.finish_and_clear();

@@ -188,6 +188,43 @@ pub(crate) fn verify(computed: Option<u32>, reported: Option<u32>) -> Result<(),
     }
 }
 
+/// A plain MD5 ETag (single-part upload, no SSE-KMS): the MD5 of the object's bytes.
+fn md5_etag(etag: &str) -> Option<&str> {
+    let e = etag.trim_matches('"');
+    (e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())).then_some(e)
+}
+
+/// Compares the destination's ETag with the source's when both are content hashes the
+/// servers computed themselves (plain MD5, or a multipart ETag when the part layout was
+/// kept). This catches corruption on servers that store a client's CRC32C unverified.
+pub(crate) fn verify_etag(source: &str, dest: &str, same_layout: bool) -> Result<(), ReplicationError> {
+    let (s, d) = (source.trim_matches('"'), dest.trim_matches('"'));
+    let comparable = match (md5_etag(s), md5_etag(d)) {
+        (Some(_), Some(_)) => true,
+        _ => same_layout && multipart_etag_parts(s).is_some() && multipart_etag_parts(d).is_some(),
+    };
+    if comparable && !s.eq_ignore_ascii_case(d) {
+        return Err(ReplicationError {
+            stage: Stage::Verify,
+            code: "ChecksumMismatch".into(),
+            message: format!("destination ETag {d} differs from the source's {s}: the bytes were altered in transit"),
+            retryable: true,
+        });
+    }
+    Ok(())
+}
+
+/// Removes a version we just wrote and found corrupt, so it never stays at the destination.
+pub(crate) async fn discard_version(ctx: &Ctx, key: &str, version_id: Option<&str>) {
+    if let Some(vid) = version_id {
+        if let Err(e) = ctx.dest.delete_object(&ctx.dest_bucket, key, Some(vid)).await {
+            tracing::warn!(key, version = vid, error = %e, "could not delete a corrupt destination version");
+        }
+    } else if !ctx.dest_versioned {
+        // Unversioned: the next attempt overwrites it.
+    }
+}
+
 /// True when the destination's current object came from source version `v`.
 pub async fn already_at_destination(ctx: &Ctx, v: &Version) -> Result<bool, ReplicationError> {
     match ctx.dest.head_object(&ctx.dest_bucket, &v.key, HeadObjectRequest::default()).await {
@@ -328,7 +365,10 @@ pub async fn replicate_once(ctx: &Ctx, v: &Version) -> Result<Outcome, Replicati
         )
         .await
         .map_err(|e| ReplicationError::op(Stage::PutDestination, &e))?;
-    verify(result.crc32c(), out.crc32c)?;
+    if let Err(e) = verify(result.crc32c(), out.crc32c).and_then(|_| verify_etag(&get.head.etag, &out.etag, true)) {
+        discard_version(ctx, &v.key, out.version_id.as_deref()).await;
+        return Err(e);
+    }
     Ok(Outcome::Copied { bytes: len })
 }
 
@@ -485,6 +525,18 @@ mod tests {
         assert_eq!(multipart_etag_parts("\"abc-3\""), Some(3));
         assert_eq!(multipart_etag_parts("\"abc\""), None);
         assert_eq!(multipart_etag_parts("abc-x"), None);
+    }
+
+    #[test]
+    fn etag_rules() {
+        let a = "\"0123456789abcdef0123456789abcdef\"";
+        let b = "\"0123456789abcdef0123456789abcdee\"";
+        assert!(verify_etag(a, a, true).is_ok());
+        assert_eq!(verify_etag(a, b, true).unwrap_err().code, "ChecksumMismatch");
+        // KMS-style or multipart ETags are not content hashes of the whole body
+        assert!(verify_etag("\"abc-2\"", b, true).is_ok());
+        assert!(verify_etag("\"abc-2\"", "\"abd-2\"", false).is_ok());
+        assert!(verify_etag("\"abc-2\"", "\"abd-2\"", true).is_err());
     }
 
     #[test]

@@ -19,8 +19,9 @@ const MAX_PARTS: u64 = 10_000;
 /// Where a part's bytes come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartSource {
-    /// The source object's own part.
-    Number,
+    /// The source object's own part: its byte range, found with HEAD partNumber (a GET by
+    /// part number is not honoured by every server).
+    Part(u64, u64),
     /// An inclusive byte range of the source object.
     Range(u64, u64),
 }
@@ -53,6 +54,54 @@ pub fn plan_ranges(size: u64, part_size: u64) -> Vec<PartPlan> {
     parts
 }
 
+/// The byte ranges of the source's `n` parts, from one HEAD partNumber per part.
+async fn source_layout(
+    ctx: &Ctx,
+    v: &Version,
+    vid: Option<&str>,
+    n: u32,
+    first_len: u64,
+    total: u64,
+) -> Result<Vec<PartPlan>, ReplicationError> {
+    let mut sizes = vec![first_len];
+    let rest: Vec<Result<u64, ReplicationError>> = stream::iter(2..=n)
+        .map(|number| async move {
+            ctx.source
+                .head_object(
+                    &ctx.source_bucket,
+                    &v.key,
+                    HeadObjectRequest { version_id: vid, part_number: Some(number), checksum_mode: false },
+                )
+                .await
+                .map(|h| h.content_length)
+                .map_err(|e| ReplicationError::op(Stage::HeadSource, &e))
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    for r in rest {
+        sizes.push(r?);
+    }
+    if sizes.iter().sum::<u64>() != total {
+        return Err(ReplicationError {
+            stage: Stage::HeadSource,
+            code: "InconsistentParts".into(),
+            message: format!("the source's {n} parts do not add up to its {total} bytes"),
+            retryable: true,
+        });
+    }
+    let mut off = 0;
+    Ok(sizes
+        .iter()
+        .enumerate()
+        .map(|(i, len)| {
+            let p = PartPlan { number: i as u32 + 1, source: PartSource::Part(off, off + len - 1) };
+            off += len;
+            p
+        })
+        .collect())
+}
+
 /// Copies a version with a multipart upload. Returns the bytes copied.
 pub async fn copy(
     ctx: &Ctx,
@@ -75,9 +124,10 @@ pub async fn copy(
             .await
             .map_err(|e| ReplicationError::op(Stage::HeadSource, &e))?;
         if let Some(n) = h1.parts_count.filter(|n| *n > 0) {
-            plan = Some((1..=n).map(|number| PartPlan { number, source: PartSource::Number }).collect::<Vec<_>>());
+            plan = Some(source_layout(ctx, v, vid, n, h1.content_length, head.content_length).await?);
         }
     }
+    let same_layout = plan.is_some();
     let plan = plan.unwrap_or_else(|| plan_ranges(head.content_length, ctx.opts.part_size));
     if head.content_length == 0 {
         // Nothing to split: a zero-byte multipart source becomes a plain empty object.
@@ -90,15 +140,26 @@ pub async fn copy(
         .await
         .map_err(|e| ReplicationError::op(Stage::Multipart, &e))?;
     let result = upload_parts(ctx, v, vid, &upload_id, &plan, with_crc).await;
+    let mut bad_version: Option<String> = None;
     let result = match result {
         Ok(parts) => ctx
             .dest
             .complete_multipart_upload(&ctx.dest_bucket, &v.key, &upload_id, &parts)
             .await
             .map_err(|e| ReplicationError::op(Stage::Multipart, &e))
+            .and_then(|out| match super::verify_etag(&head.etag, &out.etag, same_layout) {
+                Ok(()) => Ok(out),
+                Err(e) => Err((e, out.version_id)).map_err(|(e, vid)| {
+                    bad_version = vid;
+                    e
+                }),
+            })
             .map(|_| ()),
         Err(e) => Err(e),
     };
+    if let Some(vid) = bad_version.take() {
+        super::discard_version(ctx, &v.key, Some(&vid)).await;
+    }
     match result {
         Ok(()) => Ok(head.content_length),
         Err(e) => {
@@ -151,21 +212,24 @@ async fn upload_one(
         message: "part slots closed".into(),
         retryable: true,
     })?;
-    let req = match p.source {
-        PartSource::Number => GetObjectRequest { version_id: vid, part_number: Some(p.number), checksum_mode: true, range: None },
-        PartSource::Range(a, b) => GetObjectRequest { version_id: vid, range: Some((a, b)), checksum_mode: false, part_number: None },
-    };
+    let (PartSource::Part(a, b) | PartSource::Range(a, b)) = p.source;
+    let req = GetObjectRequest { version_id: vid, range: Some((a, b)), checksum_mode: false, part_number: None };
     let get = ctx
         .source
         .get_object(&ctx.source_bucket, &v.key, req)
         .await
         .map_err(|e| ReplicationError::op(Stage::GetSource, &e))?;
     let len = get.head.content_length;
-    // A part's own checksum is only trusted for part-number reads.
-    let known = match p.source {
-        PartSource::Number => get.head.crc32c,
-        PartSource::Range(..) => None,
-    };
+    if len != b - a + 1 {
+        return Err(ReplicationError {
+            stage: Stage::GetSource,
+            code: "BadRange".into(),
+            message: format!("asked for bytes {a}-{b}, got {len} bytes"),
+            retryable: true,
+        });
+    }
+    // Ranged reads carry no checksum: the CRC32C is computed in flight and sent as a trailer.
+    let known = None;
     let (mode, chunked) = if with_crc { upload_checksum(&ctx.dest, known) } else { (UploadChecksum::None, false) };
     let (pipe, result) = PipeBody::new(get.body, len, known, chunked, Some(ctx.stats.bytes_moved.clone()));
     let mut part = ctx

@@ -47,6 +47,8 @@ pub struct EndpointConfig {
     /// PEM file of CA certificates to trust instead of the system roots.
     pub ca_file: Option<PathBuf>,
     pub checksum: ChecksumTransport,
+    /// Connect to this address whatever the host name resolves to (like curl's --resolve).
+    pub connect_to: Option<std::net::SocketAddr>,
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
     pub idle_timeout: Duration,
@@ -61,6 +63,7 @@ impl EndpointConfig {
             credentials,
             ca_file: None,
             checksum: ChecksumTransport::Trailer,
+            connect_to: None,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),
@@ -121,13 +124,16 @@ impl Endpoint {
     }
 
     fn connect_spec(&self, host: &str) -> Result<ConnectSpec, RequestError> {
-        let addrs: Vec<_> = (host, self.port)
+        let addrs: Vec<_> = match self.config.connect_to {
+            Some(a) => vec![a],
+            None => (host, self.port)
             .to_socket_addrs()
             .map_err(|e| RequestError::Connect {
                 endpoint: self.config.url.clone(),
                 message: format!("cannot resolve {host}: {e}"),
             })?
-            .collect();
+            .collect(),
+        };
         let tls = match &self.tls {
             Some(cfg) => {
                 let name = ServerName::try_from(host.to_string()).map_err(|e| {

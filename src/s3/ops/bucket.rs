@@ -41,8 +41,7 @@ impl Client {
         let body = resp.body.collect(64 * 1024).await?;
         let mut v = Versioning::Unversioned;
         walk_xml(&body, |path, text| {
-            // AWS names the root VersioningConfiguration; moto GetBucketVersioningResponse.
-            if path.ends_with("/Status") && path.matches('/').count() == 1 {
+            if path == "Status" {
                 match text.map(str::trim) {
                     Some("Enabled") => v = Versioning::Enabled,
                     Some("Suspended") => v = Versioning::Suspended,
@@ -85,6 +84,21 @@ impl Client {
             .header("x-amz-checksum-crc32c", &crate::s3::checksum::encode(crc))?
             .body(ReqBody::full(xml));
         let r = self.send("PutBucketVersioning", req, &[]).await.map_err(map_bucket_err)?;
+        let _ = r.body.collect(64 * 1024).await;
+        Ok(())
+    }
+}
+
+impl Client {
+    /// Stores a ReplicationConfiguration XML document (tests and demos use it).
+    pub async fn put_bucket_replication(&self, bucket: &str, xml: &str) -> Result<(), BucketError> {
+        let crc = crate::s3::checksum::crc32c(xml.as_bytes());
+        let req = Req::new(Method::PUT, bucket, None)
+            .query("replication", "")
+            .header("content-type", "application/xml")?
+            .header("x-amz-checksum-crc32c", &crate::s3::checksum::encode(crc))?
+            .body(ReqBody::full(xml.to_string()));
+        let r = self.send("PutBucketReplication", req, &[]).await.map_err(map_bucket_err)?;
         let _ = r.body.collect(64 * 1024).await;
         Ok(())
     }

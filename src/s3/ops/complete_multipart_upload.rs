@@ -58,7 +58,7 @@ impl Client {
         }
         let mut etag = String::new();
         walk_xml(&body, |path, text| {
-            if path == "CompleteMultipartUploadResult/ETag" {
+            if path == "ETag" {
                 if let Some(t) = text {
                     etag = t.to_string();
                 }

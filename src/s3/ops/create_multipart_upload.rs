@@ -40,7 +40,7 @@ impl Client {
         let body = resp.body.collect(64 * 1024).await?;
         let mut upload_id = None;
         walk_xml(&body, |path, text| {
-            if path == "InitiateMultipartUploadResult/UploadId" {
+            if path == "UploadId" {
                 if let Some(t) = text {
                     upload_id = Some(t.to_string());
                 }

@@ -59,8 +59,7 @@ pub fn parse_page(body: &[u8]) -> Result<ListObjectVersionsPage, crate::s3::erro
     let mut page = ListObjectVersionsPage::default();
     let mut cur = ListedVersion::default();
     walk_xml(body, |path, text| {
-        let Some(rest) = path.strip_prefix("ListVersionsResult/") else { return };
-        match (rest, text) {
+        match (path, text) {
             ("Version", None) => cur = ListedVersion::default(),
             ("DeleteMarker", None) => cur = ListedVersion { delete_marker: true, ..Default::default() },
             ("Version/", None) | ("DeleteMarker/", None) => page.versions.push(std::mem::take(&mut cur)),

@@ -146,9 +146,11 @@ pub(crate) fn xml_escape(s: &str) -> String {
     out
 }
 
-/// A tiny reader of S3 XML documents: calls `f(path, text)` for each text node, with the
-/// element path joined by `/` (e.g. `ListVersionsResult/Version/Key`), and
-/// `f(path, "")` on each element start, preserving document order.
+/// A tiny reader of S3 XML documents, in document order. Paths are relative to the root
+/// element, whose name servers disagree on (moto answers GetBucketVersioning with
+/// `GetBucketVersioningResponse`): `f(path, None)` when an element starts (e.g.
+/// `Version`), `f(path, Some(text))` for its text (`Version/Key`), and `f(path + "/", None)`
+/// when it ends (`Version/`). The root itself is reported as the empty path.
 pub(crate) fn walk_xml(
     body: &[u8],
     mut f: impl FnMut(&str, Option<&str>),
@@ -156,17 +158,21 @@ pub(crate) fn walk_xml(
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_reader(body);
     let mut path = String::new();
+    let mut depth = 0usize;
     let mut buf = Vec::new();
     loop {
         match reader.read_event_into(&mut buf) {
             Ok(Event::Start(e)) => {
-                if !path.is_empty() {
-                    path.push('/');
+                depth += 1;
+                if depth > 1 {
+                    if !path.is_empty() {
+                        path.push('/');
+                    }
+                    path.push_str(&String::from_utf8_lossy(e.local_name().as_ref()));
                 }
-                path.push_str(&String::from_utf8_lossy(e.local_name().as_ref()));
                 f(&path, None);
             }
-            Ok(Event::Empty(e)) => {
+            Ok(Event::Empty(e)) if depth > 0 => {
                 let mut p = path.clone();
                 if !p.is_empty() {
                     p.push('/');
@@ -187,12 +193,15 @@ pub(crate) fn walk_xml(
             }
             Ok(Event::End(_)) => {
                 // Signal the end of an element with a trailing `/`.
-                let ended = format!("{path}/");
-                f(&ended, None);
-                match path.rfind('/') {
-                    Some(i) => path.truncate(i),
-                    None => path.clear(),
+                if depth > 1 {
+                    let ended = format!("{path}/");
+                    f(&ended, None);
+                    match path.rfind('/') {
+                        Some(i) => path.truncate(i),
+                        None => path.clear(),
+                    }
                 }
+                depth = depth.saturating_sub(1);
             }
             Ok(Event::Eof) => break,
             Err(e) => return Err(RequestError::BadResponse(format!("bad XML: {e}"))),

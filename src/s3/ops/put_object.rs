@@ -55,6 +55,7 @@ pub(crate) fn apply_checksum<'a>(
     match checksum {
         UploadChecksum::Header(crc) => {
             req = req.header("x-amz-checksum-crc32c", &checksum::encode(crc))?;
+            req = req.header("x-amz-sdk-checksum-algorithm", "CRC32C")?;
             req = req.header("content-length", &length.to_string())?;
         }
         UploadChecksum::Trailer => {

@@ -35,10 +35,10 @@ impl Client {
         let mut tags = Vec::new();
         let mut cur: (String, String) = Default::default();
         walk_xml(&body, |path, text| match (path, text) {
-            ("Tagging/TagSet/Tag", None) => cur = Default::default(),
-            ("Tagging/TagSet/Tag/Key", Some(t)) => cur.0 = t.to_string(),
-            ("Tagging/TagSet/Tag/Value", Some(t)) => cur.1 = t.to_string(),
-            ("Tagging/TagSet/Tag/", None) => tags.push(std::mem::take(&mut cur)),
+            ("TagSet/Tag", None) => cur = Default::default(),
+            ("TagSet/Tag/Key", Some(t)) => cur.0 = t.to_string(),
+            ("TagSet/Tag/Value", Some(t)) => cur.1 = t.to_string(),
+            ("TagSet/Tag/", None) => tags.push(std::mem::take(&mut cur)),
             _ => {}
         })?;
         Ok(tags)

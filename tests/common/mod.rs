@@ -1,0 +1,169 @@
+//! Shared test harness: the real S3 servers started by `tests/run.sh`, clients on a glommio
+//! executor, bucket comparison, and a fault-injecting TCP proxy (flip a byte, answer 503
+//! SlowDown, reset connections) with an optional TLS front end behind a self-signed CA.
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use backbeat::s3::ops::get_object::GetObjectRequest;
+use backbeat::s3::ops::head_object::HeadObjectRequest;
+use backbeat::s3::ops::list_object_versions::{sort_newest_first, ListObjectVersionsRequest, ListedVersion};
+use backbeat::s3::ops::ObjectMetadata;
+use backbeat::s3::{Client, Credentials, Endpoint, EndpointConfig};
+
+/// URLs of the two S3 servers (source site, destination site).
+pub struct Servers {
+    pub source: String,
+    pub dest: String,
+}
+
+/// The servers `tests/run.sh` started. Missing servers fail the test: never a silent skip.
+pub fn servers() -> Servers {
+    let get = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: these tests need two real S3 servers; run them with `bash tests/run.sh`, which installs and starts moto")
+        })
+    };
+    Servers { source: get("BACKBEAT_TEST_S3_SOURCE"), dest: get("BACKBEAT_TEST_S3_DEST") }
+}
+
+pub fn creds() -> Credentials {
+    Credentials { access_key_id: "AKTEST".into(), secret_access_key: "SKTEST/secret".into(), session_token: None }
+}
+
+pub fn endpoint(url: &str) -> std::sync::Arc<Endpoint> {
+    Endpoint::new(EndpointConfig::new(url, "us-east-1", creds())).unwrap()
+}
+
+/// A bucket name unique to this process and call.
+pub fn bucket(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Runs a future on a fresh glommio executor.
+pub fn block_on<T, F: std::future::Future<Output = T>>(f: F) -> T {
+    backbeat::shard::block_on(f).expect("glommio executor")
+}
+
+pub async fn make_bucket(c: &Client, b: &str, versioned: bool) {
+    c.create_bucket(b).await.unwrap();
+    if versioned {
+        c.put_bucket_versioning(b, true).await.unwrap();
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Every entry of a bucket, per key, newest first.
+pub async fn all_versions(c: &Client, b: &str) -> BTreeMap<String, Vec<ListedVersion>> {
+    let mut out: BTreeMap<String, Vec<ListedVersion>> = BTreeMap::new();
+    let (mut km, mut vm): (Option<String>, Option<String>) = (None, None);
+    loop {
+        let page = c
+            .list_object_versions(
+                b,
+                ListObjectVersionsRequest { prefix: None, key_marker: km.as_deref(), version_id_marker: vm.as_deref(), max_keys: Some(1000) },
+            )
+            .await
+            .unwrap();
+        for v in page.versions {
+            out.entry(v.key.clone()).or_default().push(v);
+        }
+        if !page.is_truncated {
+            break;
+        }
+        km = page.next_key_marker;
+        vm = page.next_version_id_marker;
+    }
+    for list in out.values_mut() {
+        sort_newest_first(list);
+    }
+    out
+}
+
+pub async fn read_all(c: &Client, b: &str, key: &str, vid: Option<&str>) -> Vec<u8> {
+    let mut g = c
+        .get_object(b, key, GetObjectRequest { version_id: vid, ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("GET {key} {vid:?}: {e}"));
+    let mut out = Vec::new();
+    while let Some(chunk) = g.body.data().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+fn comparable(m: &ObjectMetadata) -> ObjectMetadata {
+    let mut m = m.clone();
+    m.user.retain(|(k, _)| !k.starts_with("backbeat-"));
+    m
+}
+
+/// Asserts that `dst` holds the same versions as `src`, key by key, in the same order,
+/// with equal bytes, metadata and tags (and delete markers at the same places).
+pub async fn assert_replicated(src: &Client, sb: &str, dst: &Client, db: &str) {
+    let s = all_versions(src, sb).await;
+    let d = all_versions(dst, db).await;
+    assert_eq!(s.keys().collect::<Vec<_>>(), d.keys().collect::<Vec<_>>(), "same keys");
+    for (key, sv) in &s {
+        let dv = &d[key];
+        let shape = |l: &Vec<ListedVersion>| l.iter().map(|v| (v.delete_marker, v.size)).collect::<Vec<_>>();
+        assert_eq!(shape(sv), shape(dv), "versions of {key:?} (newest first: delete marker?, size)");
+        for (a, b) in sv.iter().zip(dv) {
+            if a.delete_marker {
+                continue;
+            }
+            let sbytes = read_all(src, sb, key, Some(&a.version_id)).await;
+            let dbytes = read_all(dst, db, key, Some(&b.version_id)).await;
+            assert!(sbytes == dbytes, "bytes of {key:?} version {} differ", a.version_id);
+            let sh = src.head_object(sb, key, HeadObjectRequest { version_id: Some(&a.version_id), ..Default::default() }).await.unwrap();
+            let dh = dst.head_object(db, key, HeadObjectRequest { version_id: Some(&b.version_id), ..Default::default() }).await.unwrap();
+            assert_eq!(comparable(&sh.metadata), comparable(&dh.metadata), "metadata of {key:?}");
+            assert_eq!(dh.user_meta("backbeat-source-version-id"), Some(a.version_id.as_str()), "source version id of {key:?}");
+            let st = src.get_object_tagging(sb, key, Some(&a.version_id)).await.unwrap();
+            let dt = dst.get_object_tagging(db, key, Some(&b.version_id)).await.unwrap();
+            assert_eq!(st, dt, "tags of {key:?}");
+        }
+    }
+}
+
+/// Runs the backbeat binary and returns (exit code, stdout, stderr).
+pub fn backbeat(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backbeat"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "AKTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "SKTEST/secret")
+        .output()
+        .expect("run backbeat");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `backbeat sync --json` between two endpoints; returns (exit code, summary JSON, stderr).
+pub fn sync(src_url: &str, sb: &str, dst_url: &str, db: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let s = format!("s3://{sb}");
+    let d = format!("s3://{db}");
+    let mut args = vec!["sync", &s, &d, "--source-endpoint", src_url, "--destination-endpoint", dst_url, "--json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = backbeat(&args);
+    let json = serde_json::from_str(&out).unwrap_or_else(|e| panic!("summary is not JSON ({e}): {out}\nstderr: {err}"));
+    (code, json, err)
+}

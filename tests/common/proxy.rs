@@ -1,0 +1,301 @@
+//! A fault-injecting TCP proxy in front of a real S3 server, optionally terminating TLS with
+//! a certificate from a self-signed CA. It frames HTTP/1.1 requests (Content-Length bodies)
+//! so that it can flip a body byte, answer 503 SlowDown, or reset the connection for chosen
+//! requests, and passes everything else through unchanged.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+/// What to do to a matching request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Flip one bit of the body byte at offset 40 (requests with a body of at least 64 bytes).
+    FlipByte,
+    /// Answer `503 SlowDown` without forwarding.
+    SlowDown,
+    /// Reset the connection (RST) instead of forwarding.
+    Reset,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub method: &'static str,
+    /// Only requests whose target contains this.
+    pub path_contains: Option<String>,
+    pub kind: Kind,
+    pub remaining: u32,
+}
+
+#[derive(Default)]
+pub struct Faults {
+    list: Mutex<Vec<Fault>>,
+    /// Request lines seen, and whether a fault hit them.
+    pub log: Mutex<Vec<(String, Option<Kind>)>>,
+}
+
+impl Faults {
+    pub fn add(&self, method: &'static str, path_contains: Option<&str>, kind: Kind, times: u32) {
+        self.list.lock().unwrap().push(Fault { method, path_contains: path_contains.map(str::to_string), kind, remaining: times });
+    }
+
+    pub fn hits(&self, kind: Kind) -> usize {
+        self.log.lock().unwrap().iter().filter(|(_, k)| *k == Some(kind)).count()
+    }
+
+    fn take(&self, method: &str, target: &str, body_len: usize) -> Option<Kind> {
+        let mut list = self.list.lock().unwrap();
+        for f in list.iter_mut() {
+            if f.remaining == 0 || f.method != method {
+                continue;
+            }
+            if let Some(p) = &f.path_contains {
+                if !target.contains(p.as_str()) {
+                    continue;
+                }
+            }
+            if f.kind == Kind::FlipByte && body_len < 64 {
+                continue;
+            }
+            f.remaining -= 1;
+            return Some(f.kind);
+        }
+        None
+    }
+}
+
+pub struct Proxy {
+    pub url: String,
+    pub faults: Arc<Faults>,
+    /// PEM of the CA that signed the proxy's certificate (TLS mode).
+    pub ca_pem: Option<String>,
+}
+
+/// The client side of a proxied connection: plain or TLS, readable and writable from two
+/// threads.
+#[derive(Clone)]
+enum Side {
+    Plain(Arc<TcpStream>),
+    Tls(Arc<TcpStream>, Arc<Mutex<rustls::ServerConnection>>),
+}
+
+impl Side {
+    fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Side::Plain(s) => (&**s).read(buf),
+            Side::Tls(sock, conn) => loop {
+                {
+                    let mut c = conn.lock().unwrap();
+                    match c.reader().read(buf) {
+                        Ok(n) => return Ok(n),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let mut raw = [0u8; 16384];
+                let n = (&**sock).read(&mut raw)?;
+                let mut c = conn.lock().unwrap();
+                if n == 0 {
+                    return Ok(0);
+                }
+                c.read_tls(&mut &raw[..n])?;
+                c.process_new_packets().map_err(|e| std::io::Error::other(e.to_string()))?;
+                while c.wants_write() {
+                    c.write_tls(&mut &**sock)?;
+                }
+            },
+        }
+    }
+
+    fn write_all(&self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Side::Plain(s) => (&**s).write_all(data),
+            Side::Tls(sock, conn) => {
+                let mut c = conn.lock().unwrap();
+                c.writer().write_all(data)?;
+                while c.wants_write() {
+                    c.write_tls(&mut &**sock)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn sock(&self) -> &TcpStream {
+        match self {
+            Side::Plain(s) | Side::Tls(s, _) => s,
+        }
+    }
+}
+
+fn reset(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: valid socket and option struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    let _ = s.shutdown(Shutdown::Both);
+}
+
+fn find(h: &[u8], pat: &[u8]) -> Option<usize> {
+    h.windows(pat.len()).position(|w| w == pat)
+}
+
+fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
+    let Ok(up) = TcpStream::connect(&upstream) else { return };
+    let up = Arc::new(up);
+    {
+        let (client, up) = (client.clone(), up.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match (&*up).read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = client.sock().shutdown(Shutdown::Write);
+        });
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    let mut tmp = vec![0u8; 65536];
+    loop {
+        // Headers of the next request.
+        let end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            match client.read(&mut tmp) {
+                Ok(0) | Err(_) => {
+                    let _ = up.shutdown(Shutdown::Write);
+                    return;
+                }
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let line = head.lines().next().unwrap_or("").to_string();
+        let mut parts = line.split(' ');
+        let method = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("").to_string();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let fault = faults.take(&method, &target, len);
+        faults.log.lock().unwrap().push((line.clone(), fault));
+        match fault {
+            Some(Kind::Reset) => {
+                reset(client.sock());
+                reset(&up);
+                return;
+            }
+            Some(Kind::SlowDown) => {
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                let resp = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = client.write_all(resp.as_bytes());
+                let _ = client.sock().shutdown(Shutdown::Both);
+                let _ = up.shutdown(Shutdown::Both);
+                return;
+            }
+            _ => {}
+        }
+        if (&*up).write_all(&buf[..end]).is_err() {
+            return;
+        }
+        buf.drain(..end);
+        // Body.
+        let mut left = len;
+        let mut offset = 0usize;
+        while left > 0 {
+            if buf.is_empty() {
+                match client.read(&mut tmp) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                }
+            }
+            let n = buf.len().min(left);
+            if fault == Some(Kind::FlipByte) && offset <= 40 && 40 < offset + n {
+                buf[40 - offset] ^= 0x01;
+            }
+            if (&*up).write_all(&buf[..n]).is_err() {
+                return;
+            }
+            buf.drain(..n);
+            left -= n;
+            offset += n;
+        }
+    }
+}
+
+impl Proxy {
+    /// Starts a proxy to `upstream_url` (`http://127.0.0.1:PORT`); with `tls`, clients speak
+    /// TLS to it with a certificate for `localhost` and 127.0.0.1 signed by a fresh CA.
+    pub fn start(upstream_url: &str, tls: bool) -> Proxy {
+        let upstream = upstream_url.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let faults = Arc::new(Faults::default());
+        let (server_cfg, ca_pem) = if tls {
+            let (cfg, pem) = tls_config();
+            (Some(cfg), Some(pem))
+        } else {
+            (None, None)
+        };
+        let f = faults.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let _ = conn.set_nodelay(true);
+                let side = match &server_cfg {
+                    None => Side::Plain(Arc::new(conn)),
+                    Some(cfg) => Side::Tls(Arc::new(conn), Arc::new(Mutex::new(rustls::ServerConnection::new(cfg.clone()).unwrap()))),
+                };
+                let (upstream, f) = (upstream.clone(), f.clone());
+                std::thread::spawn(move || serve(side, upstream, f));
+            }
+        });
+        let scheme = if tls { "https" } else { "http" };
+        Proxy { url: format!("{scheme}://localhost:{port}"), faults, ca_pem }
+    }
+}
+
+fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "backbeat test CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    (Arc::new(cfg), ca_cert.pem())
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the test suite against real S3 servers: installs moto if missing, starts two servers
+# (source and destination sites) on free ports of 127.0.0.1, runs `cargo test`, stops them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tests/services.sh
+services_start_moto
+trap services_stop EXIT
+export BACKBEAT_TEST_S3_SOURCE="$MOTO_SOURCE_URL" BACKBEAT_TEST_S3_DEST="$MOTO_DEST_URL"
+cargo test --all-targets "$@"

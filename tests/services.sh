@@ -1,0 +1,58 @@
+# Helpers to install and run the real services tests and demos use. Source it, then call
+# services_start_moto; services_stop stops whatever was started (by PID).
+SERVICES_DIR="${SERVICES_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/backbeat-services}"
+SERVICES_PIDS=()
+
+services_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Installs moto[server] into a virtualenv once; sets MOTO_BIN and MOTO_PY.
+services_install_moto() {
+  local venv="$SERVICES_DIR/moto-venv"
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    echo "installing moto[server] into $venv ..." >&2
+    mkdir -p "$SERVICES_DIR"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5.1,<6' >&2
+  fi
+  MOTO_BIN="$venv/bin/moto_server"
+  MOTO_PY="$venv/bin/python"
+}
+
+# Starts one moto server; prints its URL.
+services_moto_one() {
+  local port log
+  port=$(services_free_port)
+  log="$SERVICES_DIR/moto-$port.log"
+  "$MOTO_BIN" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  SERVICES_PIDS+=($!)
+  for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$port)))" 2>/dev/null; then
+      echo "http://127.0.0.1:$port"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "moto did not start on port $port; see $log" >&2
+  return 1
+}
+
+# Two moto servers: MOTO_SOURCE_URL and MOTO_DEST_URL.
+services_start_moto() {
+  services_install_moto
+  mkdir -p "$SERVICES_DIR"
+  local a b
+  a=$(services_moto_one); SERVICES_PIDS+=($(pgrep -n -f "moto_server -H 127.0.0.1 -p ${a##*:}"))
+  b=$(services_moto_one); SERVICES_PIDS+=($(pgrep -n -f "moto_server -H 127.0.0.1 -p ${b##*:}"))
+  MOTO_SOURCE_URL="$a"
+  MOTO_DEST_URL="$b"
+  echo "moto: source $MOTO_SOURCE_URL, destination $MOTO_DEST_URL" >&2
+}
+
+services_stop() {
+  for pid in "${SERVICES_PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  SERVICES_PIDS=()
+}
