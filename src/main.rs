@@ -80,6 +80,10 @@ struct SyncArgs {
     /// How uploads carry a CRC32C not known upfront: trailer (aws-chunked) or header
     #[arg(long, default_value = "trailer", value_parser = parse_checksum)]
     destination_checksum: ChecksumTransport,
+    /// Read multipart copies back from the destination to check their CRC32C (for servers
+    /// that store a client's checksum without verifying it, such as moto)
+    #[arg(long)]
+    destination_verify_after_write: bool,
     /// Print the summary as JSON on stdout
     #[arg(long)]
     json: bool,
@@ -101,12 +105,14 @@ fn endpoint(
     ca: Option<PathBuf>,
     virtual_hosted: bool,
     checksum: ChecksumTransport,
+    verify_after_write: bool,
 ) -> anyhow::Result<std::sync::Arc<Endpoint>> {
     let creds = credentials::resolve(profile, &credentials::ProcessEnv).with_context(|| format!("{side} credentials"))?;
     let mut cfg = EndpointConfig::new(url, region, creds);
     cfg.ca_file = ca;
     cfg.path_style = !virtual_hosted;
     cfg.checksum = checksum;
+    cfg.verify_after_write = verify_after_write;
     Endpoint::new(cfg).with_context(|| format!("--{side}-endpoint"))
 }
 
@@ -117,7 +123,7 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
     if a.part_size < 5 * 1024 * 1024 {
         anyhow::bail!("--part-size must be at least 5MiB (S3's minimum part size)");
     }
-    let src = endpoint("source", &a.source_endpoint, a.source_profile.as_deref(), &a.region, a.source_ca_file.clone(), a.virtual_hosted, ChecksumTransport::Trailer)?;
+    let src = endpoint("source", &a.source_endpoint, a.source_profile.as_deref(), &a.region, a.source_ca_file.clone(), a.virtual_hosted, ChecksumTransport::Trailer, false)?;
     let dst = endpoint(
         "destination",
         &a.destination_endpoint,
@@ -126,6 +132,7 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
         a.destination_ca_file.clone(),
         a.virtual_hosted,
         a.destination_checksum,
+        a.destination_verify_after_write,
     )?;
     let shards = a.shards.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let job = SyncJob {

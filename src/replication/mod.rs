@@ -354,6 +354,9 @@ pub async fn replicate_once(ctx: &Ctx, v: &Version) -> Result<Outcome, Replicati
         .await
         .map_err(|e| ReplicationError::op(Stage::GetSource, &e))?;
     let len = get.head.content_length;
+    if len == 0 {
+        return replicate_empty(ctx, v, get, &meta, &tags).await;
+    }
     let (mode, chunked) = upload_checksum(&ctx.dest, get.head.crc32c);
     let (pipe, result) = PipeBody::new(get.body, len, get.head.crc32c, chunked, Some(ctx.stats.bytes_moved.clone()));
     let out = ctx
@@ -370,6 +373,53 @@ pub async fn replicate_once(ctx: &Ctx, v: &Version) -> Result<Outcome, Replicati
         return Err(e);
     }
     Ok(Outcome::Copied { bytes: len })
+}
+
+/// A zero-byte version: nothing to stream, the source's body is only drained.
+async fn replicate_empty(
+    ctx: &Ctx,
+    v: &Version,
+    mut get: crate::s3::ops::get_object::GetObjectOutput,
+    meta: &ObjectMetadata,
+    tags: &[(String, String)],
+) -> Result<Outcome, ReplicationError> {
+    while let Some(chunk) = get.body.data().await {
+        let chunk = chunk.map_err(|e| ReplicationError::op(Stage::GetSource, &e))?;
+        if !chunk.is_empty() {
+            return Err(ReplicationError {
+                stage: Stage::GetSource,
+                code: "BadLength".into(),
+                message: "the source announced 0 bytes but sent some".into(),
+                retryable: true,
+            });
+        }
+    }
+    if let Some(c) = get.head.crc32c.filter(|c| *c != 0) {
+        return Err(ReplicationError {
+            stage: Stage::GetSource,
+            code: "ChecksumMismatch".into(),
+            message: format!("the source's CRC32C {} is not that of 0 bytes", checksum::encode(c)),
+            retryable: true,
+        });
+    }
+    replicate_small_empty(ctx, v, meta, tags).await?;
+    Ok(Outcome::Copied { bytes: 0 })
+}
+
+/// Reads a destination version back and returns its CRC32C (see
+/// [`crate::s3::EndpointConfig::verify_after_write`]).
+pub(crate) async fn read_back_crc(ctx: &Ctx, key: &str, version_id: Option<&str>) -> Result<u32, ReplicationError> {
+    let mut get = ctx
+        .dest
+        .get_object(&ctx.dest_bucket, key, GetObjectRequest { version_id, ..Default::default() })
+        .await
+        .map_err(|e| ReplicationError::op(Stage::Verify, &e))?;
+    let mut crc = 0u32;
+    while let Some(chunk) = get.body.data().await {
+        let chunk = chunk.map_err(|e| ReplicationError::op(Stage::Verify, &e))?;
+        crc = crc32c::crc32c_append(crc, &chunk);
+    }
+    Ok(crc)
 }
 
 /// An empty object (used when a multipart source turns out to hold no bytes).

@@ -139,7 +139,8 @@ pub async fn copy(
         .create_multipart_upload(&ctx.dest_bucket, &v.key, meta, tags, with_crc)
         .await
         .map_err(|e| ReplicationError::op(Stage::Multipart, &e))?;
-    let result = upload_parts(ctx, v, vid, &upload_id, &plan, with_crc).await;
+    let whole_crc = std::cell::Cell::new(None);
+    let result = upload_parts(ctx, v, vid, &upload_id, &plan, with_crc, &whole_crc).await;
     let mut bad_version: Option<String> = None;
     let result = match result {
         Ok(parts) => ctx
@@ -153,8 +154,33 @@ pub async fn copy(
                     bad_version = vid;
                     e
                 }),
-            })
-            .map(|_| ()),
+            }),
+        Err(e) => Err(e),
+    };
+    // A new part layout gives an ETag nothing can be compared with: on servers that do not
+    // check CRC32C themselves, read the object back.
+    let result = match result {
+        Ok(out) if !same_layout && ctx.dest.endpoint().config.verify_after_write => {
+            let expected = whole_crc.get();
+            match super::read_back_crc(ctx, &v.key, out.version_id.as_deref()).await {
+                Ok(got) if Some(got) == expected => Ok(()),
+                Ok(got) => {
+                    bad_version = out.version_id.clone();
+                    Err(ReplicationError {
+                        stage: Stage::Verify,
+                        code: "ChecksumMismatch".into(),
+                        message: format!(
+                            "the destination holds CRC32C {} but the bytes sent have {}",
+                            crate::s3::checksum::encode(got),
+                            expected.map(crate::s3::checksum::encode).unwrap_or_default()
+                        ),
+                        retryable: true,
+                    })
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Ok(_) => Ok(()),
         Err(e) => Err(e),
     };
     if let Some(vid) = bad_version.take() {
@@ -178,6 +204,7 @@ async fn upload_parts(
     upload_id: &str,
     plan: &[PartPlan],
     with_crc: bool,
+    whole_crc: &std::cell::Cell<Option<u32>>,
 ) -> Result<Vec<CompletedPart>, ReplicationError> {
     let mut results = stream::iter(plan.iter().copied())
         .map(|p| upload_one(ctx, v, vid, upload_id, p, with_crc))
@@ -194,8 +221,14 @@ async fn upload_parts(
             });
         }
     }
-    parts.sort_by_key(|p| p.part_number);
-    Ok(parts)
+    parts.sort_by_key(|p| p.0.part_number);
+    // CRC32C of the whole object, from the parts' CRCs.
+    let mut crc = 0u32;
+    for (_, part_crc, len) in &parts {
+        crc = crc32c::crc32c_combine(crc, *part_crc, *len as usize);
+    }
+    whole_crc.set(Some(crc));
+    Ok(parts.into_iter().map(|(p, _, _)| p).collect())
 }
 
 async fn upload_one(
@@ -205,7 +238,7 @@ async fn upload_one(
     upload_id: &str,
     p: PartPlan,
     with_crc: bool,
-) -> Result<CompletedPart, ReplicationError> {
+) -> Result<(CompletedPart, u32, u64), ReplicationError> {
     let _permit = ctx.part_slots.acquire(1).await.map_err(|_| ReplicationError {
         stage: Stage::Multipart,
         code: "ShuttingDown".into(),
@@ -238,12 +271,9 @@ async fn upload_one(
         .await
         .map_err(|e| ReplicationError::op(Stage::Multipart, &e))?;
     verify(result.crc32c(), part.crc32c)?;
-    if with_crc {
-        part.crc32c = result.crc32c();
-    } else {
-        part.crc32c = None;
-    }
-    Ok(part)
+    let crc = result.crc32c().unwrap_or_default();
+    part.crc32c = if with_crc { Some(crc) } else { None };
+    Ok((part, crc, len))
 }
 
 #[cfg(test)]

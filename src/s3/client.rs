@@ -47,6 +47,9 @@ pub struct EndpointConfig {
     /// PEM file of CA certificates to trust instead of the system roots.
     pub ca_file: Option<PathBuf>,
     pub checksum: ChecksumTransport,
+    /// Read back what was written when the ETag cannot prove it (multipart copies with a new
+    /// part layout): for servers that store a client's CRC32C without checking it.
+    pub verify_after_write: bool,
     /// Connect to this address whatever the host name resolves to (like curl's --resolve).
     pub connect_to: Option<std::net::SocketAddr>,
     pub connect_timeout: Duration,
@@ -64,6 +67,7 @@ impl EndpointConfig {
             ca_file: None,
             checksum: ChecksumTransport::Trailer,
             connect_to: None,
+            verify_after_write: false,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),

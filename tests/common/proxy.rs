@@ -14,6 +14,8 @@ pub enum Kind {
     FlipByte,
     /// Answer `503 SlowDown` without forwarding.
     SlowDown,
+    /// Answer `403 AccessDenied` without forwarding.
+    Forbidden,
     /// Reset the connection (RST) instead of forwarding.
     Reset,
 }
@@ -76,14 +78,15 @@ pub struct Proxy {
 #[derive(Clone)]
 enum Side {
     Plain(Arc<TcpStream>),
-    Tls(Arc<TcpStream>, Arc<Mutex<rustls::ServerConnection>>),
+    /// The socket, the TLS state, and received TLS bytes not yet consumed by rustls.
+    Tls(Arc<TcpStream>, Arc<Mutex<rustls::ServerConnection>>, Arc<Mutex<Vec<u8>>>),
 }
 
 impl Side {
     fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Side::Plain(s) => (&**s).read(buf),
-            Side::Tls(sock, conn) => loop {
+            Side::Tls(sock, conn, pending) => loop {
                 {
                     let mut c = conn.lock().unwrap();
                     match c.reader().read(buf) {
@@ -91,18 +94,25 @@ impl Side {
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
                     }
+                    let mut p = pending.lock().unwrap();
+                    if !p.is_empty() {
+                        let mut slice: &[u8] = &p;
+                        c.read_tls(&mut slice)?;
+                        let used = p.len() - slice.len();
+                        p.drain(..used);
+                        c.process_new_packets().map_err(|e| std::io::Error::other(e.to_string()))?;
+                        while c.wants_write() {
+                            c.write_tls(&mut &**sock)?;
+                        }
+                        continue;
+                    }
                 }
                 let mut raw = [0u8; 16384];
                 let n = (&**sock).read(&mut raw)?;
-                let mut c = conn.lock().unwrap();
                 if n == 0 {
                     return Ok(0);
                 }
-                c.read_tls(&mut &raw[..n])?;
-                c.process_new_packets().map_err(|e| std::io::Error::other(e.to_string()))?;
-                while c.wants_write() {
-                    c.write_tls(&mut &**sock)?;
-                }
+                pending.lock().unwrap().extend_from_slice(&raw[..n]);
             },
         }
     }
@@ -110,7 +120,7 @@ impl Side {
     fn write_all(&self, data: &[u8]) -> std::io::Result<()> {
         match self {
             Side::Plain(s) => (&**s).write_all(data),
-            Side::Tls(sock, conn) => {
+            Side::Tls(sock, conn, _) => {
                 let mut c = conn.lock().unwrap();
                 c.writer().write_all(data)?;
                 while c.wants_write() {
@@ -123,7 +133,7 @@ impl Side {
 
     fn sock(&self) -> &TcpStream {
         match self {
-            Side::Plain(s) | Side::Tls(s, _) => s,
+            Side::Plain(s) | Side::Tls(s, _, _) => s,
         }
     }
 }
@@ -204,10 +214,12 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
                 reset(&up);
                 return;
             }
-            Some(Kind::SlowDown) => {
-                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+            Some(k @ (Kind::SlowDown | Kind::Forbidden)) => {
+                let (status, code) = if k == Kind::SlowDown { ("503 Service Unavailable", "SlowDown") } else { ("403 Forbidden", "AccessDenied") };
+                let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>");
+                let body = if method == "HEAD" { String::new() } else { body };
                 let resp = format!(
-                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = client.write_all(resp.as_bytes());
@@ -266,7 +278,11 @@ impl Proxy {
                 let _ = conn.set_nodelay(true);
                 let side = match &server_cfg {
                     None => Side::Plain(Arc::new(conn)),
-                    Some(cfg) => Side::Tls(Arc::new(conn), Arc::new(Mutex::new(rustls::ServerConnection::new(cfg.clone()).unwrap()))),
+                    Some(cfg) => Side::Tls(
+                        Arc::new(conn),
+                        Arc::new(Mutex::new(rustls::ServerConnection::new(cfg.clone()).unwrap())),
+                        Arc::default(),
+                    ),
                 };
                 let (upstream, f) = (upstream.clone(), f.clone());
                 std::thread::spawn(move || serve(side, upstream, f));
