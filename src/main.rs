@@ -14,7 +14,11 @@ use backbeat::shard::{Placement, Shutdown};
 use backbeat::sync::{self, S3Url, SyncError, SyncJob};
 
 #[derive(Parser)]
-#[command(name = "backbeat", version, about = "Asynchronous S3 replication: a thread-per-core io_uring data mover")]
+#[command(
+    name = "backbeat",
+    version,
+    about = "Asynchronous S3 replication: a thread-per-core io_uring data mover"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -97,23 +101,29 @@ fn parse_checksum(s: &str) -> Result<ChecksumTransport, String> {
     }
 }
 
-fn endpoint(
-    side: &str,
-    url: &str,
-    profile: Option<&str>,
-    region: &str,
+/// One side of a sync, as the flags give it.
+struct SideArgs<'a> {
+    name: &'a str,
+    url: &'a str,
+    profile: Option<&'a str>,
     ca: Option<PathBuf>,
-    virtual_hosted: bool,
     checksum: ChecksumTransport,
     verify_after_write: bool,
+}
+
+fn endpoint(
+    side: SideArgs<'_>,
+    region: &str,
+    virtual_hosted: bool,
 ) -> anyhow::Result<std::sync::Arc<Endpoint>> {
-    let creds = credentials::resolve(profile, &credentials::ProcessEnv).with_context(|| format!("{side} credentials"))?;
-    let mut cfg = EndpointConfig::new(url, region, creds);
-    cfg.ca_file = ca;
+    let creds = credentials::resolve(side.profile, &credentials::ProcessEnv)
+        .with_context(|| format!("{} credentials", side.name))?;
+    let mut cfg = EndpointConfig::new(side.url, region, creds);
+    cfg.ca_file = side.ca;
     cfg.path_style = !virtual_hosted;
-    cfg.checksum = checksum;
-    cfg.verify_after_write = verify_after_write;
-    Endpoint::new(cfg).with_context(|| format!("--{side}-endpoint"))
+    cfg.checksum = side.checksum;
+    cfg.verify_after_write = side.verify_after_write;
+    Endpoint::new(cfg).with_context(|| format!("--{}-endpoint", side.name))
 }
 
 fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
@@ -123,32 +133,57 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
     if a.part_size < 5 * 1024 * 1024 {
         anyhow::bail!("--part-size must be at least 5MiB (S3's minimum part size)");
     }
-    let src = endpoint("source", &a.source_endpoint, a.source_profile.as_deref(), &a.region, a.source_ca_file.clone(), a.virtual_hosted, ChecksumTransport::Trailer, false)?;
-    let dst = endpoint(
-        "destination",
-        &a.destination_endpoint,
-        a.destination_profile.as_deref(),
+    let src = endpoint(
+        SideArgs {
+            name: "source",
+            url: &a.source_endpoint,
+            profile: a.source_profile.as_deref(),
+            ca: a.source_ca_file.clone(),
+            checksum: ChecksumTransport::Trailer,
+            verify_after_write: false,
+        },
         &a.region,
-        a.destination_ca_file.clone(),
         a.virtual_hosted,
-        a.destination_checksum,
-        a.destination_verify_after_write,
     )?;
-    let shards = a.shards.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let dst = endpoint(
+        SideArgs {
+            name: "destination",
+            url: &a.destination_endpoint,
+            profile: a.destination_profile.as_deref(),
+            ca: a.destination_ca_file.clone(),
+            checksum: a.destination_checksum,
+            verify_after_write: a.destination_verify_after_write,
+        },
+        &a.region,
+        a.virtual_hosted,
+    )?;
+    let shards = a.shards.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let job = SyncJob {
         source: a.source,
         destination: a.destination,
         source_endpoint: src,
         destination_endpoint: dst,
         shards,
-        placement: if a.pin { Placement::Pinned } else { Placement::Unbound },
+        placement: if a.pin {
+            Placement::Pinned
+        } else {
+            Placement::Unbound
+        },
         concurrency: a.concurrency,
         shard_parts: a.part_concurrency * 4,
         options: Options {
             multipart_threshold: a.multipart_threshold,
             part_size: a.part_size,
             part_concurrency: a.part_concurrency,
-            retry: RetryPolicy { max_attempts: a.attempts.max(1), base: Duration::from_millis(200), max: Duration::from_secs(20) },
+            retry: RetryPolicy {
+                max_attempts: a.attempts.max(1),
+                base: Duration::from_millis(200),
+                max: Duration::from_secs(20),
+            },
         },
         progress: !a.json && sync::progress_wanted(),
     };
@@ -159,7 +194,11 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", summary.render());
             }
-            Ok(if summary.failed > 0 || summary.interrupted { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if summary.failed > 0 || summary.interrupted {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Err(SyncError::Preflight(msg)) => {
             eprintln!("error: {msg}");
@@ -172,7 +211,8 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BACKBEAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("BACKBEAT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();

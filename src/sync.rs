@@ -29,7 +29,9 @@ pub struct S3Url {
 impl std::str::FromStr for S3Url {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let rest = s.strip_prefix("s3://").ok_or_else(|| format!("{s:?} is not an s3://BUCKET[/PREFIX] URL"))?;
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{s:?} is not an s3://BUCKET[/PREFIX] URL"))?;
         let (bucket, prefix) = match rest.split_once('/') {
             Some((b, p)) => (b, (!p.is_empty()).then(|| p.to_string())),
             None => (rest, None),
@@ -37,7 +39,10 @@ impl std::str::FromStr for S3Url {
         if bucket.is_empty() {
             return Err(format!("{s:?} has no bucket name"));
         }
-        Ok(S3Url { bucket: bucket.to_string(), prefix })
+        Ok(S3Url {
+            bucket: bucket.to_string(),
+            prefix,
+        })
     }
 }
 
@@ -125,7 +130,16 @@ fn describe(side: &str, bucket: &str, ep: &Endpoint, e: &BucketError) -> String 
 }
 
 async fn check_bucket(side: &str, client: &Client, bucket: &str) -> Result<Versioning, String> {
-    client.get_bucket_versioning(bucket).await.map_err(|e| describe(side, bucket, client.endpoint(), &e))
+    match client.get_bucket_versioning(bucket).await {
+        Ok(v) => Ok(v),
+        // Servers without versioning (s3s-fs) do not implement it: check the bucket exists.
+        Err(BucketError::Request(e)) if e.code() == "NotImplemented" => client
+            .head_bucket(bucket)
+            .await
+            .map(|_| Versioning::Unversioned)
+            .map_err(|e| describe(side, bucket, client.endpoint(), &e)),
+        Err(e) => Err(describe(side, bucket, client.endpoint(), &e)),
+    }
 }
 
 fn shard_of(key: &str, shards: usize) -> usize {
@@ -138,7 +152,10 @@ fn shard_of(key: &str, shards: usize) -> usize {
 pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
     let stats = Stats::new();
     // Preflight: both buckets reachable, credentials accepted.
-    let (src_ep, dst_ep) = (job.source_endpoint.clone(), job.destination_endpoint.clone());
+    let (src_ep, dst_ep) = (
+        job.source_endpoint.clone(),
+        job.destination_endpoint.clone(),
+    );
     let (sb, db) = (job.source.bucket.clone(), job.destination.bucket.clone());
     let dest_versioned = shard::block_on(async move {
         let src = Client::new(src_ep, None);
@@ -164,12 +181,26 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
 
     let job = Arc::new(job);
     let runner = {
-        let (stats, shutdown, job, scan_error) = (stats.clone(), shutdown.clone(), job.clone(), scan_error.clone());
+        let (stats, shutdown, job, scan_error) = (
+            stats.clone(),
+            shutdown.clone(),
+            job.clone(),
+            scan_error.clone(),
+        );
         std::thread::spawn(move || {
             shard::run(shards, job.placement, move |i| {
-                let (stats, shutdown, job, scan_error) = (stats.clone(), shutdown.clone(), job.clone(), scan_error.clone());
+                let (stats, shutdown, job, scan_error) = (
+                    stats.clone(),
+                    shutdown.clone(),
+                    job.clone(),
+                    scan_error.clone(),
+                );
                 let rx = receivers[i].clone();
-                let senders = if i == 0 { senders.lock().expect("senders").take() } else { None };
+                let senders = if i == 0 {
+                    senders.lock().expect("senders").take()
+                } else {
+                    None
+                };
                 async move {
                     let ctx = Rc::new(Ctx {
                         source: Client::new(job.source_endpoint.clone(), None),
@@ -185,20 +216,31 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
                     if let Some(senders) = senders {
                         let (ctx, job, scan_error) = (ctx.clone(), job.clone(), scan_error.clone());
                         glommio::spawn_local(async move {
-                            let r = scan(&ctx.source, &job.source.bucket, job.source.prefix.as_deref(), &ctx.shutdown, |kv| {
-                                let stats = ctx.stats.clone();
-                                let tx = senders[shard_of(&kv.key, senders.len())].clone();
-                                async move {
-                                    Stats::add(&stats.versions_seen, kv.versions.len() as u64);
-                                    Stats::add(&stats.bytes_seen, kv.versions.iter().map(|v| v.size).sum());
-                                    tx.send(kv).await.is_ok()
-                                }
-                            })
+                            let r = scan(
+                                &ctx.source,
+                                &job.source.bucket,
+                                job.source.prefix.as_deref(),
+                                &ctx.shutdown,
+                                |kv| {
+                                    let stats = ctx.stats.clone();
+                                    let tx = senders[shard_of(&kv.key, senders.len())].clone();
+                                    async move {
+                                        Stats::add(&stats.versions_seen, kv.versions.len() as u64);
+                                        Stats::add(
+                                            &stats.bytes_seen,
+                                            kv.versions.iter().map(|v| v.size).sum(),
+                                        );
+                                        tx.send(kv).await.is_ok()
+                                    }
+                                },
+                            )
                             .await;
                             if let Err(e) = r {
                                 *scan_error.lock().expect("scan error") = Some(e.to_string());
                             }
-                            ctx.stats.scan_done.store(true, std::sync::atomic::Ordering::SeqCst);
+                            ctx.stats
+                                .scan_done
+                                .store(true, std::sync::atomic::Ordering::SeqCst);
                             drop(senders);
                         })
                         .detach();
@@ -207,7 +249,9 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
                     let slots = Rc::new(glommio::sync::Semaphore::new(concurrency));
                     let latency = Rc::new(RefCell::new(latency_histogram()));
                     while let Ok(kv) = rx.recv().await {
-                        let Ok(permit) = Rc::clone(&slots).acquire_static_permit(1).await else { break };
+                        let Ok(permit) = Rc::clone(&slots).acquire_static_permit(1).await else {
+                            break;
+                        };
                         let (ctx, latency) = (ctx.clone(), latency.clone());
                         glommio::spawn_local(async move {
                             replicate_key(&ctx, &kv.key, &kv.versions, &latency).await;
@@ -242,7 +286,11 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
                 + Stats::get(&stats.failed);
             bar.set_length(Stats::get(&stats.bytes_seen));
             bar.set_position(Stats::get(&stats.bytes_moved).min(Stats::get(&stats.bytes_seen)));
-            let scanning = if stats.scan_done.load(std::sync::atomic::Ordering::Relaxed) { "" } else { " (scanning)" };
+            let scanning = if stats.scan_done.load(std::sync::atomic::Ordering::Relaxed) {
+                ""
+            } else {
+                " (scanning)"
+            };
             bar.set_message(format!(
                 "{done_versions}/{} versions{scanning}, {} failed",
                 Stats::get(&stats.versions_seen),
@@ -255,7 +303,9 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    runner.join().map_err(|_| SyncError::Shard(shard::ShardError::Panicked(0)))??;
+    runner
+        .join()
+        .map_err(|_| SyncError::Shard(shard::ShardError::Panicked(0)))??;
     if let Some(e) = scan_error.lock().expect("scan error").take() {
         return Err(SyncError::Scan(e));
     }
@@ -278,12 +328,14 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
         objects_per_s: copied as f64 / secs.max(1e-9),
         retries: Stats::get(&stats.retries),
         checksum_mismatches: Stats::get(&stats.checksum_mismatches),
-        latency_ms: stats.latency_percentiles().map(|[a, b, c, d]| LatencySummary {
-            p50: a.as_secs_f64() * 1e3,
-            p99: b.as_secs_f64() * 1e3,
-            p999: c.as_secs_f64() * 1e3,
-            max: d.as_secs_f64() * 1e3,
-        }),
+        latency_ms: stats
+            .latency_percentiles()
+            .map(|[a, b, c, d]| LatencySummary {
+                p50: a.as_secs_f64() * 1e3,
+                p99: b.as_secs_f64() * 1e3,
+                p999: c.as_secs_f64() * 1e3,
+                max: d.as_secs_f64() * 1e3,
+            }),
         interrupted: shutdown.is_set(),
         failures,
     })
@@ -311,16 +363,25 @@ impl Summary {
             self.seconds
         );
         if self.retries > 0 || self.checksum_mismatches > 0 {
-            s.push_str(&format!("  retries           {} ({} checksum mismatches)\n", self.retries, self.checksum_mismatches));
+            s.push_str(&format!(
+                "  retries           {} ({} checksum mismatches)\n",
+                self.retries, self.checksum_mismatches
+            ));
         }
         if let Some(l) = &self.latency_ms {
-            s.push_str(&format!("  latency ms        p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}\n", l.p50, l.p99, l.p999, l.max));
+            s.push_str(&format!(
+                "  latency ms        p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}\n",
+                l.p50, l.p99, l.p999, l.max
+            ));
         }
         if self.interrupted {
             s.push_str("  interrupted: run the same command again to finish\n");
         }
         for f in &self.failures {
-            s.push_str(&format!("  FAILED {} (version {}): {} [{} attempt(s)]\n", f.key, f.version_id, f.message, f.attempts));
+            s.push_str(&format!(
+                "  FAILED {} (version {}): {} [{} attempt(s)]\n",
+                f.key, f.version_id, f.message, f.attempts
+            ));
         }
         s
     }

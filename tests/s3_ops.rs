@@ -10,10 +10,17 @@ use backbeat::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
 use backbeat::s3::ops::list_object_versions::ListObjectVersionsRequest;
 use backbeat::s3::ops::put_object::{PutObjectRequest, UploadChecksum};
 use backbeat::s3::ops::ObjectMetadata;
-use backbeat::s3::{Client, EndpointConfig, Endpoint};
+use backbeat::s3::{Client, Endpoint, EndpointConfig};
 use common::*;
 
-async fn put(c: &Client, b: &str, key: &str, body: &[u8], meta: &ObjectMetadata, tags: &[(String, String)]) -> Option<String> {
+async fn put(
+    c: &Client,
+    b: &str,
+    key: &str,
+    body: &[u8],
+    meta: &ObjectMetadata,
+    tags: &[(String, String)],
+) -> Option<String> {
     c.put_object(
         b,
         key,
@@ -37,7 +44,10 @@ fn object_operations_round_trip() {
         let c = Client::new(endpoint(&s.source), None);
         let b = bucket("ops");
         make_bucket(&c, &b, true).await;
-        assert_eq!(c.get_bucket_versioning(&b).await.unwrap(), Versioning::Enabled);
+        assert_eq!(
+            c.get_bucket_versioning(&b).await.unwrap(),
+            Versioning::Enabled
+        );
         let meta = ObjectMetadata {
             content_type: Some("text/x-test".into()),
             cache_control: Some("max-age=60".into()),
@@ -47,28 +57,61 @@ fn object_operations_round_trip() {
             expires: Some("Thu, 01 Dec 2094 16:00:00 GMT".into()),
             user: vec![("color".into(), "blue".into())],
         };
-        let tags = vec![("k".to_string(), "v w".to_string()), ("x".to_string(), "1+2=3".to_string())];
+        let tags = vec![
+            ("k".to_string(), "v w".to_string()),
+            ("x".to_string(), "1+2=3".to_string()),
+        ];
         let keys = ["plain", "a b+c%d?e#f", "dir//double/é", &"k".repeat(1024)];
         for (i, key) in keys.iter().enumerate() {
             let body = data(1000 + i, i as u64);
-            let v1 = put(&c, &b, key, &body, &meta, &tags).await.expect("versioned bucket returns a version id");
+            let v1 = put(&c, &b, key, &body, &meta, &tags)
+                .await
+                .expect("versioned bucket returns a version id");
             let body2 = data(10, 99);
-            let v2 = put(&c, &b, key, &body2, &ObjectMetadata::default(), &[]).await.unwrap();
+            let v2 = put(&c, &b, key, &body2, &ObjectMetadata::default(), &[])
+                .await
+                .unwrap();
             assert_ne!(v1, v2);
             // HEAD of an old version with metadata and checksum
-            let h = c.head_object(&b, key, HeadObjectRequest { version_id: Some(&v1), checksum_mode: true, ..Default::default() }).await.unwrap();
+            let h = c
+                .head_object(
+                    &b,
+                    key,
+                    HeadObjectRequest {
+                        version_id: Some(&v1),
+                        checksum_mode: true,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
             assert_eq!(h.content_length, body.len() as u64, "{key}");
             assert_eq!(h.metadata.content_type.as_deref(), Some("text/x-test"));
             assert_eq!(h.metadata.cache_control.as_deref(), Some("max-age=60"));
             assert_eq!(h.metadata.content_disposition, meta.content_disposition);
             assert_eq!(h.metadata.content_language.as_deref(), Some("fr"));
             assert_eq!(h.user_meta("color"), Some("blue"));
-            assert_eq!(h.crc32c, Some(checksum::crc32c(&body)), "stored CRC32C of {key}");
+            assert_eq!(
+                h.crc32c,
+                Some(checksum::crc32c(&body)),
+                "stored CRC32C of {key}"
+            );
             assert_eq!(h.tag_count, 2);
             // GET whole, range
             assert_eq!(read_all(&c, &b, key, Some(&v1)).await, body);
             assert_eq!(read_all(&c, &b, key, None).await, body2);
-            let mut g = c.get_object(&b, key, GetObjectRequest { version_id: Some(&v1), range: Some((10, 19)), ..Default::default() }).await.unwrap();
+            let mut g = c
+                .get_object(
+                    &b,
+                    key,
+                    GetObjectRequest {
+                        version_id: Some(&v1),
+                        range: Some((10, 19)),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
             let mut part = Vec::new();
             while let Some(x) = g.body.data().await {
                 part.extend_from_slice(&x.unwrap());
@@ -79,8 +122,13 @@ fn object_operations_round_trip() {
             let mut t = c.get_object_tagging(&b, key, Some(&v1)).await.unwrap();
             t.sort();
             assert_eq!(t, tags);
-            c.put_object_tagging(&b, key, Some(&v1), &[("n".into(), "m".into())]).await.unwrap();
-            assert_eq!(c.get_object_tagging(&b, key, Some(&v1)).await.unwrap(), vec![("n".to_string(), "m".to_string())]);
+            c.put_object_tagging(&b, key, Some(&v1), &[("n".into(), "m".into())])
+                .await
+                .unwrap();
+            assert_eq!(
+                c.get_object_tagging(&b, key, Some(&v1)).await.unwrap(),
+                vec![("n".to_string(), "m".to_string())]
+            );
             // delete marker, then delete of a version
             let d = c.delete_object(&b, key, None).await.unwrap();
             assert!(d.delete_marker);
@@ -90,7 +138,15 @@ fn object_operations_round_trip() {
             }
             c.delete_object(&b, key, Some(&v2)).await.unwrap();
             assert!(matches!(
-                c.get_object(&b, key, GetObjectRequest { version_id: Some(&v2), ..Default::default() }).await,
+                c.get_object(
+                    &b,
+                    key,
+                    GetObjectRequest {
+                        version_id: Some(&v2),
+                        ..Default::default()
+                    }
+                )
+                .await,
                 Err(GetObjectError::NotFound) | Err(GetObjectError::Request(_))
             ));
         }
@@ -99,10 +155,22 @@ fn object_operations_round_trip() {
         let (mut km, mut vm): (Option<String>, Option<String>) = (None, None);
         loop {
             let p = c
-                .list_object_versions(&b, ListObjectVersionsRequest { key_marker: km.as_deref(), version_id_marker: vm.as_deref(), max_keys: Some(2), prefix: None })
+                .list_object_versions(
+                    &b,
+                    ListObjectVersionsRequest {
+                        key_marker: km.as_deref(),
+                        version_id_marker: vm.as_deref(),
+                        max_keys: Some(2),
+                        prefix: None,
+                    },
+                )
                 .await
                 .unwrap();
-            seen.extend(p.versions.iter().map(|v| (v.key.clone(), v.version_id.clone(), v.delete_marker)));
+            seen.extend(
+                p.versions
+                    .iter()
+                    .map(|v| (v.key.clone(), v.version_id.clone(), v.delete_marker)),
+            );
             if !p.is_truncated {
                 break;
             }
@@ -116,8 +184,15 @@ fn object_operations_round_trip() {
             assert_eq!(seen.iter().filter(|(k, _, dm)| k == key && !*dm).count(), 1);
         }
         // a missing object is NotFound; a missing bucket is named
-        assert!(matches!(c.head_object(&b, "nope", HeadObjectRequest::default()).await, Err(HeadObjectError::NotFound)));
-        let e = c.get_bucket_versioning("no-such-bucket-here").await.unwrap_err();
+        assert!(matches!(
+            c.head_object(&b, "nope", HeadObjectRequest::default())
+                .await,
+            Err(HeadObjectError::NotFound)
+        ));
+        let e = c
+            .get_bucket_versioning("no-such-bucket-here")
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), "NoSuchBucket");
         assert!(!e.is_retryable());
     });
@@ -132,24 +207,86 @@ fn multipart_upload_and_part_reads() {
         make_bucket(&c, &b, true).await;
         let p1 = data(5 * 1024 * 1024, 1);
         let p2 = data(1234, 2);
-        let id = c.create_multipart_upload(&b, "big", &ObjectMetadata { content_type: Some("x/y".into()), ..Default::default() }, &[], true).await.unwrap();
+        let id = c
+            .create_multipart_upload(
+                &b,
+                "big",
+                &ObjectMetadata {
+                    content_type: Some("x/y".into()),
+                    ..Default::default()
+                },
+                &[],
+                true,
+            )
+            .await
+            .unwrap();
         let mut parts = Vec::new();
         for (n, p) in [(1u32, &p1), (2, &p2)] {
             let crc = checksum::crc32c(p);
-            let part = c.upload_part(&b, "big", &id, n, ReqBody::full(p.clone()), p.len() as u64, UploadChecksum::Header(crc)).await.unwrap();
-            parts.push(backbeat::s3::ops::upload_part::CompletedPart { crc32c: Some(crc), ..part });
+            let part = c
+                .upload_part(
+                    &b,
+                    "big",
+                    backbeat::s3::ops::upload_part::UploadPartRequest {
+                        upload_id: &id,
+                        part_number: n,
+                        body: ReqBody::full(p.clone()),
+                        length: p.len() as u64,
+                        checksum: UploadChecksum::Header(crc),
+                    },
+                )
+                .await
+                .unwrap();
+            parts.push(backbeat::s3::ops::upload_part::CompletedPart {
+                crc32c: Some(crc),
+                ..part
+            });
         }
-        let done = c.complete_multipart_upload(&b, "big", &id, &parts).await.unwrap();
-        assert!(done.etag.trim_matches('"').ends_with("-2"), "multipart ETag: {}", done.etag);
-        let h = c.head_object(&b, "big", HeadObjectRequest { part_number: Some(1), ..Default::default() }).await.unwrap();
+        let done = c
+            .complete_multipart_upload(&b, "big", &id, &parts)
+            .await
+            .unwrap();
+        assert!(
+            done.etag.trim_matches('"').ends_with("-2"),
+            "multipart ETag: {}",
+            done.etag
+        );
+        let h = c
+            .head_object(
+                &b,
+                "big",
+                HeadObjectRequest {
+                    part_number: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(h.parts_count, Some(2));
         assert_eq!(h.content_length, p1.len() as u64);
         // moto ignores partNumber on GET (it returns the whole object), so the mover reads a
         // part's size with HEAD partNumber and its bytes with a ranged GET.
-        let h2 = c.head_object(&b, "big", HeadObjectRequest { part_number: Some(2), ..Default::default() }).await.unwrap();
+        let h2 = c
+            .head_object(
+                &b,
+                "big",
+                HeadObjectRequest {
+                    part_number: Some(2),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(h2.content_length, p2.len() as u64);
         let mut g = c
-            .get_object(&b, "big", GetObjectRequest { range: Some((p1.len() as u64, (p1.len() + p2.len()) as u64 - 1)), ..Default::default() })
+            .get_object(
+                &b,
+                "big",
+                GetObjectRequest {
+                    range: Some((p1.len() as u64, (p1.len() + p2.len()) as u64 - 1)),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         let mut got = Vec::new();
@@ -158,11 +295,30 @@ fn multipart_upload_and_part_reads() {
         }
         assert!(got == p2, "second part read back by range");
         // abort leaves nothing behind and is idempotent
-        let id2 = c.create_multipart_upload(&b, "gone", &ObjectMetadata::default(), &[], false).await.unwrap();
-        c.upload_part(&b, "gone", &id2, 1, ReqBody::full(p2.clone()), p2.len() as u64, UploadChecksum::None).await.unwrap();
+        let id2 = c
+            .create_multipart_upload(&b, "gone", &ObjectMetadata::default(), &[], false)
+            .await
+            .unwrap();
+        c.upload_part(
+            &b,
+            "gone",
+            backbeat::s3::ops::upload_part::UploadPartRequest {
+                upload_id: &id2,
+                part_number: 1,
+                body: ReqBody::full(p2.clone()),
+                length: p2.len() as u64,
+                checksum: UploadChecksum::None,
+            },
+        )
+        .await
+        .unwrap();
         c.abort_multipart_upload(&b, "gone", &id2).await.unwrap();
         c.abort_multipart_upload(&b, "gone", &id2).await.unwrap();
-        assert!(matches!(c.head_object(&b, "gone", HeadObjectRequest::default()).await, Err(HeadObjectError::NotFound)));
+        assert!(matches!(
+            c.head_object(&b, "gone", HeadObjectRequest::default())
+                .await,
+            Err(HeadObjectError::NotFound)
+        ));
     });
 }
 
@@ -178,19 +334,42 @@ fn streaming_pipe_with_trailer_checksum() {
         make_bucket(&dst, &db, false).await;
         let body = data(3 * 1024 * 1024 + 17, 5);
         put(&src, &sb, "obj", &body, &ObjectMetadata::default(), &[]).await;
-        let g = src.get_object(&sb, "obj", GetObjectRequest::default()).await.unwrap();
+        let g = src
+            .get_object(&sb, "obj", GetObjectRequest::default())
+            .await
+            .unwrap();
         let (pipe, result) = PipeBody::new(g.body, body.len() as u64, None, true, None);
         dst.put_object(
             &db,
             "copy",
-            PutObjectRequest { body: ReqBody::Pipe(Box::new(pipe)), length: body.len() as u64, metadata: &ObjectMetadata::default(), tags: &[], checksum: UploadChecksum::Trailer },
+            PutObjectRequest {
+                body: ReqBody::Pipe(Box::new(pipe)),
+                length: body.len() as u64,
+                metadata: &ObjectMetadata::default(),
+                tags: &[],
+                checksum: UploadChecksum::Trailer,
+            },
         )
         .await
         .unwrap();
         assert_eq!(result.crc32c(), Some(checksum::crc32c(&body)));
         assert_eq!(read_all(&dst, &db, "copy", None).await, body);
-        let h = dst.head_object(&db, "copy", HeadObjectRequest { checksum_mode: true, ..Default::default() }).await.unwrap();
-        assert_eq!(h.crc32c, Some(checksum::crc32c(&body)), "the trailer's CRC32C is stored");
+        let h = dst
+            .head_object(
+                &db,
+                "copy",
+                HeadObjectRequest {
+                    checksum_mode: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            h.crc32c,
+            Some(checksum::crc32c(&body)),
+            "the trailer's CRC32C is stored"
+        );
     });
 }
 
@@ -201,12 +380,20 @@ fn bucket_replication_configuration() {
         let c = Client::new(endpoint(&s.source), None);
         let b = bucket("repl");
         make_bucket(&c, &b, true).await;
-        assert_eq!(c.get_bucket_replication(&b).await.unwrap_err().code(), "ReplicationConfigurationNotFoundError");
+        assert_eq!(
+            c.get_bucket_replication(&b).await.unwrap_err().code(),
+            "ReplicationConfigurationNotFoundError"
+        );
         let xml = r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>r1</ID><Status>Enabled</Status><Priority>1</Priority><Filter><Prefix>logs/</Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::dst</Bucket><StorageClass>site2</StorageClass></Destination></Rule></ReplicationConfiguration>"#;
         c.put_bucket_replication(&b, xml).await.unwrap();
         let got = c.get_bucket_replication(&b).await.unwrap();
         // (moto drops the Filter's Prefix when storing: rule parsing is tested from files too)
-        assert!(got.contains("<ID>r1</ID>") && got.contains("<StorageClass>site2</StorageClass>") && got.contains("arn:aws:s3:::dst"), "{got}");
+        assert!(
+            got.contains("<ID>r1</ID>")
+                && got.contains("<StorageClass>site2</StorageClass>")
+                && got.contains("arn:aws:s3:::dst"),
+            "{got}"
+        );
     });
 }
 
@@ -214,16 +401,28 @@ fn bucket_replication_configuration() {
 fn virtual_hosted_addressing() {
     let s = servers();
     block_on(async {
-        let port: u16 = s.source.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+        let port: u16 = s
+            .source
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
         let path_client = Client::new(endpoint(&s.source), None);
         let b = bucket("vhost");
         make_bucket(&path_client, &b, false).await;
-        let mut cfg = EndpointConfig::new(&format!("http://localhost:{port}"), "us-east-1", creds());
+        let mut cfg =
+            EndpointConfig::new(&format!("http://localhost:{port}"), "us-east-1", creds());
         cfg.path_style = false;
         cfg.connect_to = Some(format!("127.0.0.1:{port}").parse().unwrap());
         let c = Client::new(Endpoint::new(cfg).unwrap(), None);
         let body = data(100, 3);
         put(&c, &b, "v/k ey", &body, &ObjectMetadata::default(), &[]).await;
-        assert_eq!(read_all(&path_client, &b, "v/k ey", None).await, body, "written through bucket.localhost");
+        assert_eq!(
+            read_all(&path_client, &b, "v/k ey", None).await,
+            body,
+            "written through bucket.localhost"
+        );
     });
 }

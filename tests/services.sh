@@ -56,3 +56,29 @@ services_stop() {
   done
   SERVICES_PIDS=()
 }
+
+# s3s-fs (Rust, unversioned, checks signatures): installed with cargo once. Sets S3FS_URL,
+# S3FS_ACCESS_KEY, S3FS_SECRET_KEY.
+services_start_s3fs() {
+  if ! command -v s3s-fs >/dev/null 2>&1; then
+    echo "installing s3s-fs 0.14.1 with cargo (a few minutes, once) ..." >&2
+    cargo install s3s-fs --version 0.14.1 --features binary --locked >&2
+  fi
+  local port dir
+  port=$(services_free_port)
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/backbeat-s3fs.XXXXXX")
+  S3FS_ACCESS_KEY=AKS3FS
+  S3FS_SECRET_KEY=SKS3FS/secret
+  s3s-fs --host 127.0.0.1 --port "$port" --access-key "$S3FS_ACCESS_KEY" --secret-key "$S3FS_SECRET_KEY" "$dir" >"$SERVICES_DIR/s3fs-$port.log" 2>&1 &
+  SERVICES_PIDS+=($!)
+  for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$port)))" 2>/dev/null; then
+      S3FS_URL="http://127.0.0.1:$port"
+      echo "s3s-fs: $S3FS_URL (data in $dir)" >&2
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "s3s-fs did not start; see $SERVICES_DIR/s3fs-$port.log" >&2
+  return 1
+}

@@ -17,7 +17,14 @@ use common::*;
 
 const MIB: usize = 1024 * 1024;
 
-async fn put(c: &Client, b: &str, key: &str, body: &[u8], meta: &ObjectMetadata, tags: &[(String, String)]) {
+async fn put(
+    c: &Client,
+    b: &str,
+    key: &str,
+    body: &[u8],
+    meta: &ObjectMetadata,
+    tags: &[(String, String)],
+) {
     c.put_object(
         b,
         key,
@@ -35,19 +42,54 @@ async fn put(c: &Client, b: &str, key: &str, body: &[u8], meta: &ObjectMetadata,
 
 /// A source object uploaded in parts of 5 MiB + 5 MiB + 1 KiB.
 async fn put_multipart(c: &Client, b: &str, key: &str, seed: u64) -> Vec<u8> {
-    let parts = [data(5 * MIB, seed), data(5 * MIB, seed + 1), data(1024, seed + 2)];
-    let id = c.create_multipart_upload(b, key, &ObjectMetadata { content_type: Some("application/x-mp".into()), ..Default::default() }, &[], false).await.unwrap();
+    let parts = [
+        data(5 * MIB, seed),
+        data(5 * MIB, seed + 1),
+        data(1024, seed + 2),
+    ];
+    let id = c
+        .create_multipart_upload(
+            b,
+            key,
+            &ObjectMetadata {
+                content_type: Some("application/x-mp".into()),
+                ..Default::default()
+            },
+            &[],
+            false,
+        )
+        .await
+        .unwrap();
     let mut done = Vec::new();
     for (i, p) in parts.iter().enumerate() {
-        let part = c.upload_part(b, key, &id, i as u32 + 1, ReqBody::full(p.clone()), p.len() as u64, UploadChecksum::None).await.unwrap();
-        done.push(CompletedPart { crc32c: None, ..part });
+        let part = c
+            .upload_part(
+                b,
+                key,
+                backbeat::s3::ops::upload_part::UploadPartRequest {
+                    upload_id: &id,
+                    part_number: i as u32 + 1,
+                    body: ReqBody::full(p.clone()),
+                    length: p.len() as u64,
+                    checksum: UploadChecksum::None,
+                },
+            )
+            .await
+            .unwrap();
+        done.push(CompletedPart {
+            crc32c: None,
+            ..part
+        });
     }
-    c.complete_multipart_upload(b, key, &id, &done).await.unwrap();
+    c.complete_multipart_upload(b, key, &id, &done)
+        .await
+        .unwrap();
     parts.concat()
 }
 
 fn n(v: &serde_json::Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
 }
 
 #[test]
@@ -68,13 +110,37 @@ fn versioned_bucket_replicates_version_by_version_and_second_run_copies_nothing(
             expires: Some("Wed, 21 Oct 2099 07:28:00 GMT".into()),
             user: vec![("owner".into(), "team a".into()), ("n".into(), "1".into())],
         };
-        let tags = vec![("class".to_string(), "gold".to_string()), ("k 2".to_string(), "a+b".to_string())];
+        let tags = vec![
+            ("class".to_string(), "gold".to_string()),
+            ("k 2".to_string(), "a+b".to_string()),
+        ];
         for i in 0..3 {
-            put(&src, &sb, "docs/report.txt", &data(1000 + i, i as u64), &meta, &tags).await;
+            put(
+                &src,
+                &sb,
+                "docs/report.txt",
+                &data(1000 + i, i as u64),
+                &meta,
+                &tags,
+            )
+            .await;
         }
         put(&src, &sb, "empty", b"", &ObjectMetadata::default(), &[]).await;
-        for key in ["a b+c%d?e#f", "dir//double/slash", "ünïcødé/日本語", &"x".repeat(1024)] {
-            put(&src, &sb, key, &data(300, 7), &ObjectMetadata::default(), &tags[..1]).await;
+        for key in [
+            "a b+c%d?e#f",
+            "dir//double/slash",
+            "ünïcødé/日本語",
+            &"x".repeat(1024),
+        ] {
+            put(
+                &src,
+                &sb,
+                key,
+                &data(300, 7),
+                &ObjectMetadata::default(),
+                &tags[..1],
+            )
+            .await;
         }
         // large object above the threshold (copied in ranged parts), and a source multipart
         // object whose layout must be kept
@@ -82,16 +148,38 @@ fn versioned_bucket_replicates_version_by_version_and_second_run_copies_nothing(
         put_multipart(&src, &sb, "big/multipart", 20).await;
         // versions and delete markers interleaved, a second apart (moto's timestamps have
         // one-second resolution)
-        put(&src, &sb, "churn", b"first version", &ObjectMetadata::default(), &[]).await;
+        put(
+            &src,
+            &sb,
+            "churn",
+            b"first version",
+            &ObjectMetadata::default(),
+            &[],
+        )
+        .await;
         glommio::timer::sleep(Duration::from_millis(1100)).await;
         src.delete_object(&sb, "churn", None).await.unwrap();
         glommio::timer::sleep(Duration::from_millis(1100)).await;
-        put(&src, &sb, "churn", b"back again", &ObjectMetadata::default(), &[]).await;
+        put(
+            &src,
+            &sb,
+            "churn",
+            b"back again",
+            &ObjectMetadata::default(),
+            &[],
+        )
+        .await;
         glommio::timer::sleep(Duration::from_millis(1100)).await;
         src.delete_object(&sb, "churn", None).await.unwrap();
     });
 
-    let (code, summary, err) = sync(&s.source, &sb, &s.dest, &db, &["--multipart-threshold", "8MiB", "--part-size", "5MiB"]);
+    let (code, summary, err) = sync(
+        &s.source,
+        &sb,
+        &s.dest,
+        &db,
+        &["--multipart-threshold", "8MiB", "--part-size", "5MiB"],
+    );
     assert_eq!(code, 0, "{summary}\n{err}");
     assert_eq!(n(&summary, "failed"), 0);
     assert_eq!(n(&summary, "versions_found"), 3 + 1 + 4 + 2 + 4);
@@ -103,18 +191,37 @@ fn versioned_bucket_replicates_version_by_version_and_second_run_copies_nothing(
         let dst = Client::new(endpoint(&s.dest), None);
         assert_replicated(&src, &sb, &dst, &db).await;
         // the source's part layout is kept, so the multipart ETag matches
-        let sh = src.head_object(&sb, "big/multipart", HeadObjectRequest::default()).await.unwrap();
-        let dh = dst.head_object(&db, "big/multipart", HeadObjectRequest::default()).await.unwrap();
+        let sh = src
+            .head_object(&sb, "big/multipart", HeadObjectRequest::default())
+            .await
+            .unwrap();
+        let dh = dst
+            .head_object(&db, "big/multipart", HeadObjectRequest::default())
+            .await
+            .unwrap();
         assert_eq!(sh.etag, dh.etag, "multipart ETag preserved");
         assert!(sh.etag.trim_matches('"').ends_with("-3"), "{}", sh.etag);
         // the ranged copy was split in parts of 5 MiB
-        let dr = dst.head_object(&db, "big/ranged", HeadObjectRequest::default()).await.unwrap();
+        let dr = dst
+            .head_object(&db, "big/ranged", HeadObjectRequest::default())
+            .await
+            .unwrap();
         assert!(dr.etag.trim_matches('"').ends_with("-3"), "{}", dr.etag);
         // the latest of "churn" is a delete marker on both sides
-        assert!(matches!(dst.head_object(&db, "churn", HeadObjectRequest::default()).await, Err(HeadObjectError::DeleteMarker { .. })));
+        assert!(matches!(
+            dst.head_object(&db, "churn", HeadObjectRequest::default())
+                .await,
+            Err(HeadObjectError::DeleteMarker { .. })
+        ));
     });
 
-    let (code, again, err) = sync(&s.source, &sb, &s.dest, &db, &["--multipart-threshold", "8MiB", "--part-size", "5MiB"]);
+    let (code, again, err) = sync(
+        &s.source,
+        &sb,
+        &s.dest,
+        &db,
+        &["--multipart-threshold", "8MiB", "--part-size", "5MiB"],
+    );
     assert_eq!(code, 0, "{again}\n{err}");
     assert_eq!(n(&again, "versions_copied"), 0, "{again}");
     assert_eq!(n(&again, "delete_markers"), 0, "{again}");
@@ -131,17 +238,63 @@ fn flipped_byte_is_caught_and_the_corrupt_version_removed() {
         let dst = Client::new(endpoint(&s.dest), None);
         make_bucket(&src, &sb, true).await;
         make_bucket(&dst, &db, true).await;
-        put(&src, &sb, "once", &data(4000, 1), &ObjectMetadata::default(), &[]).await;
-        put(&src, &sb, "always", &data(4000, 2), &ObjectMetadata::default(), &[]).await;
+        put(
+            &src,
+            &sb,
+            "once",
+            &data(4000, 1),
+            &ObjectMetadata::default(),
+            &[],
+        )
+        .await;
+        put(
+            &src,
+            &sb,
+            "always",
+            &data(4000, 2),
+            &ObjectMetadata::default(),
+            &[],
+        )
+        .await;
         // a large object: the flipped byte lands in a part
-        put(&src, &sb, "large", &data(6 * MIB, 3), &ObjectMetadata::default(), &[]).await;
+        put(
+            &src,
+            &sb,
+            "large",
+            &data(6 * MIB, 3),
+            &ObjectMetadata::default(),
+            &[],
+        )
+        .await;
     });
     proxy.faults.add("PUT", Some("/once"), Kind::FlipByte, 1);
-    proxy.faults.add("PUT", Some("/always"), Kind::FlipByte, 100);
-    proxy.faults.add("PUT", Some("/large?partNumber=2"), Kind::FlipByte, 1);
-    let (code, summary, err) = sync(&s.source, &sb, &proxy.url, &db, &["--attempts", "3", "--multipart-threshold", "5MiB", "--part-size", "5MiB", "--destination-verify-after-write"]);
+    proxy
+        .faults
+        .add("PUT", Some("/always"), Kind::FlipByte, 100);
+    proxy
+        .faults
+        .add("PUT", Some("/large?partNumber=2"), Kind::FlipByte, 1);
+    let (code, summary, err) = sync(
+        &s.source,
+        &sb,
+        &proxy.url,
+        &db,
+        &[
+            "--attempts",
+            "3",
+            "--multipart-threshold",
+            "5MiB",
+            "--part-size",
+            "5MiB",
+            "--destination-verify-after-write",
+        ],
+    );
     assert_eq!(code, 1, "a version failed: {summary}\n{err}");
-    assert!(proxy.faults.hits(Kind::FlipByte) >= 3 + 2, "{:?}", proxy.faults.log.lock().unwrap());
+    assert!(
+        proxy.faults.hits(Kind::FlipByte) >= 3 + 2,
+        "{:?}",
+        proxy.faults.log.lock().unwrap()
+    );
     assert_eq!(n(&summary, "versions_copied"), 2, "{summary}");
     assert_eq!(n(&summary, "failed"), 1);
     assert!(n(&summary, "checksum_mismatches") >= 5, "{summary}");
@@ -153,11 +306,17 @@ fn flipped_byte_is_caught_and_the_corrupt_version_removed() {
         let src = Client::new(endpoint(&s.source), None);
         let dst = Client::new(endpoint(&s.dest), None);
         assert!(read_all(&dst, &db, "once", None).await == read_all(&src, &sb, "once", None).await);
-        assert!(read_all(&dst, &db, "large", None).await == read_all(&src, &sb, "large", None).await);
+        assert!(
+            read_all(&dst, &db, "large", None).await == read_all(&src, &sb, "large", None).await
+        );
         let versions = all_versions(&dst, &db).await;
         assert_eq!(versions["once"].len(), 1, "the corrupt version was deleted");
         assert_eq!(versions["large"].len(), 1);
-        assert!(!versions.contains_key("always"), "no corrupt version is left: {:?}", versions.get("always"));
+        assert!(
+            !versions.contains_key("always"),
+            "no corrupt version is left: {:?}",
+            versions.get("always")
+        );
     });
 }
 
@@ -173,14 +332,24 @@ fn retries_slowdown_and_resets_fails_permanent_errors_at_once() {
         make_bucket(&src, &sb, true).await;
         make_bucket(&dst, &db, true).await;
         for k in ["a", "b", "c", "denied"] {
-            put(&src, &sb, k, &data(5000, k.len() as u64), &ObjectMetadata::default(), &[]).await;
+            put(
+                &src,
+                &sb,
+                k,
+                &data(5000, k.len() as u64),
+                &ObjectMetadata::default(),
+                &[],
+            )
+            .await;
         }
     });
     src_proxy.faults.add("GET", Some("/a?"), Kind::SlowDown, 2);
     src_proxy.faults.add("HEAD", Some("/b?"), Kind::Reset, 1);
     dst_proxy.faults.add("PUT", Some("/c"), Kind::SlowDown, 1);
     dst_proxy.faults.add("PUT", Some("/c"), Kind::Reset, 1);
-    src_proxy.faults.add("GET", Some("/denied?"), Kind::Forbidden, 100);
+    src_proxy
+        .faults
+        .add("GET", Some("/denied?"), Kind::Forbidden, 100);
     let (code, summary, err) = sync(&src_proxy.url, &sb, &dst_proxy.url, &db, &[]);
     assert_eq!(code, 1, "{summary}\n{err}");
     assert_eq!(n(&summary, "versions_copied"), 3, "{summary}");
@@ -197,8 +366,15 @@ fn retries_slowdown_and_resets_fails_permanent_errors_at_once() {
         let src = Client::new(endpoint(&s.source), None);
         let dst = Client::new(endpoint(&s.dest), None);
         for k in ["a", "b", "c"] {
-            assert!(read_all(&dst, &db, k, None).await == read_all(&src, &sb, k, None).await, "{k}");
-            assert_eq!(all_versions(&dst, &db).await[k].len(), 1, "{k}: retries wrote one version");
+            assert!(
+                read_all(&dst, &db, k, None).await == read_all(&src, &sb, k, None).await,
+                "{k}"
+            );
+            assert_eq!(
+                all_versions(&dst, &db).await[k].len(),
+                1,
+                "{k}: retries wrote one version"
+            );
         }
     });
 }
@@ -216,15 +392,37 @@ fn tls_destination_behind_a_self_signed_ca() {
         let dst = Client::new(endpoint(&s.dest), None);
         make_bucket(&src, &sb, true).await;
         make_bucket(&dst, &db, true).await;
-        put(&src, &sb, "secret", &data(100_000, 9), &ObjectMetadata::default(), &[]).await;
+        put(
+            &src,
+            &sb,
+            "secret",
+            &data(100_000, 9),
+            &ObjectMetadata::default(),
+            &[],
+        )
+        .await;
     });
     // Without the CA the certificate is rejected: verification is on by default.
-    let (code, out, err) = backbeat(&["sync", &format!("s3://{sb}"), &format!("s3://{db}"), "--source-endpoint", &s.source, "--destination-endpoint", &proxy.url]);
+    let (code, out, err) = backbeat(&[
+        "sync",
+        &format!("s3://{sb}"),
+        &format!("s3://{db}"),
+        "--source-endpoint",
+        &s.source,
+        "--destination-endpoint",
+        &proxy.url,
+    ]);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("TLS") && err.contains(&proxy.url), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
     let ca_s = ca.to_str().unwrap();
-    let (code, summary, err) = sync(&s.source, &sb, &proxy.url, &db, &["--destination-ca-file", ca_s]);
+    let (code, summary, err) = sync(
+        &s.source,
+        &sb,
+        &proxy.url,
+        &db,
+        &["--destination-ca-file", ca_s],
+    );
     assert_eq!(code, 0, "{summary}\n{err}");
     assert_eq!(n(&summary, "versions_copied"), 1);
     block_on(async {
@@ -244,17 +442,236 @@ fn bad_input_gives_one_clear_line() {
     });
     let src_url = format!("s3://{sb}");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["sync", "bucket-without-scheme", "s3://x", "--source-endpoint", &s.source, "--destination-endpoint", &s.dest], "s3://BUCKET"),
-        (vec!["sync", &src_url, "s3://missing-bucket-here", "--source-endpoint", &s.source, "--destination-endpoint", &s.dest], "does not exist"),
-        (vec!["sync", &src_url, "s3://x", "--source-endpoint", "http://127.0.0.1:1", "--destination-endpoint", &s.dest], "cannot reach the source endpoint"),
-        (vec!["sync", &src_url, "s3://x", "--source-endpoint", "ftp://h", "--destination-endpoint", &s.dest], "scheme must be http or https"),
-        (vec!["sync", &src_url, "s3://x", "--source-endpoint", &s.source, "--destination-endpoint", &s.dest, "--part-size", "1MiB"], "at least 5MiB"),
-        (vec!["sync", &src_url, "s3://x", "--source-endpoint", &s.source, "--destination-endpoint", &s.dest, "--source-profile", "nope"], "profile \"nope\" not found"),
+        (
+            vec![
+                "sync",
+                "bucket-without-scheme",
+                "s3://x",
+                "--source-endpoint",
+                &s.source,
+                "--destination-endpoint",
+                &s.dest,
+            ],
+            "s3://BUCKET",
+        ),
+        (
+            vec![
+                "sync",
+                &src_url,
+                "s3://missing-bucket-here",
+                "--source-endpoint",
+                &s.source,
+                "--destination-endpoint",
+                &s.dest,
+            ],
+            "does not exist",
+        ),
+        (
+            vec![
+                "sync",
+                &src_url,
+                "s3://x",
+                "--source-endpoint",
+                "http://127.0.0.1:1",
+                "--destination-endpoint",
+                &s.dest,
+            ],
+            "cannot reach the source endpoint",
+        ),
+        (
+            vec![
+                "sync",
+                &src_url,
+                "s3://x",
+                "--source-endpoint",
+                "ftp://h",
+                "--destination-endpoint",
+                &s.dest,
+            ],
+            "scheme must be http or https",
+        ),
+        (
+            vec![
+                "sync",
+                &src_url,
+                "s3://x",
+                "--source-endpoint",
+                &s.source,
+                "--destination-endpoint",
+                &s.dest,
+                "--part-size",
+                "1MiB",
+            ],
+            "at least 5MiB",
+        ),
+        (
+            vec![
+                "sync",
+                &src_url,
+                "s3://x",
+                "--source-endpoint",
+                &s.source,
+                "--destination-endpoint",
+                &s.dest,
+                "--source-profile",
+                "nope",
+            ],
+            "profile \"nope\" not found",
+        ),
     ];
     for (args, expect) in cases {
         let (code, out, err) = backbeat(&args);
         assert_eq!(code, 2, "{args:?}: {out}{err}");
-        assert!(err.contains(expect), "{args:?}: expected {expect:?} in {err}");
+        assert!(
+            err.contains(expect),
+            "{args:?}: expected {expect:?} in {err}"
+        );
         assert!(!err.contains("SKTEST"), "no secret in errors");
     }
+}
+
+#[test]
+fn unversioned_destination_with_profile_credentials_and_rejected_keys() {
+    let s = servers();
+    let (fs_url, fs_creds) = s3fs();
+    let (sb, db) = (bucket("fs-src"), bucket("fs-dst"));
+    block_on(async {
+        let src = Client::new(endpoint(&s.source), None);
+        make_bucket(&src, &sb, true).await;
+        put(
+            &src,
+            &sb,
+            "k1",
+            &data(2000, 1),
+            &ObjectMetadata {
+                content_type: Some("a/b".into()),
+                ..Default::default()
+            },
+            &[],
+        )
+        .await;
+        put(
+            &src,
+            &sb,
+            "k1",
+            &data(3000, 2),
+            &ObjectMetadata {
+                content_type: Some("a/c".into()),
+                ..Default::default()
+            },
+            &[],
+        )
+        .await;
+        put(
+            &src,
+            &sb,
+            "dir/k2",
+            &data(7 * MIB, 3),
+            &ObjectMetadata::default(),
+            &[],
+        )
+        .await;
+        put(
+            &src,
+            &sb,
+            "gone",
+            b"deleted later",
+            &ObjectMetadata::default(),
+            &[],
+        )
+        .await;
+        glommio::timer::sleep(Duration::from_millis(1100)).await;
+        src.delete_object(&sb, "gone", None).await.unwrap();
+        let fs = Client::new(
+            backbeat::s3::Endpoint::new(backbeat::s3::EndpointConfig::new(
+                &fs_url,
+                "us-east-1",
+                fs_creds.clone(),
+            ))
+            .unwrap(),
+            None,
+        );
+        fs.create_bucket(&db).await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cred_file = dir.path().join("credentials");
+    std::fs::write(
+        &cred_file,
+        format!("[fs]\naws_access_key_id = {}\naws_secret_access_key = {}\n[wrong]\naws_access_key_id = {}\naws_secret_access_key = not-the-secret\n", fs_creds.access_key_id, fs_creds.secret_access_key, fs_creds.access_key_id),
+    )
+    .unwrap();
+    let env = [
+        ("AWS_SHARED_CREDENTIALS_FILE", cred_file.to_str().unwrap()),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+    ];
+    let (sbu, dbu) = (format!("s3://{sb}"), format!("s3://{db}"));
+    let base = [
+        "sync",
+        &sbu,
+        &dbu,
+        "--source-endpoint",
+        &s.source,
+        "--destination-endpoint",
+        &fs_url,
+        "--json",
+        "--multipart-threshold",
+        "5MiB",
+    ];
+    // rejected keys: one line naming the endpoint and what to fix, the secret never shown
+    let mut args = base.to_vec();
+    args.extend(["--destination-profile", "wrong"]);
+    let (code, out, err) = backbeat_env(&args, &env);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("rejected the credentials") && err.contains(&fs_url),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-secret") && !err.contains(&fs_creds.secret_access_key),
+        "{err}"
+    );
+    // the right profile: the latest state arrives (versions in order end with the last one)
+    let mut args = base.to_vec();
+    args.extend(["--destination-profile", "fs"]);
+    let (code, out, err) = backbeat_env(&args, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(n(&summary, "failed"), 0);
+    block_on(async {
+        let src = Client::new(endpoint(&s.source), None);
+        let fs = Client::new(
+            backbeat::s3::Endpoint::new(backbeat::s3::EndpointConfig::new(
+                &fs_url,
+                "us-east-1",
+                fs_creds.clone(),
+            ))
+            .unwrap(),
+            None,
+        );
+        for k in ["k1", "dir/k2"] {
+            assert!(
+                read_all(&fs, &db, k, None).await == read_all(&src, &sb, k, None).await,
+                "{k}"
+            );
+        }
+        let h = fs
+            .head_object(&db, "k1", HeadObjectRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(h.metadata.content_type.as_deref(), Some("a/c"));
+        assert!(matches!(
+            fs.head_object(&db, "gone", HeadObjectRequest::default())
+                .await,
+            Err(HeadObjectError::NotFound)
+        ));
+    });
+    // a second run copies nothing
+    let (code, out, err) = backbeat_env(&args, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let again: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        n(&again, "versions_copied") + n(&again, "delete_markers"),
+        0,
+        "{again}"
+    );
 }

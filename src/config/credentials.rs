@@ -14,7 +14,11 @@ pub enum CredentialsError {
     #[error("profile {profile:?} not found in {files}")]
     NoProfile { profile: String, files: String },
     #[error("profile {profile:?} in {file} has no {key}")]
-    Incomplete { profile: String, file: String, key: &'static str },
+    Incomplete {
+        profile: String,
+        file: String,
+        key: &'static str,
+    },
 }
 
 /// Environment values the lookup reads (injectable for tests).
@@ -38,7 +42,9 @@ impl Env for HashMap<String, String> {
 }
 
 fn home(env: &dyn Env) -> PathBuf {
-    env.var("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+    env.var("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 /// Parses an INI file into sections of key/value pairs.
@@ -55,7 +61,9 @@ fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
             continue;
         }
         if let Some((k, v)) = line.split_once('=') {
-            out.entry(section.clone()).or_default().insert(k.trim().to_lowercase(), v.trim().to_string());
+            out.entry(section.clone())
+                .or_default()
+                .insert(k.trim().to_lowercase(), v.trim().to_string());
         }
     }
     out
@@ -69,34 +77,68 @@ fn read(path: &Path) -> Option<String> {
 /// `AWS_PROFILE` or the `default` profile.
 pub fn resolve(profile: Option<&str>, env: &dyn Env) -> Result<Credentials, CredentialsError> {
     if profile.is_none() {
-        if let (Some(ak), Some(sk)) = (env.var("AWS_ACCESS_KEY_ID"), env.var("AWS_SECRET_ACCESS_KEY")) {
-            return Ok(Credentials { access_key_id: ak, secret_access_key: sk, session_token: env.var("AWS_SESSION_TOKEN") });
+        if let (Some(ak), Some(sk)) = (
+            env.var("AWS_ACCESS_KEY_ID"),
+            env.var("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            return Ok(Credentials {
+                access_key_id: ak,
+                secret_access_key: sk,
+                session_token: env.var("AWS_SESSION_TOKEN"),
+            });
         }
     }
     let explicit = profile.is_some() || env.var("AWS_PROFILE").is_some();
-    let name = profile.map(str::to_string).or_else(|| env.var("AWS_PROFILE")).unwrap_or_else(|| "default".into());
-    let cred_file = env.var("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from).unwrap_or_else(|| home(env).join(".aws/credentials"));
-    let conf_file = env.var("AWS_CONFIG_FILE").map(PathBuf::from).unwrap_or_else(|| home(env).join(".aws/config"));
+    let name = profile
+        .map(str::to_string)
+        .or_else(|| env.var("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".into());
+    let cred_file = env
+        .var("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home(env).join(".aws/credentials"));
+    let conf_file = env
+        .var("AWS_CONFIG_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home(env).join(".aws/config"));
     let candidates = [
         (cred_file.clone(), name.clone()),
-        (conf_file.clone(), if name == "default" { "default".into() } else { format!("profile {name}") }),
+        (
+            conf_file.clone(),
+            if name == "default" {
+                "default".into()
+            } else {
+                format!("profile {name}")
+            },
+        ),
     ];
     for (file, section) in &candidates {
         let Some(text) = read(file) else { continue };
         let ini = parse_ini(&text);
-        let Some(sec) = ini.get(section) else { continue };
+        let Some(sec) = ini.get(section) else {
+            continue;
+        };
         let file_s = file.display().to_string();
-        let ak = sec.get("aws_access_key_id").cloned().ok_or_else(|| CredentialsError::Incomplete {
-            profile: name.clone(),
-            file: file_s.clone(),
-            key: "aws_access_key_id",
+        let ak =
+            sec.get("aws_access_key_id")
+                .cloned()
+                .ok_or_else(|| CredentialsError::Incomplete {
+                    profile: name.clone(),
+                    file: file_s.clone(),
+                    key: "aws_access_key_id",
+                })?;
+        let sk = sec.get("aws_secret_access_key").cloned().ok_or_else(|| {
+            CredentialsError::Incomplete {
+                profile: name.clone(),
+                file: file_s.clone(),
+                key: "aws_secret_access_key",
+            }
         })?;
-        let sk = sec.get("aws_secret_access_key").cloned().ok_or_else(|| CredentialsError::Incomplete {
-            profile: name.clone(),
-            file: file_s.clone(),
-            key: "aws_secret_access_key",
-        })?;
-        return Ok(Credentials { access_key_id: ak, secret_access_key: sk, session_token: sec.get("aws_session_token").cloned() });
+        return Ok(Credentials {
+            access_key_id: ak,
+            secret_access_key: sk,
+            session_token: sec.get("aws_session_token").cloned(),
+        });
     }
     if explicit {
         Err(CredentialsError::NoProfile {
@@ -110,9 +152,16 @@ pub fn resolve(profile: Option<&str>, env: &dyn Env) -> Result<Credentials, Cred
 
 /// The region of a profile in the config file, if set.
 pub fn profile_region(profile: &str, env: &dyn Env) -> Option<String> {
-    let conf_file = env.var("AWS_CONFIG_FILE").map(PathBuf::from).unwrap_or_else(|| home(env).join(".aws/config"));
+    let conf_file = env
+        .var("AWS_CONFIG_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home(env).join(".aws/config"));
     let ini = parse_ini(&read(&conf_file)?);
-    let section = if profile == "default" { "default".to_string() } else { format!("profile {profile}") };
+    let section = if profile == "default" {
+        "default".to_string()
+    } else {
+        format!("profile {profile}")
+    };
     ini.get(&section)?.get("region").cloned()
 }
 
@@ -121,7 +170,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -141,15 +193,24 @@ mod tests {
         assert_eq!(resolve(None, &e).unwrap().access_key_id, "E");
         // an explicit profile wins over the environment
         let c = resolve(Some("src"), &e).unwrap();
-        assert_eq!((c.access_key_id.as_str(), c.session_token.as_deref()), ("S", Some("T")));
+        assert_eq!(
+            (c.access_key_id.as_str(), c.session_token.as_deref()),
+            ("S", Some("T"))
+        );
         let e = env(&base);
         assert_eq!(resolve(None, &e).unwrap().access_key_id, "D");
         assert_eq!(resolve(Some("dst"), &e).unwrap().access_key_id, "X");
         assert_eq!(profile_region("dst", &e).as_deref(), Some("eu-west-1"));
-        assert!(matches!(resolve(Some("nope"), &e), Err(CredentialsError::NoProfile { .. })));
+        assert!(matches!(
+            resolve(Some("nope"), &e),
+            Err(CredentialsError::NoProfile { .. })
+        ));
         let err = resolve(Some("half"), &e).unwrap_err();
         assert!(err.to_string().contains("aws_secret_access_key"), "{err}");
         let empty = env(&[("HOME", dir.path().to_str().unwrap())]);
-        assert!(matches!(resolve(None, &empty), Err(CredentialsError::Missing)));
+        assert!(matches!(
+            resolve(None, &empty),
+            Err(CredentialsError::Missing)
+        ));
     }
 }

@@ -5,7 +5,9 @@
 use std::future::Future;
 
 use crate::replication::Version;
-use crate::s3::ops::list_object_versions::{ListObjectVersionsError, ListObjectVersionsRequest, ListedVersion, sort_newest_first};
+use crate::s3::ops::list_object_versions::{
+    sort_newest_first, ListObjectVersionsError, ListObjectVersionsRequest, ListedVersion,
+};
 use crate::s3::Client;
 use crate::shard::Shutdown;
 
@@ -17,7 +19,13 @@ pub struct KeyVersions {
 }
 
 fn to_version(l: ListedVersion) -> Version {
-    Version { key: l.key, version_id: l.version_id, delete_marker: l.delete_marker, size: l.size, etag: l.etag }
+    Version {
+        key: l.key,
+        version_id: l.version_id,
+        delete_marker: l.delete_marker,
+        size: l.size,
+        etag: l.etag,
+    }
 }
 
 /// A key whose listed entries (newest first) may continue on the next page.
@@ -27,7 +35,10 @@ pub type Pending = Option<(String, Vec<ListedVersion>)>;
 fn finish(key: String, mut entries: Vec<ListedVersion>) -> KeyVersions {
     sort_newest_first(&mut entries);
     entries.reverse();
-    KeyVersions { key, versions: entries.into_iter().map(to_version).collect() }
+    KeyVersions {
+        key,
+        versions: entries.into_iter().map(to_version).collect(),
+    }
 }
 
 /// Groups one page's entries by key into `out`, oldest first; the page's last key stays in
@@ -85,7 +96,10 @@ where
             )
             .await?;
         let truncated = page.is_truncated;
-        let (nk, nv) = (page.next_key_marker.clone(), page.next_version_id_marker.clone());
+        let (nk, nv) = (
+            page.next_key_marker.clone(),
+            page.next_version_id_marker.clone(),
+        );
         group(&mut pending, page.versions, &mut ready);
         for kv in ready.drain(..) {
             if !emit(kv).await {
@@ -131,11 +145,24 @@ mod tests {
         // moto's layout: all versions, then all delete markers
         let mut pending = None;
         let mut out = Vec::new();
-        let entries = vec![lv("a", "a3", false), lv("a", "a1", false), lv("b", "b1", false), lv("a", "a4", true), lv("a", "a2", true)];
+        let entries = vec![
+            lv("a", "a3", false),
+            lv("a", "a1", false),
+            lv("b", "b1", false),
+            lv("a", "a4", true),
+            lv("a", "a2", true),
+        ];
         group(&mut pending, entries, &mut out);
         out.extend(flush(&mut pending));
-        let ids: Vec<_> = out[0].versions.iter().map(|v| (v.version_id.as_str(), v.delete_marker)).collect();
-        assert_eq!(ids, [("a1", false), ("a2", true), ("a3", false), ("a4", true)]);
+        let ids: Vec<_> = out[0]
+            .versions
+            .iter()
+            .map(|v| (v.version_id.as_str(), v.delete_marker))
+            .collect();
+        assert_eq!(
+            ids,
+            [("a1", false), ("a2", true), ("a3", false), ("a4", true)]
+        );
         assert_eq!(out[1].key, "b");
     }
 
@@ -143,11 +170,19 @@ mod tests {
     fn same_second_keeps_listing_order_latest_last() {
         let mut pending = None;
         let mut out = Vec::new();
-        let mut e = vec![lv("k", "x1", false), lv("k", "y1", false), lv("k", "z1", false)];
+        let mut e = vec![
+            lv("k", "x1", false),
+            lv("k", "y1", false),
+            lv("k", "z1", false),
+        ];
         e[1].is_latest = true; // listed second but flagged latest
         group(&mut pending, e, &mut out);
         out.extend(flush(&mut pending));
-        let ids: Vec<_> = out[0].versions.iter().map(|v| v.version_id.as_str()).collect();
+        let ids: Vec<_> = out[0]
+            .versions
+            .iter()
+            .map(|v| v.version_id.as_str())
+            .collect();
         assert_eq!(ids, ["z1", "x1", "y1"]);
     }
 
@@ -155,14 +190,38 @@ mod tests {
     fn groups_across_pages_oldest_first() {
         let mut pending = None;
         let mut out = Vec::new();
-        group(&mut pending, vec![lv("a", "a2", true), lv("a", "a1", false), lv("b", "b3", false)], &mut out);
+        group(
+            &mut pending,
+            vec![
+                lv("a", "a2", true),
+                lv("a", "a1", false),
+                lv("b", "b3", false),
+            ],
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
-        let ids: Vec<_> = out[0].versions.iter().map(|v| v.version_id.as_str()).collect();
+        let ids: Vec<_> = out[0]
+            .versions
+            .iter()
+            .map(|v| v.version_id.as_str())
+            .collect();
         assert_eq!(ids, ["a1", "a2"]);
         // b continues on the next page
-        group(&mut pending, vec![lv("b", "b2", false), lv("b", "b1", false), lv("c", "c1", false)], &mut out);
+        group(
+            &mut pending,
+            vec![
+                lv("b", "b2", false),
+                lv("b", "b1", false),
+                lv("c", "c1", false),
+            ],
+            &mut out,
+        );
         assert_eq!(out.len(), 2);
-        let ids: Vec<_> = out[1].versions.iter().map(|v| v.version_id.as_str()).collect();
+        let ids: Vec<_> = out[1]
+            .versions
+            .iter()
+            .map(|v| v.version_id.as_str())
+            .collect();
         assert_eq!(ids, ["b1", "b2", "b3"]);
         assert_eq!(pending.as_ref().unwrap().0, "c");
     }

@@ -80,7 +80,9 @@ pub struct Version {
 /// What happened to a version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Copied { bytes: u64 },
+    Copied {
+        bytes: u64,
+    },
     DeleteMarker,
     /// Already at the destination.
     Skipped,
@@ -126,7 +128,12 @@ pub struct ReplicationError {
 
 impl ReplicationError {
     pub fn op(stage: Stage, e: &dyn OpError) -> Self {
-        Self { stage, code: e.code().to_string(), message: e.to_string(), retryable: e.is_retryable() }
+        Self {
+            stage,
+            code: e.code().to_string(),
+            message: e.to_string(),
+            retryable: e.is_retryable(),
+        }
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -148,9 +155,14 @@ fn source_version_id(v: &str) -> Option<&str> {
 /// Metadata to write at the destination: the source's, plus where it came from.
 fn destination_metadata(head: &ObjectHead, v: &Version) -> ObjectMetadata {
     let mut m = head.metadata.clone();
-    m.user.retain(|(k, _)| k != META_SOURCE_VERSION && k != META_SOURCE_ETAG);
-    m.user.push((META_SOURCE_VERSION.to_string(), v.version_id.clone()));
-    m.user.push((META_SOURCE_ETAG.to_string(), head.etag.trim_matches('"').to_string()));
+    m.user
+        .retain(|(k, _)| k != META_SOURCE_VERSION && k != META_SOURCE_ETAG);
+    m.user
+        .push((META_SOURCE_VERSION.to_string(), v.version_id.clone()));
+    m.user.push((
+        META_SOURCE_ETAG.to_string(),
+        head.etag.trim_matches('"').to_string(),
+    ));
     m
 }
 
@@ -197,7 +209,11 @@ fn md5_etag(etag: &str) -> Option<&str> {
 /// Compares the destination's ETag with the source's when both are content hashes the
 /// servers computed themselves (plain MD5, or a multipart ETag when the part layout was
 /// kept). This catches corruption on servers that store a client's CRC32C unverified.
-pub(crate) fn verify_etag(source: &str, dest: &str, same_layout: bool) -> Result<(), ReplicationError> {
+pub(crate) fn verify_etag(
+    source: &str,
+    dest: &str,
+    same_layout: bool,
+) -> Result<(), ReplicationError> {
     let (s, d) = (source.trim_matches('"'), dest.trim_matches('"'));
     let comparable = match (md5_etag(s), md5_etag(d)) {
         (Some(_), Some(_)) => true,
@@ -217,7 +233,11 @@ pub(crate) fn verify_etag(source: &str, dest: &str, same_layout: bool) -> Result
 /// Removes a version we just wrote and found corrupt, so it never stays at the destination.
 pub(crate) async fn discard_version(ctx: &Ctx, key: &str, version_id: Option<&str>) {
     if let Some(vid) = version_id {
-        if let Err(e) = ctx.dest.delete_object(&ctx.dest_bucket, key, Some(vid)).await {
+        if let Err(e) = ctx
+            .dest
+            .delete_object(&ctx.dest_bucket, key, Some(vid))
+            .await
+        {
             tracing::warn!(key, version = vid, error = %e, "could not delete a corrupt destination version");
         }
     } else if !ctx.dest_versioned {
@@ -227,7 +247,11 @@ pub(crate) async fn discard_version(ctx: &Ctx, key: &str, version_id: Option<&st
 
 /// True when the destination's current object came from source version `v`.
 pub async fn already_at_destination(ctx: &Ctx, v: &Version) -> Result<bool, ReplicationError> {
-    match ctx.dest.head_object(&ctx.dest_bucket, &v.key, HeadObjectRequest::default()).await {
+    match ctx
+        .dest
+        .head_object(&ctx.dest_bucket, &v.key, HeadObjectRequest::default())
+        .await
+    {
         Ok(h) => Ok(h.user_meta(META_SOURCE_VERSION) == Some(v.version_id.as_str())),
         Err(HeadObjectError::NotFound) => Ok(false),
         Err(HeadObjectError::DeleteMarker { .. }) => Ok(false),
@@ -237,13 +261,25 @@ pub async fn already_at_destination(ctx: &Ctx, v: &Version) -> Result<bool, Repl
 
 /// How many of a key's versions (oldest first) the destination already holds, found with
 /// one HEAD (plus a listing when the destination's latest is a delete marker).
-pub async fn applied_prefix(ctx: &Ctx, key: &str, versions: &[Version]) -> Result<usize, ReplicationError> {
+pub async fn applied_prefix(
+    ctx: &Ctx,
+    key: &str,
+    versions: &[Version],
+) -> Result<usize, ReplicationError> {
     let position = |sid: Option<&str>| -> Option<usize> {
         let sid = sid?;
-        versions.iter().rposition(|v| !v.delete_marker && v.version_id == sid)
+        versions
+            .iter()
+            .rposition(|v| !v.delete_marker && v.version_id == sid)
     };
-    match ctx.dest.head_object(&ctx.dest_bucket, key, HeadObjectRequest::default()).await {
-        Ok(h) => Ok(position(h.user_meta(META_SOURCE_VERSION)).map(|p| p + 1).unwrap_or(0)),
+    match ctx
+        .dest
+        .head_object(&ctx.dest_bucket, key, HeadObjectRequest::default())
+        .await
+    {
+        Ok(h) => Ok(position(h.user_meta(META_SOURCE_VERSION))
+            .map(|p| p + 1)
+            .unwrap_or(0)),
         Err(HeadObjectError::NotFound) => {
             // On an unversioned destination a replicated delete removes the object.
             if !ctx.dest_versioned && versions.last().map(|v| v.delete_marker).unwrap_or(false) {
@@ -290,7 +326,10 @@ pub async fn applied_prefix(ctx: &Ctx, key: &str, versions: &[Version]) -> Resul
                         .head_object(
                             &ctx.dest_bucket,
                             key,
-                            HeadObjectRequest { version_id: Some(&vid), ..Default::default() },
+                            HeadObjectRequest {
+                                version_id: Some(&vid),
+                                ..Default::default()
+                            },
                         )
                         .await
                         .map_err(|e| ReplicationError::op(Stage::CheckDestination, &e))?;
@@ -322,7 +361,11 @@ pub async fn replicate_once(ctx: &Ctx, v: &Version) -> Result<Outcome, Replicati
         .head_object(
             &ctx.source_bucket,
             &v.key,
-            HeadObjectRequest { version_id: vid, part_number: None, checksum_mode: true },
+            HeadObjectRequest {
+                version_id: vid,
+                part_number: None,
+                checksum_mode: true,
+            },
         )
         .await
     {
@@ -340,7 +383,9 @@ pub async fn replicate_once(ctx: &Ctx, v: &Version) -> Result<Outcome, Replicati
     };
     let meta = destination_metadata(&head, v);
     let source_parts = multipart_etag_parts(&head.etag);
-    if source_parts.is_some() || (ctx.opts.multipart_threshold > 0 && head.content_length >= ctx.opts.multipart_threshold) {
+    if source_parts.is_some()
+        || (ctx.opts.multipart_threshold > 0 && head.content_length >= ctx.opts.multipart_threshold)
+    {
         let bytes = multipart::copy(ctx, v, &head, &meta, &tags).await?;
         return Ok(Outcome::Copied { bytes });
     }
@@ -349,7 +394,11 @@ pub async fn replicate_once(ctx: &Ctx, v: &Version) -> Result<Outcome, Replicati
         .get_object(
             &ctx.source_bucket,
             &v.key,
-            GetObjectRequest { version_id: vid, checksum_mode: true, ..Default::default() },
+            GetObjectRequest {
+                version_id: vid,
+                checksum_mode: true,
+                ..Default::default()
+            },
         )
         .await
         .map_err(|e| ReplicationError::op(Stage::GetSource, &e))?;
@@ -358,17 +407,31 @@ pub async fn replicate_once(ctx: &Ctx, v: &Version) -> Result<Outcome, Replicati
         return replicate_empty(ctx, v, get, &meta, &tags).await;
     }
     let (mode, chunked) = upload_checksum(&ctx.dest, get.head.crc32c);
-    let (pipe, result) = PipeBody::new(get.body, len, get.head.crc32c, chunked, Some(ctx.stats.bytes_moved.clone()));
+    let (pipe, result) = PipeBody::new(
+        get.body,
+        len,
+        get.head.crc32c,
+        chunked,
+        Some(ctx.stats.bytes_moved.clone()),
+    );
     let out = ctx
         .dest
         .put_object(
             &ctx.dest_bucket,
             &v.key,
-            PutObjectRequest { body: ReqBody::Pipe(Box::new(pipe)), length: len, metadata: &meta, tags: &tags, checksum: mode },
+            PutObjectRequest {
+                body: ReqBody::Pipe(Box::new(pipe)),
+                length: len,
+                metadata: &meta,
+                tags: &tags,
+                checksum: mode,
+            },
         )
         .await
         .map_err(|e| ReplicationError::op(Stage::PutDestination, &e))?;
-    if let Err(e) = verify(result.crc32c(), out.crc32c).and_then(|_| verify_etag(&get.head.etag, &out.etag, true)) {
+    if let Err(e) = verify(result.crc32c(), out.crc32c)
+        .and_then(|_| verify_etag(&get.head.etag, &out.etag, true))
+    {
         discard_version(ctx, &v.key, out.version_id.as_deref()).await;
         return Err(e);
     }
@@ -398,7 +461,10 @@ async fn replicate_empty(
         return Err(ReplicationError {
             stage: Stage::GetSource,
             code: "ChecksumMismatch".into(),
-            message: format!("the source's CRC32C {} is not that of 0 bytes", checksum::encode(c)),
+            message: format!(
+                "the source's CRC32C {} is not that of 0 bytes",
+                checksum::encode(c)
+            ),
             retryable: true,
         });
     }
@@ -408,10 +474,21 @@ async fn replicate_empty(
 
 /// Reads a destination version back and returns its CRC32C (see
 /// [`crate::s3::EndpointConfig::verify_after_write`]).
-pub(crate) async fn read_back_crc(ctx: &Ctx, key: &str, version_id: Option<&str>) -> Result<u32, ReplicationError> {
+pub(crate) async fn read_back_crc(
+    ctx: &Ctx,
+    key: &str,
+    version_id: Option<&str>,
+) -> Result<u32, ReplicationError> {
     let mut get = ctx
         .dest
-        .get_object(&ctx.dest_bucket, key, GetObjectRequest { version_id, ..Default::default() })
+        .get_object(
+            &ctx.dest_bucket,
+            key,
+            GetObjectRequest {
+                version_id,
+                ..Default::default()
+            },
+        )
         .await
         .map_err(|e| ReplicationError::op(Stage::Verify, &e))?;
     let mut crc = 0u32;
@@ -502,7 +579,11 @@ pub async fn replicate_key(
         loop {
             match applied_prefix(ctx, key, versions).await {
                 Ok(n) => break Ok(n),
-                Err(e) if e.retryable && attempt < ctx.opts.retry.max_attempts && !ctx.shutdown.is_set() => {
+                Err(e)
+                    if e.retryable
+                        && attempt < ctx.opts.retry.max_attempts
+                        && !ctx.shutdown.is_set() =>
+                {
                     Stats::add(&ctx.stats.retries, 1);
                     ctx.shutdown.sleep(ctx.opts.retry.backoff(attempt)).await;
                     attempt += 1;
@@ -530,11 +611,15 @@ pub async fn replicate_key(
             Ok(Outcome::Copied { bytes }) => {
                 Stats::add(&ctx.stats.versions_copied, 1);
                 Stats::add(&ctx.stats.bytes_copied, bytes);
-                let _ = latency.borrow_mut().record(t.elapsed().as_micros().max(1) as u64);
+                let _ = latency
+                    .borrow_mut()
+                    .record(t.elapsed().as_micros().max(1) as u64);
             }
             Ok(Outcome::DeleteMarker) => {
                 Stats::add(&ctx.stats.delete_markers, 1);
-                let _ = latency.borrow_mut().record(t.elapsed().as_micros().max(1) as u64);
+                let _ = latency
+                    .borrow_mut()
+                    .record(t.elapsed().as_micros().max(1) as u64);
             }
             Ok(Outcome::Skipped) => Stats::add(&ctx.stats.skipped, 1),
             Err((e, attempts)) => {
@@ -542,7 +627,10 @@ pub async fn replicate_key(
                 let blocked = ReplicationError {
                     stage: e.stage,
                     code: "BlockedByEarlierVersion".into(),
-                    message: format!("not attempted: version {} of this key failed first", v.version_id),
+                    message: format!(
+                        "not attempted: version {} of this key failed first",
+                        v.version_id
+                    ),
                     retryable: true,
                 };
                 for later in &versions[i + 1..] {
@@ -582,7 +670,10 @@ mod tests {
         let a = "\"0123456789abcdef0123456789abcdef\"";
         let b = "\"0123456789abcdef0123456789abcdee\"";
         assert!(verify_etag(a, a, true).is_ok());
-        assert_eq!(verify_etag(a, b, true).unwrap_err().code, "ChecksumMismatch");
+        assert_eq!(
+            verify_etag(a, b, true).unwrap_err().code,
+            "ChecksumMismatch"
+        );
         // KMS-style or multipart ETags are not content hashes of the whole body
         assert!(verify_etag("\"abc-2\"", b, true).is_ok());
         assert!(verify_etag("\"abc-2\"", "\"abd-2\"", false).is_ok());

@@ -44,12 +44,18 @@ pub fn plan_ranges(size: u64, part_size: u64) -> Vec<PartPlan> {
     let mut n = 1;
     while off < size {
         let end = (off + ps).min(size) - 1;
-        parts.push(PartPlan { number: n, source: PartSource::Range(off, end) });
+        parts.push(PartPlan {
+            number: n,
+            source: PartSource::Range(off, end),
+        });
         off = end + 1;
         n += 1;
     }
     if parts.is_empty() {
-        parts.push(PartPlan { number: 1, source: PartSource::Range(0, 0) });
+        parts.push(PartPlan {
+            number: 1,
+            source: PartSource::Range(0, 0),
+        });
     }
     parts
 }
@@ -70,7 +76,11 @@ async fn source_layout(
                 .head_object(
                     &ctx.source_bucket,
                     &v.key,
-                    HeadObjectRequest { version_id: vid, part_number: Some(number), checksum_mode: false },
+                    HeadObjectRequest {
+                        version_id: vid,
+                        part_number: Some(number),
+                        checksum_mode: false,
+                    },
                 )
                 .await
                 .map(|h| h.content_length)
@@ -95,7 +105,10 @@ async fn source_layout(
         .iter()
         .enumerate()
         .map(|(i, len)| {
-            let p = PartPlan { number: i as u32 + 1, source: PartSource::Part(off, off + len - 1) };
+            let p = PartPlan {
+                number: i as u32 + 1,
+                source: PartSource::Part(off, off + len - 1),
+            };
             off += len;
             p
         })
@@ -119,12 +132,17 @@ pub async fn copy(
             .head_object(
                 &ctx.source_bucket,
                 &v.key,
-                HeadObjectRequest { version_id: vid, part_number: Some(1), checksum_mode: false },
+                HeadObjectRequest {
+                    version_id: vid,
+                    part_number: Some(1),
+                    checksum_mode: false,
+                },
             )
             .await
             .map_err(|e| ReplicationError::op(Stage::HeadSource, &e))?;
         if let Some(n) = h1.parts_count.filter(|n| *n > 0) {
-            plan = Some(source_layout(ctx, v, vid, n, h1.content_length, head.content_length).await?);
+            plan =
+                Some(source_layout(ctx, v, vid, n, h1.content_length, head.content_length).await?);
         }
     }
     let same_layout = plan.is_some();
@@ -148,13 +166,15 @@ pub async fn copy(
             .complete_multipart_upload(&ctx.dest_bucket, &v.key, &upload_id, &parts)
             .await
             .map_err(|e| ReplicationError::op(Stage::Multipart, &e))
-            .and_then(|out| match super::verify_etag(&head.etag, &out.etag, same_layout) {
-                Ok(()) => Ok(out),
-                Err(e) => Err((e, out.version_id)).map_err(|(e, vid)| {
-                    bad_version = vid;
-                    e
-                }),
-            }),
+            .and_then(
+                |out| match super::verify_etag(&head.etag, &out.etag, same_layout) {
+                    Ok(()) => Ok(out),
+                    Err(e) => Err((e, out.version_id)).map_err(|(e, vid)| {
+                        bad_version = vid;
+                        e
+                    }),
+                },
+            ),
         Err(e) => Err(e),
     };
     // A new part layout gives an ETag nothing can be compared with: on servers that do not
@@ -172,7 +192,9 @@ pub async fn copy(
                         message: format!(
                             "the destination holds CRC32C {} but the bytes sent have {}",
                             crate::s3::checksum::encode(got),
-                            expected.map(crate::s3::checksum::encode).unwrap_or_default()
+                            expected
+                                .map(crate::s3::checksum::encode)
+                                .unwrap_or_default()
                         ),
                         retryable: true,
                     })
@@ -189,7 +211,11 @@ pub async fn copy(
     match result {
         Ok(()) => Ok(head.content_length),
         Err(e) => {
-            if let Err(abort) = ctx.dest.abort_multipart_upload(&ctx.dest_bucket, &v.key, &upload_id).await {
+            if let Err(abort) = ctx
+                .dest
+                .abort_multipart_upload(&ctx.dest_bucket, &v.key, &upload_id)
+                .await
+            {
                 tracing::warn!(key = %v.key, upload_id, error = %abort, "could not abort multipart upload");
             }
             Err(e)
@@ -239,14 +265,23 @@ async fn upload_one(
     p: PartPlan,
     with_crc: bool,
 ) -> Result<(CompletedPart, u32, u64), ReplicationError> {
-    let _permit = ctx.part_slots.acquire(1).await.map_err(|_| ReplicationError {
-        stage: Stage::Multipart,
-        code: "ShuttingDown".into(),
-        message: "part slots closed".into(),
-        retryable: true,
-    })?;
+    let _permit = ctx
+        .part_slots
+        .acquire_permit(1)
+        .await
+        .map_err(|_| ReplicationError {
+            stage: Stage::Multipart,
+            code: "ShuttingDown".into(),
+            message: "part slots closed".into(),
+            retryable: true,
+        })?;
     let (PartSource::Part(a, b) | PartSource::Range(a, b)) = p.source;
-    let req = GetObjectRequest { version_id: vid, range: Some((a, b)), checksum_mode: false, part_number: None };
+    let req = GetObjectRequest {
+        version_id: vid,
+        range: Some((a, b)),
+        checksum_mode: false,
+        part_number: None,
+    };
     let get = ctx
         .source
         .get_object(&ctx.source_bucket, &v.key, req)
@@ -263,11 +298,31 @@ async fn upload_one(
     }
     // Ranged reads carry no checksum: the CRC32C is computed in flight and sent as a trailer.
     let known = None;
-    let (mode, chunked) = if with_crc { upload_checksum(&ctx.dest, known) } else { (UploadChecksum::None, false) };
-    let (pipe, result) = PipeBody::new(get.body, len, known, chunked, Some(ctx.stats.bytes_moved.clone()));
+    let (mode, chunked) = if with_crc {
+        upload_checksum(&ctx.dest, known)
+    } else {
+        (UploadChecksum::None, false)
+    };
+    let (pipe, result) = PipeBody::new(
+        get.body,
+        len,
+        known,
+        chunked,
+        Some(ctx.stats.bytes_moved.clone()),
+    );
     let mut part = ctx
         .dest
-        .upload_part(&ctx.dest_bucket, &v.key, upload_id, p.number, ReqBody::Pipe(Box::new(pipe)), len, mode)
+        .upload_part(
+            &ctx.dest_bucket,
+            &v.key,
+            crate::s3::ops::upload_part::UploadPartRequest {
+                upload_id,
+                part_number: p.number,
+                body: ReqBody::Pipe(Box::new(pipe)),
+                length: len,
+                checksum: mode,
+            },
+        )
         .await
         .map_err(|e| ReplicationError::op(Stage::Multipart, &e))?;
     verify(result.crc32c(), part.crc32c)?;
@@ -292,7 +347,9 @@ mod tests {
         assert!(p.len() <= 10_000);
         let mut next = 0;
         for part in &p {
-            let PartSource::Range(a, b) = part.source else { panic!() };
+            let PartSource::Range(a, b) = part.source else {
+                panic!()
+            };
             assert_eq!(a, next);
             next = b + 1;
         }

@@ -15,7 +15,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 5, base: Duration::from_millis(200), max: Duration::from_secs(20) }
+        Self {
+            max_attempts: 5,
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(20),
+        }
     }
 }
 
@@ -23,7 +27,9 @@ impl RetryPolicy {
     /// The pause before attempt `attempt + 1` (attempt counts from 1): half of the capped
     /// exponential delay plus a random part of the other half.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
         let capped = exp.min(self.max);
         let half = capped / 2;
         let jitter = rand::thread_rng().gen_range(0..=half.as_micros() as u64);
@@ -37,7 +43,11 @@ mod tests {
 
     #[test]
     fn grows_and_caps() {
-        let p = RetryPolicy { max_attempts: 10, base: Duration::from_millis(100), max: Duration::from_secs(1) };
+        let p = RetryPolicy {
+            max_attempts: 10,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
         for _ in 0..100 {
             let b1 = p.backoff(1);
             assert!(b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100));

@@ -43,9 +43,10 @@ impl BodyError {
                 expected: expected.clone(),
                 actual: actual.clone(),
             },
-            BodyError::Source { message, retryable: false } => {
-                RequestError::BadResponse(message.clone())
-            }
+            BodyError::Source {
+                message,
+                retryable: false,
+            } => RequestError::BadResponse(message.clone()),
             other => RequestError::Body(other.to_string()),
         }
     }
@@ -59,7 +60,10 @@ pub struct RespBody {
 
 impl RespBody {
     pub(crate) fn new(inner: Incoming, pool: Rc<Pool>, sender: SendRequest<ReqBody>) -> Self {
-        Self { inner, ret: Some((pool, sender)) }
+        Self {
+            inner,
+            ret: Some((pool, sender)),
+        }
     }
 
     /// The next data frame, `None` at the end.
@@ -146,7 +150,9 @@ impl Body for ReqBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0)),
+            ReqBody::Full(b) => {
+                SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0))
+            }
             ReqBody::Pipe(p) => SizeHint::with_exact(p.encoded_len),
         }
     }
@@ -227,7 +233,11 @@ impl PipeBody {
         let (chunk, encoded_len) = if aws_chunked {
             let header = Bytes::from(format!("{AWS_CHUNK_SIZE:x}\r\n"));
             (
-                Some(Chunking { size: AWS_CHUNK_SIZE, header, left: 0 }),
+                Some(Chunking {
+                    size: AWS_CHUNK_SIZE,
+                    header,
+                    left: 0,
+                }),
                 aws_chunked_len(len, AWS_CHUNK_SIZE),
             )
         } else {
@@ -342,10 +352,8 @@ impl PipeBody {
                     if left == 0 {
                         self.finish()?;
                         self.state = PipeState::Drain;
-                        let trailer = format!(
-                            "0\r\n{TRAILER_NAME}:{}\r\n\r\n",
-                            checksum::encode(self.crc)
-                        );
+                        let trailer =
+                            format!("0\r\n{TRAILER_NAME}:{}\r\n\r\n", checksum::encode(self.crc));
                         return Poll::Ready(Ok(Some(Bytes::from(trailer))));
                     }
                     let n = left.min(ch.size);

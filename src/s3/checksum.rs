@@ -13,7 +13,9 @@ pub fn decode(value: &str) -> Option<u32> {
     if value.contains('-') {
         return None;
     }
-    let raw = base64::engine::general_purpose::STANDARD.decode(value.trim()).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()?;
     let arr: [u8; 4] = raw.as_slice().try_into().ok()?;
     Some(u32::from_be_bytes(arr))
 }

@@ -20,9 +20,18 @@ use super::signing::{Credentials, Payload, Signer};
 use super::transport::{ConnectSpec, Pool};
 
 /// Characters of a key kept as they are in a URI path: RFC 3986 unreserved and `/`.
-const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
+const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
 /// Characters kept as they are in a query value.
-const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// How a PUT carries its CRC32C when the checksum is not known before the upload starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -98,20 +107,37 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(config: EndpointConfig) -> Result<Arc<Self>, EndpointError> {
-        let bad = |reason: &str| EndpointError::BadUrl { url: config.url.clone(), reason: reason.into() };
+        let bad = |reason: &str| EndpointError::BadUrl {
+            url: config.url.clone(),
+            reason: reason.into(),
+        };
         let uri: http::Uri = config.url.parse().map_err(|_| bad("not a URL"))?;
         let https = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
             _ => return Err(bad("scheme must be http or https")),
         };
-        let host = uri.host().ok_or_else(|| bad("no host"))?.trim_matches(['[', ']']).to_string();
+        let host = uri
+            .host()
+            .ok_or_else(|| bad("no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         if !matches!(uri.path(), "" | "/") {
             return Err(bad("must not have a path"));
         }
-        let tls = if https { Some(Arc::new(tls_config(config.ca_file.as_deref())?)) } else { None };
-        Ok(Arc::new(Self { config, scheme_https: https, host, port, tls }))
+        let tls = if https {
+            Some(Arc::new(tls_config(config.ca_file.as_deref())?))
+        } else {
+            None
+        };
+        Ok(Arc::new(Self {
+            config,
+            scheme_https: https,
+            host,
+            port,
+            tls,
+        }))
     }
 
     /// `host:port` as shown to users.
@@ -131,12 +157,12 @@ impl Endpoint {
         let addrs: Vec<_> = match self.config.connect_to {
             Some(a) => vec![a],
             None => (host, self.port)
-            .to_socket_addrs()
-            .map_err(|e| RequestError::Connect {
-                endpoint: self.config.url.clone(),
-                message: format!("cannot resolve {host}: {e}"),
-            })?
-            .collect(),
+                .to_socket_addrs()
+                .map_err(|e| RequestError::Connect {
+                    endpoint: self.config.url.clone(),
+                    message: format!("cannot resolve {host}: {e}"),
+                })?
+                .collect(),
         };
         let tls = match &self.tls {
             Some(cfg) => {
@@ -164,11 +190,16 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
     match ca_file {
         Some(path) => {
             use rustls_pki_types::pem::PemObject;
-            let err = |reason: String| EndpointError::Ca { path: path.display().to_string(), reason };
+            let err = |reason: String| EndpointError::Ca {
+                path: path.display().to_string(),
+                reason,
+            };
             let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
                 .map_err(|e| err(e.to_string()))?;
             for cert in certs {
-                roots.add(cert.map_err(|e| err(e.to_string()))?).map_err(|e| err(e.to_string()))?;
+                roots
+                    .add(cert.map_err(|e| err(e.to_string()))?)
+                    .map_err(|e| err(e.to_string()))?;
             }
             if roots.is_empty() {
                 return Err(err("no certificate in file".into()));
@@ -184,7 +215,10 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| EndpointError::Ca { path: "(TLS setup)".into(), reason: e.to_string() })?
+        .map_err(|e| EndpointError::Ca {
+            path: "(TLS setup)".into(),
+            reason: e.to_string(),
+        })?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(cfg)
@@ -231,8 +265,9 @@ impl<'a> Req<'a> {
     }
 
     pub fn header(mut self, name: &'static str, value: &str) -> Result<Self, RequestError> {
-        let v = HeaderValue::from_str(value)
-            .map_err(|_| RequestError::InvalidRequest(format!("invalid value for header {name}")))?;
+        let v = HeaderValue::from_str(value).map_err(|_| {
+            RequestError::InvalidRequest(format!("invalid value for header {name}"))
+        })?;
         self.headers.append(HeaderName::from_static(name), v);
         Ok(self)
     }
@@ -240,8 +275,9 @@ impl<'a> Req<'a> {
     pub fn header_dyn(mut self, name: &str, value: &str) -> Result<Self, RequestError> {
         let n = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| RequestError::InvalidRequest(format!("invalid header name {name}")))?;
-        let v = HeaderValue::from_str(value)
-            .map_err(|_| RequestError::InvalidRequest(format!("invalid value for header {name}")))?;
+        let v = HeaderValue::from_str(value).map_err(|_| {
+            RequestError::InvalidRequest(format!("invalid value for header {name}"))
+        })?;
         self.headers.append(n, v);
         Ok(self)
     }
@@ -280,7 +316,14 @@ pub fn encode_key(key: &str) -> String {
 impl Client {
     pub fn new(endpoint: Arc<Endpoint>, telemetry: Option<Telemetry>) -> Self {
         let signer = Signer::new(&endpoint.config.credentials, &endpoint.config.region);
-        Self { inner: Rc::new(Inner { endpoint, signer, pools: RefCell::default(), telemetry }) }
+        Self {
+            inner: Rc::new(Inner {
+                endpoint,
+                signer,
+                pools: RefCell::default(),
+                telemetry,
+            }),
+        }
     }
 
     pub fn endpoint(&self) -> &Arc<Endpoint> {
@@ -292,11 +335,19 @@ impl Client {
             return Ok(p.clone());
         }
         let pool = Pool::new(self.inner.endpoint.connect_spec(host)?);
-        self.inner.pools.borrow_mut().insert(host.to_string(), pool.clone());
+        self.inner
+            .pools
+            .borrow_mut()
+            .insert(host.to_string(), pool.clone());
         Ok(pool)
     }
 
-    fn build(&self, req: &Req<'_>, host: &str, body: ReqBody) -> Result<http::Request<ReqBody>, RequestError> {
+    fn build(
+        &self,
+        req: &Req<'_>,
+        host: &str,
+        body: ReqBody,
+    ) -> Result<http::Request<ReqBody>, RequestError> {
         let ep = &self.inner.endpoint;
         let mut path = String::with_capacity(64);
         path.push('/');
@@ -327,21 +378,25 @@ impl Client {
             .uri(path)
             .body(body)
             .map_err(|e| RequestError::InvalidRequest(e.to_string()))?;
-        let host_header = if (ep.scheme_https && ep.port == 443) || (!ep.scheme_https && ep.port == 80) {
-            host.to_string()
-        } else if host.contains(':') {
-            format!("[{host}]:{}", ep.port)
-        } else {
-            format!("{host}:{}", ep.port)
-        };
+        let host_header =
+            if (ep.scheme_https && ep.port == 443) || (!ep.scheme_https && ep.port == 80) {
+                host.to_string()
+            } else if host.contains(':') {
+                format!("[{host}]:{}", ep.port)
+            } else {
+                format!("{host}:{}", ep.port)
+            };
         r.headers_mut().insert(
             http::header::HOST,
-            HeaderValue::from_str(&host_header).map_err(|e| RequestError::InvalidRequest(e.to_string()))?,
+            HeaderValue::from_str(&host_header)
+                .map_err(|e| RequestError::InvalidRequest(e.to_string()))?,
         );
         for (k, v) in req.headers.iter() {
             r.headers_mut().append(k.clone(), v.clone());
         }
-        self.inner.signer.sign(&mut r, req.payload, SystemTime::now())?;
+        self.inner
+            .signer
+            .sign(&mut r, req.payload, SystemTime::now())?;
         Ok(r)
     }
 
@@ -391,7 +446,11 @@ impl Client {
         let status = parts.status.as_u16();
         self.report(op, Some(status), start);
         if (200..300).contains(&status) || pass.contains(&status) {
-            return Ok(Resp { status, headers: parts.headers, body });
+            return Ok(Resp {
+                status,
+                headers: parts.headers,
+                body,
+            });
         }
         let request_id = parts
             .headers
@@ -405,7 +464,11 @@ impl Client {
 
     fn report(&self, operation: &'static str, status: Option<u16>, start: Instant) {
         if let Some(t) = &self.inner.telemetry {
-            t(&RequestEvent { operation, status, duration: start.elapsed() });
+            t(&RequestEvent {
+                operation,
+                status,
+                duration: start.elapsed(),
+            });
         }
     }
 }

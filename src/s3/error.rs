@@ -16,7 +16,12 @@ pub enum RequestError {
     #[error("request timed out")]
     Timeout,
     #[error("{status} {code}: {message}")]
-    Service { status: u16, code: String, message: String, request_id: String },
+    Service {
+        status: u16,
+        code: String,
+        message: String,
+        request_id: String,
+    },
     #[error("CRC32C mismatch: expected {expected}, got {actual}")]
     ChecksumMismatch { expected: String, actual: String },
     #[error("source body error: {0}")]
@@ -131,7 +136,12 @@ impl RequestError {
             };
             (code.to_string(), String::new())
         });
-        RequestError::Service { status, code, message, request_id: request_id.to_string() }
+        RequestError::Service {
+            status,
+            code,
+            message,
+            request_id: request_id.to_string(),
+        }
     }
 }
 
@@ -236,13 +246,21 @@ mod tests {
 
     #[test]
     fn classifies() {
-        assert!(RequestError::from_response(503, b"<Error><Code>SlowDown</Code></Error>", "")
-            .is_retryable());
+        assert!(
+            RequestError::from_response(503, b"<Error><Code>SlowDown</Code></Error>", "")
+                .is_retryable()
+        );
         assert!(RequestError::from_response(500, b"", "").is_retryable());
         assert!(!RequestError::from_response(403, b"", "").is_retryable());
-        assert_eq!(RequestError::from_response(403, b"", "").code(), "AccessDenied");
+        assert_eq!(
+            RequestError::from_response(403, b"", "").code(),
+            "AccessDenied"
+        );
         assert!(!RequestError::from_response(400, b"", "").is_retryable());
-        assert!(RequestError::ChecksumMismatch { expected: "a".into(), actual: "b".into() }
-            .is_retryable());
+        assert!(RequestError::ChecksumMismatch {
+            expected: "a".into(),
+            actual: "b".into()
+        }
+        .is_retryable());
     }
 }

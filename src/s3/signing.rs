@@ -6,8 +6,8 @@ use std::fmt;
 use std::time::SystemTime;
 
 use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
-    SigningSettings, UriPathNormalizationMode,
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -27,7 +27,10 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"** redacted **")
-            .field("session_token", &self.session_token.as_ref().map(|_| "** redacted **"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "** redacted **"),
+            )
             .finish()
     }
 }
@@ -50,7 +53,9 @@ pub struct Signer {
 
 impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Signer").field("region", &self.region).finish()
+        f.debug_struct("Signer")
+            .field("region", &self.region)
+            .finish()
     }
 }
 
@@ -71,7 +76,10 @@ impl Signer {
             None,
             "backbeat",
         );
-        Self { identity: creds.into(), region: region.to_string() }
+        Self {
+            identity: creds.into(),
+            region: region.to_string(),
+        }
     }
 
     /// Adds `x-amz-date`, `x-amz-content-sha256`, the session token if any, and
@@ -94,9 +102,9 @@ impl Signer {
             .into();
         let mut headers = Vec::with_capacity(req.headers().len());
         for (name, value) in req.headers() {
-            let value = value.to_str().map_err(|_| {
-                RequestError::InvalidRequest(format!("header {name} is not ASCII"))
-            })?;
+            let value = value
+                .to_str()
+                .map_err(|_| RequestError::InvalidRequest(format!("header {name} is not ASCII")))?;
             headers.push((name.as_str(), value));
         }
         let body = match payload {
@@ -152,7 +160,9 @@ mod tests {
             .header("range", "bytes=0-9")
             .body(())
             .unwrap();
-        signer().sign(&mut req, Payload::Precomputed(EMPTY_SHA), time()).unwrap();
+        signer()
+            .sign(&mut req, Payload::Precomputed(EMPTY_SHA), time())
+            .unwrap();
         assert_eq!(
             signature(&req),
             "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
@@ -190,7 +200,9 @@ mod tests {
             .header("host", "examplebucket.s3.amazonaws.com")
             .body(())
             .unwrap();
-        signer().sign(&mut req, Payload::Precomputed(EMPTY_SHA), time()).unwrap();
+        signer()
+            .sign(&mut req, Payload::Precomputed(EMPTY_SHA), time())
+            .unwrap();
         assert_eq!(
             signature(&req),
             "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"
@@ -203,7 +215,9 @@ mod tests {
             .header("host", "examplebucket.s3.amazonaws.com")
             .body(())
             .unwrap();
-        signer().sign(&mut req, Payload::Precomputed(EMPTY_SHA), time()).unwrap();
+        signer()
+            .sign(&mut req, Payload::Precomputed(EMPTY_SHA), time())
+            .unwrap();
         assert_eq!(
             signature(&req),
             "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"
@@ -212,14 +226,23 @@ mod tests {
 
     #[test]
     fn unsigned_payload_header() {
-        let mut req =
-            http::Request::get("/b/k").header("host", "h").body(()).unwrap();
+        let mut req = http::Request::get("/b/k")
+            .header("host", "h")
+            .body(())
+            .unwrap();
         signer().sign(&mut req, Payload::Unsigned, time()).unwrap();
         assert_eq!(req.headers()["x-amz-content-sha256"], "UNSIGNED-PAYLOAD");
-        let mut req =
-            http::Request::put("/b/k").header("host", "h").body(()).unwrap();
-        signer().sign(&mut req, Payload::StreamingUnsignedTrailer, time()).unwrap();
-        assert_eq!(req.headers()["x-amz-content-sha256"], "STREAMING-UNSIGNED-PAYLOAD-TRAILER");
+        let mut req = http::Request::put("/b/k")
+            .header("host", "h")
+            .body(())
+            .unwrap();
+        signer()
+            .sign(&mut req, Payload::StreamingUnsignedTrailer, time())
+            .unwrap();
+        assert_eq!(
+            req.headers()["x-amz-content-sha256"],
+            "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+        );
     }
 
     #[test]

@@ -54,8 +54,7 @@ impl hyper::rt::Read for HyperIo {
             // SAFETY: the slice is only written to by recv(2)/rustls before `advance`, and
             // `advance` is called with exactly the number of bytes written.
             let dst: &mut [MaybeUninit<u8>] = unsafe { buf.as_mut() };
-            let dst: &mut [u8] =
-                unsafe { &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8]) };
+            let dst: &mut [u8] = unsafe { &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8]) };
             match &mut self.get_mut().stream {
                 Stream::Plain(s) => ready!(Pin::new(s).poll_read(cx, dst))?,
                 Stream::Tls(s) => ready!(Pin::new(s.as_mut()).poll_read(cx, dst))?,
@@ -104,7 +103,11 @@ impl hyper::rt::Write for HyperIo {
                     return Poll::Ready(Err(err));
                 }
                 // Socket full: let glommio register for writability through io_uring.
-                let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &**b).unwrap_or(&[]);
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map(|b| &**b)
+                    .unwrap_or(&[]);
                 Pin::new(s).poll_write(cx, first)
             }
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
@@ -177,7 +180,10 @@ async fn connect(spec: &ConnectSpec) -> Result<Stream, RequestError> {
         Some(e) => e.to_string(),
         None => "no address".to_string(),
     };
-    Err(RequestError::Connect { endpoint: spec.label.clone(), message })
+    Err(RequestError::Connect {
+        endpoint: spec.label.clone(),
+        message,
+    })
 }
 
 /// Idle HTTP/1.1 connections to one endpoint, owned by one shard.
@@ -195,7 +201,10 @@ pub struct Conn {
 
 impl Pool {
     pub fn new(spec: ConnectSpec) -> Rc<Self> {
-        Rc::new(Self { spec, idle: RefCell::new(Vec::new()) })
+        Rc::new(Self {
+            spec,
+            idle: RefCell::new(Vec::new()),
+        })
     }
 
     pub fn spec(&self) -> &ConnectSpec {
@@ -212,7 +221,10 @@ impl Pool {
                     && !sender.is_closed()
                     && now.duration_since(since) < self.spec.idle_timeout
                 {
-                    return Ok(Conn { sender, reused: true });
+                    return Ok(Conn {
+                        sender,
+                        reused: true,
+                    });
                 }
             }
         }
@@ -227,7 +239,10 @@ impl Pool {
             let _ = conn.await;
         })
         .detach();
-        Ok(Conn { sender, reused: false })
+        Ok(Conn {
+            sender,
+            reused: false,
+        })
     }
 
     pub fn release(&self, sender: SendRequest<ReqBody>) {

@@ -41,7 +41,9 @@ where
     F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut handles: Vec<JoinHandle<Result<T, String>>> = Vec::with_capacity(count);
     for i in 0..count {
         let make = make.clone();

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use backbeat::s3::ops::get_object::GetObjectRequest;
 use backbeat::s3::ops::head_object::HeadObjectRequest;
-use backbeat::s3::ops::list_object_versions::{sort_newest_first, ListObjectVersionsRequest, ListedVersion};
+use backbeat::s3::ops::list_object_versions::{
+    sort_newest_first, ListObjectVersionsRequest, ListedVersion,
+};
 use backbeat::s3::ops::ObjectMetadata;
 use backbeat::s3::{Client, Credentials, Endpoint, EndpointConfig};
 
@@ -27,11 +29,33 @@ pub fn servers() -> Servers {
             panic!("{name} is not set: these tests need two real S3 servers; run them with `bash tests/run.sh`, which installs and starts moto")
         })
     };
-    Servers { source: get("BACKBEAT_TEST_S3_SOURCE"), dest: get("BACKBEAT_TEST_S3_DEST") }
+    Servers {
+        source: get("BACKBEAT_TEST_S3_SOURCE"),
+        dest: get("BACKBEAT_TEST_S3_DEST"),
+    }
+}
+
+/// s3s-fs (unversioned, checks signatures): (URL, credentials).
+pub fn s3fs() -> (String, Credentials) {
+    let get = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with `bash tests/run.sh`, which installs and starts s3s-fs"))
+    };
+    (
+        get("BACKBEAT_TEST_S3FS"),
+        Credentials {
+            access_key_id: get("BACKBEAT_TEST_S3FS_ACCESS_KEY"),
+            secret_access_key: get("BACKBEAT_TEST_S3FS_SECRET_KEY"),
+            session_token: None,
+        },
+    )
 }
 
 pub fn creds() -> Credentials {
-    Credentials { access_key_id: "AKTEST".into(), secret_access_key: "SKTEST/secret".into(), session_token: None }
+    Credentials {
+        access_key_id: "AKTEST".into(),
+        secret_access_key: "SKTEST/secret".into(),
+        session_token: None,
+    }
 }
 
 pub fn endpoint(url: &str) -> std::sync::Arc<Endpoint> {
@@ -41,7 +65,11 @@ pub fn endpoint(url: &str) -> std::sync::Arc<Endpoint> {
 /// A bucket name unique to this process and call.
 pub fn bucket(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Runs a future on a fresh glommio executor.
@@ -58,7 +86,9 @@ pub async fn make_bucket(c: &Client, b: &str, versioned: bool) {
 
 /// Deterministic pseudo-random bytes.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -77,7 +107,12 @@ pub async fn all_versions(c: &Client, b: &str) -> BTreeMap<String, Vec<ListedVer
         let page = c
             .list_object_versions(
                 b,
-                ListObjectVersionsRequest { prefix: None, key_marker: km.as_deref(), version_id_marker: vm.as_deref(), max_keys: Some(1000) },
+                ListObjectVersionsRequest {
+                    prefix: None,
+                    key_marker: km.as_deref(),
+                    version_id_marker: vm.as_deref(),
+                    max_keys: Some(1000),
+                },
             )
             .await
             .unwrap();
@@ -98,7 +133,14 @@ pub async fn all_versions(c: &Client, b: &str) -> BTreeMap<String, Vec<ListedVer
 
 pub async fn read_all(c: &Client, b: &str, key: &str, vid: Option<&str>) -> Vec<u8> {
     let mut g = c
-        .get_object(b, key, GetObjectRequest { version_id: vid, ..Default::default() })
+        .get_object(
+            b,
+            key,
+            GetObjectRequest {
+                version_id: vid,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_or_else(|e| panic!("GET {key} {vid:?}: {e}"));
     let mut out = Vec::new();
@@ -119,29 +161,85 @@ fn comparable(m: &ObjectMetadata) -> ObjectMetadata {
 pub async fn assert_replicated(src: &Client, sb: &str, dst: &Client, db: &str) {
     let s = all_versions(src, sb).await;
     let d = all_versions(dst, db).await;
-    assert_eq!(s.keys().collect::<Vec<_>>(), d.keys().collect::<Vec<_>>(), "same keys");
+    assert_eq!(
+        s.keys().collect::<Vec<_>>(),
+        d.keys().collect::<Vec<_>>(),
+        "same keys"
+    );
     for (key, sv) in &s {
         let dv = &d[key];
         // moto lists versions and delete markers apart and stamps them to the second, so the
         // destination's interleaving (written within one second) cannot be read back: compare
         // the versions in order, the number of delete markers, and the latest entry.
-        let real = |l: &Vec<ListedVersion>| l.iter().filter(|v| !v.delete_marker).cloned().collect::<Vec<_>>();
+        let real = |l: &Vec<ListedVersion>| {
+            l.iter()
+                .filter(|v| !v.delete_marker)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         let markers = |l: &Vec<ListedVersion>| l.iter().filter(|v| v.delete_marker).count();
-        let latest_is_marker = |l: &Vec<ListedVersion>| l.iter().find(|v| v.is_latest).map(|v| v.delete_marker);
+        let latest_is_marker =
+            |l: &Vec<ListedVersion>| l.iter().find(|v| v.is_latest).map(|v| v.delete_marker);
         let (sr, dr) = (real(sv), real(dv));
-        assert_eq!(sr.iter().map(|v| v.size).collect::<Vec<_>>(), dr.iter().map(|v| v.size).collect::<Vec<_>>(), "versions of {key:?}, newest first");
+        assert_eq!(
+            sr.iter().map(|v| v.size).collect::<Vec<_>>(),
+            dr.iter().map(|v| v.size).collect::<Vec<_>>(),
+            "versions of {key:?}, newest first"
+        );
         assert_eq!(markers(sv), markers(dv), "delete markers of {key:?}");
-        assert_eq!(latest_is_marker(sv), latest_is_marker(dv), "latest entry of {key:?}");
+        assert_eq!(
+            latest_is_marker(sv),
+            latest_is_marker(dv),
+            "latest entry of {key:?}"
+        );
         for (a, b) in sr.iter().zip(&dr) {
             let sbytes = read_all(src, sb, key, Some(&a.version_id)).await;
             let dbytes = read_all(dst, db, key, Some(&b.version_id)).await;
-            assert!(sbytes == dbytes, "bytes of {key:?} version {} differ", a.version_id);
-            let sh = src.head_object(sb, key, HeadObjectRequest { version_id: Some(&a.version_id), ..Default::default() }).await.unwrap();
-            let dh = dst.head_object(db, key, HeadObjectRequest { version_id: Some(&b.version_id), ..Default::default() }).await.unwrap();
-            assert_eq!(comparable(&sh.metadata), comparable(&dh.metadata), "metadata of {key:?}");
-            assert_eq!(dh.user_meta("backbeat-source-version-id"), Some(a.version_id.as_str()), "source version id of {key:?}");
-            let st = src.get_object_tagging(sb, key, Some(&a.version_id)).await.unwrap();
-            let dt = dst.get_object_tagging(db, key, Some(&b.version_id)).await.unwrap();
+            assert!(
+                sbytes == dbytes,
+                "bytes of {key:?} version {} differ",
+                a.version_id
+            );
+            let sh = src
+                .head_object(
+                    sb,
+                    key,
+                    HeadObjectRequest {
+                        version_id: Some(&a.version_id),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let dh = dst
+                .head_object(
+                    db,
+                    key,
+                    HeadObjectRequest {
+                        version_id: Some(&b.version_id),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                comparable(&sh.metadata),
+                comparable(&dh.metadata),
+                "metadata of {key:?}"
+            );
+            assert_eq!(
+                dh.user_meta("backbeat-source-version-id"),
+                Some(a.version_id.as_str()),
+                "source version id of {key:?}"
+            );
+            let st = src
+                .get_object_tagging(sb, key, Some(&a.version_id))
+                .await
+                .unwrap();
+            let dt = dst
+                .get_object_tagging(db, key, Some(&b.version_id))
+                .await
+                .unwrap();
             assert_eq!(st, dt, "tags of {key:?}");
         }
     }
@@ -149,10 +247,17 @@ pub async fn assert_replicated(src: &Client, sb: &str, dst: &Client, db: &str) {
 
 /// Runs the backbeat binary and returns (exit code, stdout, stderr).
 pub fn backbeat(args: &[&str]) -> (i32, String, String) {
+    backbeat_env(args, &[])
+}
+
+/// Runs the backbeat binary with extra environment variables.
+pub fn backbeat_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_backbeat"))
         .args(args)
+        .envs(env.iter().copied())
         .env("AWS_ACCESS_KEY_ID", "AKTEST")
         .env("AWS_SECRET_ACCESS_KEY", "SKTEST/secret")
+        .env_remove("AWS_PROFILE")
         .output()
         .expect("run backbeat");
     (
@@ -163,12 +268,28 @@ pub fn backbeat(args: &[&str]) -> (i32, String, String) {
 }
 
 /// `backbeat sync --json` between two endpoints; returns (exit code, summary JSON, stderr).
-pub fn sync(src_url: &str, sb: &str, dst_url: &str, db: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
+pub fn sync(
+    src_url: &str,
+    sb: &str,
+    dst_url: &str,
+    db: &str,
+    extra: &[&str],
+) -> (i32, serde_json::Value, String) {
     let s = format!("s3://{sb}");
     let d = format!("s3://{db}");
-    let mut args = vec!["sync", &s, &d, "--source-endpoint", src_url, "--destination-endpoint", dst_url, "--json"];
+    let mut args = vec![
+        "sync",
+        &s,
+        &d,
+        "--source-endpoint",
+        src_url,
+        "--destination-endpoint",
+        dst_url,
+        "--json",
+    ];
     args.extend_from_slice(extra);
     let (code, out, err) = backbeat(&args);
-    let json = serde_json::from_str(&out).unwrap_or_else(|e| panic!("summary is not JSON ({e}): {out}\nstderr: {err}"));
+    let json = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {out}\nstderr: {err}"));
     (code, json, err)
 }

@@ -38,11 +38,21 @@ pub struct Faults {
 
 impl Faults {
     pub fn add(&self, method: &'static str, path_contains: Option<&str>, kind: Kind, times: u32) {
-        self.list.lock().unwrap().push(Fault { method, path_contains: path_contains.map(str::to_string), kind, remaining: times });
+        self.list.lock().unwrap().push(Fault {
+            method,
+            path_contains: path_contains.map(str::to_string),
+            kind,
+            remaining: times,
+        });
     }
 
     pub fn hits(&self, kind: Kind) -> usize {
-        self.log.lock().unwrap().iter().filter(|(_, k)| *k == Some(kind)).count()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, k)| *k == Some(kind))
+            .count()
     }
 
     fn take(&self, method: &str, target: &str, body_len: usize) -> Option<Kind> {
@@ -79,7 +89,11 @@ pub struct Proxy {
 enum Side {
     Plain(Arc<TcpStream>),
     /// The socket, the TLS state, and received TLS bytes not yet consumed by rustls.
-    Tls(Arc<TcpStream>, Arc<Mutex<rustls::ServerConnection>>, Arc<Mutex<Vec<u8>>>),
+    Tls(
+        Arc<TcpStream>,
+        Arc<Mutex<rustls::ServerConnection>>,
+        Arc<Mutex<Vec<u8>>>,
+    ),
 }
 
 impl Side {
@@ -100,7 +114,8 @@ impl Side {
                         c.read_tls(&mut slice)?;
                         let used = p.len() - slice.len();
                         p.drain(..used);
-                        c.process_new_packets().map_err(|e| std::io::Error::other(e.to_string()))?;
+                        c.process_new_packets()
+                            .map_err(|e| std::io::Error::other(e.to_string()))?;
                         while c.wants_write() {
                             c.write_tls(&mut &**sock)?;
                         }
@@ -140,7 +155,10 @@ impl Side {
 
 fn reset(s: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: valid socket and option struct.
     unsafe {
         libc::setsockopt(
@@ -159,7 +177,9 @@ fn find(h: &[u8], pat: &[u8]) -> Option<usize> {
 }
 
 fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
-    let Ok(up) = TcpStream::connect(&upstream) else { return };
+    let Ok(up) = TcpStream::connect(&upstream) else {
+        return;
+    };
     let up = Arc::new(up);
     {
         let (client, up) = (client.clone(), up.clone());
@@ -203,7 +223,9 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                k.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
             })
             .unwrap_or(0);
         let fault = faults.take(&method, &target, len);
@@ -215,9 +237,17 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
                 return;
             }
             Some(k @ (Kind::SlowDown | Kind::Forbidden)) => {
-                let (status, code) = if k == Kind::SlowDown { ("503 Service Unavailable", "SlowDown") } else { ("403 Forbidden", "AccessDenied") };
+                let (status, code) = if k == Kind::SlowDown {
+                    ("503 Service Unavailable", "SlowDown")
+                } else {
+                    ("403 Forbidden", "AccessDenied")
+                };
                 let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>");
-                let body = if method == "HEAD" { String::new() } else { body };
+                let body = if method == "HEAD" {
+                    String::new()
+                } else {
+                    body
+                };
                 let resp = format!(
                     "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -261,7 +291,10 @@ impl Proxy {
     /// Starts a proxy to `upstream_url` (`http://127.0.0.1:PORT`); with `tls`, clients speak
     /// TLS to it with a certificate for `localhost` and 127.0.0.1 signed by a fresh CA.
     pub fn start(upstream_url: &str, tls: bool) -> Proxy {
-        let upstream = upstream_url.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let upstream = upstream_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let faults = Arc::new(Faults::default());
@@ -280,7 +313,9 @@ impl Proxy {
                     None => Side::Plain(Arc::new(conn)),
                     Some(cfg) => Side::Tls(
                         Arc::new(conn),
-                        Arc::new(Mutex::new(rustls::ServerConnection::new(cfg.clone()).unwrap())),
+                        Arc::new(Mutex::new(
+                            rustls::ServerConnection::new(cfg.clone()).unwrap(),
+                        )),
                         Arc::default(),
                     ),
                 };
@@ -289,18 +324,26 @@ impl Proxy {
             }
         });
         let scheme = if tls { "https" } else { "http" };
-        Proxy { url: format!("{scheme}://localhost:{port}"), faults, ca_pem }
+        Proxy {
+            url: format!("{scheme}://localhost:{port}"),
+            faults,
+            ca_pem,
+        }
     }
 }
 
 fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "backbeat test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "backbeat test CA");
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -37,7 +37,10 @@ fn map_bucket_err(e: crate::s3::error::RequestError) -> BucketError {
 impl Client {
     pub async fn get_bucket_versioning(&self, bucket: &str) -> Result<Versioning, BucketError> {
         let req = Req::new(Method::GET, bucket, None).query("versioning", "");
-        let resp = self.send("GetBucketVersioning", req, &[]).await.map_err(map_bucket_err)?;
+        let resp = self
+            .send("GetBucketVersioning", req, &[])
+            .await
+            .map_err(map_bucket_err)?;
         let body = resp.body.collect(64 * 1024).await?;
         let mut v = Versioning::Unversioned;
         walk_xml(&body, |path, text| {
@@ -55,7 +58,10 @@ impl Client {
     /// The ReplicationConfiguration XML document, as stored.
     pub async fn get_bucket_replication(&self, bucket: &str) -> Result<String, BucketError> {
         let req = Req::new(Method::GET, bucket, None).query("replication", "");
-        let resp = self.send("GetBucketReplication", req, &[]).await.map_err(map_bucket_err)?;
+        let resp = self
+            .send("GetBucketReplication", req, &[])
+            .await
+            .map_err(map_bucket_err)?;
         let body = resp.body.collect(1024 * 1024).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
@@ -73,7 +79,11 @@ impl Client {
         }
     }
 
-    pub async fn put_bucket_versioning(&self, bucket: &str, enabled: bool) -> Result<(), BucketError> {
+    pub async fn put_bucket_versioning(
+        &self,
+        bucket: &str,
+        enabled: bool,
+    ) -> Result<(), BucketError> {
         let status = if enabled { "Enabled" } else { "Suspended" };
         let xml = format!(
             "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Status>{status}</Status></VersioningConfiguration>"
@@ -83,7 +93,10 @@ impl Client {
             .query("versioning", "")
             .header("x-amz-checksum-crc32c", &crate::s3::checksum::encode(crc))?
             .body(ReqBody::full(xml));
-        let r = self.send("PutBucketVersioning", req, &[]).await.map_err(map_bucket_err)?;
+        let r = self
+            .send("PutBucketVersioning", req, &[])
+            .await
+            .map_err(map_bucket_err)?;
         let _ = r.body.collect(64 * 1024).await;
         Ok(())
     }
@@ -98,8 +111,28 @@ impl Client {
             .header("content-type", "application/xml")?
             .header("x-amz-checksum-crc32c", &crate::s3::checksum::encode(crc))?
             .body(ReqBody::full(xml.to_string()));
-        let r = self.send("PutBucketReplication", req, &[]).await.map_err(map_bucket_err)?;
+        let r = self
+            .send("PutBucketReplication", req, &[])
+            .await
+            .map_err(map_bucket_err)?;
         let _ = r.body.collect(64 * 1024).await;
+        Ok(())
+    }
+}
+
+impl Client {
+    /// HeadBucket: whether the bucket exists and the credentials may use it.
+    pub async fn head_bucket(&self, bucket: &str) -> Result<(), BucketError> {
+        let req = Req::new(Method::HEAD, bucket, None);
+        let r = self
+            .send("HeadBucket", req, &[404])
+            .await
+            .map_err(map_bucket_err)?;
+        let status = r.status;
+        let _ = r.body.collect(64 * 1024).await;
+        if status == 404 {
+            return Err(BucketError::NoSuchBucket);
+        }
         Ok(())
     }
 }

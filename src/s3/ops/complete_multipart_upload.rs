@@ -32,11 +32,20 @@ impl Client {
         upload_id: &str,
         parts: &[CompletedPart],
     ) -> Result<CompleteOutput, CompleteMultipartUploadError> {
-        let mut xml = String::from("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+        let mut xml = String::from(
+            "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+        );
         for p in parts {
-            xml.push_str(&format!("<Part><PartNumber>{}</PartNumber><ETag>{}</ETag>", p.part_number, xml_escape(&p.etag)));
+            xml.push_str(&format!(
+                "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag>",
+                p.part_number,
+                xml_escape(&p.etag)
+            ));
             if let Some(c) = p.crc32c {
-                xml.push_str(&format!("<ChecksumCRC32C>{}</ChecksumCRC32C>", checksum::encode(c)));
+                xml.push_str(&format!(
+                    "<ChecksumCRC32C>{}</ChecksumCRC32C>",
+                    checksum::encode(c)
+                ));
             }
             xml.push_str("</Part>");
         }
@@ -47,14 +56,26 @@ impl Client {
             .body(ReqBody::full(xml));
         let resp = match self.send("CompleteMultipartUpload", req, &[]).await {
             Ok(r) => r,
-            Err(e) if e.code() == "NoSuchUpload" => return Err(CompleteMultipartUploadError::NoSuchUpload),
+            Err(e) if e.code() == "NoSuchUpload" => {
+                return Err(CompleteMultipartUploadError::NoSuchUpload)
+            }
             Err(e) => return Err(e.into()),
         };
-        let version_id = resp.headers.get("x-amz-version-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let version_id = resp
+            .headers
+            .get("x-amz-version-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = resp.body.collect(1024 * 1024).await?;
         // A 200 response may still carry an error document.
         if let Some((code, message)) = crate::s3::error::parse_error_xml(&body) {
-            return Err(RequestError::Service { status: 200, code, message, request_id: String::new() }.into());
+            return Err(RequestError::Service {
+                status: 200,
+                code,
+                message,
+                request_id: String::new(),
+            }
+            .into());
         }
         let mut etag = String::new();
         walk_xml(&body, |path, text| {

@@ -34,7 +34,9 @@ impl Client {
         }
         let resp = match self.send("CreateMultipartUpload", req, &[]).await {
             Ok(r) => r,
-            Err(e) if e.code() == "NoSuchBucket" => return Err(CreateMultipartUploadError::NoSuchBucket),
+            Err(e) if e.code() == "NoSuchBucket" => {
+                return Err(CreateMultipartUploadError::NoSuchBucket)
+            }
             Err(e) => return Err(e.into()),
         };
         let body = resp.body.collect(64 * 1024).await?;
@@ -46,6 +48,8 @@ impl Client {
                 }
             }
         })?;
-        upload_id.ok_or_else(|| RequestError::BadResponse("no UploadId in CreateMultipartUpload response".into()).into())
+        upload_id.ok_or_else(|| {
+            RequestError::BadResponse("no UploadId in CreateMultipartUpload response".into()).into()
+        })
     }
 }

@@ -31,8 +31,16 @@ impl Client {
         }
         let resp = self.send("DeleteObject", req, &[]).await?;
         let out = DeleteObjectOutput {
-            delete_marker: resp.headers.get("x-amz-delete-marker").map(|v| v.as_bytes() == b"true").unwrap_or(false),
-            version_id: resp.headers.get("x-amz-version-id").and_then(|v| v.to_str().ok()).map(str::to_string),
+            delete_marker: resp
+                .headers
+                .get("x-amz-delete-marker")
+                .map(|v| v.as_bytes() == b"true")
+                .unwrap_or(false),
+            version_id: resp
+                .headers
+                .get("x-amz-version-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
         };
         let _ = resp.body.collect(64 * 1024).await;
         Ok(out)

@@ -54,10 +54,13 @@ impl Client {
             req = req.header("x-amz-checksum-mode", "ENABLED")?;
         }
         match self.send("GetObject", req, &[]).await {
-            Ok(resp) => Ok(GetObjectOutput { head: ObjectHead::from_headers(&resp.headers), body: resp.body }),
-            Err(RequestError::Service { status: 404, code, .. })
-                if code == "NoSuchKey" || code == "NoSuchVersion" || code == "NotFound" =>
-            {
+            Ok(resp) => Ok(GetObjectOutput {
+                head: ObjectHead::from_headers(&resp.headers),
+                body: resp.body,
+            }),
+            Err(RequestError::Service {
+                status: 404, code, ..
+            }) if code == "NoSuchKey" || code == "NoSuchVersion" || code == "NotFound" => {
                 Err(GetObjectError::NotFound)
             }
             Err(RequestError::Service { status: 416, .. }) => Err(GetObjectError::InvalidRange),

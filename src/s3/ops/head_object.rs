@@ -48,7 +48,11 @@ impl Client {
             .get("x-amz-delete-marker")
             .map(|v| v.as_bytes() == b"true")
             .unwrap_or(false);
-        let version_id = resp.headers.get("x-amz-version-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let version_id = resp
+            .headers
+            .get("x-amz-version-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let status = resp.status;
         let head = ObjectHead::from_headers(&resp.headers);
         let _ = resp.body.collect(64 * 1024).await;

@@ -51,37 +51,46 @@ pub struct ListObjectVersionsRequest<'a> {
 /// delete marker): entries are ordered by LastModified, the latest one first, and otherwise
 /// kept in listing order (a stable sort).
 pub fn sort_newest_first(entries: &mut [ListedVersion]) {
-    entries.sort_by(|a, b| b.last_modified.cmp(&a.last_modified).then(b.is_latest.cmp(&a.is_latest)));
+    entries.sort_by(|a, b| {
+        b.last_modified
+            .cmp(&a.last_modified)
+            .then(b.is_latest.cmp(&a.is_latest))
+    });
 }
 
 /// Parses a `ListVersionsResult` document.
 pub fn parse_page(body: &[u8]) -> Result<ListObjectVersionsPage, crate::s3::error::RequestError> {
     let mut page = ListObjectVersionsPage::default();
     let mut cur = ListedVersion::default();
-    walk_xml(body, |path, text| {
-        match (path, text) {
-            ("Version", None) => cur = ListedVersion::default(),
-            ("DeleteMarker", None) => cur = ListedVersion { delete_marker: true, ..Default::default() },
-            ("Version/", None) | ("DeleteMarker/", None) => page.versions.push(std::mem::take(&mut cur)),
-            ("IsTruncated", Some(t)) => page.is_truncated = t.trim() == "true",
-            ("NextKeyMarker", Some(t)) => page.next_key_marker = Some(t.to_string()),
-            ("NextVersionIdMarker", Some(t)) => page.next_version_id_marker = Some(t.to_string()),
-            (p, Some(t)) => {
-                let field = p.rsplit('/').next().unwrap_or("");
-                if p.starts_with("Version/") || p.starts_with("DeleteMarker/") {
-                    match field {
-                        "Key" => cur.key = t.to_string(),
-                        "VersionId" => cur.version_id = t.to_string(),
-                        "IsLatest" => cur.is_latest = t.trim() == "true",
-                        "LastModified" => cur.last_modified = t.to_string(),
-                        "ETag" => cur.etag = t.to_string(),
-                        "Size" => cur.size = t.trim().parse().unwrap_or(0),
-                        _ => {}
-                    }
+    walk_xml(body, |path, text| match (path, text) {
+        ("Version", None) => cur = ListedVersion::default(),
+        ("DeleteMarker", None) => {
+            cur = ListedVersion {
+                delete_marker: true,
+                ..Default::default()
+            }
+        }
+        ("Version/", None) | ("DeleteMarker/", None) => {
+            page.versions.push(std::mem::take(&mut cur))
+        }
+        ("IsTruncated", Some(t)) => page.is_truncated = t.trim() == "true",
+        ("NextKeyMarker", Some(t)) => page.next_key_marker = Some(t.to_string()),
+        ("NextVersionIdMarker", Some(t)) => page.next_version_id_marker = Some(t.to_string()),
+        (p, Some(t)) => {
+            let field = p.rsplit('/').next().unwrap_or("");
+            if p.starts_with("Version/") || p.starts_with("DeleteMarker/") {
+                match field {
+                    "Key" => cur.key = t.to_string(),
+                    "VersionId" => cur.version_id = t.to_string(),
+                    "IsLatest" => cur.is_latest = t.trim() == "true",
+                    "LastModified" => cur.last_modified = t.to_string(),
+                    "ETag" => cur.etag = t.to_string(),
+                    "Size" => cur.size = t.trim().parse().unwrap_or(0),
+                    _ => {}
                 }
             }
-            _ => {}
         }
+        _ => {}
     })?;
     Ok(page)
 }
@@ -107,7 +116,9 @@ impl Client {
         }
         let resp = match self.send("ListObjectVersions", req, &[]).await {
             Ok(r) => r,
-            Err(e) if e.code() == "NoSuchBucket" => return Err(ListObjectVersionsError::NoSuchBucket),
+            Err(e) if e.code() == "NoSuchBucket" => {
+                return Err(ListObjectVersionsError::NoSuchBucket)
+            }
             Err(e) => return Err(e.into()),
         };
         let body = resp.body.collect(64 * 1024 * 1024).await?;

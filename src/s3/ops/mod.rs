@@ -71,7 +71,9 @@ impl ObjectHead {
         user.sort();
         let raw = header_string(h, "x-amz-checksum-crc32c");
         Self {
-            content_length: header(h, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0),
+            content_length: header(h, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             etag: header_string(h, "etag").unwrap_or_default(),
             last_modified: header_string(h, "last-modified"),
             version_id: header_string(h, "x-amz-version-id"),
@@ -87,7 +89,9 @@ impl ObjectHead {
             crc32c: raw.as_deref().and_then(checksum::decode),
             checksum_crc32c_raw: raw,
             parts_count: header(h, "x-amz-mp-parts-count").and_then(|v| v.parse().ok()),
-            tag_count: header(h, "x-amz-tagging-count").and_then(|v| v.parse().ok()).unwrap_or(0),
+            tag_count: header(h, "x-amz-tagging-count")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             range_total: header(h, "content-range")
                 .and_then(|v| v.rsplit('/').next())
                 .and_then(|v| v.parse().ok()),
@@ -96,12 +100,19 @@ impl ObjectHead {
 
     /// The user metadata value of `name` (without the `x-amz-meta-` prefix).
     pub fn user_meta(&self, name: &str) -> Option<&str> {
-        self.metadata.user.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.metadata
+            .user
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// Adds the headers that set metadata on a PUT or CreateMultipartUpload.
-pub(crate) fn apply_metadata<'a>(mut req: Req<'a>, m: &ObjectMetadata) -> Result<Req<'a>, RequestError> {
+pub(crate) fn apply_metadata<'a>(
+    mut req: Req<'a>,
+    m: &ObjectMetadata,
+) -> Result<Req<'a>, RequestError> {
     for (name, value) in [
         ("content-type", &m.content_type),
         ("cache-control", &m.cache_control),
@@ -123,9 +134,19 @@ pub(crate) fn apply_metadata<'a>(mut req: Req<'a>, m: &ObjectMetadata) -> Result
 /// URL-encodes tags for the `x-amz-tagging` header.
 pub fn encode_tagging(tags: &[(String, String)]) -> String {
     use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-    const SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    const SET: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
     tags.iter()
-        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, SET), utf8_percent_encode(v, SET)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, SET),
+                utf8_percent_encode(v, SET)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
 }

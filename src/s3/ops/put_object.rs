@@ -89,14 +89,26 @@ impl Client {
         if !r.tags.is_empty() {
             req = req.header("x-amz-tagging", &encode_tagging(r.tags))?;
         }
-        req = apply_checksum(req, r.checksum, r.length, r.metadata.content_encoding.as_deref())?;
+        req = apply_checksum(
+            req,
+            r.checksum,
+            r.length,
+            r.metadata.content_encoding.as_deref(),
+        )?;
         req = req.body(r.body);
         match self.send("PutObject", req, &[]).await {
             Ok(resp) => {
                 let h = &resp.headers;
                 let out = PutObjectOutput {
-                    etag: h.get("etag").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
-                    version_id: h.get("x-amz-version-id").and_then(|v| v.to_str().ok()).map(str::to_string),
+                    etag: h
+                        .get("etag")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string(),
+                    version_id: h
+                        .get("x-amz-version-id")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string),
                     crc32c: h
                         .get("x-amz-checksum-crc32c")
                         .and_then(|v| v.to_str().ok())

@@ -51,9 +51,14 @@ impl Client {
         version_id: Option<&str>,
         tags: &[(String, String)],
     ) -> Result<(), TaggingError> {
-        let mut xml = String::from("<Tagging xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><TagSet>");
+        let mut xml =
+            String::from("<Tagging xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><TagSet>");
         for (k, v) in tags {
-            xml.push_str(&format!("<Tag><Key>{}</Key><Value>{}</Value></Tag>", xml_escape(k), xml_escape(v)));
+            xml.push_str(&format!(
+                "<Tag><Key>{}</Key><Value>{}</Value></Tag>",
+                xml_escape(k),
+                xml_escape(v)
+            ));
         }
         xml.push_str("</TagSet></Tagging>");
         let mut req = Req::new(Method::PUT, bucket, Some(key)).query("tagging", "");

@@ -24,17 +24,30 @@ pub struct CompletedPart {
     pub crc32c: Option<u32>,
 }
 
+/// One part to upload. For [`UploadChecksum::Trailer`] the body must be an aws-chunked
+/// [`crate::s3::body::PipeBody`] and `length` the decoded length.
+pub struct UploadPartRequest<'a> {
+    pub upload_id: &'a str,
+    pub part_number: u32,
+    pub body: ReqBody,
+    pub length: u64,
+    pub checksum: UploadChecksum,
+}
+
 impl Client {
     pub async fn upload_part(
         &self,
         bucket: &str,
         key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: ReqBody,
-        length: u64,
-        checksum_kind: UploadChecksum,
+        r: UploadPartRequest<'_>,
     ) -> Result<CompletedPart, UploadPartError> {
+        let UploadPartRequest {
+            upload_id,
+            part_number,
+            body,
+            length,
+            checksum: checksum_kind,
+        } = r;
         let mut req = Req::new(Method::PUT, bucket, Some(key))
             .query("partNumber", part_number.to_string())
             .query("uploadId", upload_id);
@@ -45,7 +58,11 @@ impl Client {
                 let h = &resp.headers;
                 let part = CompletedPart {
                     part_number,
-                    etag: h.get("etag").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
+                    etag: h
+                        .get("etag")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string(),
                     crc32c: h
                         .get("x-amz-checksum-crc32c")
                         .and_then(|v| v.to_str().ok())
