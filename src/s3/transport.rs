@@ -32,7 +32,7 @@ pub enum Stream {
 ///
 /// Reads go straight into hyper's buffer without zeroing it first: the socket (or rustls)
 /// only writes into the slice, never reads it, as tokio's own `TcpStream` relies on too.
-/// Writes of a plain socket are vectored (`writev`), so hyper queues request body frames
+/// Writes of a plain socket are vectored (`sendmsg` with several buffers), so hyper queues request body frames
 /// instead of flattening them into its own buffer: body bytes are never copied in user space.
 pub struct HyperIo {
     stream: Stream,
@@ -86,14 +86,15 @@ impl hyper::rt::Write for HyperIo {
         match &mut self.get_mut().stream {
             Stream::Plain(s) => {
                 let iov = &bufs[..bufs.len().min(64)];
-                // SAFETY: iov is a valid array of iovecs (IoSlice is ABI-compatible with
-                // iovec on Unix) that outlives the call.
+                // glommio sockets are blocking file descriptors that it drives with
+                // MSG_DONTWAIT: do the same, never a plain writev.
+                // SAFETY: an all-zero msghdr is valid; iov is a valid array of iovecs
+                // (IoSlice is ABI-compatible with iovec on Unix) that outlives the call.
                 let n = unsafe {
-                    libc::writev(
-                        s.as_raw_fd(),
-                        iov.as_ptr() as *const libc::iovec,
-                        iov.len() as libc::c_int,
-                    )
+                    let mut msg: libc::msghdr = std::mem::zeroed();
+                    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+                    msg.msg_iovlen = iov.len() as _;
+                    libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
                 };
                 if n >= 0 {
                     return Poll::Ready(Ok(n as usize));
