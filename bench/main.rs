@@ -68,15 +68,31 @@ struct Report {
     ratios: Vec<serde_json::Value>,
 }
 
-fn children_rusage() -> (f64, f64) {
-    // SAFETY: getrusage with a valid out pointer.
+/// Runs `cmd` to completion and returns its own resource usage (wait4), so CPU time and
+/// peak RSS are exactly the mover's.
+fn run_measured(
+    cmd: &mut Command,
+) -> anyhow::Result<(std::process::ExitStatus, String, String, libc::rusage)> {
+    let dir = std::env::temp_dir();
+    let out_path = dir.join(format!("backbeat-bench-{}.out", std::process::id()));
+    let err_path = dir.join(format!("backbeat-bench-{}.err", std::process::id()));
+    let child = cmd
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
+        .spawn()?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    (
-        t(ru.ru_utime) + t(ru.ru_stime),
-        ru.ru_maxrss as f64 / 1024.0,
-    )
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+    if pid < 0 {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    Ok((std::process::ExitStatus::from_raw(status), out, err, ru))
 }
 
 fn measure(
@@ -90,20 +106,14 @@ fn measure(
         "  running {tool} ({scenario}: {objects} objects, {:.1} MiB) ...",
         bytes as f64 / 1048576.0
     );
-    let (cpu0, _) = children_rusage();
     let t = Instant::now();
-    let out = cmd.output().with_context(|| format!("starting {tool}"))?;
+    let (status, out, err, ru) = run_measured(cmd).with_context(|| format!("starting {tool}"))?;
     let secs = t.elapsed().as_secs_f64();
-    let (cpu1, rss) = children_rusage();
-    if !out.status.success() {
-        bail!(
-            "{tool} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if !status.success() {
+        bail!("{tool} failed ({status}): {out}{err}");
     }
-    let cpu = cpu1 - cpu0;
+    let tv = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
     let gb = bytes as f64 / 1e9;
     Ok(Run {
         tool: tool.into(),
@@ -116,7 +126,7 @@ fn measure(
         cpu_seconds: cpu,
         cpu_s_per_gb: cpu / gb,
         cpu_s_per_1000_objects: cpu / objects as f64 * 1000.0,
-        max_rss_mib: rss,
+        max_rss_mib: ru.ru_maxrss as f64 / 1024.0,
     })
 }
 

@@ -6,11 +6,9 @@
 //! decoded when aws-chunked, and checked against any CRC32C they carry (header or trailer),
 //! then dropped; counters record what arrived.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -105,10 +103,9 @@ impl MemS3 {
                             let _ = stream.set_nodelay(true);
                             let me = me.clone();
                             glommio::spawn_local(async move {
-                                let state = Rc::new(RefCell::new(Uploads::default()));
                                 let svc = hyper::service::service_fn(move |req| {
-                                    let (me, state) = (me.clone(), state.clone());
-                                    async move { Ok::<_, Infallible>(me.handle(req, state).await) }
+                                    let me = me.clone();
+                                    async move { Ok::<_, Infallible>(me.handle(req).await) }
                                 });
                                 let _ = hyper::server::conn::http1::Builder::new()
                                     .writev(true)
@@ -127,11 +124,7 @@ impl MemS3 {
         port
     }
 
-    async fn handle(
-        &self,
-        req: Request<Incoming>,
-        _uploads: Rc<RefCell<Uploads>>,
-    ) -> Response<MemBody> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<MemBody> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let path = percent_encoding::percent_decode_str(req.uri().path())
             .decode_utf8_lossy()
@@ -412,9 +405,6 @@ impl MemS3 {
             .expect("response")
     }
 }
-
-#[derive(Default)]
-struct Uploads;
 
 /// Decodes plain or aws-chunked bodies (signed or not), computing CRC32C of the payload.
 struct Decoder {
