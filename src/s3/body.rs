@@ -40,8 +40,8 @@ impl BodyError {
     pub fn to_request_error(&self) -> RequestError {
         match self {
             BodyError::Checksum { expected, actual } => RequestError::ChecksumMismatch {
-                expected: expected.clone(),
-                actual: actual.clone(),
+                expected: format!("{expected} (stored by the source)"),
+                actual: format!("{actual} (computed over the bytes read from it)"),
             },
             BodyError::Source {
                 message,
