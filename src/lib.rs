@@ -3,6 +3,7 @@
 pub mod config;
 pub mod metrics;
 pub mod populate;
+pub mod queue;
 pub mod replication;
 pub mod s3;
 pub mod shard;

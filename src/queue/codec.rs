@@ -1,0 +1,291 @@
+//! Replication entries and status events as JSON, versioned with `"v": 1`.
+//!
+//! A message that does not decode is never dropped: [`Malformed`] says why, for the failed
+//! topic.
+
+use serde::{Deserialize, Serialize};
+
+/// The current format version.
+pub const VERSION: u32 = 1;
+
+/// What an entry replicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryType {
+    Put,
+    DeleteMarker,
+}
+
+/// One object version (or delete marker) to replicate, naming every site it must reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplicationEntry {
+    pub v: u32,
+    #[serde(rename = "type")]
+    pub kind: EntryType,
+    pub bucket: String,
+    pub key: String,
+    pub version_id: String,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default)]
+    pub etag: String,
+    #[serde(default)]
+    pub last_modified: Option<String>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub user_metadata: Vec<(String, String)>,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+    /// The source's CRC32C (base64), when it has one.
+    #[serde(default)]
+    pub checksum: Option<String>,
+    pub sites: Vec<String>,
+    #[serde(default)]
+    pub rule_id: Option<String>,
+    /// When the source changed (RFC 3339), for replication latency.
+    #[serde(default)]
+    pub source_event_time: Option<String>,
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+/// Outcome of an entry at one site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Pending,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Durations {
+    pub queue_wait_ms: u64,
+    pub transfer_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusError {
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// A status event, one per outcome per site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusEvent {
+    pub v: u32,
+    pub bucket: String,
+    pub key: String,
+    pub version_id: String,
+    pub site: String,
+    pub status: Status,
+    pub bytes: u64,
+    pub durations: Durations,
+    #[serde(default)]
+    pub error: Option<StatusError>,
+    pub attempt: u32,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// Why a message is not a valid entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed replication entry: {reason}")]
+pub struct Malformed {
+    pub reason: String,
+}
+
+impl ReplicationEntry {
+    /// The Kafka key: all versions of one object land in one partition, in order.
+    pub fn kafka_key(&self) -> String {
+        format!("{}/{}", self.bucket, self.key)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("entries always serialize")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        let bad = |reason: String| Malformed { reason };
+        let e: ReplicationEntry = serde_json::from_slice(bytes).map_err(|e| {
+            // Say which version when the version is the problem.
+            match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(v) if v.get("v").and_then(|x| x.as_u64()) != Some(VERSION as u64) => {
+                    bad(format!(
+                        "unsupported format version {} (expected {VERSION})",
+                        v.get("v").unwrap_or(&serde_json::Value::Null)
+                    ))
+                }
+                _ => bad(e.to_string()),
+            }
+        })?;
+        if e.v != VERSION {
+            return Err(bad(format!(
+                "unsupported format version {} (expected {VERSION})",
+                e.v
+            )));
+        }
+        if e.bucket.is_empty() {
+            return Err(bad("empty bucket".into()));
+        }
+        if e.key.is_empty() {
+            return Err(bad("empty key".into()));
+        }
+        if e.version_id.is_empty() {
+            return Err(bad("empty versionId".into()));
+        }
+        if e.sites.is_empty() || e.sites.iter().any(|s| s.is_empty()) {
+            return Err(bad("no destination site".into()));
+        }
+        if let Some(c) = &e.checksum {
+            if crate::s3::checksum::decode(c).is_none() && !c.contains('-') {
+                return Err(bad(format!("checksum {c:?} is not a base64 CRC32C")));
+            }
+        }
+        Ok(e)
+    }
+}
+
+impl StatusEvent {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("status events always serialize")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        let e: StatusEvent = serde_json::from_slice(bytes).map_err(|e| Malformed {
+            reason: e.to_string(),
+        })?;
+        if e.v != VERSION {
+            return Err(Malformed {
+                reason: format!("unsupported format version {} (expected {VERSION})", e.v),
+            });
+        }
+        Ok(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry() -> ReplicationEntry {
+        ReplicationEntry {
+            v: 1,
+            kind: EntryType::Put,
+            bucket: "b".into(),
+            key: "k/é".into(),
+            version_id: "v1".into(),
+            size: 5,
+            etag: "\"e\"".into(),
+            last_modified: Some("2026-11-25T00:00:00Z".into()),
+            content_type: Some("text/plain".into()),
+            user_metadata: vec![("a".into(), "b".into())],
+            tags: vec![],
+            checksum: Some("mnG7TA==".into()),
+            sites: vec!["site2".into()],
+            rule_id: Some("r1".into()),
+            source_event_time: None,
+            attempt: 0,
+        }
+    }
+
+    #[test]
+    fn wire_format() {
+        let s = String::from_utf8(entry().encode()).unwrap();
+        assert!(
+            s.contains("\"v\":1")
+                && s.contains("\"type\":\"put\"")
+                && s.contains("\"versionId\":\"v1\""),
+            "{s}"
+        );
+        let dm = ReplicationEntry {
+            kind: EntryType::DeleteMarker,
+            ..entry()
+        };
+        assert!(String::from_utf8(dm.encode())
+            .unwrap()
+            .contains("\"type\":\"delete-marker\""));
+        assert_eq!(entry().kafka_key(), "b/k/é");
+    }
+
+    #[test]
+    fn malformed_entries_say_why() {
+        let cases: &[(&str, &str)] = &[
+            ("not json", "expected"),
+            (
+                r#"{"v":2,"type":"put","bucket":"b","key":"k","versionId":"v","sites":["s"]}"#,
+                "unsupported format version 2",
+            ),
+            (
+                r#"{"v":1,"type":"move","bucket":"b","key":"k","versionId":"v","sites":["s"]}"#,
+                "unknown variant",
+            ),
+            (
+                r#"{"v":1,"type":"put","bucket":"","key":"k","versionId":"v","sites":["s"]}"#,
+                "empty bucket",
+            ),
+            (
+                r#"{"v":1,"type":"put","bucket":"b","key":"k","versionId":"v","sites":[]}"#,
+                "no destination site",
+            ),
+            (
+                r#"{"v":1,"type":"put","bucket":"b","key":"k","versionId":"v","sites":["s"],"extra":1}"#,
+                "unknown field",
+            ),
+            (
+                r#"{"v":1,"type":"put","bucket":"b","key":"k","versionId":"v","sites":["s"],"checksum":"zz"}"#,
+                "not a base64 CRC32C",
+            ),
+        ];
+        for (input, want) in cases {
+            let err = ReplicationEntry::decode(input.as_bytes()).unwrap_err();
+            assert!(err.reason.contains(want), "{input}: {err}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn entries_round_trip(
+            bucket in "[a-z0-9.-]{3,20}",
+            key in "\\PC{1,64}",
+            vid in "[A-Za-z0-9._-]{1,32}",
+            size in any::<u64>(),
+            sites in prop::collection::vec("[a-z0-9-]{1,10}", 1..4),
+            meta in prop::collection::vec(("[a-z]{1,8}", "\\PC{0,16}"), 0..4),
+            dm in any::<bool>(),
+            attempt in 0u32..100,
+        ) {
+            let e = ReplicationEntry {
+                kind: if dm { EntryType::DeleteMarker } else { EntryType::Put },
+                bucket, key, version_id: vid, size, sites, user_metadata: meta, attempt,
+                ..entry()
+            };
+            prop_assert_eq!(ReplicationEntry::decode(&e.encode()).unwrap(), e);
+        }
+
+        #[test]
+        fn status_round_trips(site in "[a-z]{1,8}", bytes in any::<u64>(), failed in any::<bool>(), msg in "\\PC{0,40}") {
+            let s = StatusEvent {
+                v: 1, bucket: "b".into(), key: "k".into(), version_id: "v".into(), site,
+                status: if failed { Status::Failed } else { Status::Completed },
+                bytes,
+                durations: Durations { queue_wait_ms: 1, transfer_ms: 2 },
+                error: failed.then(|| StatusError { code: "X".into(), message: msg, retryable: true }),
+                attempt: 1, at: "2026-11-25T00:00:00Z".into(),
+            };
+            prop_assert_eq!(StatusEvent::decode(&s.encode()).unwrap(), s);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = ReplicationEntry::decode(&bytes);
+            let _ = StatusEvent::decode(&bytes);
+        }
+    }
+}
