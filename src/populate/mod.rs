@@ -1,6 +1,8 @@
-//! Turns a source bucket's contents (and later its change events) into versions to
-//! replicate.
+//! Turns a source bucket's changes into versions to replicate.
 //!
-//! Owns: the bucket scan. May call: `s3`, `replication` (its `Version` type), `shard`.
+//! Owns: the bucket scan, S3 event notification parsing, and the bucket's replication rules.
+//! May call: `s3`, `replication` (its `Version` type), `shard`.
 
+pub mod events;
+pub mod rules;
 pub mod scan;
