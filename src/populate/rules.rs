@@ -249,7 +249,7 @@ impl ReplicationConfig {
                 }
             })
             .collect();
-        matching.sort_by(|a, b| b.priority.cmp(&a.priority));
+        matching.sort_by_key(|r| std::cmp::Reverse(r.priority));
         let mut sites: Vec<String> = Vec::new();
         let mut decided: Vec<String> = Vec::new();
         let mut rule_id = None;
