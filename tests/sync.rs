@@ -675,3 +675,77 @@ fn unversioned_destination_with_profile_credentials_and_rejected_keys() {
         "{again}"
     );
 }
+
+#[test]
+fn failed_multipart_copy_leaves_no_upload_behind() {
+    let s = servers();
+    let (sb, db) = (bucket("orphan-src"), bucket("orphan-dst"));
+    let proxy = Proxy::start(&s.dest, false);
+    block_on(async {
+        let src = Client::new(endpoint(&s.source), None);
+        let dst = Client::new(endpoint(&s.dest), None);
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &db, true).await;
+        put(
+            &src,
+            &sb,
+            "big",
+            &data(12 * MIB, 4),
+            &ObjectMetadata::default(),
+            &[],
+        )
+        .await;
+    });
+    // Part 2 is refused: permanent, the copy fails at once and must abort its upload.
+    proxy
+        .faults
+        .add("PUT", Some("partNumber=2"), Kind::Forbidden, 100);
+    let (code, summary, err) = sync(
+        &s.source,
+        &sb,
+        &proxy.url,
+        &db,
+        &["--multipart-threshold", "5MiB", "--part-size", "5MiB"],
+    );
+    assert_eq!(code, 1, "{summary}\n{err}");
+    assert_eq!(summary["failures"][0]["code"], "AccessDenied");
+    assert!(
+        proxy
+            .faults
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(l, _)| l.starts_with("DELETE ") && l.contains("uploadId=")),
+        "the upload was aborted"
+    );
+    block_on(async {
+        let dst = Client::new(endpoint(&s.dest), None);
+        let open = dst.list_multipart_uploads(&db, None).await.unwrap();
+        assert!(open.is_empty(), "orphan uploads: {open:?}");
+        assert!(matches!(
+            dst.head_object(&db, "big", HeadObjectRequest::default())
+                .await,
+            Err(HeadObjectError::NotFound)
+        ));
+    });
+    // And the listing does see an upload left open on purpose, so the check above can fail.
+    block_on(async {
+        let dst = Client::new(endpoint(&s.dest), None);
+        let id = dst
+            .create_multipart_upload(&db, "left-open", &ObjectMetadata::default(), &[], false)
+            .await
+            .unwrap();
+        let open = dst.list_multipart_uploads(&db, None).await.unwrap();
+        assert_eq!(
+            open,
+            vec![backbeat::s3::ops::list_multipart_uploads::OpenUpload {
+                key: "left-open".into(),
+                upload_id: id.clone()
+            }]
+        );
+        dst.abort_multipart_upload(&db, "left-open", &id)
+            .await
+            .unwrap();
+    });
+}

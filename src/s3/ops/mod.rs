@@ -7,6 +7,7 @@ pub mod create_multipart_upload;
 pub mod delete_object;
 pub mod get_object;
 pub mod head_object;
+pub mod list_multipart_uploads;
 pub mod list_object_versions;
 pub mod put_object;
 pub mod tagging;
