@@ -27,7 +27,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Replicate every version (and delete marker) of a bucket to another bucket, once.
-    Sync(SyncArgs),
+    Sync(Box<SyncArgs>),
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file and print the effective configuration, with where each
+    /// value came from (default, tuning profile, file, flag). Credentials are never shown.
+    Check {
+        /// The TOML configuration file
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -218,7 +231,19 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Sync(a) => run_sync(a),
+        Command::Sync(a) => run_sync(*a),
+        Command::Config(ConfigCommand::Check { file }) => {
+            match backbeat::config::file::Config::load(&file) {
+                Ok(cfg) => {
+                    print!("{}", cfg.render());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
     };
     match result {
         Ok(code) => code,

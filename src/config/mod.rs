@@ -3,6 +3,7 @@
 //! Owns: where settings come from and their validation. May call: `s3` (its config types).
 
 pub mod credentials;
+pub mod file;
 
 /// Parses a byte size: `1048576`, `64KiB`, `8MiB`, `1GiB`, `5MB`, `10k`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
