@@ -6,4 +6,5 @@
 //! this module knows nothing of S3).
 
 pub mod codec;
+pub mod kafka;
 pub mod ledger;

@@ -7,6 +7,7 @@
 
 pub mod multipart;
 pub mod retry;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Instant;

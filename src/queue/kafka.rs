@@ -1,0 +1,185 @@
+//! rdkafka on glommio: a runtime shim, topic creation, the producer and consumers.
+//!
+//! rdkafka's `AsyncRuntime` wants `Send` futures; glommio tasks need not be `Send`, but
+//! `Send` ones run fine: `spawn` is `glommio::spawn_local(..).detach()` and the delay a
+//! `futures_timer::Delay` (its own timer thread). Consumers are `StreamConsumer`s polled from
+//! the shard's executor: each shard is one member of the site's consumer group.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::AsyncRuntime;
+
+/// Runs rdkafka's futures on the current glommio executor.
+pub struct GlommioRuntime;
+
+impl AsyncRuntime for GlommioRuntime {
+    type Delay = futures_timer::Delay;
+
+    fn spawn<T>(task: T)
+    where
+        T: Future<Output = ()> + Send + 'static,
+    {
+        glommio::spawn_local(task).detach();
+    }
+
+    fn delay_for(duration: Duration) -> Self::Delay {
+        futures_timer::Delay::new(duration)
+    }
+}
+
+pub type Producer = FutureProducer<DefaultClientContext, GlommioRuntime>;
+pub type Consumer<C> = StreamConsumer<C, GlommioRuntime>;
+
+/// Why a Kafka operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("Kafka client setup failed: {0}")]
+    Setup(KafkaError),
+    #[error("creating topic {topic} failed: {message}")]
+    CreateTopic { topic: String, message: String },
+    #[error("producing to {topic} failed: {error}")]
+    Produce { topic: String, error: KafkaError },
+    #[error("committing offsets failed: {0}")]
+    Commit(KafkaError),
+    #[error("consuming failed: {0}")]
+    Consume(KafkaError),
+}
+
+/// Topic names under a common prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub events: String,
+    pub replication: String,
+    pub status: String,
+    pub failed: String,
+    pub control: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            events: format!("{prefix}events"),
+            replication: format!("{prefix}replication"),
+            status: format!("{prefix}replication-status"),
+            failed: format!("{prefix}replication-failed"),
+            control: format!("{prefix}control"),
+        }
+    }
+}
+
+/// A consumer group per destination site.
+pub fn replication_group(prefix: &str, site: &str) -> String {
+    format!("{prefix}replication-{site}")
+}
+
+/// Base client settings.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("client.id", "backbeat")
+        .set("log_level", "3");
+    c
+}
+
+/// Creates the topics (an existing topic is fine). Compacted topics get
+/// `cleanup.policy=compact`.
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &[(&str, i32, i32, bool)],
+) -> Result<(), QueueError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(brokers).create().map_err(QueueError::Setup)?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions, rf, compacted)| {
+            let t = NewTopic::new(name, *partitions, TopicReplication::Fixed(*rf));
+            if *compacted {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
+        })
+        .collect();
+    let results = admin
+        .create_topics(
+            new.iter(),
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .map_err(|e| QueueError::CreateTopic {
+            topic: "(all)".into(),
+            message: e.to_string(),
+        })?;
+    for r in results {
+        if let Err((topic, code)) = r {
+            if code != RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(QueueError::CreateTopic {
+                    topic,
+                    message: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An idempotent producer that waits for every in-sync replica.
+pub fn producer(brokers: &str) -> Result<Producer, QueueError> {
+    client_config(brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .map_err(QueueError::Setup)
+}
+
+/// Produces one message and waits for its delivery. `None` as payload is a tombstone.
+pub async fn send(
+    p: &Producer,
+    topic: &str,
+    key: &str,
+    payload: Option<&[u8]>,
+) -> Result<(i32, i64), QueueError> {
+    let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
+    if let Some(b) = payload {
+        rec = rec.payload(b);
+    }
+    p.send(rec, Duration::from_secs(30))
+        .await
+        .map(|d| (d.partition, d.offset))
+        .map_err(|(error, _)| QueueError::Produce {
+            topic: topic.to_string(),
+            error,
+        })
+}
+
+/// A group member with manual commits: nothing is committed until the caller says so.
+pub fn consumer<C: ConsumerContext + 'static>(
+    brokers: &str,
+    group: &str,
+    session_timeout_ms: u32,
+    context: C,
+) -> Result<Consumer<C>, QueueError> {
+    client_config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", session_timeout_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (session_timeout_ms / 5).max(500).to_string(),
+        )
+        .set("max.poll.interval.ms", "300000")
+        .set("partition.assignment.strategy", "range,roundrobin")
+        .create_with_context(context)
+        .map_err(QueueError::Setup)
+}

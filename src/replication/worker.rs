@@ -1,0 +1,574 @@
+//! The site worker of one shard: a member of the site's consumer group that replicates the
+//! entries of the partitions it owns, records each outcome on the status topic (and failures
+//! on the failed topic), and commits a partition's offset only up to its lowest unfinished
+//! entry.
+//!
+//! Entries of different keys run concurrently (up to `concurrency` per shard); versions of
+//! one key run in offset order. A malformed message goes to the failed topic with its reason
+//! and is committed past. On shutdown the worker stops taking entries, lets the ones in
+//! flight finish until a deadline, commits and leaves the group. A crash replays at most the
+//! uncommitted window, which the idempotence check makes harmless.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use super::{already_at_destination, replicate, Ctx, Options, Outcome, ReplicationError, Version};
+use crate::metrics::{latency_histogram, Failure, Stats};
+use crate::queue::codec::{
+    Durations, EntryType, ReplicationEntry, Status, StatusError, StatusEvent, VERSION,
+};
+use crate::queue::kafka::{self, Consumer, Producer, QueueError, Topics};
+use crate::queue::ledger::Ledger;
+use crate::s3::{Client, Endpoint};
+use crate::shard::Shutdown;
+
+/// What a site worker needs.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub site: String,
+    pub brokers: String,
+    pub topics: Topics,
+    pub group: String,
+    pub session_timeout_ms: u32,
+    pub source: Arc<Endpoint>,
+    pub dest: Arc<Endpoint>,
+    /// Source bucket -> destination bucket (a bucket not listed keeps its name).
+    pub buckets: BTreeMap<String, String>,
+    pub dest_versioned: bool,
+    pub opts: Options,
+    /// Entries in flight per shard.
+    pub concurrency: usize,
+    /// Parts in flight per shard.
+    pub shard_parts: usize,
+    /// How long in-flight entries may take to finish at shutdown.
+    pub drain_deadline: Duration,
+}
+
+/// Partitions revoked by a rebalance, noted by the consumer's callback (which runs on the
+/// shard's thread, inside a poll) and applied by the worker loop.
+#[derive(Default, Clone)]
+pub struct RebalanceNotes(Arc<Mutex<Vec<i32>>>);
+
+impl ClientContext for RebalanceNotes {}
+
+impl ConsumerContext for RebalanceNotes {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut v = self.0.lock().expect("rebalance notes");
+            v.extend(tpl.elements().iter().map(|e| e.partition()));
+            tracing::info!(partitions = ?v, "partitions revoked");
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+    }
+}
+
+struct Partition {
+    ledger: Ledger,
+    /// Entries waiting behind an earlier version of their key, by offset.
+    parked: HashMap<i64, (ReplicationEntry, Instant)>,
+    generation: u64,
+}
+
+struct State {
+    partitions: HashMap<i32, Partition>,
+    generation: u64,
+    in_flight: usize,
+}
+
+struct Shared {
+    cfg: WorkerConfig,
+    consumer: Consumer<RebalanceNotes>,
+    producer: Producer,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+    state: RefCell<State>,
+    ctxs: RefCell<HashMap<String, Rc<Ctx>>>,
+    source: Client,
+    dest: Client,
+    latency: RefCell<hdrhistogram::Histogram<u64>>,
+}
+
+impl Shared {
+    fn ctx(&self, bucket: &str) -> Rc<Ctx> {
+        if let Some(c) = self.ctxs.borrow().get(bucket) {
+            return c.clone();
+        }
+        let ctx = Rc::new(Ctx {
+            source: self.source.clone(),
+            source_bucket: bucket.to_string(),
+            dest: self.dest.clone(),
+            dest_bucket: self
+                .cfg
+                .buckets
+                .get(bucket)
+                .cloned()
+                .unwrap_or_else(|| bucket.to_string()),
+            dest_versioned: self.cfg.dest_versioned,
+            opts: self.cfg.opts.clone(),
+            stats: self.stats.clone(),
+            part_slots: glommio::sync::Semaphore::new(self.cfg.shard_parts.max(1) as u64),
+            shutdown: self.shutdown.clone(),
+        });
+        self.ctxs
+            .borrow_mut()
+            .insert(bucket.to_string(), ctx.clone());
+        ctx
+    }
+
+    fn commit(&self, partition: i32) {
+        let pos = {
+            let mut st = self.state.borrow_mut();
+            st.partitions
+                .get_mut(&partition)
+                .and_then(|p| p.ledger.commit_position())
+        };
+        if let Some(pos) = pos {
+            let mut tpl = TopicPartitionList::new();
+            if tpl
+                .add_partition_offset(
+                    &self.cfg.topics.replication,
+                    partition,
+                    rdkafka::Offset::Offset(pos),
+                )
+                .is_ok()
+            {
+                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::warn!(partition, error = %e, "commit failed");
+                }
+            }
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    httpdate::fmt_http_date(SystemTime::now())
+}
+
+fn event_time_latency(e: &ReplicationEntry) -> Option<Duration> {
+    let t = e.source_event_time.as_deref()?;
+    let parsed = httpdate::parse_http_date(t)
+        .ok()
+        .or_else(|| parse_rfc3339(t))?;
+    SystemTime::now().duration_since(parsed).ok()
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
+fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, se) = (
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    );
+    let frac = s
+        .get(19..)
+        .and_then(|f| f.strip_prefix('.'))
+        .map(|f| f.trim_end_matches('Z'))
+        .unwrap_or("");
+    let millis: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?
+    };
+    // days from civil (Howard Hinnant)
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (mo + if mo > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + h * 3600 + mi * 60 + se;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_millis((secs * 1000 + millis) as u64))
+}
+
+async fn record_malformed(
+    sh: &Shared,
+    partition: i32,
+    offset: i64,
+    key: &str,
+    payload: &[u8],
+    reason: &str,
+) -> Result<(), QueueError> {
+    let doc = serde_json::json!({
+        "v": VERSION,
+        "kind": "malformed",
+        "topic": sh.cfg.topics.replication,
+        "partition": partition,
+        "offset": offset,
+        "key": key,
+        "reason": reason,
+        "payload": String::from_utf8_lossy(payload),
+        "site": sh.cfg.site,
+        "at": now_rfc3339(),
+    });
+    let k = format!(
+        "malformed/{}/{partition}/{offset}",
+        sh.cfg.topics.replication
+    );
+    kafka::send(
+        &sh.producer,
+        &sh.cfg.topics.failed,
+        &k,
+        Some(doc.to_string().as_bytes()),
+    )
+    .await?;
+    tracing::warn!(
+        partition,
+        offset,
+        reason,
+        "malformed entry sent to the failed topic"
+    );
+    Ok(())
+}
+
+/// Replicates one entry, records its outcome, then releases its offset.
+async fn process(
+    sh: Rc<Shared>,
+    partition: i32,
+    offset: i64,
+    generation: u64,
+    entry: ReplicationEntry,
+    received: Instant,
+) {
+    let ctx = sh.ctx(&entry.bucket);
+    let v = Version {
+        key: entry.key.clone(),
+        version_id: entry.version_id.clone(),
+        delete_marker: entry.kind == EntryType::DeleteMarker,
+        size: entry.size,
+        etag: entry.etag.clone(),
+    };
+    let start = Instant::now();
+    let result: Result<Outcome, (ReplicationError, u32)> = if !v.delete_marker {
+        match already_at_destination(&ctx, &v).await {
+            Ok(true) => Ok(Outcome::Skipped),
+            Ok(false) => replicate(&ctx, &v).await,
+            Err(e) => Err((e, 1)),
+        }
+    } else {
+        replicate(&ctx, &v).await
+    };
+    let transfer = start.elapsed();
+    let (status, bytes, error, attempts) = match &result {
+        Ok(Outcome::Copied { bytes }) => {
+            Stats::add(&sh.stats.versions_copied, 1);
+            Stats::add(&sh.stats.bytes_copied, *bytes);
+            (Status::Completed, *bytes, None, 1)
+        }
+        Ok(Outcome::DeleteMarker) => {
+            Stats::add(&sh.stats.delete_markers, 1);
+            (Status::Completed, 0, None, 1)
+        }
+        Ok(Outcome::Skipped) => {
+            Stats::add(&sh.stats.skipped, 1);
+            (Status::Completed, 0, None, 1)
+        }
+        Err((e, attempts)) => {
+            sh.stats.record_failure(Failure {
+                key: v.key.clone(),
+                version_id: v.version_id.clone(),
+                code: e.code.clone(),
+                message: e.to_string(),
+                retryable: e.retryable,
+                attempts: *attempts,
+            });
+            (
+                Status::Failed,
+                0,
+                Some(StatusError {
+                    code: e.code.clone(),
+                    message: e.to_string(),
+                    retryable: e.retryable,
+                }),
+                *attempts,
+            )
+        }
+    };
+    if result.is_ok() {
+        let lat = event_time_latency(&entry).unwrap_or(received.elapsed());
+        let _ = sh
+            .latency
+            .borrow_mut()
+            .record(lat.as_micros().max(1) as u64);
+    }
+    let event = StatusEvent {
+        v: VERSION,
+        bucket: entry.bucket.clone(),
+        key: entry.key.clone(),
+        version_id: entry.version_id.clone(),
+        site: sh.cfg.site.clone(),
+        status,
+        bytes,
+        durations: Durations {
+            queue_wait_ms: (start - received).as_millis() as u64,
+            transfer_ms: transfer.as_millis() as u64,
+        },
+        error: error.clone(),
+        attempt: entry.attempt + attempts,
+        at: now_rfc3339(),
+    };
+    // The outcome must be recorded before the offset moves: retry until it is (or shutdown).
+    loop {
+        let mut ok = kafka::send(
+            &sh.producer,
+            &sh.cfg.topics.status,
+            &entry.kafka_key(),
+            Some(&event.encode()),
+        )
+        .await
+        .is_ok();
+        if ok && status == Status::Failed {
+            let doc = serde_json::json!({ "v": VERSION, "kind": "failed", "entry": entry, "site": sh.cfg.site, "error": error, "at": event.at });
+            let k = format!(
+                "{}/{}/{}/{}",
+                entry.bucket, entry.key, entry.version_id, sh.cfg.site
+            );
+            ok = kafka::send(
+                &sh.producer,
+                &sh.cfg.topics.failed,
+                &k,
+                Some(doc.to_string().as_bytes()),
+            )
+            .await
+            .is_ok();
+        }
+        if ok {
+            break;
+        }
+        if !sh.shutdown.sleep(Duration::from_secs(1)).await {
+            // Not recorded: leave the offset uncommitted, the entry will be replayed.
+            sh.state.borrow_mut().in_flight -= 1;
+            return;
+        }
+    }
+    finish(sh, partition, offset, generation);
+}
+
+fn finish(sh: Rc<Shared>, partition: i32, offset: i64, generation: u64) {
+    let next = {
+        let mut st = sh.state.borrow_mut();
+        st.in_flight -= 1;
+        match st.partitions.get_mut(&partition) {
+            // A revoked partition's late completion: its new owner replays the entry.
+            Some(p) if p.generation == generation => match p.ledger.finish(offset) {
+                Ok(Some(n)) => p.parked.remove(&n).map(|e| (n, e)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(partition, offset, error = %e, "ledger");
+                    None
+                }
+            },
+            _ => return,
+        }
+    };
+    if let Some((n, (entry, received))) = next {
+        sh.state.borrow_mut().in_flight += 1;
+        glommio::spawn_local(process(
+            sh.clone(),
+            partition,
+            n,
+            generation,
+            entry,
+            received,
+        ))
+        .detach();
+    }
+    sh.commit(partition);
+}
+
+/// Runs one shard's worker until shutdown.
+pub async fn run_shard(
+    cfg: WorkerConfig,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) -> Result<(), QueueError> {
+    let notes = RebalanceNotes::default();
+    let consumer = kafka::consumer(
+        &cfg.brokers,
+        &cfg.group,
+        cfg.session_timeout_ms,
+        notes.clone(),
+    )?;
+    consumer
+        .subscribe(&[&cfg.topics.replication])
+        .map_err(QueueError::Consume)?;
+    let producer = kafka::producer(&cfg.brokers)?;
+    let sh = Rc::new(Shared {
+        source: Client::new(cfg.source.clone(), None),
+        dest: Client::new(cfg.dest.clone(), None),
+        cfg,
+        consumer,
+        producer,
+        stats: stats.clone(),
+        shutdown: shutdown.clone(),
+        state: RefCell::new(State {
+            partitions: HashMap::new(),
+            generation: 0,
+            in_flight: 0,
+        }),
+        ctxs: RefCell::default(),
+        latency: RefCell::new(latency_histogram()),
+    });
+    let concurrency = sh.cfg.concurrency.max(1);
+    while !shutdown.is_set() {
+        // Revoked partitions: forget them (their unfinished entries are replayed by the new owner).
+        let revoked: Vec<i32> = std::mem::take(&mut *notes.0.lock().expect("rebalance notes"));
+        for p in revoked {
+            sh.commit(p);
+            sh.state.borrow_mut().partitions.remove(&p);
+        }
+        if sh.state.borrow().in_flight >= concurrency {
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+            continue;
+        }
+        let recv = async { Some(sh.consumer.recv().await) };
+        let tick = async {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            None
+        };
+        let msg = match futures_lite::future::or(recv, tick).await {
+            None => continue,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consume error");
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Some(Ok(m)) => (
+                m.partition(),
+                m.offset(),
+                m.key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default(),
+                m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            ),
+        };
+        let (partition, offset, key, payload) = msg;
+        let received = Instant::now();
+        let generation = {
+            let mut st = sh.state.borrow_mut();
+            st.generation += 1;
+            let g = st.generation;
+            st.partitions
+                .entry(partition)
+                .or_insert_with(|| Partition {
+                    ledger: Ledger::new(),
+                    parked: HashMap::new(),
+                    generation: g,
+                })
+                .generation
+        };
+        match ReplicationEntry::decode(&payload) {
+            Err(m) => {
+                // Recorded before its offset may be committed.
+                while let Err(e) =
+                    record_malformed(&sh, partition, offset, &key, &payload, &m.reason).await
+                {
+                    tracing::warn!(error = %e, "cannot record a malformed entry; retrying");
+                    if !shutdown.sleep(Duration::from_secs(1)).await {
+                        break;
+                    }
+                }
+                if !shutdown.is_set() {
+                    Stats::add(&sh.stats.failed, 1);
+                    let _ = sh
+                        .state
+                        .borrow_mut()
+                        .partitions
+                        .get_mut(&partition)
+                        .map(|p| p.ledger.receive_done(offset));
+                    sh.commit(partition);
+                }
+            }
+            Ok(entry) if !entry.sites.iter().any(|s| *s == sh.cfg.site) => {
+                let _ = sh
+                    .state
+                    .borrow_mut()
+                    .partitions
+                    .get_mut(&partition)
+                    .map(|p| p.ledger.receive_done(offset));
+                sh.commit(partition);
+            }
+            Ok(entry) => {
+                let start_now = {
+                    let mut st = sh.state.borrow_mut();
+                    let p = st.partitions.get_mut(&partition).expect("partition state");
+                    match p.ledger.receive(offset, &entry.kafka_key()) {
+                        Ok(true) => Some(entry),
+                        Ok(false) => {
+                            p.parked.insert(offset, (entry, received));
+                            None
+                        }
+                        Err(e) => {
+                            tracing::error!(partition, offset, error = %e, "ledger");
+                            None
+                        }
+                    }
+                };
+                if let Some(entry) = start_now {
+                    sh.state.borrow_mut().in_flight += 1;
+                    glommio::spawn_local(process(
+                        sh.clone(),
+                        partition,
+                        offset,
+                        generation,
+                        entry,
+                        received,
+                    ))
+                    .detach();
+                }
+            }
+        }
+    }
+    // Drain: entries in flight finish (or the deadline passes), then commit and leave.
+    let deadline = Instant::now() + sh.cfg.drain_deadline;
+    while sh.state.borrow().in_flight > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    let parts: Vec<i32> = sh.state.borrow().partitions.keys().copied().collect();
+    for p in parts {
+        sh.commit(p);
+    }
+    let _ = sh.consumer.commit_consumer_state(CommitMode::Sync);
+    stats.merge_latency(&sh.latency.borrow());
+    sh.consumer.unsubscribe();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        let t = parse_rfc3339("2026-11-25T10:00:00.250Z").unwrap();
+        let secs = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        assert_eq!(secs, 1_795_600_800_250);
+        assert!(parse_rfc3339("yesterday").is_none());
+    }
+}
