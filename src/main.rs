@@ -31,6 +31,47 @@ enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Turn source changes into replication entries: consume S3 event notifications, or
+    /// (with --scan) enqueue a bucket's existing versions.
+    Populate(PopulateArgs),
+    /// Replicate the entries of one destination site: this process's shards join the site's
+    /// consumer group.
+    Replicate(ReplicateArgs),
+    /// Every role in one process: populate and replicate to every configured site.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct PopulateArgs {
+    /// The TOML configuration file
+    #[arg(long)]
+    config: PathBuf,
+    /// Enqueue the existing versions of s3://BUCKET[/PREFIX] instead of consuming events
+    #[arg(long)]
+    scan: Option<S3Url>,
+    /// With --scan: only versions missing (or different) at each destination
+    #[arg(long, requires = "scan")]
+    missing_only: bool,
+}
+
+#[derive(clap::Args)]
+struct ReplicateArgs {
+    /// The TOML configuration file
+    #[arg(long)]
+    config: PathBuf,
+    /// The destination site (a [sites.NAME] table of the configuration)
+    #[arg(long)]
+    site: String,
+    /// Shards (overrides replication.shards)
+    #[arg(long)]
+    shards: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The TOML configuration file
+    #[arg(long)]
+    config: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -221,6 +262,106 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn load_config(path: &std::path::Path) -> anyhow::Result<backbeat::config::file::Config> {
+    backbeat::config::file::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn run_populate(a: PopulateArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(&a.config)?;
+    let (engine, _broker) = backbeat::engine::Engine::start(cfg)?;
+    let shutdown = Shutdown::with_signals();
+    let stats = backbeat::metrics::Stats::new();
+    match a.scan {
+        None => {
+            engine.populate(stats, shutdown)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(url) => {
+            let pc = engine.populate_config();
+            let show = sync::progress_wanted();
+            let summary = backbeat::shard::block_on(async move {
+                backbeat::populate::worker::scan_enqueue(
+                    &pc,
+                    &url.bucket,
+                    url.prefix.as_deref(),
+                    a.missing_only,
+                    &shutdown,
+                    |s| {
+                        if show {
+                            eprint!(
+                                "\rscanned {} versions, enqueued {}, already present {}   ",
+                                s.versions_found, s.entries_enqueued, s.already_present
+                            );
+                        }
+                    },
+                )
+                .await
+            })??;
+            if show {
+                eprintln!();
+            }
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run_replicate(a: ReplicateArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = load_config(&a.config)?;
+    if let Some(n) = a.shards {
+        cfg.replication.shards = n;
+        cfg.set_by_flag("replication.shards");
+    }
+    let (engine, _broker) = backbeat::engine::Engine::start(cfg)?;
+    let shards = engine.shards();
+    engine.replicate(
+        &a.site,
+        shards,
+        backbeat::metrics::Stats::new(),
+        Shutdown::with_signals(),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_all(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(&a.config)?;
+    let (engine, _broker) = backbeat::engine::Engine::start(cfg)?;
+    let engine = std::sync::Arc::new(engine);
+    let stats = backbeat::metrics::Stats::new();
+    let shutdown = Shutdown::with_signals();
+    eprintln!(
+        "backbeat: replicating {:?} from {} to {} (Ctrl-C stops)",
+        engine.cfg.source.buckets,
+        engine.source.label(),
+        engine.sites.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    {
+        let (stats, shutdown) = (stats.clone(), shutdown.clone());
+        std::thread::spawn(move || {
+            use backbeat::metrics::Stats as S;
+            let mut last = (u64::MAX, u64::MAX);
+            while !shutdown.is_set() {
+                std::thread::sleep(Duration::from_secs(1));
+                let now = (
+                    S::get(&stats.versions_copied) + S::get(&stats.delete_markers),
+                    S::get(&stats.failed),
+                );
+                if now != last {
+                    eprintln!(
+                        "replicated {} versions ({} bytes), {} failed",
+                        now.0,
+                        S::get(&stats.bytes_copied),
+                        now.1
+                    );
+                    last = now;
+                }
+            }
+        });
+    }
+    engine.run(stats, shutdown)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -232,6 +373,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sync(a) => run_sync(*a),
+        Command::Populate(a) => run_populate(a),
+        Command::Replicate(a) => run_replicate(a),
+        Command::Run(a) => run_all(a),
         Command::Config(ConfigCommand::Check { file }) => {
             match backbeat::config::file::Config::load(&file) {
                 Ok(cfg) => {

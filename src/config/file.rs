@@ -66,6 +66,9 @@ pub struct SourceConfig {
     pub buckets: Vec<String>,
     /// A ReplicationConfiguration XML file used instead of GetBucketReplication.
     pub rules_file: Option<PathBuf>,
+    /// For sources that publish no event notifications: every this many seconds, `run`
+    /// scans the buckets and enqueues the versions missing at a site (0: never).
+    pub scan_interval_seconds: u64,
 }
 
 /// A destination site.
@@ -134,6 +137,7 @@ impl Default for Config {
                 s3: default_endpoint(),
                 buckets: Vec::new(),
                 rules_file: None,
+                scan_interval_seconds: 0,
             },
             sites: BTreeMap::new(),
             replication: ReplicationTuning {
@@ -407,6 +411,10 @@ impl Config {
                         match k.as_str() {
                             "buckets" => cfg.source.buckets = ctx.strings(&key, v)?,
                             "rules_file" => cfg.source.rules_file = Some(ctx.path(&key, v)?),
+                            "scan_interval_seconds" => {
+                                cfg.source.scan_interval_seconds =
+                                    ctx.int(&key, v, 0, 86_400 * 30)? as u64
+                            }
                             _ => return Err(ctx.err(&key, "unknown key")),
                         }
                     }
@@ -557,6 +565,10 @@ impl Config {
         };
         ep(&mut push, "source", &self.source.s3);
         push("source.buckets", format!("{:?}", self.source.buckets));
+        push(
+            "source.scan_interval_seconds",
+            self.source.scan_interval_seconds.to_string(),
+        );
         push(
             "source.rules_file",
             self.source

@@ -6,3 +6,4 @@
 pub mod events;
 pub mod rules;
 pub mod scan;
+pub mod worker;

@@ -1,0 +1,366 @@
+//! The long-running roles, wired from the configuration: `populate`, `replicate --site` and
+//! `run` (all of them in one process).
+//!
+//! May call: `config`, `queue`, `populate`, `replication`, `shard`, `s3`, `metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::credentials;
+use crate::config::file::{Config, EndpointSettings};
+use crate::metrics::Stats;
+use crate::populate::worker::{self as populate, PopulateConfig, SiteTarget};
+use crate::queue::kafka::{self, Topics};
+use crate::replication::worker::{self as replicate, WorkerConfig};
+use crate::replication::{Options, RetryPolicy};
+use crate::s3::ops::bucket::Versioning;
+use crate::s3::{ChecksumTransport, Client, Endpoint, EndpointConfig};
+use crate::shard::{self, Shutdown};
+
+/// Why the engine could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Queue(#[from] kafka::QueueError),
+    #[error(transparent)]
+    Populate(#[from] populate::PopulateError),
+    #[error(transparent)]
+    Shard(#[from] shard::ShardError),
+}
+
+/// A site's endpoint and settings.
+pub struct Site {
+    pub endpoint: Arc<Endpoint>,
+    pub buckets: BTreeMap<String, String>,
+    pub versioned: bool,
+}
+
+/// Everything resolved from the configuration.
+pub struct Engine {
+    pub cfg: Config,
+    pub brokers: String,
+    pub topics: Topics,
+    pub source: Arc<Endpoint>,
+    pub sites: BTreeMap<String, Site>,
+}
+
+/// The embedded in-process broker, used when the configuration names none. It lives as long
+/// as this value (kept by the thread that started the engine).
+pub struct EmbeddedBroker(
+    #[allow(dead_code)]
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+);
+
+fn endpoint(
+    name: &str,
+    s: &EndpointSettings,
+    checksum: ChecksumTransport,
+    verify: bool,
+) -> Result<Arc<Endpoint>, EngineError> {
+    let creds = credentials::resolve(s.profile.as_deref(), &credentials::ProcessEnv)
+        .map_err(|e| EngineError::Setup(format!("{name} credentials: {e}")))?;
+    let mut c = EndpointConfig::new(&s.endpoint, &s.region, creds);
+    c.path_style = s.path_style;
+    c.ca_file = s.ca_file.clone();
+    c.checksum = checksum;
+    c.verify_after_write = verify;
+    Endpoint::new(c).map_err(|e| EngineError::Setup(format!("{name}: {e}")))
+}
+
+impl Engine {
+    /// Resolves endpoints and credentials, starts the embedded broker if needed, creates the
+    /// topics and checks each site's buckets.
+    pub fn start(cfg: Config) -> Result<(Self, Option<EmbeddedBroker>), EngineError> {
+        if cfg.source.s3.endpoint.is_empty() {
+            return Err(EngineError::Setup("source.endpoint is not set".into()));
+        }
+        let source = endpoint("source", &cfg.source.s3, ChecksumTransport::Trailer, false)?;
+        let topics = Topics::new(&cfg.kafka.topic_prefix);
+        let (brokers, embedded) = if cfg.kafka.brokers.is_empty() {
+            tracing::warn!("no Kafka brokers configured: using an embedded in-process broker, which is NOT durable (entries are lost when the process stops)");
+            let mock = rdkafka::mocking::MockCluster::new(1)
+                .map_err(|e| EngineError::Setup(format!("embedded broker: {e}")))?;
+            for t in [
+                &topics.events,
+                &topics.replication,
+                &topics.status,
+                &topics.failed,
+                &topics.control,
+            ] {
+                mock.create_topic(t, cfg.kafka.partitions, 1)
+                    .map_err(|e| EngineError::Setup(format!("embedded broker topic {t}: {e}")))?;
+            }
+            (mock.bootstrap_servers(), Some(EmbeddedBroker(mock)))
+        } else {
+            (cfg.kafka.brokers.join(","), None)
+        };
+        if embedded.is_none() {
+            let (b, t, p, rf) = (
+                brokers.clone(),
+                topics.clone(),
+                cfg.kafka.partitions,
+                cfg.kafka.replication_factor,
+            );
+            shard::block_on(async move {
+                kafka::ensure_topics(
+                    &b,
+                    &[
+                        (&t.events, p, rf, false),
+                        (&t.replication, p, rf, false),
+                        (&t.status, p, rf, false),
+                        (&t.failed, p, rf, true),
+                        (&t.control, 1, rf, true),
+                    ],
+                )
+                .await
+            })??;
+        }
+        let mut sites = BTreeMap::new();
+        for (name, s) in &cfg.sites {
+            let ep = endpoint(
+                &format!("site {name}"),
+                &s.s3,
+                s.checksum,
+                s.verify_after_write,
+            )?;
+            sites.insert(
+                name.clone(),
+                Site {
+                    endpoint: ep,
+                    buckets: s.buckets.clone(),
+                    versioned: true,
+                },
+            );
+        }
+        // Check every bucket pair once: a missing bucket or rejected credentials is said now.
+        let checks: Vec<(String, Arc<Endpoint>, String)> = cfg
+            .source
+            .buckets
+            .iter()
+            .map(|b| ("source".to_string(), source.clone(), b.clone()))
+            .chain(sites.iter().flat_map(|(n, s)| {
+                cfg.source.buckets.iter().map(move |b| {
+                    (
+                        format!("site {n}"),
+                        s.endpoint.clone(),
+                        s.buckets.get(b).cloned().unwrap_or_else(|| b.clone()),
+                    )
+                })
+            }))
+            .collect();
+        let versioning = shard::block_on(async move {
+            let mut out = Vec::new();
+            for (who, ep, bucket) in checks {
+                let c = Client::new(ep.clone(), None);
+                match c.get_bucket_versioning(&bucket).await {
+                    Ok(v) => out.push((who, v)),
+                    Err(e) if e.code() == "NotImplemented" => {
+                        out.push((who, Versioning::Unversioned))
+                    }
+                    Err(e) => {
+                        return Err(format!("{who}: bucket {bucket:?} at {}: {e}", ep.label()))
+                    }
+                }
+            }
+            Ok(out)
+        })?
+        .map_err(EngineError::Setup)?;
+        for (who, v) in versioning {
+            if let Some(name) = who.strip_prefix("site ") {
+                if let Some(s) = sites.get_mut(name) {
+                    s.versioned &= v == Versioning::Enabled;
+                }
+            }
+        }
+        Ok((
+            Self {
+                cfg,
+                brokers,
+                topics,
+                source,
+                sites,
+            },
+            embedded,
+        ))
+    }
+
+    fn options(&self) -> Options {
+        let r = &self.cfg.replication;
+        Options {
+            multipart_threshold: r.multipart_threshold,
+            part_size: r.part_size,
+            part_concurrency: r.part_concurrency,
+            retry: RetryPolicy {
+                max_attempts: r.attempts,
+                base: Duration::from_millis(200),
+                max: Duration::from_secs(20),
+            },
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        match self.cfg.replication.shards {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        }
+    }
+
+    /// The worker configuration of one site.
+    pub fn worker_config(&self, site: &str) -> Result<WorkerConfig, EngineError> {
+        let s = self.sites.get(site).ok_or_else(|| {
+            EngineError::Setup(format!(
+                "site {site:?} is not configured (configured: {})",
+                self.sites.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        Ok(WorkerConfig {
+            site: site.to_string(),
+            brokers: self.brokers.clone(),
+            topics: self.topics.clone(),
+            group: kafka::replication_group(&self.cfg.kafka.topic_prefix, site),
+            session_timeout_ms: self.cfg.kafka.session_timeout_ms,
+            source: self.source.clone(),
+            dest: s.endpoint.clone(),
+            buckets: s.buckets.clone(),
+            dest_versioned: s.versioned,
+            opts: self.options(),
+            concurrency: self.cfg.replication.concurrency,
+            shard_parts: self.cfg.replication.part_concurrency * 4,
+            drain_deadline: Duration::from_secs(30),
+        })
+    }
+
+    pub fn populate_config(&self) -> PopulateConfig {
+        PopulateConfig {
+            brokers: self.brokers.clone(),
+            topics: self.topics.clone(),
+            group: format!("{}populate", self.cfg.kafka.topic_prefix),
+            session_timeout_ms: self.cfg.kafka.session_timeout_ms,
+            source: self.source.clone(),
+            buckets: self.cfg.source.buckets.clone(),
+            rules_file: self.cfg.source.rules_file.clone(),
+            sites: self
+                .sites
+                .iter()
+                .map(|(n, s)| {
+                    (
+                        n.clone(),
+                        SiteTarget {
+                            endpoint: s.endpoint.clone(),
+                            buckets: s.buckets.clone(),
+                            versioned: s.versioned,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs the site's shards until shutdown.
+    pub fn replicate(
+        &self,
+        site: &str,
+        shards: usize,
+        stats: Arc<Stats>,
+        shutdown: Shutdown,
+    ) -> Result<(), EngineError> {
+        let wc = self.worker_config(site)?;
+        let results = shard::run(shards, self.cfg.replication.placement, move |_i| {
+            let (wc, stats, shutdown) = (wc.clone(), stats.clone(), shutdown.clone());
+            async move {
+                replicate::run_shard(wc, stats, shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })?;
+        for r in results {
+            r.map_err(EngineError::Setup)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the event populator until shutdown.
+    pub fn populate(&self, stats: Arc<Stats>, shutdown: Shutdown) -> Result<(), EngineError> {
+        let pc = self.populate_config();
+        shard::block_on(async move { populate::run_events(pc, stats, shutdown).await })??;
+        Ok(())
+    }
+
+    /// Scans every source bucket now and then and enqueues what a site is missing (sources
+    /// without event notifications).
+    fn rescan_loop(&self, shutdown: Shutdown) -> Result<(), EngineError> {
+        let pc = self.populate_config();
+        let every = Duration::from_secs(self.cfg.source.scan_interval_seconds);
+        let buckets = self.cfg.source.buckets.clone();
+        shard::block_on(async move {
+            while !shutdown.is_set() {
+                for b in &buckets {
+                    match populate::scan_enqueue(&pc, b, None, true, &shutdown, |_| {}).await {
+                        Ok(s) if s.entries_enqueued > 0 => {
+                            tracing::info!(bucket = %b, enqueued = s.entries_enqueued, "scan found versions to replicate")
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(bucket = %b, error = %e, "scan failed; trying again later")
+                        }
+                    }
+                }
+                shutdown.sleep(every).await;
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Every role in this process: the populator and each site's shards.
+    pub fn run(self: &Arc<Self>, stats: Arc<Stats>, shutdown: Shutdown) -> Result<(), EngineError> {
+        let mut handles = Vec::new();
+        {
+            let (me, stats, shutdown) = (self.clone(), stats.clone(), shutdown.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name("populate".into())
+                    .spawn(move || me.populate(stats, shutdown))
+                    .map_err(|e| EngineError::Setup(e.to_string()))?,
+            );
+        }
+        if self.cfg.source.scan_interval_seconds > 0 {
+            let (me, shutdown) = (self.clone(), shutdown.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name("scanner".into())
+                    .spawn(move || me.rescan_loop(shutdown))
+                    .map_err(|e| EngineError::Setup(e.to_string()))?,
+            );
+        }
+        let shards = self.shards();
+        for site in self.sites.keys().cloned().collect::<Vec<_>>() {
+            let (me, stats, shutdown) = (self.clone(), stats.clone(), shutdown.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("site-{site}"))
+                    .spawn(move || me.replicate(&site, shards, stats, shutdown))
+                    .map_err(|e| EngineError::Setup(e.to_string()))?,
+            );
+        }
+        let mut first_err = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    shutdown.trigger();
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    shutdown.trigger();
+                    first_err.get_or_insert(EngineError::Setup("a role panicked".into()));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
