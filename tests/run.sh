@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Runs the test suite against real S3 servers: installs moto if missing, starts two servers
-# (source and destination sites) on free ports of 127.0.0.1, runs `cargo test`, stops them.
+# Runs the test suite against real services: installs what is missing (moto, s3s-fs, the
+# nisshi Kafka-compatible broker), starts them on free ports of 127.0.0.1 (two moto servers
+# as source and destination sites), runs `cargo test`, and stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/services.sh
 trap services_stop EXIT
 services_start_moto
 services_start_s3fs
+services_start_nisshi
 export BACKBEAT_TEST_S3_SOURCE="$MOTO_SOURCE_URL" BACKBEAT_TEST_S3_DEST="$MOTO_DEST_URL"
+export BACKBEAT_TEST_KAFKA="$KAFKA_BROKERS"
 export BACKBEAT_TEST_S3FS="$S3FS_URL" BACKBEAT_TEST_S3FS_ACCESS_KEY="$S3FS_ACCESS_KEY" BACKBEAT_TEST_S3FS_SECRET_KEY="$S3FS_SECRET_KEY"
 cargo test --all-targets "$@"

@@ -82,3 +82,26 @@ services_start_s3fs() {
   echo "s3s-fs did not start; see $SERVICES_DIR/s3fs-$port.log" >&2
   return 1
 }
+
+# nisshi, a Kafka-compatible broker (memory storage): installed with cargo once (about 18
+# minutes cold on 2 cores). Sets KAFKA_BROKERS.
+services_start_nisshi() {
+  if ! command -v nisshi >/dev/null 2>&1; then
+    echo "installing nisshi 0.6.0 with cargo (about 18 minutes, once) ..." >&2
+    cargo install nisshi@0.6.0 --locked --features dynostore >&2
+  fi
+  local port
+  port=$(services_free_port)
+  nisshi broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" >"$SERVICES_DIR/nisshi-$port.log" 2>&1 &
+  SERVICES_PIDS+=($!)
+  for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$port)))" 2>/dev/null; then
+      KAFKA_BROKERS="127.0.0.1:$port"
+      echo "nisshi: $KAFKA_BROKERS" >&2
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "nisshi did not start; see $SERVICES_DIR/nisshi-$port.log" >&2
+  return 1
+}

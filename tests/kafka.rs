@@ -1,0 +1,494 @@
+//! Replication through Kafka against a real broker (nisshi) and real S3 servers (moto):
+//! events in, objects out, in order, at every site; malformed messages recorded; crashes and
+//! group changes lose nothing.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backbeat::queue::kafka;
+use backbeat::s3::body::ReqBody;
+use backbeat::s3::checksum;
+use backbeat::s3::ops::put_object::{PutObjectRequest, UploadChecksum};
+use backbeat::s3::ops::ObjectMetadata;
+use backbeat::s3::Client;
+use common::*;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::Message;
+
+const MIB: usize = 1024 * 1024;
+
+fn broker() -> String {
+    std::env::var("BACKBEAT_TEST_KAFKA").unwrap_or_else(|_| panic!("BACKBEAT_TEST_KAFKA is not set: run the tests with `bash tests/run.sh`, which installs and starts a Kafka-compatible broker (nisshi)"))
+}
+
+async fn put(c: &Client, b: &str, key: &str, body: &[u8], tags: &[(String, String)]) -> String {
+    c.put_object(
+        b,
+        key,
+        PutObjectRequest {
+            body: ReqBody::full(body.to_vec()),
+            length: body.len() as u64,
+            metadata: &ObjectMetadata::default(),
+            tags,
+            checksum: UploadChecksum::Header(checksum::crc32c(body)),
+        },
+    )
+    .await
+    .unwrap()
+    .version_id
+    .unwrap()
+}
+
+/// The S3 event JSON MinIO publishes, for one record.
+fn event(name: &str, bucket: &str, key: &str, version: &str, size: usize) -> String {
+    let k: String =
+        percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string();
+    format!(
+        r#"{{"EventName":"s3:{name}","Key":"{bucket}/{key}","Records":[{{"eventVersion":"2.0","eventSource":"minio:s3","eventTime":"2026-11-25T10:00:00.000Z","eventName":"s3:{name}","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{k}","size":{size},"eTag":"x","versionId":"{version}","sequencer":"1"}}}}}}]}}"#
+    )
+}
+
+struct Setup {
+    prefix: String,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+/// A configuration with its own topics (unique prefix), a rules file and the given sites.
+fn setup(src_bucket: &str, sites: &[(&str, &str, &str)], rules: &str, extra: &str) -> Setup {
+    let prefix = format!("t{}-{}-", std::process::id(), bucket("x"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.xml"), rules).unwrap();
+    let s = servers();
+    let mut toml = format!(
+        "[kafka]\nbrokers = [\"{}\"]\ntopic_prefix = \"{prefix}\"\npartitions = 4\nsession_timeout_ms = 6000\n\n[source]\nendpoint = \"{}\"\nbuckets = [\"{src_bucket}\"]\nrules_file = \"rules.xml\"\n\n",
+        broker(),
+        s.source
+    );
+    for (name, endpoint, dst_bucket) in sites {
+        toml.push_str(&format!("[sites.{name}]\nendpoint = \"{endpoint}\"\nbuckets = {{ {src_bucket} = \"{dst_bucket}\" }}\nverify_after_write = true\n\n"));
+    }
+    toml.push_str("[replication]\nshards = 2\nconcurrency = 8\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\nattempts = 3\n");
+    toml.push_str(extra);
+    let config = dir.path().join("backbeat.toml");
+    std::fs::write(&config, toml).unwrap();
+    Setup {
+        prefix,
+        dir,
+        config,
+    }
+}
+
+fn rule(id: &str, priority: i32, filter: &str, dm: bool, site: &str) -> String {
+    format!(
+        "<Rule><ID>{id}</ID><Status>Enabled</Status><Priority>{priority}</Priority><Filter>{filter}</Filter><DeleteMarkerReplication><Status>{}</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::x</Bucket><StorageClass>{site}</StorageClass></Destination></Rule>",
+        if dm { "Enabled" } else { "Disabled" }
+    )
+}
+
+fn rules(rs: &[String]) -> String {
+    format!(
+        "<ReplicationConfiguration><Role>r</Role>{}</ReplicationConfiguration>",
+        rs.concat()
+    )
+}
+
+fn spawn(args: &[&str], config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_backbeat"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("AWS_ACCESS_KEY_ID", "AKTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "SKTEST/secret")
+        .env("BACKBEAT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(config.with_extension(format!("{}.log", args[0]))).unwrap(),
+        ))
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut c: Child) {
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline {
+        if c.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    panic!("backbeat did not stop within 40 s of SIGTERM");
+}
+
+fn produce(topic: &str, items: &[(String, String)]) {
+    let b = broker();
+    let topic = topic.to_string();
+    let items = items.to_vec();
+    block_on(async move {
+        let p = kafka::producer(&b).unwrap();
+        for (k, v) in &items {
+            kafka::send(&p, &topic, k, Some(v.as_bytes()))
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// Reads every message of a topic (from the start) until `n` arrived or 30 s passed.
+fn read_topic(topic: &str, n: usize) -> Vec<(String, String)> {
+    let b = broker();
+    let topic = topic.to_string();
+    block_on(async move {
+        let c = kafka::consumer(
+            &b,
+            &format!("reader-{}", bucket("g")),
+            6000,
+            rdkafka::consumer::DefaultConsumerContext,
+        )
+        .unwrap();
+        c.subscribe(&[&topic]).unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while out.len() < n && Instant::now() < deadline {
+            let recv = async { Some(c.recv().await) };
+            let tick = async {
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+                None
+            };
+            if let Some(Ok(m)) = futures_lite::future::or(recv, tick).await {
+                out.push((
+                    m.key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default(),
+                    m.payload()
+                        .map(|p| String::from_utf8_lossy(p).into_owned())
+                        .unwrap_or_default(),
+                ));
+            }
+        }
+        out
+    })
+}
+
+/// Waits until `f` holds (polling), or panics with `what` after `secs`.
+fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+fn real_versions(c: &Client, b: &str, key: &str) -> Vec<Vec<u8>> {
+    block_on(async {
+        let all = all_versions(c, b).await;
+        let mut out = Vec::new();
+        for v in all
+            .get(key)
+            .map(|l| {
+                l.iter()
+                    .filter(|v| !v.delete_marker)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+        {
+            out.push(read_all(c, b, key, Some(&v.version_id)).await);
+        }
+        out.reverse(); // oldest first
+        out
+    })
+}
+
+#[test]
+fn events_reach_every_site_in_order() {
+    let s = servers();
+    let (sb, da, db) = (bucket("k-src"), bucket("k-a"), bucket("k-b"));
+    let src = Client::new(endpoint(&s.source), None);
+    let dst = Client::new(endpoint(&s.dest), None);
+    let mut events = Vec::new();
+    let mut expected: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+    block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        make_bucket(&dst, &db, true).await;
+        for (i, key) in ["doc/one", "doc/two words", "big/object"]
+            .iter()
+            .enumerate()
+        {
+            let mut bodies = Vec::new();
+            for n in 0..3 {
+                let body = if key.starts_with("big") && n == 2 {
+                    data(7 * MIB, 50)
+                } else {
+                    data(1000 + n * 10 + i, (i * 10 + n) as u64)
+                };
+                let vid = put(&src, &sb, key, &body, &[]).await;
+                events.push((
+                    format!("{sb}/{key}"),
+                    event("ObjectCreated:Put", &sb, key, &vid, body.len()),
+                ));
+                bodies.push(body);
+            }
+            expected.push((key.to_string(), bodies));
+        }
+    });
+    let st = setup(
+        &sb,
+        &[("site-a", &s.dest, &da), ("site-b", &s.dest, &db)],
+        &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a,site-b")]),
+        "",
+    );
+    let topics = kafka::Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    produce(&topics.events, &events);
+    for d in [&da, &db] {
+        for (key, bodies) in &expected {
+            wait_until(90, &format!("{key} at {d}"), || {
+                real_versions(&dst, d, key).len() >= bodies.len()
+            });
+            let got = real_versions(&dst, d, key);
+            assert_eq!(got.len(), bodies.len(), "{key} at {d}");
+            for (i, (g, w)) in got.iter().zip(bodies).enumerate() {
+                assert!(
+                    g == w,
+                    "{key} version {i} at {d}: bytes differ or out of order"
+                );
+            }
+        }
+    }
+    // status events: one COMPLETED per version per site
+    let status = read_topic(&topics.status, 18);
+    assert_eq!(
+        status
+            .iter()
+            .filter(|(_, v)| v.contains("\"status\":\"COMPLETED\""))
+            .count(),
+        18,
+        "{status:?}"
+    );
+    stop(run);
+    drop(st.dir);
+}
+
+#[test]
+fn rules_filter_what_goes_where() {
+    let s = servers();
+    let (sb, da, db) = (bucket("r-src"), bucket("r-a"), bucket("r-b"));
+    let src = Client::new(endpoint(&s.source), None);
+    let dst = Client::new(endpoint(&s.dest), None);
+    let mut events = Vec::new();
+    block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        make_bucket(&dst, &db, true).await;
+        let gold = vec![("class".to_string(), "gold".to_string())];
+        for (key, tags) in [
+            ("logs/plain", vec![]),
+            ("logs/gold", gold.clone()),
+            ("any/gold", gold.clone()),
+            ("skip/none", vec![]),
+            ("off/x", vec![]),
+        ] {
+            let vid = put(&src, &sb, key, &data(500, key.len() as u64), &tags).await;
+            events.push((
+                format!("{sb}/{key}"),
+                event("ObjectCreated:Put", &sb, key, &vid, 500),
+            ));
+        }
+        // delete markers: replicated by the "logs" rule (enabled), not by "tagged" (tag rules never do)
+        for key in ["logs/plain", "any/gold"] {
+            let d = src.delete_object(&sb, key, None).await.unwrap();
+            events.push((
+                format!("{sb}/{key}"),
+                event(
+                    "ObjectRemoved:DeleteMarkerCreated",
+                    &sb,
+                    key,
+                    d.version_id.as_deref().unwrap(),
+                    0,
+                ),
+            ));
+        }
+    });
+    let r = rules(&[
+        rule("logs", 1, "<Prefix>logs/</Prefix>", true, "site-a"),
+        rule("gold-logs", 5, "<And><Prefix>logs/</Prefix><Tag><Key>class</Key><Value>gold</Value></Tag></And>", false, "site-a,site-b"),
+        rule("tagged", 2, "<Tag><Key>class</Key><Value>gold</Value></Tag>", false, "site-b"),
+        "<Rule><ID>off</ID><Status>Disabled</Status><Priority>9</Priority><Filter><Prefix>off/</Prefix></Filter><Destination><Bucket>arn:aws:s3:::x</Bucket><StorageClass>site-a</StorageClass></Destination></Rule>".to_string(),
+    ]);
+    let st = setup(
+        &sb,
+        &[("site-a", &s.dest, &da), ("site-b", &s.dest, &db)],
+        &r,
+        "",
+    );
+    let topics = kafka::Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    produce(&topics.events, &events);
+    // 5 puts to site-a/site-b as decided + 1 delete marker: wait for the status events
+    // logs/plain -> a (+DM), logs/gold -> a,b, any/gold -> b (DM not replicated)
+    let status = read_topic(&topics.status, 5);
+    assert_eq!(status.len(), 5, "{status:?}");
+    stop(run);
+    block_on(async {
+        let a = all_versions(&dst, &da).await;
+        let b = all_versions(&dst, &db).await;
+        let keys = |m: &std::collections::BTreeMap<
+            String,
+            Vec<backbeat::s3::ops::list_object_versions::ListedVersion>,
+        >| m.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&a), ["logs/gold", "logs/plain"]);
+        assert_eq!(keys(&b), ["any/gold", "logs/gold"]);
+        assert_eq!(
+            a["logs/plain"].iter().filter(|v| v.delete_marker).count(),
+            1,
+            "delete marker replicated by the logs rule"
+        );
+        assert_eq!(
+            b["any/gold"].iter().filter(|v| v.delete_marker).count(),
+            0,
+            "tag rules do not replicate delete markers"
+        );
+    });
+}
+
+#[test]
+fn malformed_messages_land_in_the_failed_topic_and_the_run_goes_on() {
+    let s = servers();
+    let (sb, da) = (bucket("m-src"), bucket("m-a"));
+    let src = Client::new(endpoint(&s.source), None);
+    let dst = Client::new(endpoint(&s.dest), None);
+    let vid = block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        put(&src, &sb, "after", b"still replicated", &[]).await
+    });
+    let st = setup(
+        &sb,
+        &[("site-a", &s.dest, &da)],
+        &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
+        "",
+    );
+    let topics = kafka::Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    produce(
+        &topics.events,
+        &[("junk".into(), "this is not JSON".into())],
+    );
+    produce(
+        &topics.replication,
+        &[(
+            format!("{sb}/x"),
+            r#"{"v":1,"type":"put","bucket":"","key":"x","versionId":"v","sites":["site-a"]}"#
+                .into(),
+        )],
+    );
+    produce(
+        &topics.events,
+        &[(
+            format!("{sb}/after"),
+            event("ObjectCreated:Put", &sb, "after", &vid, 16),
+        )],
+    );
+    wait_until(90, "the valid object", || {
+        real_versions(&dst, &da, "after").len() == 1
+    });
+    let failed = read_topic(&topics.failed, 2);
+    stop(run);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .any(|(_, v)| v.contains("malformed-event") && v.contains("this is not JSON")),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|(_, v)| v.contains("\"kind\":\"malformed\"") && v.contains("empty bucket")),
+        "{failed:?}"
+    );
+}
+
+#[test]
+fn killed_mover_mid_multipart_and_a_second_member_lose_nothing() {
+    let s = servers();
+    let (sb, da) = (bucket("kill-src"), bucket("kill-a"));
+    let src = Client::new(endpoint(&s.source), None);
+    let dst = Client::new(endpoint(&s.dest), None);
+    let proxy = common::proxy::Proxy::start(&s.dest, false);
+    let mut events = Vec::new();
+    let mut bodies = Vec::new();
+    block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        for i in 0..6 {
+            let key = format!("obj-{i}");
+            let body = if i == 0 {
+                data(30 * MIB, 77)
+            } else {
+                data(2000 + i, i as u64)
+            };
+            let vid = put(&src, &sb, &key, &body, &[]).await;
+            events.push((
+                format!("{sb}/{key}"),
+                event("ObjectCreated:Put", &sb, &key, &vid, body.len()),
+            ));
+            bodies.push((key, body));
+        }
+    });
+    let st = setup(
+        &sb,
+        &[("site-a", &proxy.url, &da)],
+        &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
+        "",
+    );
+    let topics = kafka::Topics::new(&st.prefix);
+    // Populate alone, then a mover we kill with SIGKILL while it uploads parts.
+    let pop = spawn(&["populate"], &st.config);
+    produce(&topics.events, &events);
+    let mut mover = spawn(&["replicate", "--site", "site-a"], &st.config);
+    wait_until(90, "an UploadPart", || {
+        proxy
+            .faults
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(l, _)| l.contains("partNumber="))
+    });
+    mover.kill().unwrap();
+    mover.wait().unwrap();
+    // Two members of the group now; one of them stops (SIGTERM) after a while.
+    let m1 = spawn(
+        &["replicate", "--site", "site-a", "--shards", "1"],
+        &st.config,
+    );
+    let m2 = spawn(
+        &["replicate", "--site", "site-a", "--shards", "1"],
+        &st.config,
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    stop(m1);
+    for (key, body) in &bodies {
+        wait_until(120, key, || real_versions(&dst, &da, key).len() == 1);
+        assert!(&real_versions(&dst, &da, key)[0] == body, "{key}");
+    }
+    stop(m2);
+    stop(pop);
+    block_on(async {
+        let open = dst.list_multipart_uploads(&da, None).await.unwrap();
+        // The killed mover's upload is left open (it could not abort): only that one.
+        assert!(open.len() <= 1, "{open:?}");
+    });
+}
