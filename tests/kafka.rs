@@ -96,6 +96,11 @@ fn rules(rs: &[String]) -> String {
 }
 
 fn spawn(args: &[&str], config: &std::path::Path) -> Child {
+    spawn_named(args, config, args[0])
+}
+
+/// Starts backbeat with its log in `NAME.log` beside the configuration.
+fn spawn_named(args: &[&str], config: &std::path::Path, name: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_backbeat"))
         .args(args)
         .arg("--config")
@@ -486,6 +491,19 @@ fn killed_mover_mid_multipart_and_a_second_member_lose_nothing() {
     }
     stop(m2);
     stop(pop);
+    // The killed mover's multipart copy was replayed from its uncommitted offset.
+    let creates = proxy
+        .faults
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, _)| l.starts_with("POST ") && l.contains("obj-0?uploads"))
+        .count();
+    assert!(
+        creates >= 2,
+        "the multipart copy started again after SIGKILL ({creates} CreateMultipartUpload)"
+    );
     block_on(async {
         let open = dst.list_multipart_uploads(&da, None).await.unwrap();
         // The killed mover's upload is left open (it could not abort): only that one.

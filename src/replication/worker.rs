@@ -67,6 +67,13 @@ impl ConsumerContext for RebalanceNotes {
         }
     }
 
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(partitions = ?parts, "partitions assigned");
+        }
+    }
+
     fn commit_callback(
         &self,
         result: rdkafka::error::KafkaResult<()>,
