@@ -110,7 +110,7 @@ fn spawn_named(args: &[&str], config: &std::path::Path, name: &str) -> Child {
         .env("BACKBEAT_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::from(
-            std::fs::File::create(config.with_extension(format!("{}.log", args[0]))).unwrap(),
+            std::fs::File::create(config.with_file_name(format!("{name}.log"))).unwrap(),
         ))
         .spawn()
         .unwrap()
@@ -440,7 +440,7 @@ fn killed_mover_mid_multipart_and_a_second_member_lose_nothing() {
         for i in 0..6 {
             let key = format!("obj-{i}");
             let body = if i == 0 {
-                data(30 * MIB, 77)
+                data(48 * MIB, 77)
             } else {
                 data(2000 + i, i as u64)
             };
@@ -463,27 +463,37 @@ fn killed_mover_mid_multipart_and_a_second_member_lose_nothing() {
     let pop = spawn(&["populate"], &st.config);
     produce(&topics.events, &events);
     let mut mover = spawn(&["replicate", "--site", "site-a"], &st.config);
-    wait_until(90, "an UploadPart", || {
-        proxy
-            .faults
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(l, _)| l.contains("partNumber="))
-    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !proxy
+        .faults
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(l, _)| l.contains("partNumber="))
+    {
+        assert!(Instant::now() < deadline, "no UploadPart within 90 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     mover.kill().unwrap();
     mover.wait().unwrap();
     // Two members of the group now; one of them stops (SIGTERM) after a while.
-    let m1 = spawn(
+    let m1 = spawn_named(
         &["replicate", "--site", "site-a", "--shards", "1"],
         &st.config,
+        "m1",
     );
-    let m2 = spawn(
+    let m2 = spawn_named(
         &["replicate", "--site", "site-a", "--shards", "1"],
         &st.config,
+        "m2",
     );
-    std::thread::sleep(Duration::from_secs(8));
+    let log = |n: &str| {
+        std::fs::read_to_string(st.config.with_file_name(format!("{n}.log"))).unwrap_or_default()
+    };
+    wait_until(60, "both members assigned partitions", || {
+        log("m1").contains("partitions assigned") && log("m2").contains("partitions assigned")
+    });
     stop(m1);
     for (key, body) in &bodies {
         wait_until(120, key, || real_versions(&dst, &da, key).len() == 1);
