@@ -11,6 +11,7 @@ use crate::config::credentials;
 use crate::config::file::{Config, EndpointSettings};
 use crate::metrics::Stats;
 use crate::populate::worker::{self as populate, PopulateConfig, SiteTarget};
+use crate::queue::backpressure::Backpressure;
 use crate::queue::kafka::{self, Topics};
 use crate::replication::worker::{self as replicate, WorkerConfig};
 use crate::replication::{Options, RetryPolicy};
@@ -38,6 +39,10 @@ pub struct Site {
     pub versioned: bool,
 }
 
+/// Entries the embedded broker may hold unconsumed: with entries under 1 KiB spread over the
+/// partitions, far below the ~5 MiB per partition it keeps.
+pub const EMBEDDED_OUTSTANDING: u64 = 2000;
+
 /// Everything resolved from the configuration.
 pub struct Engine {
     pub cfg: Config,
@@ -45,6 +50,8 @@ pub struct Engine {
     pub topics: Topics,
     pub source: Arc<Endpoint>,
     pub sites: BTreeMap<String, Site>,
+    /// With the embedded broker: bounds entries produced and not yet consumed.
+    pub backpressure: Option<Arc<Backpressure>>,
 }
 
 /// The embedded in-process broker, used when the configuration names none. It lives as long
@@ -175,6 +182,9 @@ impl Engine {
                 }
             }
         }
+        let backpressure = embedded
+            .as_ref()
+            .map(|_| Backpressure::new(sites.len(), EMBEDDED_OUTSTANDING));
         Ok((
             Self {
                 cfg,
@@ -182,6 +192,7 @@ impl Engine {
                 topics,
                 source,
                 sites,
+                backpressure,
             },
             embedded,
         ))
@@ -232,10 +243,16 @@ impl Engine {
             concurrency: self.cfg.replication.concurrency,
             shard_parts: self.cfg.replication.part_concurrency * 4,
             drain_deadline: Duration::from_secs(30),
+            consumed: self.backpressure.as_ref().and_then(|b| {
+                self.sites
+                    .keys()
+                    .position(|n| n == site)
+                    .map(|i| b.site_counter(i))
+            }),
         })
     }
 
-    pub fn populate_config(&self) -> PopulateConfig {
+    pub fn populate_config(&self, shutdown: Shutdown) -> PopulateConfig {
         PopulateConfig {
             brokers: self.brokers.clone(),
             topics: self.topics.clone(),
@@ -258,6 +275,8 @@ impl Engine {
                     )
                 })
                 .collect(),
+            backpressure: self.backpressure.clone(),
+            shutdown,
         }
     }
 
@@ -286,7 +305,7 @@ impl Engine {
 
     /// Runs the event populator until shutdown.
     pub fn populate(&self, stats: Arc<Stats>, shutdown: Shutdown) -> Result<(), EngineError> {
-        let pc = self.populate_config();
+        let pc = self.populate_config(shutdown.clone());
         shard::block_on(async move { populate::run_events(pc, stats, shutdown).await })??;
         Ok(())
     }
@@ -294,7 +313,7 @@ impl Engine {
     /// Scans every source bucket now and then and enqueues what a site is missing (sources
     /// without event notifications).
     fn rescan_loop(&self, shutdown: Shutdown) -> Result<(), EngineError> {
-        let pc = self.populate_config();
+        let pc = self.populate_config(shutdown.clone());
         let every = Duration::from_secs(self.cfg.source.scan_interval_seconds);
         let buckets = self.cfg.source.buckets.clone();
         shard::block_on(async move {

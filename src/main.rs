@@ -277,7 +277,7 @@ fn run_populate(a: PopulateArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(url) => {
-            let pc = engine.populate_config();
+            let pc = engine.populate_config(shutdown.clone());
             let show = sync::progress_wanted();
             let summary = backbeat::shard::block_on(async move {
                 backbeat::populate::worker::scan_enqueue(

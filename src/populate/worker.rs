@@ -47,6 +47,9 @@ pub struct PopulateConfig {
     pub rules_file: Option<PathBuf>,
     /// Configured sites: rules naming other sites are ignored for them.
     pub sites: BTreeMap<String, SiteTarget>,
+    /// With the embedded broker: wait while too many entries are unconsumed.
+    pub backpressure: Option<Arc<crate::queue::backpressure::Backpressure>>,
+    pub shutdown: Shutdown,
 }
 
 /// Why populating failed.
@@ -194,10 +197,33 @@ async fn entry_for(
     }))
 }
 
-async fn produce(p: &Producer, topics: &Topics, e: &ReplicationEntry) -> Result<(), QueueError> {
-    kafka::send(p, &topics.replication, &e.kafka_key(), Some(&e.encode()))
-        .await
-        .map(|_| ())
+async fn produce(
+    cfg: &PopulateConfig,
+    p: &Producer,
+    e: &ReplicationEntry,
+) -> Result<(), QueueError> {
+    if let Some(b) = &cfg.backpressure {
+        if !b.admit(&cfg.shutdown).await {
+            return Err(QueueError::Produce {
+                topic: cfg.topics.replication.clone(),
+                error: rdkafka::error::KafkaError::Canceled,
+            });
+        }
+    }
+    let r = kafka::send(
+        p,
+        &cfg.topics.replication,
+        &e.kafka_key(),
+        Some(&e.encode()),
+    )
+    .await
+    .map(|_| ());
+    if r.is_err() {
+        if let Some(b) = &cfg.backpressure {
+            b.cancel();
+        }
+    }
+    r
 }
 
 /// Consumes the events topic until shutdown.
@@ -314,7 +340,7 @@ async fn handle_event(
             etag: c.etag.clone(),
         };
         if let Some(e) = entry_for(cfg, source, &r, &c.bucket, &v, c.event_time.clone()).await? {
-            produce(producer, &cfg.topics, &e).await?;
+            produce(cfg, producer, &e).await?;
             Stats::add(&stats.versions_seen, 1);
         }
     }
@@ -415,7 +441,7 @@ pub async fn scan_enqueue(
                         continue;
                     }
                 }
-                if let Err(err) = produce(producer, &cfg.topics, &e).await {
+                if let Err(err) = produce(cfg, producer, &e).await {
                     *failure.borrow_mut() = Some(err.into());
                     return false;
                 }

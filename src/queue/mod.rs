@@ -5,6 +5,7 @@
 //! committed. May call: nothing else in the crate (the S3 client knows nothing of Kafka, and
 //! this module knows nothing of S3).
 
+pub mod backpressure;
 pub mod codec;
 pub mod kafka;
 pub mod ledger;

@@ -49,6 +49,8 @@ pub struct WorkerConfig {
     pub shard_parts: usize,
     /// How long in-flight entries may take to finish at shutdown.
     pub drain_deadline: Duration,
+    /// Counts the messages this site is done with (embedded broker backpressure).
+    pub consumed: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Partitions revoked by a rebalance, noted by the consumer's callback (which runs on the
@@ -136,6 +138,12 @@ impl Shared {
             .borrow_mut()
             .insert(bucket.to_string(), ctx.clone());
         ctx
+    }
+
+    fn count_consumed(&self) {
+        if let Some(c) = &self.cfg.consumed {
+            c.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 
     fn commit(&self, partition: i32) {
@@ -375,6 +383,7 @@ async fn process(
 }
 
 fn finish(sh: Rc<Shared>, partition: i32, offset: i64, generation: u64) {
+    sh.count_consumed();
     let next = {
         let mut st = sh.state.borrow_mut();
         st.in_flight -= 1;
@@ -506,6 +515,7 @@ pub async fn run_shard(
                         .partitions
                         .get_mut(&partition)
                         .map(|p| p.ledger.receive_done(offset));
+                    sh.count_consumed();
                     sh.commit(partition);
                 }
             }
@@ -516,6 +526,7 @@ pub async fn run_shard(
                     .partitions
                     .get_mut(&partition)
                     .map(|p| p.ledger.receive_done(offset));
+                sh.count_consumed();
                 sh.commit(partition);
             }
             Ok(entry) => {

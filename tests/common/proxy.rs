@@ -237,6 +237,20 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
                 return;
             }
             Some(k @ (Kind::SlowDown | Kind::Forbidden)) => {
+                // Read the body first, as servers do, so the client sees the answer.
+                buf.drain(..end);
+                let mut left = len;
+                while left > 0 {
+                    if buf.is_empty() {
+                        match client.read(&mut tmp) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                    }
+                    let n = buf.len().min(left);
+                    buf.drain(..n);
+                    left -= n;
+                }
                 let (status, code) = if k == Kind::SlowDown {
                     ("503 Service Unavailable", "SlowDown")
                 } else {
