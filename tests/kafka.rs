@@ -520,3 +520,66 @@ fn killed_mover_mid_multipart_and_a_second_member_lose_nothing() {
         assert!(open.len() <= 1, "{open:?}");
     });
 }
+
+#[test]
+fn scan_with_missing_only_enqueues_what_a_site_lacks() {
+    let s = servers();
+    let (sb, da) = (bucket("scan-src"), bucket("scan-a"));
+    let src = Client::new(endpoint(&s.source), None);
+    let dst = Client::new(endpoint(&s.dest), None);
+    block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        for k in ["a", "b"] {
+            put(&src, &sb, k, &data(300, 1), &[]).await;
+            put(&src, &sb, k, &data(400, 2), &[]).await;
+        }
+    });
+    // The site already has a and b (a one-shot sync), then c arrives at the source.
+    let (code, _, err) = common::sync(&s.source, &sb, &s.dest, &da, &[]);
+    assert_eq!(code, 0, "{err}");
+    block_on(async {
+        put(&src, &sb, "c", &data(500, 3), &[]).await;
+        put(&src, &sb, "a", &data(600, 4), &[]).await;
+    });
+    let st = setup(
+        &sb,
+        &[("site-a", &s.dest, &da)],
+        &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
+        "",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_backbeat"))
+        .args([
+            "populate",
+            "--scan",
+            &format!("s3://{sb}"),
+            "--missing-only",
+            "--config",
+        ])
+        .arg(&st.config)
+        .env("AWS_ACCESS_KEY_ID", "AKTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "SKTEST/secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["versions_found"], 6, "{summary}");
+    assert_eq!(
+        summary["entries_enqueued"], 2,
+        "c and the new version of a: {summary}"
+    );
+    assert_eq!(summary["already_present"], 4, "{summary}");
+    let mover = spawn(&["replicate", "--site", "site-a"], &st.config);
+    wait_until(90, "c and the third version of a", || {
+        real_versions(&dst, &da, "c").len() == 1 && real_versions(&dst, &da, "a").len() == 3
+    });
+    stop(mover);
+    assert!(
+        real_versions(&dst, &da, "a")[2] == data(600, 4),
+        "newest version of a is last"
+    );
+}
