@@ -4,6 +4,7 @@
 //! The endpoint is an in-memory S3 server of this harness (`mem_s3.rs`), so the movers, not
 //! the server, are measured. CPU time is each mover process's own (rusage of the child).
 
+mod e2e;
 mod mem_s3;
 
 use std::path::PathBuf;
@@ -17,9 +18,19 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(about = "Benchmark backbeat sync against rclone copy on an in-memory S3 endpoint")]
 struct Args {
-    /// Scenarios: large (64 MiB objects), small (4 KiB objects), or all
+    /// Scenarios: large (64 MiB objects), small (4 KiB objects), e2e (events in Kafka to
+    /// objects at the destination), or all
     #[arg(long, default_value = "all")]
     scenario: String,
+    /// Kafka brokers for the e2e scenario (default: start nisshi, if installed)
+    #[arg(long)]
+    kafka: Option<String>,
+    /// Objects in the e2e scenario
+    #[arg(long, default_value_t = 2000)]
+    e2e_count: usize,
+    /// Object size in the e2e scenario
+    #[arg(long, default_value_t = 256 * 1024)]
+    e2e_size: u64,
     /// Number of 64 MiB objects in the large scenario
     #[arg(long, default_value_t = 24)]
     large_count: usize,
@@ -59,6 +70,9 @@ struct Run {
     cpu_s_per_gb: f64,
     cpu_s_per_1000_objects: f64,
     max_rss_mib: f64,
+    /// Replication latency p50, p99, p99.9 (ms), from the source event to completion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<[f64; 3]>,
 }
 
 #[derive(serde::Serialize)]
@@ -127,6 +141,7 @@ fn measure(
         cpu_s_per_gb: cpu / gb,
         cpu_s_per_1000_objects: cpu / objects as f64 * 1000.0,
         max_rss_mib: ru.ru_maxrss as f64 / 1024.0,
+        latency_ms: None,
     })
 }
 
@@ -274,6 +289,51 @@ fn main() -> anyhow::Result<()> {
             &backbeat,
             &mut runs,
         )?;
+    }
+    if all || args.scenario == "e2e" {
+        let has_broker =
+            args.kafka.is_some() || Command::new("nisshi").arg("--version").output().is_ok();
+        if !has_broker && all {
+            eprintln!("scenario e2e skipped: no --kafka given and nisshi is not installed");
+        } else {
+            let broker = e2e::broker(args.kafka.as_deref())?;
+            let server = mem_s3::MemS3::new("bench-src", args.e2e_count, args.e2e_size);
+            let port = server.serve(args.server_threads);
+            let url = format!("http://127.0.0.1:{port}");
+            eprintln!("scenario e2e: {} objects of {} KiB, events in Kafka ({}) to the in-memory endpoint {url}", args.e2e_count, args.e2e_size / 1024, broker.addr);
+            let shards = args.shards.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            let r = e2e::run(
+                &backbeat,
+                &broker.addr,
+                &server,
+                &url,
+                args.e2e_count,
+                args.e2e_size,
+                shards,
+                args.concurrency,
+            )?;
+            let bytes = args.e2e_count as u64 * args.e2e_size;
+            let gb = bytes as f64 / 1e9;
+            println!("e2e replication latency from event to completion: p50 {} ms, p99 {} ms, p99.9 {} ms", r.latency_ms[0], r.latency_ms[1], r.latency_ms[2]);
+            runs.push(Run {
+                tool: "backbeat".into(),
+                scenario: format!("e2e-kafka-{}KiB", args.e2e_size / 1024),
+                objects: args.e2e_count,
+                bytes,
+                seconds: r.seconds,
+                gb_per_s: gb / r.seconds,
+                objects_per_s: args.e2e_count as f64 / r.seconds,
+                cpu_seconds: r.cpu_seconds,
+                cpu_s_per_gb: r.cpu_seconds / gb,
+                cpu_s_per_1000_objects: r.cpu_seconds / args.e2e_count as f64 * 1000.0,
+                max_rss_mib: r.max_rss_mib,
+                latency_ms: Some(r.latency_ms),
+            });
+        }
     }
     println!(
         "{:<14} {:<9} {:>8} {:>10} {:>10} {:>10} {:>12} {:>9}",

@@ -245,48 +245,60 @@ pub async fn run_events(
     let source = Client::new(cfg.source.clone(), None);
     let mut rules = RulesCache::new(&cfg)?;
     while !shutdown.is_set() {
+        // A batch: the first message waits, then whatever is already there (up to 512).
+        let mut batch: Vec<(i32, i64, Vec<u8>)> = Vec::new();
         let recv = async { Some(consumer.recv().await) };
         let tick = async {
             glommio::timer::sleep(Duration::from_millis(200)).await;
             None
         };
-        let (partition, offset, payload) = match futures_lite::future::or(recv, tick).await {
+        match futures_lite::future::or(recv, tick).await {
             None => continue,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "consume error");
                 glommio::timer::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            Some(Ok(m)) => (
+            Some(Ok(m)) => batch.push((
                 m.partition(),
                 m.offset(),
                 m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            ),
-        };
-        // Retry this message until its entries are produced (or shutdown): never skip one.
+            )),
+        }
+        while batch.len() < 512 {
+            match futures_lite::future::poll_once(consumer.recv()).await {
+                Some(Ok(m)) => batch.push((
+                    m.partition(),
+                    m.offset(),
+                    m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                )),
+                _ => break,
+            }
+        }
+        // Retry the batch until its entries are produced (or shutdown): never skip one.
+        // Entries are sent in message order, so an object's versions keep their order.
         loop {
-            match handle_event(
-                &cfg, &source, &producer, &mut rules, &stats, partition, offset, &payload,
-            )
-            .await
-            {
+            match handle_batch(&cfg, &source, &producer, &mut rules, &stats, &batch).await {
                 Ok(()) => break,
                 Err(e) => {
-                    tracing::warn!(partition, offset, error = %e, "event not processed yet; retrying");
+                    tracing::warn!(error = %e, "events not processed yet; retrying");
                     if !shutdown.sleep(Duration::from_secs(1)).await {
                         return Ok(());
                     }
                 }
             }
         }
+        let mut next: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
+        for (p, o, _) in &batch {
+            let e = next.entry(*p).or_insert(0);
+            *e = (*e).max(o + 1);
+        }
         let mut tpl = TopicPartitionList::new();
-        if tpl
-            .add_partition_offset(&cfg.topics.events, partition, Offset::Offset(offset + 1))
-            .is_ok()
-        {
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                tracing::warn!(error = %e, "commit failed");
-            }
+        for (p, o) in next {
+            let _ = tpl.add_partition_offset(&cfg.topics.events, p, Offset::Offset(o));
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(error = %e, "commit failed");
         }
     }
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
@@ -294,56 +306,92 @@ pub async fn run_events(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn handle_event(
+async fn handle_batch(
     cfg: &PopulateConfig,
     source: &Client,
     producer: &Producer,
     rules: &mut RulesCache,
     stats: &Stats,
-    partition: i32,
-    offset: i64,
-    payload: &[u8],
+    batch: &[(i32, i64, Vec<u8>)],
 ) -> Result<(), PopulateError> {
-    let changes = match events::parse(payload) {
-        Ok(c) => c,
-        Err(e) => {
-            let doc = serde_json::json!({
-                "v": VERSION, "kind": "malformed-event", "topic": cfg.topics.events, "partition": partition,
-                "offset": offset, "reason": e.0, "payload": String::from_utf8_lossy(payload),
-            });
-            let k = format!("malformed/{}/{partition}/{offset}", cfg.topics.events);
-            kafka::send(
-                producer,
-                &cfg.topics.failed,
-                &k,
-                Some(doc.to_string().as_bytes()),
-            )
-            .await?;
-            Stats::add(&stats.failed, 1);
-            tracing::warn!(partition, offset, reason = %e, "malformed event sent to the failed topic");
-            return Ok(());
-        }
-    };
-    for c in changes {
-        if !cfg.buckets.is_empty() && !cfg.buckets.contains(&c.bucket) {
-            continue;
-        }
-        let Some(r) = rules.get(source, &c.bucket).await? else {
-            continue;
+    let mut entries = Vec::new();
+    for (partition, offset, payload) in batch {
+        let changes = match events::parse(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                let doc = serde_json::json!({
+                    "v": VERSION, "kind": "malformed-event", "topic": cfg.topics.events, "partition": partition,
+                    "offset": offset, "reason": e.0, "payload": String::from_utf8_lossy(payload),
+                });
+                let k = format!("malformed/{}/{partition}/{offset}", cfg.topics.events);
+                kafka::send(
+                    producer,
+                    &cfg.topics.failed,
+                    &k,
+                    Some(doc.to_string().as_bytes()),
+                )
+                .await?;
+                Stats::add(&stats.failed, 1);
+                tracing::warn!(partition, offset, reason = %e, "malformed event sent to the failed topic");
+                continue;
+            }
         };
-        let v = Version {
-            key: c.key.clone(),
-            version_id: c.version_id.clone(),
-            delete_marker: c.kind == ChangeKind::DeleteMarker,
-            size: c.size,
-            etag: c.etag.clone(),
-        };
-        if let Some(e) = entry_for(cfg, source, &r, &c.bucket, &v, c.event_time.clone()).await? {
-            produce(cfg, producer, &e).await?;
-            Stats::add(&stats.versions_seen, 1);
+        for c in changes {
+            if !cfg.buckets.is_empty() && !cfg.buckets.contains(&c.bucket) {
+                continue;
+            }
+            let Some(r) = rules.get(source, &c.bucket).await? else {
+                continue;
+            };
+            let v = Version {
+                key: c.key.clone(),
+                version_id: c.version_id.clone(),
+                delete_marker: c.kind == ChangeKind::DeleteMarker,
+                size: c.size,
+                etag: c.etag.clone(),
+            };
+            if let Some(e) = entry_for(cfg, source, &r, &c.bucket, &v, c.event_time.clone()).await?
+            {
+                entries.push(e);
+            }
         }
     }
+    // Admissions first, one by one, then every send at once: librdkafka enqueues them in
+    // this order, so an object's versions stay in order in their partition.
+    if let Some(b) = &cfg.backpressure {
+        for admitted in 0..entries.len() {
+            if !b.admit(&cfg.shutdown).await {
+                for _ in 0..admitted {
+                    b.cancel();
+                }
+                return Err(QueueError::Produce {
+                    topic: cfg.topics.replication.clone(),
+                    error: rdkafka::error::KafkaError::Canceled,
+                }
+                .into());
+            }
+        }
+    }
+    let encoded: Vec<(String, Vec<u8>)> = entries
+        .iter()
+        .map(|e| (e.kafka_key(), e.encode()))
+        .collect();
+    let sends = encoded
+        .iter()
+        .map(|(k, v)| kafka::send(producer, &cfg.topics.replication, k, Some(v)));
+    let results = futures_util::future::join_all(sends).await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if failed > 0 {
+        if let Some(b) = &cfg.backpressure {
+            for _ in 0..failed {
+                b.cancel();
+            }
+        }
+        for r in results {
+            r?;
+        }
+    }
+    Stats::add(&stats.versions_seen, entries.len() as u64);
     Ok(())
 }
 

@@ -91,6 +91,10 @@ pub struct StatusEvent {
     pub attempt: u32,
     /// RFC 3339.
     pub at: String,
+    /// From the source change (`sourceEventTime`) to this outcome, when known: the
+    /// replication latency (RPO) of this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
 }
 
 /// Why a message is not a valid entry.
@@ -277,7 +281,7 @@ mod tests {
                 bytes,
                 durations: Durations { queue_wait_ms: 1, transfer_ms: 2 },
                 error: failed.then(|| StatusError { code: "X".into(), message: msg, retryable: true }),
-                attempt: 1, at: "2026-11-25T00:00:00Z".into(),
+                attempt: 1, at: "2026-11-25T00:00:00Z".into(), latency_ms: Some(bytes % 1000),
             };
             prop_assert_eq!(StatusEvent::decode(&s.encode()).unwrap(), s);
         }

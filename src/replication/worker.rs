@@ -172,7 +172,33 @@ impl Shared {
 }
 
 fn now_rfc3339() -> String {
-    httpdate::fmt_http_date(SystemTime::now())
+    rfc3339(SystemTime::now())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // civil from days (Howard Hinnant)
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 fn event_time_latency(e: &ReplicationEntry) -> Option<Duration> {
@@ -344,6 +370,7 @@ async fn process(
         error: error.clone(),
         attempt: entry.attempt + attempts,
         at: now_rfc3339(),
+        latency_ms: event_time_latency(&entry).map(|d| d.as_millis() as u64),
     };
     // The outcome must be recorded before the offset moves: retry until it is (or shutdown).
     loop {
@@ -580,7 +607,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339() {
+    fn rfc3339_round_trip() {
         let t = parse_rfc3339("2026-11-25T10:00:00.250Z").unwrap();
         let secs = t
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -588,5 +615,10 @@ mod tests {
             .as_millis();
         assert_eq!(secs, 1_795_600_800_250);
         assert!(parse_rfc3339("yesterday").is_none());
+        assert_eq!(rfc3339(t), "2026-11-25T10:00:00.250Z");
+        for ms in [0u64, 951_782_400_000, 1_709_164_800_999, 4_102_444_800_000] {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{}", rfc3339(t));
+        }
     }
 }
