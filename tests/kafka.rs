@@ -583,3 +583,149 @@ fn scan_with_missing_only_enqueues_what_a_site_lacks() {
         "newest version of a is last"
     );
 }
+
+/// A plain TCP relay that can cut every connection and refuse new ones for a while: the
+/// broker "goes away" and comes back, as for a broker restart seen from the clients.
+struct Outage {
+    port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Outage {
+    fn start(listener: std::net::TcpListener, upstream: String) -> Outage {
+        use std::sync::atomic::Ordering;
+        let port = listener.local_addr().unwrap().port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Default::default();
+        let (d, cs) = (down.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                let Ok(c) = c else { continue };
+                if d.load(Ordering::SeqCst) {
+                    drop(c);
+                    continue;
+                }
+                let Ok(u) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                cs.lock().unwrap().push(c.try_clone().unwrap());
+                cs.lock().unwrap().push(u.try_clone().unwrap());
+                for (mut a, mut b) in [(c.try_clone().unwrap(), u.try_clone().unwrap()), (u, c)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut a, &mut b);
+                        let _ = b.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Outage { port, down, conns }
+    }
+
+    fn cut(&self, on: bool) {
+        self.down.store(on, std::sync::atomic::Ordering::SeqCst);
+        if on {
+            for c in self.conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+#[test]
+fn broker_outage_in_the_middle_of_a_run_loses_nothing() {
+    let s = servers();
+    // A broker of our own whose advertised address is the relay, so every client connection
+    // goes through it (nisshi keeps no data across a real restart: memory storage).
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay_port = relay.local_addr().unwrap().port();
+    let broker_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut nisshi = Command::new("nisshi")
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{broker_port}"),
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{relay_port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nisshi must be installed: run the tests with `bash tests/run.sh`");
+    wait_until(10, "nisshi", || {
+        std::net::TcpStream::connect(("127.0.0.1", broker_port)).is_ok()
+    });
+    let outage = Outage::start(relay, format!("127.0.0.1:{broker_port}"));
+    let brokers = format!("127.0.0.1:{}", outage.port);
+    let (sb, da) = (bucket("out-src"), bucket("out-a"));
+    let src = Client::new(endpoint(&s.source), None);
+    let dst = Client::new(endpoint(&s.dest), None);
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        for i in 0..20 {
+            let key = format!("k{}", i % 5);
+            let vid = put(&src, &sb, &key, &data(1000 + i, i as u64), &[]).await;
+            let ev = (
+                format!("{sb}/{key}"),
+                event("ObjectCreated:Put", &sb, &key, &vid, 1000 + i),
+            );
+            if i < 10 {
+                first.push(ev)
+            } else {
+                second.push(ev)
+            }
+        }
+    });
+    let st = setup(
+        &sb,
+        &[("site-a", &s.dest, &da)],
+        &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
+        "",
+    );
+    let text = std::fs::read_to_string(&st.config)
+        .unwrap()
+        .replace(&broker(), &brokers);
+    std::fs::write(&st.config, text).unwrap();
+    let topics = kafka::Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    let produce_via = |items: &[(String, String)]| {
+        let (b, t, items) = (brokers.clone(), topics.events.clone(), items.to_vec());
+        block_on(async move {
+            let p = kafka::producer(&b).unwrap();
+            for (k, v) in &items {
+                kafka::send(&p, &t, k, Some(v.as_bytes())).await.unwrap();
+            }
+        });
+    };
+    produce_via(&first);
+    wait_until(90, "the first events replicated", || {
+        (0..5).all(|k| real_versions(&dst, &da, &format!("k{k}")).len() >= 2)
+    });
+    outage.cut(true);
+    std::thread::sleep(Duration::from_secs(5));
+    outage.cut(false);
+    produce_via(&second);
+    for k in 0..5 {
+        let key = format!("k{k}");
+        wait_until(120, &key, || real_versions(&dst, &da, &key).len() >= 4);
+        let got = real_versions(&dst, &da, &key);
+        assert_eq!(got.len(), 4, "{key}: every version once");
+        for (n, body) in got.iter().enumerate() {
+            let i = k + 5 * n;
+            assert!(
+                *body == data(1000 + i, i as u64),
+                "{key} version {n} in order"
+            );
+        }
+    }
+    stop(run);
+    let _ = nisshi.kill();
+    let _ = nisshi.wait();
+}
