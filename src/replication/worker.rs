@@ -105,7 +105,8 @@ struct Shared {
     consumer: Consumer<RebalanceNotes>,
     producer: Producer,
     stats: Arc<Stats>,
-    shutdown: Shutdown,
+    /// Abandon transfers in flight: only once the drain deadline passed.
+    abort: Shutdown,
     state: RefCell<State>,
     ctxs: RefCell<HashMap<String, Rc<Ctx>>>,
     source: Client,
@@ -132,7 +133,7 @@ impl Shared {
             opts: self.cfg.opts.clone(),
             stats: self.stats.clone(),
             part_slots: glommio::sync::Semaphore::new(self.cfg.shard_parts.max(1) as u64),
-            shutdown: self.shutdown.clone(),
+            shutdown: self.abort.clone(),
         });
         self.ctxs
             .borrow_mut()
@@ -313,6 +314,12 @@ async fn process(
         replicate(&ctx, &v).await
     };
     let transfer = start.elapsed();
+    if result.is_err() && sh.abort.is_set() {
+        // Abandoned at the drain deadline: not an outcome. The offset stays uncommitted and
+        // the next owner replays the entry.
+        sh.state.borrow_mut().in_flight -= 1;
+        return;
+    }
     let (status, bytes, error, attempts) = match &result {
         Ok(Outcome::Copied { bytes }) => {
             Stats::add(&sh.stats.versions_copied, 1);
@@ -400,7 +407,7 @@ async fn process(
         if ok {
             break;
         }
-        if !sh.shutdown.sleep(Duration::from_secs(1)).await {
+        if !sh.abort.sleep(Duration::from_secs(1)).await {
             // Not recorded: leave the offset uncommitted, the entry will be replayed.
             sh.state.borrow_mut().in_flight -= 1;
             return;
@@ -466,7 +473,7 @@ pub async fn run_shard(
         consumer,
         producer,
         stats: stats.clone(),
-        shutdown: shutdown.clone(),
+        abort: Shutdown::new(),
         state: RefCell::new(State {
             partitions: HashMap::new(),
             generation: 0,
@@ -591,6 +598,18 @@ pub async fn run_shard(
     let deadline = Instant::now() + sh.cfg.drain_deadline;
     while sh.state.borrow().in_flight > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    if sh.state.borrow().in_flight > 0 {
+        // Past the deadline: abandon what is left (multipart uploads are aborted), uncommitted.
+        tracing::warn!(
+            in_flight = sh.state.borrow().in_flight,
+            "drain deadline passed: abandoning transfers in flight, they will be replayed"
+        );
+        sh.abort.trigger();
+        let grace = Instant::now() + Duration::from_secs(10);
+        while sh.state.borrow().in_flight > 0 && Instant::now() < grace {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
     }
     let parts: Vec<i32> = sh.state.borrow().partitions.keys().copied().collect();
     for p in parts {

@@ -5,9 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Cloneable, `Send + Sync`.
+/// Cloneable, `Send + Sync`. A signal made by [`Shutdown::with_signals`] is also set by
+/// SIGINT/SIGTERM; one made by [`Shutdown::new`] only by [`Shutdown::trigger`].
 #[derive(Clone, Default, Debug)]
-pub struct Shutdown(Arc<AtomicBool>);
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    signals: bool,
+}
 
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
 
@@ -27,15 +31,18 @@ impl Shutdown {
             libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
             libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         }
-        Self::default()
+        Self {
+            flag: Arc::default(),
+            signals: true,
+        }
     }
 
     pub fn trigger(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.flag.store(true, Ordering::SeqCst);
     }
 
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed) || SIGNALLED.load(Ordering::Relaxed)
+        self.flag.load(Ordering::Relaxed) || (self.signals && SIGNALLED.load(Ordering::Relaxed))
     }
 
     /// Sleeps for `d` on the current glommio executor, waking early on shutdown.
