@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/services.sh
+services_system_deps
 trap 'kill "${RUN_PID:-}" 2>/dev/null || true; services_stop' EXIT
 services_start_moto
 cargo build --release --quiet

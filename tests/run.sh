@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/services.sh
+services_system_deps
 trap services_stop EXIT
 services_start_moto
 services_start_s3fs

@@ -105,3 +105,23 @@ services_start_nisshi() {
   echo "nisshi did not start; see $SERVICES_DIR/nisshi-$port.log" >&2
   return 1
 }
+
+# System packages the build and the services need (Debian): installed when missing.
+services_system_deps() {
+  local missing=()
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+  # rdkafka builds librdkafka from source (its cmake-build feature)
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || missing+=(libcurl4-openssl-dev)
+  dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+  dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing system packages: ${missing[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+  fi
+}
