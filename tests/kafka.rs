@@ -8,9 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backbeat::queue::kafka;
-use backbeat::s3::body::ReqBody;
-use backbeat::s3::checksum;
-use backbeat::s3::ops::put_object::{PutObjectRequest, UploadChecksum};
 use backbeat::s3::ops::ObjectMetadata;
 use backbeat::s3::Client;
 use common::*;
@@ -24,21 +21,9 @@ fn broker() -> String {
 }
 
 async fn put(c: &Client, b: &str, key: &str, body: &[u8], tags: &[(String, String)]) -> String {
-    c.put_object(
-        b,
-        key,
-        PutObjectRequest {
-            body: ReqBody::full(body.to_vec()),
-            length: body.len() as u64,
-            metadata: &ObjectMetadata::default(),
-            tags,
-            checksum: UploadChecksum::Header(checksum::crc32c(body)),
-        },
-    )
-    .await
-    .unwrap()
-    .version_id
-    .unwrap()
+    common::put(c, b, key, body, &ObjectMetadata::default(), tags)
+        .await
+        .expect("a versioned bucket returns a version id")
 }
 
 /// The S3 event JSON MinIO publishes, for one record.

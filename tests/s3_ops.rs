@@ -13,30 +13,6 @@ use backbeat::s3::ops::ObjectMetadata;
 use backbeat::s3::{Client, Endpoint, EndpointConfig};
 use common::*;
 
-async fn put(
-    c: &Client,
-    b: &str,
-    key: &str,
-    body: &[u8],
-    meta: &ObjectMetadata,
-    tags: &[(String, String)],
-) -> Option<String> {
-    c.put_object(
-        b,
-        key,
-        PutObjectRequest {
-            body: ReqBody::full(body.to_vec()),
-            length: body.len() as u64,
-            metadata: meta,
-            tags,
-            checksum: UploadChecksum::Header(checksum::crc32c(body)),
-        },
-    )
-    .await
-    .unwrap()
-    .version_id
-}
-
 #[test]
 fn object_operations_round_trip() {
     let s = servers();

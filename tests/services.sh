@@ -3,6 +3,17 @@
 SERVICES_DIR="${SERVICES_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/backbeat-services}"
 SERVICES_PIDS=()
 
+# Waits until 127.0.0.1:PORT accepts connections (10 s at most).
+services_wait_port() {
+  for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$1)))" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
 services_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
@@ -27,13 +38,10 @@ services_moto_one() {
   log="$SERVICES_DIR/moto-$port.log"
   "$MOTO_BIN" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
   SERVICES_PIDS+=($!)
-  for _ in $(seq 1 100); do
-    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$port)))" 2>/dev/null; then
-      echo "http://127.0.0.1:$port"
-      return 0
-    fi
-    sleep 0.1
-  done
+  if services_wait_port "$port"; then
+    echo "http://127.0.0.1:$port"
+    return 0
+  fi
   echo "moto did not start on port $port; see $log" >&2
   return 1
 }
@@ -71,14 +79,11 @@ services_start_s3fs() {
   S3FS_SECRET_KEY=SKS3FS/secret
   s3s-fs --host 127.0.0.1 --port "$port" --access-key "$S3FS_ACCESS_KEY" --secret-key "$S3FS_SECRET_KEY" "$dir" >"$SERVICES_DIR/s3fs-$port.log" 2>&1 &
   SERVICES_PIDS+=($!)
-  for _ in $(seq 1 100); do
-    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$port)))" 2>/dev/null; then
-      S3FS_URL="http://127.0.0.1:$port"
-      echo "s3s-fs: $S3FS_URL (data in $dir)" >&2
-      return 0
-    fi
-    sleep 0.1
-  done
+  if services_wait_port "$port"; then
+    S3FS_URL="http://127.0.0.1:$port"
+    echo "s3s-fs: $S3FS_URL (data in $dir)" >&2
+    return 0
+  fi
   echo "s3s-fs did not start; see $SERVICES_DIR/s3fs-$port.log" >&2
   return 1
 }
@@ -94,14 +99,11 @@ services_start_nisshi() {
   port=$(services_free_port)
   nisshi broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" >"$SERVICES_DIR/nisshi-$port.log" 2>&1 &
   SERVICES_PIDS+=($!)
-  for _ in $(seq 1 100); do
-    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$port)))" 2>/dev/null; then
-      KAFKA_BROKERS="127.0.0.1:$port"
-      echo "nisshi: $KAFKA_BROKERS" >&2
-      return 0
-    fi
-    sleep 0.1
-  done
+  if services_wait_port "$port"; then
+    KAFKA_BROKERS="127.0.0.1:$port"
+    echo "nisshi: $KAFKA_BROKERS" >&2
+    return 0
+  fi
   echo "nisshi did not start; see $SERVICES_DIR/nisshi-$port.log" >&2
   return 1
 }

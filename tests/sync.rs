@@ -6,9 +6,8 @@ mod common;
 use std::time::Duration;
 
 use backbeat::s3::body::ReqBody;
-use backbeat::s3::checksum;
 use backbeat::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
-use backbeat::s3::ops::put_object::{PutObjectRequest, UploadChecksum};
+use backbeat::s3::ops::put_object::UploadChecksum;
 use backbeat::s3::ops::upload_part::CompletedPart;
 use backbeat::s3::ops::ObjectMetadata;
 use backbeat::s3::Client;
@@ -16,29 +15,6 @@ use common::proxy::{Kind, Proxy};
 use common::*;
 
 const MIB: usize = 1024 * 1024;
-
-async fn put(
-    c: &Client,
-    b: &str,
-    key: &str,
-    body: &[u8],
-    meta: &ObjectMetadata,
-    tags: &[(String, String)],
-) {
-    c.put_object(
-        b,
-        key,
-        PutObjectRequest {
-            body: ReqBody::full(body.to_vec()),
-            length: body.len() as u64,
-            metadata: meta,
-            tags,
-            checksum: UploadChecksum::Header(checksum::crc32c(body)),
-        },
-    )
-    .await
-    .unwrap();
-}
 
 /// A source object uploaded in parts of 5 MiB + 5 MiB + 1 KiB.
 async fn put_multipart(c: &Client, b: &str, key: &str, seed: u64) -> Vec<u8> {

@@ -141,6 +141,17 @@ impl Shared {
         ctx
     }
 
+    /// A message that needs no work here (malformed and recorded, or for other sites).
+    fn pass(&self, partition: i32, offset: i64) {
+        if let Some(p) = self.state.borrow_mut().partitions.get_mut(&partition) {
+            if let Err(e) = p.ledger.receive_done(offset) {
+                tracing::error!(partition, offset, error = %e, "ledger");
+            }
+        }
+        self.count_consumed();
+        self.commit(partition);
+    }
+
     fn count_consumed(&self) {
         if let Some(c) = &self.cfg.consumed {
             c.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -543,25 +554,11 @@ pub async fn run_shard(
                 }
                 if !shutdown.is_set() {
                     Stats::add(&sh.stats.failed, 1);
-                    let _ = sh
-                        .state
-                        .borrow_mut()
-                        .partitions
-                        .get_mut(&partition)
-                        .map(|p| p.ledger.receive_done(offset));
-                    sh.count_consumed();
-                    sh.commit(partition);
+                    sh.pass(partition, offset);
                 }
             }
             Ok(entry) if !entry.sites.iter().any(|s| *s == sh.cfg.site) => {
-                let _ = sh
-                    .state
-                    .borrow_mut()
-                    .partitions
-                    .get_mut(&partition)
-                    .map(|p| p.ledger.receive_done(offset));
-                sh.count_consumed();
-                sh.commit(partition);
+                sh.pass(partition, offset);
             }
             Ok(entry) => {
                 let start_now = {

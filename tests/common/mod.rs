@@ -77,6 +77,33 @@ pub fn block_on<T, F: std::future::Future<Output = T>>(f: F) -> T {
     backbeat::shard::block_on(f).expect("glommio executor")
 }
 
+/// PUTs bytes with their CRC32C; returns the version id on a versioned bucket.
+pub async fn put(
+    c: &Client,
+    b: &str,
+    key: &str,
+    body: &[u8],
+    meta: &ObjectMetadata,
+    tags: &[(String, String)],
+) -> Option<String> {
+    use backbeat::s3::body::ReqBody;
+    use backbeat::s3::ops::put_object::{PutObjectRequest, UploadChecksum};
+    c.put_object(
+        b,
+        key,
+        PutObjectRequest {
+            body: ReqBody::full(body.to_vec()),
+            length: body.len() as u64,
+            metadata: meta,
+            tags,
+            checksum: UploadChecksum::Header(backbeat::s3::checksum::crc32c(body)),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("PUT {key}: {e}"))
+    .version_id
+}
+
 pub async fn make_bucket(c: &Client, b: &str, versioned: bool) {
     c.create_bucket(b).await.unwrap();
     if versioned {
