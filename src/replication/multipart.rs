@@ -115,6 +115,36 @@ async fn source_layout(
         .collect())
 }
 
+/// Aborts uploads of this exact key left open at the destination by a mover that was killed
+/// mid-copy (a stopped mover aborts its own): a replayed copy starts by cleaning up. Only
+/// backbeat writes to a replication destination, and versions of one key are never copied
+/// at once, so an open upload of this key is an orphan. Best effort: errors are logged.
+async fn abort_stale_uploads(ctx: &Ctx, key: &str) {
+    match ctx
+        .dest
+        .list_multipart_uploads(&ctx.dest_bucket, Some(key))
+        .await
+    {
+        Ok(open) => {
+            for u in open.into_iter().filter(|u| u.key == key) {
+                match ctx
+                    .dest
+                    .abort_multipart_upload(&ctx.dest_bucket, key, &u.upload_id)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(key, upload_id = %u.upload_id, "aborted an upload left open by an earlier attempt")
+                    }
+                    Err(e) => {
+                        tracing::warn!(key, upload_id = %u.upload_id, error = %e, "could not abort a stale upload")
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::debug!(key, error = %e, "cannot list open uploads"),
+    }
+}
+
 /// Copies a version with a multipart upload. Returns the bytes copied.
 pub async fn copy(
     ctx: &Ctx,
@@ -152,6 +182,7 @@ pub async fn copy(
         return super::replicate_small_empty(ctx, v, meta, tags).await;
     }
     let with_crc = ctx.dest.endpoint().config.checksum == ChecksumTransport::Trailer;
+    abort_stale_uploads(ctx, &v.key).await;
     let upload_id = ctx
         .dest
         .create_multipart_upload(&ctx.dest_bucket, &v.key, meta, tags, with_crc)
