@@ -480,6 +480,10 @@ fn killed_mover_mid_multipart_and_a_second_member_lose_nothing() {
         log("m1").contains("partitions assigned") && log("m2").contains("partitions assigned")
     });
     stop(m1);
+    // m1 leaving revokes m2's partitions too (eager protocol): drained, then released.
+    wait_until(60, "a drained revocation in m2", || {
+        log("m2").contains("revoked partitions drained and released")
+    });
     for (key, body) in &bodies {
         wait_until(120, key, || real_versions(&dst, &da, key).len() == 1);
         assert!(&real_versions(&dst, &da, key)[0] == body, "{key}");

@@ -108,6 +108,11 @@ impl Ledger {
         Some(pos)
     }
 
+    /// The last position handed out by [`Ledger::commit_position`].
+    pub fn committed(&self) -> Option<i64> {
+        self.committed
+    }
+
     /// Entries received and not finished (in flight or waiting behind their key).
     pub fn unfinished(&self) -> usize {
         self.key_of.len()

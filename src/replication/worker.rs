@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, TopicPartitionList};
 
@@ -53,26 +53,57 @@ pub struct WorkerConfig {
     pub consumed: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
-/// Partitions revoked by a rebalance, noted by the consumer's callback (which runs on the
-/// shard's thread, inside a poll) and applied by the worker loop.
+/// Rebalance as a small state machine. An assignment is applied at once. A revocation is
+/// only noted: the worker loop stops taking entries, lets those in flight finish (up to the
+/// drain deadline), commits the revoked partitions synchronously, and then releases them with
+/// `unassign` (librdkafka waits for that call before the group moves on). While closing, a
+/// revocation is applied at once.
 #[derive(Default, Clone)]
-pub struct RebalanceNotes(Arc<Mutex<Vec<i32>>>);
+pub struct RebalanceNotes {
+    revoked: Arc<Mutex<Option<Vec<i32>>>>,
+    closing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RebalanceNotes {
+    fn take_revoked(&self) -> Option<Vec<i32>> {
+        self.revoked.lock().expect("rebalance notes").take()
+    }
+}
 
 impl ClientContext for RebalanceNotes {}
 
 impl ConsumerContext for RebalanceNotes {
-    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let mut v = self.0.lock().expect("rebalance notes");
-            v.extend(tpl.elements().iter().map(|e| e.partition()));
-            tracing::info!(partitions = ?v, "partitions revoked");
-        }
-    }
-
-    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            tracing::info!(partitions = ?parts, "partitions assigned");
+    fn rebalance(
+        &self,
+        base: &rdkafka::consumer::BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr as E;
+        let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                tracing::info!(partitions = ?parts, "partitions assigned");
+                if let Err(e) = base.assign(tpl) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+            }
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
+                if !self.closing.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                tracing::info!(partitions = ?parts, "partitions revoked: draining");
+                self.revoked
+                    .lock()
+                    .expect("rebalance notes")
+                    .get_or_insert_with(Vec::new)
+                    .extend(parts);
+            }
+            _ => {
+                if err != E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    tracing::warn!(?err, "rebalance error");
+                }
+                let _ = base.unassign();
+            }
         }
     }
 
@@ -89,6 +120,8 @@ impl ConsumerContext for RebalanceNotes {
 
 struct Partition {
     ledger: Ledger,
+    /// Entries of this partition being replicated now.
+    in_flight: usize,
     /// Entries waiting behind an earlier version of their key, by offset.
     parked: HashMap<i64, (ReplicationEntry, Instant)>,
     generation: u64,
@@ -141,6 +174,25 @@ impl Shared {
         ctx
     }
 
+    fn started(&self, partition: i32) {
+        let mut st = self.state.borrow_mut();
+        st.in_flight += 1;
+        if let Some(p) = st.partitions.get_mut(&partition) {
+            p.in_flight += 1;
+        }
+    }
+
+    /// An entry stopped running (finished or abandoned).
+    fn ended(&self, partition: i32, generation: u64) {
+        let mut st = self.state.borrow_mut();
+        st.in_flight -= 1;
+        if let Some(p) = st.partitions.get_mut(&partition) {
+            if p.generation == generation {
+                p.in_flight -= 1;
+            }
+        }
+    }
+
     /// A message that needs no work here (malformed and recorded, or for other sites).
     fn pass(&self, partition: i32, offset: i64) {
         if let Some(p) = self.state.borrow_mut().partitions.get_mut(&partition) {
@@ -159,11 +211,21 @@ impl Shared {
     }
 
     fn commit(&self, partition: i32) {
+        self.commit_mode(partition, CommitMode::Async);
+    }
+
+    /// Commits the partition's position if it moved; `Sync` also re-sends the last position
+    /// and waits for the broker (before releasing a partition).
+    fn commit_mode(&self, partition: i32, mode: CommitMode) {
         let pos = {
             let mut st = self.state.borrow_mut();
-            st.partitions
-                .get_mut(&partition)
-                .and_then(|p| p.ledger.commit_position())
+            st.partitions.get_mut(&partition).and_then(|p| {
+                let moved = p.ledger.commit_position();
+                match mode {
+                    CommitMode::Sync => moved.or(p.ledger.committed()),
+                    CommitMode::Async => moved,
+                }
+            })
         };
         if let Some(pos) = pos {
             let mut tpl = TopicPartitionList::new();
@@ -175,7 +237,7 @@ impl Shared {
                 )
                 .is_ok()
             {
-                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                if let Err(e) = self.consumer.commit(&tpl, mode) {
                     tracing::warn!(partition, error = %e, "commit failed");
                 }
             }
@@ -328,7 +390,7 @@ async fn process(
     if result.is_err() && sh.abort.is_set() {
         // Abandoned at the drain deadline: not an outcome. The offset stays uncommitted and
         // the next owner replays the entry.
-        sh.state.borrow_mut().in_flight -= 1;
+        sh.ended(partition, generation);
         return;
     }
     let (status, bytes, error, attempts) = match &result {
@@ -420,7 +482,7 @@ async fn process(
         }
         if !sh.abort.sleep(Duration::from_secs(1)).await {
             // Not recorded: leave the offset uncommitted, the entry will be replayed.
-            sh.state.borrow_mut().in_flight -= 1;
+            sh.ended(partition, generation);
             return;
         }
     }
@@ -429,9 +491,9 @@ async fn process(
 
 fn finish(sh: Rc<Shared>, partition: i32, offset: i64, generation: u64) {
     sh.count_consumed();
+    sh.ended(partition, generation);
     let next = {
         let mut st = sh.state.borrow_mut();
-        st.in_flight -= 1;
         match st.partitions.get_mut(&partition) {
             // A revoked partition's late completion: its new owner replays the entry.
             Some(p) if p.generation == generation => match p.ledger.finish(offset) {
@@ -446,7 +508,7 @@ fn finish(sh: Rc<Shared>, partition: i32, offset: i64, generation: u64) {
         }
     };
     if let Some((n, (entry, received))) = next {
-        sh.state.borrow_mut().in_flight += 1;
+        sh.started(partition);
         glommio::spawn_local(process(
             sh.clone(),
             partition,
@@ -458,6 +520,37 @@ fn finish(sh: Rc<Shared>, partition: i32, offset: i64, generation: u64) {
         .detach();
     }
     sh.commit(partition);
+}
+
+/// A rebalance took partitions away: stop taking entries, let those of the revoked partitions
+/// finish until the drain deadline, commit them synchronously, then release the partitions.
+/// Entries still running past the deadline are forgotten: the new owner replays them.
+async fn drain_revoked(sh: &Rc<Shared>, revoked: &[i32]) {
+    let deadline = Instant::now() + sh.cfg.drain_deadline;
+    let busy = |sh: &Shared| {
+        let st = sh.state.borrow();
+        revoked
+            .iter()
+            .map(|p| st.partitions.get(p).map(|p| p.in_flight).unwrap_or(0))
+            .sum::<usize>()
+    };
+    while busy(sh) > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if busy(sh) > 0 {
+        tracing::warn!(
+            in_flight = busy(sh),
+            "drain deadline passed on a rebalance: the new owner replays what is left"
+        );
+    }
+    for p in revoked {
+        sh.commit_mode(*p, CommitMode::Sync);
+        sh.state.borrow_mut().partitions.remove(p);
+    }
+    if let Err(e) = sh.consumer.unassign() {
+        tracing::warn!(error = %e, "unassign failed");
+    }
+    tracing::info!(partitions = ?revoked, "revoked partitions drained and released");
 }
 
 /// Runs one shard's worker until shutdown.
@@ -495,11 +588,8 @@ pub async fn run_shard(
     });
     let concurrency = sh.cfg.concurrency.max(1);
     while !shutdown.is_set() {
-        // Revoked partitions: forget them (their unfinished entries are replayed by the new owner).
-        let revoked: Vec<i32> = std::mem::take(&mut *notes.0.lock().expect("rebalance notes"));
-        for p in revoked {
-            sh.commit(p);
-            sh.state.borrow_mut().partitions.remove(&p);
+        if let Some(revoked) = notes.take_revoked() {
+            drain_revoked(&sh, &revoked).await;
         }
         if sh.state.borrow().in_flight >= concurrency {
             glommio::timer::sleep(Duration::from_millis(2)).await;
@@ -536,6 +626,7 @@ pub async fn run_shard(
                 .entry(partition)
                 .or_insert_with(|| Partition {
                     ledger: Ledger::new(),
+                    in_flight: 0,
                     parked: HashMap::new(),
                     generation: g,
                 })
@@ -577,7 +668,7 @@ pub async fn run_shard(
                     }
                 };
                 if let Some(entry) = start_now {
-                    sh.state.borrow_mut().in_flight += 1;
+                    sh.started(partition);
                     glommio::spawn_local(process(
                         sh.clone(),
                         partition,
@@ -614,6 +705,9 @@ pub async fn run_shard(
     }
     let _ = sh.consumer.commit_consumer_state(CommitMode::Sync);
     stats.merge_latency(&sh.latency.borrow());
+    notes
+        .closing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     sh.consumer.unsubscribe();
     Ok(())
 }
