@@ -142,7 +142,7 @@ impl Engine {
                 },
             );
         }
-        // Check every bucket pair once: a missing bucket or rejected credentials is said now.
+        // Check every bucket once: a missing bucket or rejected credentials is said now.
         let checks: Vec<(String, Arc<Endpoint>, String)> = cfg
             .source
             .buckets
@@ -167,8 +167,13 @@ impl Engine {
                     Err(e) if e.code() == "NotImplemented" => {
                         out.push((who, Versioning::Unversioned))
                     }
-                    Err(e) => {
+                    // The source must be usable; a site that is not is said now, and its
+                    // entries fail (and are listed) until it is fixed.
+                    Err(e) if who == "source" => {
                         return Err(format!("{who}: bucket {bucket:?} at {}: {e}", ep.label()))
+                    }
+                    Err(e) => {
+                        tracing::warn!("{who}: bucket {bucket:?} at {} is not usable: {e}; its entries will fail until this is fixed", ep.label());
                     }
                 }
             }

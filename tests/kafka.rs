@@ -718,3 +718,77 @@ fn broker_outage_in_the_middle_of_a_run_loses_nothing() {
     let _ = nisshi.kill();
     let _ = nisshi.wait();
 }
+
+#[test]
+fn rules_from_the_bucket_and_a_failing_site_records_failures() {
+    let s = servers();
+    let (sb, da) = (bucket("gbr-src"), bucket("gbr-a"));
+    let missing = bucket("gbr-missing");
+    let src = Client::new(endpoint(&s.source), None);
+    let dst = Client::new(endpoint(&s.dest), None);
+    let mut events = Vec::new();
+    block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        // The rules come from GetBucketReplication this time (no rules_file).
+        let xml = rules(&[rule("both", 1, "<Prefix></Prefix>", true, "site-a,site-b")]);
+        src.put_bucket_replication(&sb, &xml).await.unwrap();
+        for k in ["x", "y"] {
+            let vid = put(&src, &sb, k, &data(700, 7), &[]).await;
+            events.push((
+                format!("{sb}/{k}"),
+                event("ObjectCreated:Put", &sb, k, &vid, 700),
+            ));
+        }
+    });
+    // site-b's bucket does not exist: its entries fail (permanently) and are recorded.
+    let st = setup(
+        &sb,
+        &[("site-a", &s.dest, &da), ("site-b", &s.dest, &missing)],
+        "<unused/>",
+        "",
+    );
+    let text = std::fs::read_to_string(&st.config)
+        .unwrap()
+        .replace("rules_file = \"rules.xml\"\n", "");
+    std::fs::write(&st.config, text).unwrap();
+    let topics = kafka::Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    produce(&topics.events, &events);
+    for k in ["x", "y"] {
+        wait_until(90, k, || real_versions(&dst, &da, k).len() == 1);
+    }
+    let failed = read_topic(&topics.failed, 2);
+    let status = read_topic(&topics.status, 4);
+    stop(run);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    for (key, v) in &failed {
+        assert!(
+            key.ends_with("/site-b"),
+            "keyed bucket/key/versionId/site: {key}"
+        );
+        assert!(
+            v.contains("NoSuchBucket") && v.contains("\"kind\":\"failed\""),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        status
+            .iter()
+            .filter(
+                |(_, v)| v.contains("\"status\":\"FAILED\"") && v.contains("\"site\":\"site-b\"")
+            )
+            .count(),
+        2,
+        "{status:?}"
+    );
+    assert_eq!(
+        status
+            .iter()
+            .filter(|(_, v)| v.contains("\"status\":\"COMPLETED\"")
+                && v.contains("\"site\":\"site-a\""))
+            .count(),
+        2,
+        "{status:?}"
+    );
+}
