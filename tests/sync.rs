@@ -73,10 +73,7 @@ fn versioned_bucket_replicates_version_by_version_and_second_run_copies_nothing(
     let s = servers();
     let (sb, db) = (bucket("sync-src"), bucket("sync-dst"));
     block_on(async {
-        let src = Client::new(endpoint(&s.source), None);
-        let dst = Client::new(endpoint(&s.dest), None);
-        make_bucket(&src, &sb, true).await;
-        make_bucket(&dst, &db, true).await;
+        let (src, _dst) = versioned_pair(&s, &sb, &db).await;
         let meta = ObjectMetadata {
             content_type: Some("text/plain; charset=utf-8".into()),
             cache_control: Some("no-cache".into()),
@@ -101,7 +98,7 @@ fn versioned_bucket_replicates_version_by_version_and_second_run_copies_nothing(
             )
             .await;
         }
-        put(&src, &sb, "empty", b"", &ObjectMetadata::default(), &[]).await;
+        put_data(&src, &sb, "empty", b"").await;
         for key in [
             "a b+c%d?e#f",
             "dir//double/slash",
@@ -124,27 +121,11 @@ fn versioned_bucket_replicates_version_by_version_and_second_run_copies_nothing(
         put_multipart(&src, &sb, "big/multipart", 20).await;
         // versions and delete markers interleaved, a second apart (moto's timestamps have
         // one-second resolution)
-        put(
-            &src,
-            &sb,
-            "churn",
-            b"first version",
-            &ObjectMetadata::default(),
-            &[],
-        )
-        .await;
+        put_data(&src, &sb, "churn", b"first version").await;
         glommio::timer::sleep(Duration::from_millis(1100)).await;
         src.delete_object(&sb, "churn", None).await.unwrap();
         glommio::timer::sleep(Duration::from_millis(1100)).await;
-        put(
-            &src,
-            &sb,
-            "churn",
-            b"back again",
-            &ObjectMetadata::default(),
-            &[],
-        )
-        .await;
+        put_data(&src, &sb, "churn", b"back again").await;
         glommio::timer::sleep(Duration::from_millis(1100)).await;
         src.delete_object(&sb, "churn", None).await.unwrap();
     });
@@ -210,38 +191,11 @@ fn flipped_byte_is_caught_and_the_corrupt_version_removed() {
     let (sb, db) = (bucket("flip-src"), bucket("flip-dst"));
     let proxy = Proxy::start(&s.dest, false);
     block_on(async {
-        let src = Client::new(endpoint(&s.source), None);
-        let dst = Client::new(endpoint(&s.dest), None);
-        make_bucket(&src, &sb, true).await;
-        make_bucket(&dst, &db, true).await;
-        put(
-            &src,
-            &sb,
-            "once",
-            &data(4000, 1),
-            &ObjectMetadata::default(),
-            &[],
-        )
-        .await;
-        put(
-            &src,
-            &sb,
-            "always",
-            &data(4000, 2),
-            &ObjectMetadata::default(),
-            &[],
-        )
-        .await;
+        let (src, _dst) = versioned_pair(&s, &sb, &db).await;
+        put_data(&src, &sb, "once", &data(4000, 1)).await;
+        put_data(&src, &sb, "always", &data(4000, 2)).await;
         // a large object: the flipped byte lands in a part
-        put(
-            &src,
-            &sb,
-            "large",
-            &data(6 * MIB, 3),
-            &ObjectMetadata::default(),
-            &[],
-        )
-        .await;
+        put_data(&src, &sb, "large", &data(6 * MIB, 3)).await;
     });
     proxy.faults.add("PUT", Some("/once"), Kind::FlipByte, 1);
     proxy
@@ -303,10 +257,7 @@ fn retries_slowdown_and_resets_fails_permanent_errors_at_once() {
     let src_proxy = Proxy::start(&s.source, false);
     let dst_proxy = Proxy::start(&s.dest, false);
     block_on(async {
-        let src = Client::new(endpoint(&s.source), None);
-        let dst = Client::new(endpoint(&s.dest), None);
-        make_bucket(&src, &sb, true).await;
-        make_bucket(&dst, &db, true).await;
+        let (src, _dst) = versioned_pair(&s, &sb, &db).await;
         for k in ["a", "b", "c", "denied"] {
             put(
                 &src,
@@ -364,19 +315,8 @@ fn tls_destination_behind_a_self_signed_ca() {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, proxy.ca_pem.as_ref().unwrap()).unwrap();
     block_on(async {
-        let src = Client::new(endpoint(&s.source), None);
-        let dst = Client::new(endpoint(&s.dest), None);
-        make_bucket(&src, &sb, true).await;
-        make_bucket(&dst, &db, true).await;
-        put(
-            &src,
-            &sb,
-            "secret",
-            &data(100_000, 9),
-            &ObjectMetadata::default(),
-            &[],
-        )
-        .await;
+        let (src, _dst) = versioned_pair(&s, &sb, &db).await;
+        put_data(&src, &sb, "secret", &data(100_000, 9)).await;
     });
     // Without the CA the certificate is rejected: verification is on by default.
     let (code, out, err) = backbeat(&[
@@ -538,24 +478,8 @@ fn unversioned_destination_with_profile_credentials_and_rejected_keys() {
             &[],
         )
         .await;
-        put(
-            &src,
-            &sb,
-            "dir/k2",
-            &data(7 * MIB, 3),
-            &ObjectMetadata::default(),
-            &[],
-        )
-        .await;
-        put(
-            &src,
-            &sb,
-            "gone",
-            b"deleted later",
-            &ObjectMetadata::default(),
-            &[],
-        )
-        .await;
+        put_data(&src, &sb, "dir/k2", &data(7 * MIB, 3)).await;
+        put_data(&src, &sb, "gone", b"deleted later").await;
         glommio::timer::sleep(Duration::from_millis(1100)).await;
         src.delete_object(&sb, "gone", None).await.unwrap();
         let fs = Client::new(
@@ -658,19 +582,8 @@ fn failed_multipart_copy_leaves_no_upload_behind() {
     let (sb, db) = (bucket("orphan-src"), bucket("orphan-dst"));
     let proxy = Proxy::start(&s.dest, false);
     block_on(async {
-        let src = Client::new(endpoint(&s.source), None);
-        let dst = Client::new(endpoint(&s.dest), None);
-        make_bucket(&src, &sb, true).await;
-        make_bucket(&dst, &db, true).await;
-        put(
-            &src,
-            &sb,
-            "big",
-            &data(12 * MIB, 4),
-            &ObjectMetadata::default(),
-            &[],
-        )
-        .await;
+        let (src, _dst) = versioned_pair(&s, &sb, &db).await;
+        put_data(&src, &sb, "big", &data(12 * MIB, 4)).await;
     });
     // Part 2 is refused: permanent, the copy fails at once and must abort its upload.
     proxy

@@ -104,6 +104,20 @@ pub async fn put(
     .version_id
 }
 
+/// PUTs bytes without metadata or tags.
+pub async fn put_data(c: &Client, b: &str, key: &str, body: &[u8]) -> Option<String> {
+    put(c, b, key, body, &ObjectMetadata::default(), &[]).await
+}
+
+/// Clients of both servers, with a fresh versioned bucket on each.
+pub async fn versioned_pair(s: &Servers, sb: &str, db: &str) -> (Client, Client) {
+    let src = Client::new(endpoint(&s.source), None);
+    let dst = Client::new(endpoint(&s.dest), None);
+    make_bucket(&src, sb, true).await;
+    make_bucket(&dst, db, true).await;
+    (src, dst)
+}
+
 pub async fn make_bucket(c: &Client, b: &str, versioned: bool) {
     c.create_bucket(b).await.unwrap();
     if versioned {
