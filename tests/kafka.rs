@@ -393,6 +393,39 @@ fn malformed_messages_land_in_the_failed_topic_and_the_run_goes_on() {
     wait_until(90, "the valid object", || {
         real_versions(&dst, &da, "after").len() == 1
     });
+    // A delete marker whose event arrives twice (a replay) is applied once.
+    std::thread::sleep(Duration::from_millis(1100));
+    let dm = block_on(async {
+        src.delete_object(&sb, "after", None)
+            .await
+            .unwrap()
+            .version_id
+            .unwrap()
+    });
+    let dm_event = (
+        format!("{sb}/after"),
+        event("ObjectRemoved:DeleteMarkerCreated", &sb, "after", &dm, 0),
+    );
+    produce(&topics.events, &[dm_event.clone(), dm_event]);
+    let status = read_topic(&topics.status, 3);
+    assert_eq!(
+        status
+            .iter()
+            .filter(|(_, v)| v.contains("\"status\":\"COMPLETED\""))
+            .count(),
+        3,
+        "{status:?}"
+    );
+    let markers = block_on(async {
+        all_versions(&dst, &da).await["after"]
+            .iter()
+            .filter(|v| v.delete_marker)
+            .count()
+    });
+    assert_eq!(
+        markers, 1,
+        "the replayed delete marker was not applied twice"
+    );
     let failed = read_topic(&topics.failed, 2);
     stop(run);
     assert_eq!(failed.len(), 2, "{failed:?}");

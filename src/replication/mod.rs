@@ -291,31 +291,9 @@ pub async fn applied_prefix(
         }
         Err(HeadObjectError::DeleteMarker { .. }) => {
             // Find the destination's newest real version under its delete markers.
-            let mut entries = Vec::new();
-            let mut key_marker: Option<String> = None;
-            let mut vid_marker: Option<String> = None;
-            loop {
-                let page = ctx
-                    .dest
-                    .list_object_versions(
-                        &ctx.dest_bucket,
-                        ListObjectVersionsRequest {
-                            prefix: Some(key),
-                            key_marker: key_marker.as_deref(),
-                            version_id_marker: vid_marker.as_deref(),
-                            max_keys: Some(1000),
-                        },
-                    )
-                    .await
-                    .map_err(|e| ReplicationError::op(Stage::CheckDestination, &e))?;
-                let past = page.versions.iter().any(|lv| lv.key.as_str() > key);
-                entries.extend(page.versions.into_iter().filter(|lv| lv.key == key));
-                if !page.is_truncated || past {
-                    break;
-                }
-                key_marker = page.next_key_marker;
-                vid_marker = page.next_version_id_marker;
-            }
+            let mut entries = list_key(&ctx.dest, &ctx.dest_bucket, key)
+                .await
+                .map_err(|e| ReplicationError::op(Stage::CheckDestination, &e))?;
             sort_newest_first(&mut entries);
             let markers_then_real = entries.iter().position(|lv| !lv.delete_marker);
             let mut markers = markers_then_real.unwrap_or(entries.len());
@@ -349,6 +327,64 @@ pub async fn applied_prefix(
         }
         Err(e) => Err(ReplicationError::op(Stage::CheckDestination, &e)),
     }
+}
+
+/// Every listed entry of exactly `key` (versions and delete markers), in listing order.
+pub async fn list_key(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<
+    Vec<crate::s3::ops::list_object_versions::ListedVersion>,
+    crate::s3::ops::list_object_versions::ListObjectVersionsError,
+> {
+    let mut entries = Vec::new();
+    let mut key_marker: Option<String> = None;
+    let mut vid_marker: Option<String> = None;
+    loop {
+        let page = client
+            .list_object_versions(
+                bucket,
+                ListObjectVersionsRequest {
+                    prefix: Some(key),
+                    key_marker: key_marker.as_deref(),
+                    version_id_marker: vid_marker.as_deref(),
+                    max_keys: Some(1000),
+                },
+            )
+            .await?;
+        let past = page.versions.iter().any(|lv| lv.key.as_str() > key);
+        entries.extend(page.versions.into_iter().filter(|lv| lv.key == key));
+        if !page.is_truncated || past {
+            return Ok(entries);
+        }
+        key_marker = page.next_key_marker;
+        vid_marker = page.next_version_id_marker;
+    }
+}
+
+/// Whether the destination already reflects source version `v` (or a later one), judged
+/// from the key's whole history: used for delete markers, which carry no metadata.
+pub async fn version_applied(ctx: &Ctx, v: &Version) -> Result<bool, ReplicationError> {
+    let mut entries = list_key(&ctx.source, &ctx.source_bucket, &v.key)
+        .await
+        .map_err(|e| ReplicationError::op(Stage::HeadSource, &e))?;
+    sort_newest_first(&mut entries);
+    entries.reverse();
+    let versions: Vec<Version> = entries
+        .into_iter()
+        .map(|l| Version {
+            key: l.key,
+            version_id: l.version_id,
+            delete_marker: l.delete_marker,
+            size: l.size,
+            etag: l.etag,
+        })
+        .collect();
+    let Some(i) = versions.iter().position(|x| x.version_id == v.version_id) else {
+        return Ok(false);
+    };
+    Ok(i < applied_prefix(ctx, &v.key, &versions).await?)
 }
 
 /// Replicates one version, once (no retry).

@@ -19,7 +19,10 @@ use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, TopicPartitionList};
 
-use super::{already_at_destination, replicate, Ctx, Options, Outcome, ReplicationError, Version};
+use super::{
+    already_at_destination, replicate, version_applied, Ctx, Options, Outcome, ReplicationError,
+    Version,
+};
 use crate::metrics::{latency_histogram, Failure, Stats};
 use crate::queue::codec::{
     Durations, EntryType, ReplicationEntry, Status, StatusError, StatusEvent, VERSION,
@@ -377,14 +380,16 @@ async fn process(
         etag: entry.etag.clone(),
     };
     let start = Instant::now();
-    let result: Result<Outcome, (ReplicationError, u32)> = if !v.delete_marker {
-        match already_at_destination(&ctx, &v).await {
-            Ok(true) => Ok(Outcome::Skipped),
-            Ok(false) => replicate(&ctx, &v).await,
-            Err(e) => Err((e, 1)),
-        }
+    // Idempotence: one HEAD for a version; the key's history for a delete marker.
+    let done = if v.delete_marker {
+        version_applied(&ctx, &v).await
     } else {
-        replicate(&ctx, &v).await
+        already_at_destination(&ctx, &v).await
+    };
+    let result: Result<Outcome, (ReplicationError, u32)> = match done {
+        Ok(true) => Ok(Outcome::Skipped),
+        Ok(false) => replicate(&ctx, &v).await,
+        Err(e) => Err((e, 1)),
     };
     let transfer = start.elapsed();
     if result.is_err() && sh.abort.is_set() {
