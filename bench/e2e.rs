@@ -102,7 +102,7 @@ pub fn run(
     std::fs::write(
         &config,
         format!(
-            "[kafka]\nbrokers = [\"{brokers}\"]\ntopic_prefix = \"{prefix}\"\npartitions = 8\nsession_timeout_ms = 6000\n[source]\nendpoint = \"{url}\"\nbuckets = [\"bench-src\"]\nrules_file = \"rules.xml\"\n[sites.bench]\nendpoint = \"{url}\"\nbuckets = {{ bench-src = \"bench-dst\" }}\n[replication]\nshards = {shards}\nconcurrency = {concurrency}\n"
+            "[kafka]\nbrokers = [\"{brokers}\"]\ntopic_prefix = \"{prefix}\"\npartitions = 8\nsession_timeout_ms = 6000\n[source]\nendpoint = \"{url}\"\nbuckets = [\"bench-src\"]\nrules_file = \"rules.xml\"\n[sites.bench]\nendpoint = \"{url}\"\nbuckets = {{ bench-src = \"bench-dst\" }}\n[replication]\nshards = {shards}\nconcurrency = {concurrency}\n[api]\nlisten = \"127.0.0.1:0\"\n"
         ),
     )?;
     let log = dir.join("backbeat.log");

@@ -52,6 +52,8 @@ pub struct Engine {
     pub sites: BTreeMap<String, Site>,
     /// With the embedded broker: bounds entries produced and not yet consumed.
     pub backpressure: Option<Arc<Backpressure>>,
+    /// Counters per site (what `run` and the API report).
+    pub site_stats: BTreeMap<String, Arc<Stats>>,
 }
 
 /// The embedded in-process broker, used when the configuration names none. It lives as long
@@ -187,6 +189,8 @@ impl Engine {
                 }
             }
         }
+        let site_stats: BTreeMap<String, Arc<Stats>> =
+            sites.keys().map(|n| (n.clone(), Stats::new())).collect();
         let backpressure = embedded
             .as_ref()
             .map(|_| Backpressure::new(sites.len(), EMBEDDED_OUTSTANDING));
@@ -198,6 +202,7 @@ impl Engine {
                 source,
                 sites,
                 backpressure,
+                site_stats,
             },
             embedded,
         ))
@@ -315,6 +320,43 @@ impl Engine {
         Ok(())
     }
 
+    /// Starts the operations API (health, readiness, Prometheus metrics).
+    fn start_api(&self, shutdown: Shutdown) -> Result<Arc<crate::api::ApiState>, EngineError> {
+        let token = match &self.cfg.api.token_file {
+            Some(p) => {
+                Some(crate::api::read_token(p).map_err(|e| EngineError::Setup(e.to_string()))?)
+            }
+            None => None,
+        };
+        let mut endpoints: Vec<(String, Arc<Endpoint>, String)> = self
+            .cfg
+            .source
+            .buckets
+            .iter()
+            .map(|b| ("source".to_string(), self.source.clone(), b.clone()))
+            .collect();
+        for (name, s) in &self.sites {
+            for b in &self.cfg.source.buckets {
+                endpoints.push((
+                    name.clone(),
+                    s.endpoint.clone(),
+                    s.buckets.get(b).cloned().unwrap_or_else(|| b.clone()),
+                ));
+            }
+        }
+        let state = Arc::new(crate::api::ApiState {
+            sites: self.site_stats.clone(),
+            brokers: self.brokers.clone(),
+            endpoints,
+            token,
+            ready: std::sync::atomic::AtomicBool::new(false),
+        });
+        crate::api::serve(self.cfg.api.listen, state.clone(), shutdown)
+            .map_err(|e| EngineError::Setup(e.to_string()))?;
+        tracing::info!(listen = %self.cfg.api.listen, "operations API listening");
+        Ok(state)
+    }
+
     /// Scans every source bucket now and then and enqueues what a site is missing (sources
     /// without event notifications).
     fn rescan_loop(&self, shutdown: Shutdown) -> Result<(), EngineError> {
@@ -342,6 +384,7 @@ impl Engine {
 
     /// Every role in this process: the populator and each site's shards.
     pub fn run(self: &Arc<Self>, stats: Arc<Stats>, shutdown: Shutdown) -> Result<(), EngineError> {
+        let api = self.start_api(shutdown.clone())?;
         let mut handles = Vec::new();
         {
             let (me, stats, shutdown) = (self.clone(), stats.clone(), shutdown.clone());
@@ -363,7 +406,8 @@ impl Engine {
         }
         let shards = self.shards();
         for site in self.sites.keys().cloned().collect::<Vec<_>>() {
-            let (me, stats, shutdown) = (self.clone(), stats.clone(), shutdown.clone());
+            let (me, shutdown) = (self.clone(), shutdown.clone());
+            let stats = self.site_stats[&site].clone();
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("site-{site}"))
@@ -371,6 +415,7 @@ impl Engine {
                     .map_err(|e| EngineError::Setup(e.to_string()))?,
             );
         }
+        api.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut first_err = None;
         for h in handles {
             match h.join() {

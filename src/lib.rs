@@ -1,5 +1,6 @@
 //! backbeat: asynchronous S3 replication, a thread-per-core io_uring data mover.
 
+pub mod api;
 pub mod config;
 pub mod engine;
 pub mod metrics;

@@ -330,30 +330,34 @@ fn run_all(a: RunArgs) -> anyhow::Result<ExitCode> {
     let stats = backbeat::metrics::Stats::new();
     let shutdown = Shutdown::with_signals();
     eprintln!(
-        "backbeat: replicating {:?} from {} to {} (Ctrl-C stops)",
+        "backbeat: replicating {:?} from {} to {}; operations API on http://{} (Ctrl-C stops)",
         engine.cfg.source.buckets,
         engine.source.label(),
-        engine.sites.keys().cloned().collect::<Vec<_>>().join(", ")
+        engine.sites.keys().cloned().collect::<Vec<_>>().join(", "),
+        engine.cfg.api.listen
     );
     {
-        let (stats, shutdown) = (stats.clone(), shutdown.clone());
+        let (sites, shutdown) = (engine.site_stats.clone(), shutdown.clone());
         std::thread::spawn(move || {
             use backbeat::metrics::Stats as S;
-            let mut last = (u64::MAX, u64::MAX);
+            let mut last = String::new();
             while !shutdown.is_set() {
                 std::thread::sleep(Duration::from_secs(1));
-                let now = (
-                    S::get(&stats.versions_copied) + S::get(&stats.delete_markers),
-                    S::get(&stats.failed),
-                );
-                if now != last {
-                    eprintln!(
-                        "replicated {} versions ({} bytes), {} failed",
-                        now.0,
-                        S::get(&stats.bytes_copied),
-                        now.1
-                    );
-                    last = now;
+                let line = sites
+                    .iter()
+                    .map(|(name, s)| {
+                        format!(
+                            "{name}: replicated {} versions ({} bytes), {} failed",
+                            S::get(&s.versions_copied) + S::get(&s.delete_markers),
+                            S::get(&s.bytes_copied),
+                            S::get(&s.failed)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if line != last {
+                    eprintln!("{line}");
+                    last = line;
                 }
             }
         });

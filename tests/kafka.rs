@@ -56,6 +56,9 @@ fn setup(src_bucket: &str, sites: &[(&str, &str, &str)], rules: &str, extra: &st
         toml.push_str(&format!("[sites.{name}]\nendpoint = \"{endpoint}\"\nbuckets = {{ {src_bucket} = \"{dst_bucket}\" }}\nverify_after_write = true\n\n"));
     }
     toml.push_str("[replication]\nshards = 2\nconcurrency = 8\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\nattempts = 3\n");
+    if !extra.contains("[api]") {
+        toml.push_str("\n[api]\nlisten = \"127.0.0.1:0\"\n");
+    }
     toml.push_str(extra);
     let config = dir.path().join("backbeat.toml");
     std::fs::write(&config, toml).unwrap();
@@ -824,4 +827,136 @@ fn rules_from_the_bucket_and_a_failing_site_records_failures() {
         2,
         "{status:?}"
     );
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn api_health_and_prometheus_metrics_and_token() {
+    let s = servers();
+    let (sb, da) = (bucket("api-src"), bucket("api-a"));
+    let src = Client::new(endpoint(&s.source), None);
+    let dst = Client::new(endpoint(&s.dest), None);
+    let mut events = Vec::new();
+    block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        for k in ["m1", "m2", "m3"] {
+            let vid = put(&src, &sb, k, &data(900, 9), &[]).await;
+            events.push((
+                format!("{sb}/{k}"),
+                event("ObjectCreated:Put", &sb, k, &vid, 900),
+            ));
+        }
+    });
+    let port = free_port();
+    let st = setup(
+        &sb,
+        &[("site-a", &s.dest, &da)],
+        &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
+        &format!("\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let topics = kafka::Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    wait_until(60, "the API", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert_eq!(http_get(port, "/_/live", None).0, 200);
+    wait_until(60, "ready", || http_get(port, "/_/ready", None).0 == 200);
+    let (code, body) = http_get(port, "/_/healthcheck", None);
+    assert_eq!(code, 200, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["kafka"]["ok"], true, "{h}");
+    assert_eq!(h["endpoints"]["site-a"]["ok"], true, "{h}");
+    assert_eq!(http_get(port, "/nope", None).0, 404);
+    produce(&topics.events, &events);
+    for k in ["m1", "m2", "m3"] {
+        wait_until(90, k, || real_versions(&dst, &da, k).len() == 1);
+    }
+    wait_until(30, "metrics", || {
+        http_get(port, "/metrics", None)
+            .1
+            .contains("backbeat_versions_copied_total{site=\"site-a\"} 3")
+    });
+    let (code, text) = http_get(port, "/metrics", None);
+    assert_eq!(code, 200);
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    let copied = scrape
+        .samples
+        .iter()
+        .find(|m| {
+            m.metric == "backbeat_versions_copied_total" && m.labels.get("site") == Some("site-a")
+        })
+        .expect("copied counter");
+    assert!(
+        matches!(copied.value, prometheus_parse::Value::Counter(v) if v == 3.0),
+        "{:?}",
+        copied.value
+    );
+    let hist = scrape
+        .samples
+        .iter()
+        .find(|m| m.metric == "backbeat_replication_latency_seconds")
+        .expect("latency histogram");
+    match &hist.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert_eq!(buckets.last().unwrap().count, 3.0)
+        }
+        other => panic!("latency is not a histogram: {other:?}"),
+    }
+    stop(run);
+
+    // On a non-loopback address a token is required, and requests without it are refused.
+    let port2 = free_port();
+    let token_file = st.config.with_file_name("token");
+    std::fs::write(&token_file, "s3cr3t-token\n").unwrap();
+    let mut text = std::fs::read_to_string(&st.config).unwrap();
+    text = text.replace(
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &format!("listen = \"0.0.0.0:{port2}\"\ntoken_file = \"token\""),
+    );
+    std::fs::write(&st.config, &text).unwrap();
+    let run = spawn(&["run"], &st.config);
+    wait_until(60, "the API", || {
+        std::net::TcpStream::connect(("127.0.0.1", port2)).is_ok()
+    });
+    let (code, body) = http_get(port2, "/_/live", None);
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.contains("s3cr3t"), "{body}");
+    assert_eq!(http_get(port2, "/_/live", Some("wrong")).0, 401);
+    assert_eq!(http_get(port2, "/_/live", Some("s3cr3t-token")).0, 200);
+    stop(run);
 }

@@ -5,6 +5,7 @@
 //! May call: nothing else in the crate.
 
 pub mod names;
+pub mod prometheus;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,8 @@ pub struct Stats {
     pub checksum_mismatches: AtomicU64,
     pub failures: Mutex<Vec<Failure>>,
     latency: Mutex<Option<Histogram<u64>>>,
+    /// Live per-shard histograms, merged when read.
+    shard_latency: Mutex<Vec<Arc<Mutex<Histogram<u64>>>>>,
 }
 
 impl Stats {
@@ -73,10 +76,31 @@ impl Stats {
         }
     }
 
+    /// A histogram a shard records into as it goes; scrapes merge it.
+    pub fn register_latency(&self) -> Arc<Mutex<Histogram<u64>>> {
+        let h = Arc::new(Mutex::new(latency_histogram()));
+        self.shard_latency
+            .lock()
+            .expect("latency registry")
+            .push(h.clone());
+        h
+    }
+
+    /// Every latency recorded so far, merged.
+    pub fn latency_snapshot(&self) -> Histogram<u64> {
+        let mut all = latency_histogram();
+        if let Some(h) = self.latency.lock().expect("latency lock").as_ref() {
+            let _ = all.add(h);
+        }
+        for h in self.shard_latency.lock().expect("latency registry").iter() {
+            let _ = all.add(&*h.lock().expect("shard latency"));
+        }
+        all
+    }
+
     /// (p50, p99, p99.9, max) of per-version replication latency.
     pub fn latency_percentiles(&self) -> Option<[Duration; 4]> {
-        let l = self.latency.lock().expect("latency lock");
-        let h = l.as_ref()?;
+        let h = self.latency_snapshot();
         if h.is_empty() {
             return None;
         }

@@ -648,15 +648,15 @@ pub async fn replicate_key(
             Ok(Outcome::Copied { bytes }) => {
                 Stats::add(&ctx.stats.versions_copied, 1);
                 Stats::add(&ctx.stats.bytes_copied, bytes);
-                let _ = latency
+                latency
                     .borrow_mut()
-                    .record(t.elapsed().as_micros().max(1) as u64);
+                    .saturating_record(t.elapsed().as_micros().max(1) as u64);
             }
             Ok(Outcome::DeleteMarker) => {
                 Stats::add(&ctx.stats.delete_markers, 1);
-                let _ = latency
+                latency
                     .borrow_mut()
-                    .record(t.elapsed().as_micros().max(1) as u64);
+                    .saturating_record(t.elapsed().as_micros().max(1) as u64);
             }
             Ok(Outcome::Skipped) => Stats::add(&ctx.stats.skipped, 1),
             Err((e, attempts)) => {

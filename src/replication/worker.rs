@@ -23,7 +23,7 @@ use super::{
     already_at_destination, replicate, version_applied, Ctx, Options, Outcome, ReplicationError,
     Version,
 };
-use crate::metrics::{latency_histogram, Failure, Stats};
+use crate::metrics::{Failure, Stats};
 use crate::queue::codec::{
     Durations, EntryType, ReplicationEntry, Status, StatusError, StatusEvent, VERSION,
 };
@@ -147,7 +147,7 @@ struct Shared {
     ctxs: RefCell<HashMap<String, Rc<Ctx>>>,
     source: Client,
     dest: Client,
-    latency: RefCell<hdrhistogram::Histogram<u64>>,
+    latency: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
 }
 
 impl Shared {
@@ -435,10 +435,10 @@ async fn process(
     };
     if result.is_ok() {
         let lat = event_time_latency(&entry).unwrap_or(received.elapsed());
-        let _ = sh
-            .latency
-            .borrow_mut()
-            .record(lat.as_micros().max(1) as u64);
+        sh.latency
+            .lock()
+            .expect("latency")
+            .saturating_record(lat.as_micros().max(1) as u64);
     }
     let event = StatusEvent {
         v: VERSION,
@@ -589,7 +589,7 @@ pub async fn run_shard(
             in_flight: 0,
         }),
         ctxs: RefCell::default(),
-        latency: RefCell::new(latency_histogram()),
+        latency: stats.register_latency(),
     });
     let concurrency = sh.cfg.concurrency.max(1);
     while !shutdown.is_set() {
@@ -709,7 +709,6 @@ pub async fn run_shard(
         sh.commit(p);
     }
     let _ = sh.consumer.commit_consumer_state(CommitMode::Sync);
-    stats.merge_latency(&sh.latency.borrow());
     notes
         .closing
         .store(true, std::sync::atomic::Ordering::SeqCst);

@@ -1,0 +1,147 @@
+//! The Prometheus text exposition of the engine's counters and latency histograms.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use super::names::*;
+use super::Stats;
+
+/// Upper bounds (seconds) of the exported latency buckets.
+const BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+fn counter(out: &mut String, name: &str, help: &str, values: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (site, v) in values {
+        let _ = writeln!(out, "{name}{{site=\"{site}\"}} {v}");
+    }
+}
+
+/// Renders every site's counters and its replication latency histogram (per-shard
+/// hdrhistograms merged now).
+pub fn render(sites: &BTreeMap<String, Arc<Stats>>) -> String {
+    let mut out = String::new();
+    let get = |f: fn(&Stats) -> u64| {
+        sites
+            .iter()
+            .map(|(n, s)| (n.as_str(), f(s)))
+            .collect::<Vec<_>>()
+    };
+    counter(
+        &mut out,
+        VERSIONS_COPIED,
+        "Object versions replicated.",
+        &get(|s| Stats::get(&s.versions_copied)),
+    );
+    counter(
+        &mut out,
+        DELETE_MARKERS,
+        "Delete markers replicated.",
+        &get(|s| Stats::get(&s.delete_markers)),
+    );
+    counter(
+        &mut out,
+        SKIPPED,
+        "Versions already at the destination.",
+        &get(|s| Stats::get(&s.skipped)),
+    );
+    counter(
+        &mut out,
+        FAILED,
+        "Versions (and malformed messages) that failed.",
+        &get(|s| Stats::get(&s.failed)),
+    );
+    counter(
+        &mut out,
+        BYTES_COPIED,
+        "Bytes of completed copies.",
+        &get(|s| Stats::get(&s.bytes_copied)),
+    );
+    counter(
+        &mut out,
+        RETRIES,
+        "Attempts retried after a retryable error.",
+        &get(|s| Stats::get(&s.retries)),
+    );
+    counter(
+        &mut out,
+        CHECKSUM_MISMATCHES,
+        "Copies whose checksum did not match.",
+        &get(|s| Stats::get(&s.checksum_mismatches)),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP {REPLICATION_LATENCY} Time from the source change to the version at the destination.\n# TYPE {REPLICATION_LATENCY} histogram"
+    );
+    for (site, s) in sites {
+        let h = s.latency_snapshot();
+        for le in BUCKETS {
+            let upto = (le * 1e6) as u64;
+            let n: u64 = h
+                .iter_recorded()
+                .filter(|v| v.value_iterated_to() <= upto)
+                .map(|v| v.count_at_value())
+                .sum();
+            let _ = writeln!(
+                out,
+                "{REPLICATION_LATENCY}_bucket{{site=\"{site}\",le=\"{le}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{REPLICATION_LATENCY}_bucket{{site=\"{site}\",le=\"+Inf\"}} {}",
+            h.len()
+        );
+        let _ = writeln!(
+            out,
+            "{REPLICATION_LATENCY}_sum{{site=\"{site}\"}} {}",
+            h.mean() * h.len() as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "{REPLICATION_LATENCY}_count{{site=\"{site}\"}} {}",
+            h.len()
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let s = Stats::new();
+        Stats::add(&s.versions_copied, 3);
+        let h = s.register_latency();
+        for us in [5_000u64, 200_000, 2_000_000] {
+            h.lock().unwrap().record(us).unwrap();
+        }
+        let mut sites = BTreeMap::new();
+        sites.insert("a".to_string(), s);
+        let text = render(&sites);
+        assert!(
+            text.contains("backbeat_versions_copied_total{site=\"a\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backbeat_replication_latency_seconds_bucket{site=\"a\",le=\"0.01\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backbeat_replication_latency_seconds_bucket{site=\"a\",le=\"0.25\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backbeat_replication_latency_seconds_bucket{site=\"a\",le=\"+Inf\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backbeat_replication_latency_seconds_count{site=\"a\"} 3"),
+            "{text}"
+        );
+    }
+}
