@@ -349,6 +349,17 @@ impl Engine {
             brokers: self.brokers.clone(),
             endpoints,
             token,
+            replication_topic: self.topics.replication.clone(),
+            groups: self
+                .sites
+                .keys()
+                .map(|n| {
+                    (
+                        n.clone(),
+                        kafka::replication_group(&self.cfg.kafka.topic_prefix, n),
+                    )
+                })
+                .collect(),
             ready: std::sync::atomic::AtomicBool::new(false),
         });
         crate::api::serve(self.cfg.api.listen, state.clone(), shutdown)

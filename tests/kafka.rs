@@ -910,6 +910,36 @@ fn api_health_and_prometheus_metrics_and_token() {
             .1
             .contains("backbeat_versions_copied_total{site=\"site-a\"} 3")
     });
+    // Backbeat's metric routes and response shapes.
+    let (code, body) = http_get(port, "/_/metrics/crr/site-a/completions", None);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["completions"]["results"]["count"], 3, "{v}");
+    assert_eq!(v["completions"]["results"]["size"], 2700, "{v}");
+    let (code, body) = http_get(port, "/_/metrics/crr/all/all", None);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for m in [
+        "backlog",
+        "completions",
+        "failures",
+        "throughput",
+        "pending",
+    ] {
+        assert!(
+            v[m]["description"].is_string() && v[m]["results"].is_object(),
+            "{m}: {v}"
+        );
+    }
+    assert_eq!(v["failures"]["results"]["count"], 0, "{v}");
+    assert_eq!(v["pending"]["results"]["count"], 0, "{v}");
+    assert!(
+        v["backlog"]["results"]["count"]
+            .as_i64()
+            .is_some_and(|n| n >= 0),
+        "{v}"
+    );
+    assert_eq!(http_get(port, "/_/metrics/crr/nosuch/backlog", None).0, 404);
     let (code, text) = http_get(port, "/metrics", None);
     assert_eq!(code, 200);
     let lines = text.lines().map(|l| Ok(l.to_string()));

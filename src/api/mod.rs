@@ -31,6 +31,9 @@ pub struct ApiState {
     pub endpoints: Vec<(String, Arc<Endpoint>, String)>,
     /// The bearer token, when one is configured.
     pub token: Option<String>,
+    /// The replication topic, and each site's consumer group (for the backlog).
+    pub replication_topic: String,
+    pub groups: BTreeMap<String, String>,
     /// Set once every role has started.
     pub ready: AtomicBool,
 }
@@ -114,6 +117,150 @@ async fn health(state: &ApiState) -> Response<Full<Bytes>> {
     )
 }
 
+/// Entries of the replication topic not yet committed by `group` (its lag).
+fn kafka_lag(brokers: &str, topic: &str, group: &str) -> Result<i64, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let c: BaseConsumer = crate::queue::kafka::client_config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let t = Duration::from_secs(3);
+    let md = c
+        .fetch_metadata(Some(topic), t)
+        .map_err(|e| e.to_string())?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|tp| tp.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = c.committed_offsets(tpl, t).map_err(|e| e.to_string())?;
+    let mut lag = 0;
+    for p in parts {
+        let (low, high) = c.fetch_watermarks(topic, p, t).map_err(|e| e.to_string())?;
+        let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(rdkafka::Offset::Offset(o)) => o,
+            _ => low,
+        };
+        lag += (high - at).max(0);
+    }
+    Ok(lag)
+}
+
+fn pair(count: impl serde::Serialize, size: impl serde::Serialize) -> serde_json::Value {
+    serde_json::json!({ "count": count, "size": size })
+}
+
+/// Backbeat's `/_/metrics/crr/{site|all}/{metric}`.
+async fn crr_metrics(state: &ApiState, site: &str, metric: &str) -> Response<Full<Bytes>> {
+    let sites: Vec<(&String, &Arc<Stats>)> = state
+        .sites
+        .iter()
+        .filter(|(n, _)| site == "all" || n.as_str() == site)
+        .collect();
+    if sites.is_empty() {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": format!("no site {site}") }),
+        );
+    }
+    let known = [
+        "backlog",
+        "completions",
+        "failures",
+        "throughput",
+        "pending",
+        "all",
+    ];
+    if !known.contains(&metric) {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": format!("no metric {metric} (use {})", known.join(", ")) }),
+        );
+    }
+    let sum = |f: &dyn Fn(&Stats) -> u64| sites.iter().map(|(_, s)| f(s)).sum::<u64>();
+    let day = sites.iter().fold(
+        crate::metrics::window::Totals::default(),
+        |mut t, (_, s)| {
+            let w = s
+                .window
+                .lock()
+                .map(|w| w.totals(24 * 60))
+                .unwrap_or_default();
+            t.ok += w.ok;
+            t.ok_bytes += w.ok_bytes;
+            t.failed += w.failed;
+            t.failed_bytes += w.failed_bytes;
+            t
+        },
+    );
+    let quarter = sites.iter().fold((0u64, 0u64), |t, (_, s)| {
+        let w = s.window.lock().map(|w| w.totals(15)).unwrap_or_default();
+        (t.0 + w.ok, t.1 + w.ok_bytes)
+    });
+    let mut out = serde_json::Map::new();
+    if metric == "backlog" || metric == "all" {
+        let mut count: i64 = 0;
+        let mut error = None;
+        for (name, _) in &sites {
+            let (b, t, g) = (
+                state.brokers.clone(),
+                state.replication_topic.clone(),
+                state.groups.get(*name).cloned().unwrap_or_default(),
+            );
+            let lag = glommio::executor().spawn_blocking(move || kafka_lag(&b, &t, &g));
+            let timeout = async {
+                glommio::timer::sleep(Duration::from_secs(10)).await;
+                Err("Kafka did not answer within 10 s".to_string())
+            };
+            match futures_lite::future::or(lag, timeout).await {
+                Ok(n) => count += n,
+                Err(e) => error = Some(e),
+            }
+        }
+        // Entries carry their size, but reading them to add it up would cost a pass over the
+        // backlog: the size is estimated from the average size of completed copies.
+        let avg = if day.ok > 0 { day.ok_bytes / day.ok } else { 0 };
+        let mut v = serde_json::json!({
+            "description": "Number of incomplete replication operations (count) and number of incomplete bytes transferred (size)",
+            "results": pair(count, count.max(0) as u64 * avg),
+        });
+        if let Some(e) = error {
+            v["error"] = serde_json::json!(e);
+        }
+        out.insert("backlog".into(), v);
+    }
+    if metric == "completions" || metric == "all" {
+        out.insert("completions".into(), serde_json::json!({
+            "description": "Number of completed replication operations (count) and number of bytes transferred (size) in the last 86400 seconds",
+            "results": pair(day.ok, day.ok_bytes),
+        }));
+    }
+    if metric == "failures" || metric == "all" {
+        out.insert("failures".into(), serde_json::json!({
+            "description": "Number of failed replication operations (count) and bytes (size) in the last 86400 seconds",
+            "results": pair(day.failed, day.failed_bytes),
+        }));
+    }
+    if metric == "throughput" || metric == "all" {
+        out.insert("throughput".into(), serde_json::json!({
+            "description": "Current throughput for replication operations in ops/s (count) and bytes/s (size) in the last 900 seconds",
+            "results": pair(format!("{:.2}", quarter.0 as f64 / 900.0), format!("{:.2}", quarter.1 as f64 / 900.0)),
+        }));
+    }
+    if metric == "pending" || metric == "all" {
+        out.insert("pending".into(), serde_json::json!({
+            "description": "Number of pending replication operations (count) and bytes (size)",
+            "results": pair(sum(&|s| Stats::get(&s.in_flight)), sum(&|s| Stats::get(&s.in_flight_bytes))),
+        }));
+    }
+    json(StatusCode::OK, serde_json::Value::Object(out))
+}
+
 async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if let Some(token) = &state.token {
         let given = req
@@ -147,6 +294,16 @@ async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Full<B
             }
         }
         "/_/healthcheck" => health(&state).await,
+        p if p.starts_with("/_/metrics/crr/") => {
+            let rest: Vec<&str> = p.trim_start_matches("/_/metrics/crr/").split('/').collect();
+            match rest.as_slice() {
+                [site, metric] => crr_metrics(&state, site, metric).await,
+                _ => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({ "error": "use /_/metrics/crr/{site|all}/{backlog|completions|failures|throughput|pending|all}" }),
+                ),
+            }
+        }
         "/metrics" => Response::builder()
             .status(StatusCode::OK)
             .header("content-type", "text/plain; version=0.0.4")

@@ -6,6 +6,7 @@
 
 pub mod names;
 pub mod prometheus;
+pub mod window;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,11 @@ pub struct Stats {
     latency: Mutex<Option<Histogram<u64>>>,
     /// Live per-shard histograms, merged when read.
     shard_latency: Mutex<Vec<Arc<Mutex<Histogram<u64>>>>>,
+    /// Outcomes by minute over the last day.
+    pub window: Mutex<window::Window>,
+    /// Entries being replicated now, and their bytes.
+    pub in_flight: AtomicU64,
+    pub in_flight_bytes: AtomicU64,
 }
 
 impl Stats {

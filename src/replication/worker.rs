@@ -362,6 +362,34 @@ async fn record_malformed(
     Ok(())
 }
 
+/// Counts an entry as pending (in flight) for as long as it lives.
+struct Pending {
+    stats: Arc<Stats>,
+    bytes: u64,
+}
+
+impl Pending {
+    fn new(stats: &Arc<Stats>, bytes: u64) -> Self {
+        Stats::add(&stats.in_flight, 1);
+        Stats::add(&stats.in_flight_bytes, bytes);
+        Self {
+            stats: stats.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.stats
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .in_flight_bytes
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Replicates one entry, records its outcome, then releases its offset.
 async fn process(
     sh: Rc<Shared>,
@@ -371,6 +399,7 @@ async fn process(
     entry: ReplicationEntry,
     received: Instant,
 ) {
+    let _pending = Pending::new(&sh.stats, entry.size);
     let ctx = sh.ctx(&entry.bucket);
     let v = Version {
         key: entry.key.clone(),
@@ -397,6 +426,13 @@ async fn process(
         // the next owner replays the entry.
         sh.ended(partition, generation);
         return;
+    }
+    if let Ok(mut w) = sh.stats.window.lock() {
+        match &result {
+            Ok(Outcome::Copied { bytes }) => w.record(true, *bytes),
+            Ok(_) => w.record(true, 0),
+            Err(_) => w.record(false, entry.size),
+        }
     }
     let (status, bytes, error, attempts) = match &result {
         Ok(Outcome::Copied { bytes }) => {
