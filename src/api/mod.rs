@@ -224,7 +224,7 @@ async fn crr_metrics(state: &ApiState, site: &str, metric: &str) -> Response<Ful
         }
         // Entries carry their size, but reading them to add it up would cost a pass over the
         // backlog: the size is estimated from the average size of completed copies.
-        let avg = if day.ok > 0 { day.ok_bytes / day.ok } else { 0 };
+        let avg = day.ok_bytes.checked_div(day.ok).unwrap_or(0);
         let mut v = serde_json::json!({
             "description": "Number of incomplete replication operations (count) and number of incomplete bytes transferred (size)",
             "results": pair(count, count.max(0) as u64 * avg),
