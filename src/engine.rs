@@ -350,6 +350,7 @@ impl Engine {
             endpoints,
             token,
             replication_topic: self.topics.replication.clone(),
+            control_topic: self.topics.control.clone(),
             groups: self
                 .sites
                 .keys()

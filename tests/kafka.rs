@@ -855,6 +855,25 @@ fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     (status, body)
 }
 
+fn http_req(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(c, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -940,6 +959,63 @@ fn api_health_and_prometheus_metrics_and_token() {
         "{v}"
     );
     assert_eq!(http_get(port, "/_/metrics/crr/nosuch/backlog", None).0, 404);
+    // Pause: new objects are not replicated; resume: they are.
+    assert_eq!(http_req(port, "POST", "/_/crr/pause/site-a", "").0, 200);
+    let (_, body) = http_get(port, "/_/crr/status/site-a", None);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["site-a"],
+        "disabled",
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let vid = block_on(async { put(&src, &sb, "during-pause", &data(800, 8), &[]).await });
+    produce(
+        &topics.events,
+        &[(
+            format!("{sb}/during-pause"),
+            event("ObjectCreated:Put", &sb, "during-pause", &vid, 800),
+        )],
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        real_versions(&dst, &da, "during-pause").is_empty(),
+        "replicated while paused"
+    );
+    let (code, body) = http_req(
+        port,
+        "POST",
+        "/_/crr/resume/site-a/schedule",
+        r#"{"hours": 2}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let (_, body) = http_get(port, "/_/crr/resume/site-a", None);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["site-a"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'),
+        "{body}"
+    );
+    assert_eq!(
+        http_req(port, "DELETE", "/_/crr/resume/site-a/schedule", "").0,
+        200
+    );
+    let (_, body) = http_get(port, "/_/crr/resume/site-a", None);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["site-a"],
+        "none",
+        "{body}"
+    );
+    assert_eq!(http_req(port, "POST", "/_/crr/resume/site-a", "").0, 200);
+    wait_until(60, "replication after resume", || {
+        real_versions(&dst, &da, "during-pause").len() == 1
+    });
+    let (_, body) = http_get(port, "/_/crr/status", None);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["site-a"],
+        "enabled",
+        "{body}"
+    );
     let (code, text) = http_get(port, "/metrics", None);
     assert_eq!(code, 200);
     let lines = text.lines().map(|l| Ok(l.to_string()));
@@ -952,7 +1028,7 @@ fn api_health_and_prometheus_metrics_and_token() {
         })
         .expect("copied counter");
     assert!(
-        matches!(copied.value, prometheus_parse::Value::Counter(v) if v == 3.0),
+        matches!(copied.value, prometheus_parse::Value::Counter(v) if v == 4.0),
         "{:?}",
         copied.value
     );
@@ -963,7 +1039,7 @@ fn api_health_and_prometheus_metrics_and_token() {
         .expect("latency histogram");
     match &hist.value {
         prometheus_parse::Value::Histogram(buckets) => {
-            assert_eq!(buckets.last().unwrap().count, 3.0)
+            assert_eq!(buckets.last().unwrap().count, 4.0)
         }
         other => panic!("latency is not a histogram: {other:?}"),
     }

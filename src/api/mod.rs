@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
 
@@ -33,9 +34,19 @@ pub struct ApiState {
     pub token: Option<String>,
     /// The replication topic, and each site's consumer group (for the backlog).
     pub replication_topic: String,
+    /// The control topic (pause/resume).
+    pub control_topic: String,
     pub groups: BTreeMap<String, String>,
     /// Set once every role has started.
     pub ready: AtomicBool,
+}
+
+/// What the API keeps on its own executor: the control topic's state per site, and a
+/// producer to change it.
+struct Local {
+    control: BTreeMap<String, std::rc::Rc<std::cell::RefCell<crate::queue::control::SiteControl>>>,
+    producer: Option<crate::queue::kafka::Producer>,
+    control_topic: String,
 }
 
 /// Why the API could not start.
@@ -261,7 +272,146 @@ async fn crr_metrics(state: &ApiState, site: &str, metric: &str) -> Response<Ful
     json(StatusCode::OK, serde_json::Value::Object(out))
 }
 
-async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn sites_named<'a>(state: &'a ApiState, site: &str) -> Option<Vec<&'a String>> {
+    let v: Vec<&String> = state
+        .sites
+        .keys()
+        .filter(|n| site == "all" || n.as_str() == site)
+        .collect();
+    (!v.is_empty()).then_some(v)
+}
+
+fn no_site(site: &str) -> Response<Full<Bytes>> {
+    json(
+        StatusCode::NOT_FOUND,
+        serde_json::json!({ "error": format!("no site {site}") }),
+    )
+}
+
+async fn set_control(
+    local: &Local,
+    site: &str,
+    f: impl Fn(&mut crate::queue::control::SiteControl),
+) -> Result<(), String> {
+    let Some(cell) = local.control.get(site) else {
+        return Err(format!("no site {site}"));
+    };
+    let mut next = cell.borrow().clone();
+    f(&mut next);
+    let p = local.producer.as_ref().ok_or("no Kafka producer")?;
+    crate::queue::control::publish(p, &local.control_topic, site, &next)
+        .await
+        .map_err(|e| e.to_string())?;
+    *cell.borrow_mut() = next;
+    Ok(())
+}
+
+/// Applies `f` to the control state of every named site.
+async fn control_all(
+    state: &ApiState,
+    local: &Local,
+    site: &str,
+    f: impl Fn(&mut crate::queue::control::SiteControl),
+) -> Option<Response<Full<Bytes>>> {
+    let Some(sites) = sites_named(state, site) else {
+        return Some(no_site(site));
+    };
+    for n in sites {
+        if let Err(e) = set_control(local, n, &f).await {
+            return Some(json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "error": e }),
+            ));
+        }
+    }
+    None
+}
+
+/// Pause, resume, scheduled resume and status, per site or for all (Backbeat's paths).
+async fn crr_control(
+    state: &ApiState,
+    local: &Local,
+    method: &http::Method,
+    rest: &[&str],
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    use http::Method;
+    let site = rest.get(1).copied().unwrap_or("all");
+    let per_site =
+        |f: &dyn Fn(&crate::queue::control::SiteControl) -> serde_json::Value| match sites_named(
+            state, site,
+        ) {
+            Some(sites) => {
+                let m: serde_json::Map<String, serde_json::Value> = sites
+                    .iter()
+                    .map(|n| {
+                        (
+                            (*n).clone(),
+                            local
+                                .control
+                                .get(*n)
+                                .map(|c| f(&c.borrow()))
+                                .unwrap_or(serde_json::Value::Null),
+                        )
+                    })
+                    .collect();
+                json(StatusCode::OK, serde_json::Value::Object(m))
+            }
+            None => no_site(site),
+        };
+    match (method, rest.first().copied(), rest.get(2).copied()) {
+        (&Method::GET, Some("status"), None) => {
+            per_site(&|c| serde_json::json!(if c.paused { "disabled" } else { "enabled" }))
+        }
+        (&Method::POST, Some(op @ ("pause" | "resume")), None) => {
+            let pause = op == "pause";
+            control_all(state, local, site, |c| {
+                c.paused = pause;
+                c.scheduled_resume = None;
+            })
+            .await
+            .unwrap_or_else(|| json(StatusCode::OK, serde_json::json!({})))
+        }
+        (&Method::POST, Some("resume"), Some("schedule")) => {
+            let hours = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v["hours"].as_f64())
+                .unwrap_or(6.0);
+            if !(hours > 0.0 && hours <= 24.0 * 365.0) {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({ "error": "hours must be a positive number" }),
+                );
+            }
+            let at = crate::replication::worker::rfc3339(
+                std::time::SystemTime::now() + Duration::from_secs_f64(hours * 3600.0),
+            );
+            control_all(state, local, site, |c| {
+                c.paused = true;
+                c.scheduled_resume = Some(at.clone());
+            })
+            .await
+            .unwrap_or_else(|| json(StatusCode::OK, serde_json::json!({ "scheduledResume": at })))
+        }
+        (&Method::DELETE, Some("resume"), Some("schedule")) => {
+            control_all(state, local, site, |c| c.scheduled_resume = None)
+                .await
+                .unwrap_or_else(|| json(StatusCode::OK, serde_json::json!({})))
+        }
+        (&Method::GET, Some("resume"), _) => per_site(&|c| {
+            serde_json::json!(c.scheduled_resume.clone().unwrap_or_else(|| "none".into()))
+        }),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": "no such route" }),
+        ),
+    }
+}
+async fn handle(
+    state: Arc<ApiState>,
+    local: std::rc::Rc<Local>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     if let Some(token) = &state.token {
         let given = req
             .headers()
@@ -275,13 +425,34 @@ async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Full<B
             );
         }
     }
+    let path = req.uri().path().to_string();
+    if let Some(rest) = path.strip_prefix("/_/crr/") {
+        let method = req.method().clone();
+        let mut body = Vec::new();
+        let mut incoming = req.into_body();
+        while let Some(Ok(frame)) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut incoming).poll_frame(cx)).await
+        {
+            if let Ok(d) = frame.into_data() {
+                if body.len() + d.len() > 64 * 1024 {
+                    return json(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        serde_json::json!({ "error": "body too large" }),
+                    );
+                }
+                body.extend_from_slice(&d);
+            }
+        }
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        return crr_control(&state, &local, &method, &parts, &body).await;
+    }
     if req.method() != http::Method::GET {
         return json(
             StatusCode::METHOD_NOT_ALLOWED,
             serde_json::json!({ "error": "only GET is served here" }),
         );
     }
-    match req.uri().path() {
+    match path.as_str() {
         "/_/live" => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
         "/_/ready" => {
             if state.ready.load(Ordering::SeqCst) {
@@ -349,6 +520,27 @@ pub fn serve(
                         return;
                     }
                 };
+                let mut control = BTreeMap::new();
+                for site in state.sites.keys() {
+                    match crate::queue::control::follow(
+                        &state.brokers,
+                        &state.control_topic,
+                        site,
+                        shutdown.clone(),
+                    ) {
+                        Ok(c) => {
+                            control.insert(site.clone(), c);
+                        }
+                        Err(e) => {
+                            tracing::warn!(site, error = %e, "cannot follow the control topic")
+                        }
+                    }
+                }
+                let local = std::rc::Rc::new(Local {
+                    control,
+                    producer: crate::queue::kafka::producer(&state.brokers).ok(),
+                    control_topic: state.control_topic.clone(),
+                });
                 while !shutdown.is_set() {
                     let accept = async { Some(listener.accept().await) };
                     let tick = async {
@@ -358,11 +550,11 @@ pub fn serve(
                     let Some(Ok(stream)) = futures_lite::future::or(accept, tick).await else {
                         continue;
                     };
-                    let state = state.clone();
+                    let (state, local) = (state.clone(), local.clone());
                     glommio::spawn_local(async move {
                         let svc = hyper::service::service_fn(move |req| {
-                            let state = state.clone();
-                            async move { Ok::<_, Infallible>(handle(state, req).await) }
+                            let (state, local) = (state.clone(), local.clone());
+                            async move { Ok::<_, Infallible>(handle(state, local, req).await) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(HyperIo::new(Stream::Plain(stream)), svc)

@@ -7,5 +7,6 @@
 
 pub mod backpressure;
 pub mod codec;
+pub mod control;
 pub mod kafka;
 pub mod ledger;

@@ -628,9 +628,46 @@ pub async fn run_shard(
         latency: stats.register_latency(),
     });
     let concurrency = sh.cfg.concurrency.max(1);
+    // Pause/resume: the site's state in the control topic, followed by every shard.
+    let control_stop = Shutdown::new();
+    let control = crate::queue::control::follow(
+        &sh.cfg.brokers,
+        &sh.cfg.topics.control,
+        &sh.cfg.site,
+        control_stop.clone(),
+    )?;
+    let mut paused = false;
+    let mut last_pause = Instant::now();
     while !shutdown.is_set() {
         if let Some(revoked) = notes.take_revoked() {
             drain_revoked(&sh, &revoked).await;
+        }
+        let want_paused = {
+            let c = control.borrow();
+            let resume_due = c
+                .scheduled_resume
+                .as_deref()
+                .and_then(parse_rfc3339)
+                .is_some_and(|t| t <= SystemTime::now());
+            c.paused && !resume_due
+        };
+        if want_paused != paused || (paused && last_pause.elapsed() > Duration::from_millis(500)) {
+            // Re-applied while paused, so partitions assigned by a rebalance stay paused.
+            if let Ok(a) = sh.consumer.assignment() {
+                let r = if want_paused {
+                    sh.consumer.pause(&a)
+                } else {
+                    sh.consumer.resume(&a)
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "pause/resume failed");
+                }
+            }
+            if want_paused != paused {
+                tracing::info!(site = %sh.cfg.site, paused = want_paused, "site {}", if want_paused { "paused" } else { "resumed" });
+            }
+            paused = want_paused;
+            last_pause = Instant::now();
         }
         if sh.state.borrow().in_flight >= concurrency {
             glommio::timer::sleep(Duration::from_millis(2)).await;
@@ -745,6 +782,7 @@ pub async fn run_shard(
         sh.commit(p);
     }
     let _ = sh.consumer.commit_consumer_state(CommitMode::Sync);
+    control_stop.trigger();
     notes
         .closing
         .store(true, std::sync::atomic::Ordering::SeqCst);

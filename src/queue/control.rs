@@ -1,0 +1,87 @@
+//! The control topic (compacted, keyed by site): whether a site is paused, and when a
+//! scheduled resume fires. Every mover shard follows it, so one command reaches the cluster.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use super::kafka::{self, Producer, QueueError};
+
+/// A site's replication state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteControl {
+    pub paused: bool,
+    /// RFC 3339 time at which a paused site resumes by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_resume: Option<String>,
+}
+
+/// Publishes a site's state.
+pub async fn publish(
+    p: &Producer,
+    topic: &str,
+    site: &str,
+    state: &SiteControl,
+) -> Result<(), QueueError> {
+    let body = serde_json::to_vec(state).expect("control state serializes");
+    kafka::send(p, topic, site, Some(&body)).await.map(|_| ())
+}
+
+/// Follows the control topic from its beginning, keeping the latest state of `site` in the
+/// returned cell, until `stop` is set.
+pub fn follow(
+    brokers: &str,
+    topic: &str,
+    site: &str,
+    stop: crate::shard::Shutdown,
+) -> Result<Rc<RefCell<SiteControl>>, QueueError> {
+    let state = Rc::new(RefCell::new(SiteControl::default()));
+    let consumer: kafka::Consumer<rdkafka::consumer::DefaultConsumerContext> =
+        kafka::client_config(brokers)
+            .set(
+                "group.id",
+                format!("backbeat-control-follower-{}", std::process::id()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .map_err(QueueError::Setup)?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .map_err(QueueError::Consume)?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            let _ = tpl.add_partition_offset(topic, p.id(), Offset::Beginning);
+        }
+    }
+    consumer.assign(&tpl).map_err(QueueError::Consume)?;
+    let (cell, site) = (state.clone(), site.to_string());
+    glommio::spawn_local(async move {
+        while !stop.is_set() {
+            let recv = async { Some(consumer.recv().await) };
+            let tick = async {
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+                None
+            };
+            if let Some(Ok(m)) = futures_lite::future::or(recv, tick).await {
+                if m.key() == Some(site.as_bytes()) {
+                    let next = m
+                        .payload()
+                        .and_then(|p| serde_json::from_slice::<SiteControl>(p).ok())
+                        .unwrap_or_default();
+                    tracing::info!(site, paused = next.paused, "control state");
+                    *cell.borrow_mut() = next;
+                }
+            }
+        }
+    })
+    .detach();
+    Ok(state)
+}
