@@ -39,6 +39,44 @@ enum Command {
     Replicate(ReplicateArgs),
     /// Every role in one process: populate and replicate to every configured site.
     Run(RunArgs),
+    /// Each site's state (enabled or paused) and metrics, from a running engine's API.
+    Status(ApiArgs),
+    /// Pause a site (or all): its partitions stop being consumed on every node.
+    Pause(SiteArgs),
+    /// Resume a site (or all), now or in some hours.
+    Resume(ResumeArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct ApiArgs {
+    /// The operations API address
+    #[arg(long, default_value = "127.0.0.1:8900")]
+    api: String,
+    /// File holding the API's bearer token
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct SiteArgs {
+    /// A site name, or `all`
+    site: String,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(clap::Args)]
+struct ResumeArgs {
+    /// A site name, or `all`
+    site: String,
+    /// Resume in this many hours instead of now
+    #[arg(long = "in")]
+    in_hours: Option<f64>,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[derive(clap::Args)]
@@ -366,6 +404,86 @@ fn run_all(a: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn api_token(a: &ApiArgs) -> anyhow::Result<Option<String>> {
+    a.token_file
+        .as_deref()
+        .map(backbeat::api::read_token)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn run_status(a: ApiArgs) -> anyhow::Result<ExitCode> {
+    use backbeat::api::cli::request;
+    let token = api_token(&a)?;
+    let status = request(&a.api, token.as_deref(), "GET", "/_/crr/status", "")?;
+    let mut metrics = serde_json::Map::new();
+    if let Some(sites) = status.as_object() {
+        for site in sites.keys() {
+            metrics.insert(
+                site.clone(),
+                request(
+                    &a.api,
+                    token.as_deref(),
+                    "GET",
+                    &format!("/_/metrics/crr/{site}/all"),
+                    "",
+                )?,
+            );
+        }
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "status": status, "metrics": metrics })
+        );
+    } else {
+        print!("{}", backbeat::api::cli::status_table(&status, &metrics));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_pause(a: SiteArgs) -> anyhow::Result<ExitCode> {
+    let token = api_token(&a.api)?;
+    let path = if a.site == "all" {
+        "/_/crr/pause".to_string()
+    } else {
+        format!("/_/crr/pause/{}", a.site)
+    };
+    backbeat::api::cli::request(&a.api.api, token.as_deref(), "POST", &path, "")?;
+    println!("{}: paused", a.site);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_resume(a: ResumeArgs) -> anyhow::Result<ExitCode> {
+    let token = api_token(&a.api)?;
+    match a.in_hours {
+        None => {
+            let path = if a.site == "all" {
+                "/_/crr/resume".to_string()
+            } else {
+                format!("/_/crr/resume/{}", a.site)
+            };
+            backbeat::api::cli::request(&a.api.api, token.as_deref(), "POST", &path, "")?;
+            println!("{}: resumed", a.site);
+        }
+        Some(h) => {
+            let v = backbeat::api::cli::request(
+                &a.api.api,
+                token.as_deref(),
+                "POST",
+                &format!("/_/crr/resume/{}/schedule", a.site),
+                &serde_json::json!({ "hours": h }).to_string(),
+            )?;
+            println!(
+                "{}: resumes at {}",
+                a.site,
+                v["scheduledResume"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -380,6 +498,9 @@ fn main() -> ExitCode {
         Command::Populate(a) => run_populate(a),
         Command::Replicate(a) => run_replicate(a),
         Command::Run(a) => run_all(a),
+        Command::Status(a) => run_status(a),
+        Command::Pause(a) => run_pause(a),
+        Command::Resume(a) => run_resume(a),
         Command::Config(ConfigCommand::Check { file }) => {
             match backbeat::config::file::Config::load(&file) {
                 Ok(cfg) => {

@@ -1043,6 +1043,41 @@ fn api_health_and_prometheus_metrics_and_token() {
         }
         other => panic!("latency is not a histogram: {other:?}"),
     }
+    // The same through the command line.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_backbeat"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let api = format!("127.0.0.1:{port}");
+    let (code, out, err) = cli(&["pause", "site-a", "--api", &api]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(&["status", "--api", &api, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"]["site-a"], "disabled", "{v}");
+    assert_eq!(
+        v["metrics"]["site-a"]["completions"]["results"]["count"], 4,
+        "{v}"
+    );
+    let (code, out, _) = cli(&["resume", "site-a", "--in", "1", "--api", &api]);
+    assert!(code == 0 && out.contains("resumes at"), "{out}");
+    let (code, _, _) = cli(&["resume", "site-a", "--api", &api]);
+    assert_eq!(code, 0);
+    let (code, out, _) = cli(&["status", "--api", &api]);
+    assert!(
+        code == 0 && out.contains("site-a") && out.contains("enabled"),
+        "{out}"
+    );
+    let (code, _, err) = cli(&["status", "--api", "127.0.0.1:1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot reach the operations API"), "{err}");
     stop(run);
 
     // On a non-loopback address a token is required, and requests without it are refused.

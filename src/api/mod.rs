@@ -5,6 +5,8 @@
 //!
 //! May call: `metrics`, `s3`, `queue`, `shard`.
 
+pub mod cli;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
