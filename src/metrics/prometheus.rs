@@ -73,6 +73,17 @@ pub fn render(sites: &BTreeMap<String, Arc<Stats>>) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP {IN_FLIGHT} Entries being replicated now.\n# TYPE {IN_FLIGHT} gauge"
+    );
+    for (site, st) in sites {
+        let _ = writeln!(
+            out,
+            "{IN_FLIGHT}{{site=\"{site}\"}} {}",
+            Stats::get(&st.in_flight)
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP {REPLICATION_LATENCY} Time from the source change to the version at the destination.\n# TYPE {REPLICATION_LATENCY} histogram"
     );
     for (site, s) in sites {
