@@ -351,6 +351,7 @@ impl Engine {
             token,
             replication_topic: self.topics.replication.clone(),
             control_topic: self.topics.control.clone(),
+            failed_topic: self.topics.failed.clone(),
             groups: self
                 .sites
                 .keys()

@@ -778,11 +778,12 @@ fn rules_from_the_bucket_and_a_failing_site_records_failures() {
         }
     });
     // site-b's bucket does not exist: its entries fail (permanently) and are recorded.
+    let api_port = free_port();
     let st = setup(
         &sb,
         &[("site-a", &s.dest, &da), ("site-b", &s.dest, &missing)],
         "<unused/>",
-        "",
+        &format!("\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n"),
     );
     let text = std::fs::read_to_string(&st.config)
         .unwrap()
@@ -796,6 +797,66 @@ fn rules_from_the_bucket_and_a_failing_site_records_failures() {
     }
     let failed = read_topic(&topics.failed, 2);
     let status = read_topic(&topics.status, 4);
+    // Listed by the API, retried once the bucket exists, then cleared.
+    wait_until(30, "the failed list", || {
+        let (_, b) = http_get(api_port, "/_/crr/failed?site=site-b", None);
+        serde_json::from_str::<serde_json::Value>(&b)
+            .map(|v| v["Versions"].as_array().map(|a| a.len()) == Some(2))
+            .unwrap_or(false)
+    });
+    let (_, body) = http_get(api_port, "/_/crr/failed?site=site-b", None);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["IsTruncated"], false, "{list}");
+    let x = list["Versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["Key"] == "x")
+        .unwrap()
+        .clone();
+    let (code, one) = http_get(
+        api_port,
+        &format!("/_/crr/failed/{sb}/x/{}", x["VersionId"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&one).unwrap()["Versions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "{one}"
+    );
+    block_on(async { make_bucket(&dst, &missing, true).await });
+    let (code, retried) = http_req(
+        api_port,
+        "POST",
+        "/_/crr/failed",
+        &list["Versions"].to_string(),
+    );
+    assert_eq!(code, 200, "{retried}");
+    let retried: serde_json::Value = serde_json::from_str(&retried).unwrap();
+    assert_eq!(retried.as_array().unwrap().len(), 2, "{retried}");
+    assert!(
+        retried
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["Status"] == "PENDING"),
+        "{retried}"
+    );
+    for k in ["x", "y"] {
+        wait_until(90, &format!("{k} at site-b after retry"), || {
+            real_versions(&dst, &missing, k).len() == 1
+        });
+    }
+    wait_until(30, "the failed list to empty", || {
+        let (_, b) = http_get(api_port, "/_/crr/failed?site=site-b", None);
+        serde_json::from_str::<serde_json::Value>(&b)
+            .map(|v| v["Versions"].as_array().map(|a| a.len()) == Some(0))
+            .unwrap_or(false)
+    });
     stop(run);
     assert_eq!(failed.len(), 2, "{failed:?}");
     for (key, v) in &failed {

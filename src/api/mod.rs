@@ -38,6 +38,8 @@ pub struct ApiState {
     pub replication_topic: String,
     /// The control topic (pause/resume).
     pub control_topic: String,
+    /// The failed topic (failed entries, listed and retried).
+    pub failed_topic: String,
     pub groups: BTreeMap<String, String>,
     /// Set once every role has started.
     pub ready: AtomicBool,
@@ -49,6 +51,9 @@ struct Local {
     control: BTreeMap<String, std::rc::Rc<std::cell::RefCell<crate::queue::control::SiteControl>>>,
     producer: Option<crate::queue::kafka::Producer>,
     control_topic: String,
+    /// The failed topic, materialized: key `bucket/key/versionId/site` -> last failure.
+    failed: Option<std::rc::Rc<std::cell::RefCell<BTreeMap<String, Vec<u8>>>>>,
+    replication_topic: String,
 }
 
 /// Why the API could not start.
@@ -329,6 +334,152 @@ async fn control_all(
     None
 }
 
+/// One failed entry as Backbeat lists it.
+fn failed_item(doc: &serde_json::Value) -> serde_json::Value {
+    let e = &doc["entry"];
+    serde_json::json!({
+        "Bucket": e["bucket"], "Key": e["key"], "VersionId": e["versionId"], "StorageClass": doc["site"],
+        "Size": e["size"], "LastModified": e["lastModified"], "Error": doc["error"], "FailedAt": doc["at"],
+    })
+}
+
+/// Failed entries: list (paged by 100 with a marker), get one object's, retry a list.
+async fn crr_failed(
+    state: &ApiState,
+    local: &Local,
+    method: &http::Method,
+    rest: &[&str],
+    query: &str,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    let _ = state;
+    let Some(failed) = &local.failed else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": "the failed topic cannot be read" }),
+        );
+    };
+    let docs: Vec<(String, serde_json::Value)> = failed
+        .borrow()
+        .iter()
+        .filter_map(|(k, v)| {
+            serde_json::from_slice::<serde_json::Value>(v)
+                .ok()
+                .map(|d| (k.clone(), d))
+        })
+        .filter(|(_, d)| d["kind"] == "failed")
+        .collect();
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| {
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
+        })
+    };
+    match (method, rest.len()) {
+        (&http::Method::GET, 1) => {
+            let site = param("site");
+            let marker = param("marker");
+            let mut page: Vec<&(String, serde_json::Value)> = docs
+                .iter()
+                .filter(|(_, d)| site.as_deref().is_none_or(|s| d["site"] == s))
+                .filter(|(k, _)| marker.as_deref().is_none_or(|m| k.as_str() > m))
+                .collect();
+            let truncated = page.len() > 100;
+            page.truncate(100);
+            let mut out = serde_json::json!({
+                "IsTruncated": truncated,
+                "Versions": page.iter().map(|(_, d)| failed_item(d)).collect::<Vec<_>>(),
+            });
+            if truncated {
+                out["NextMarker"] = serde_json::json!(page.last().map(|(k, _)| k.clone()));
+            }
+            json(StatusCode::OK, out)
+        }
+        (&http::Method::GET, n) if n >= 4 => {
+            // bucket / key (may hold slashes) / versionId
+            let bucket = rest[1];
+            let vid = rest[n - 1];
+            let key = rest[2..n - 1].join("/");
+            let items: Vec<serde_json::Value> = docs
+                .iter()
+                .filter(|(_, d)| {
+                    d["entry"]["bucket"] == bucket
+                        && d["entry"]["key"] == key.as_str()
+                        && d["entry"]["versionId"] == vid
+                })
+                .map(|(_, d)| failed_item(d))
+                .collect();
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "IsTruncated": false, "Versions": items }),
+            )
+        }
+        (&http::Method::POST, 1) => {
+            let wanted: Vec<serde_json::Value> = match serde_json::from_slice(body) {
+                Ok(serde_json::Value::Array(a)) => a,
+                _ => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({ "error": "expected a JSON list of {Bucket, Key, VersionId, StorageClass}" }),
+                    )
+                }
+            };
+            let Some(p) = &local.producer else {
+                return json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({ "error": "no Kafka producer" }),
+                );
+            };
+            let mut retried = Vec::new();
+            for w in wanted {
+                let key = format!(
+                    "{}/{}/{}/{}",
+                    w["Bucket"].as_str().unwrap_or(""),
+                    w["Key"].as_str().unwrap_or(""),
+                    w["VersionId"].as_str().unwrap_or(""),
+                    w["StorageClass"].as_str().unwrap_or("")
+                );
+                let Some((_, doc)) = docs.iter().find(|(k, _)| *k == key) else {
+                    continue;
+                };
+                let Ok(mut entry) = serde_json::from_value::<crate::queue::codec::ReplicationEntry>(
+                    doc["entry"].clone(),
+                ) else {
+                    continue;
+                };
+                entry.sites = vec![doc["site"].as_str().unwrap_or("").to_string()];
+                entry.attempt += 1;
+                if let Err(e) = crate::queue::kafka::send(
+                    p,
+                    &local.replication_topic,
+                    &entry.kafka_key(),
+                    Some(&entry.encode()),
+                )
+                .await
+                {
+                    return json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        serde_json::json!({ "error": e.to_string() }),
+                    );
+                }
+                let mut item = failed_item(doc);
+                item["Status"] = serde_json::json!("PENDING");
+                retried.push(item);
+            }
+            json(StatusCode::OK, serde_json::Value::Array(retried))
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": "no such route" }),
+        ),
+    }
+}
+
 /// Pause, resume, scheduled resume and status, per site or for all (Backbeat's paths).
 async fn crr_control(
     state: &ApiState,
@@ -430,6 +581,7 @@ async fn handle(
     let path = req.uri().path().to_string();
     if let Some(rest) = path.strip_prefix("/_/crr/") {
         let method = req.method().clone();
+        let req_query = req.uri().query().map(str::to_string);
         let mut body = Vec::new();
         let mut incoming = req.into_body();
         while let Some(Ok(frame)) =
@@ -446,6 +598,19 @@ async fn handle(
             }
         }
         let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        if parts.first() == Some(&"failed") {
+            let query = req_query.unwrap_or_default();
+            let decoded: Vec<String> = parts
+                .iter()
+                .map(|p| {
+                    percent_encoding::percent_decode_str(p)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
+                .collect();
+            let decoded: Vec<&str> = decoded.iter().map(String::as_str).collect();
+            return crr_failed(&state, &local, &method, &decoded, &query, &body).await;
+        }
         return crr_control(&state, &local, &method, &parts, &body).await;
     }
     if req.method() != http::Method::GET {
@@ -538,10 +703,23 @@ pub fn serve(
                         }
                     }
                 }
+                let failed = match crate::queue::control::follow_all(
+                    &state.brokers,
+                    &state.failed_topic,
+                    shutdown.clone(),
+                ) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot follow the failed topic");
+                        None
+                    }
+                };
                 let local = std::rc::Rc::new(Local {
                     control,
                     producer: crate::queue::kafka::producer(&state.brokers).ok(),
                     control_topic: state.control_topic.clone(),
+                    failed,
+                    replication_topic: state.replication_topic.clone(),
                 });
                 while !shutdown.is_set() {
                     let accept = async { Some(listener.accept().await) };

@@ -85,3 +85,58 @@ pub fn follow(
     .detach();
     Ok(state)
 }
+
+/// Follows a compacted topic from its beginning, keeping the latest value of every key (a
+/// tombstone removes the key), until `stop` is set.
+pub fn follow_all(
+    brokers: &str,
+    topic: &str,
+    stop: crate::shard::Shutdown,
+) -> Result<Rc<RefCell<std::collections::BTreeMap<String, Vec<u8>>>>, QueueError> {
+    let state: Rc<RefCell<std::collections::BTreeMap<String, Vec<u8>>>> = Rc::default();
+    let consumer: kafka::Consumer<rdkafka::consumer::DefaultConsumerContext> =
+        kafka::client_config(brokers)
+            .set(
+                "group.id",
+                format!("backbeat-follower-{}", std::process::id()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .map_err(QueueError::Setup)?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .map_err(QueueError::Consume)?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            let _ = tpl.add_partition_offset(topic, p.id(), Offset::Beginning);
+        }
+    }
+    consumer.assign(&tpl).map_err(QueueError::Consume)?;
+    let cell = state.clone();
+    glommio::spawn_local(async move {
+        while !stop.is_set() {
+            let recv = async { Some(consumer.recv().await) };
+            let tick = async {
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+                None
+            };
+            if let Some(Ok(m)) = futures_lite::future::or(recv, tick).await {
+                let Some(k) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+                    continue;
+                };
+                match m.payload() {
+                    Some(p) => {
+                        cell.borrow_mut().insert(k, p.to_vec());
+                    }
+                    None => {
+                        cell.borrow_mut().remove(&k);
+                    }
+                }
+            }
+        }
+    })
+    .detach();
+    Ok(state)
+}

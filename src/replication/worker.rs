@@ -503,6 +503,16 @@ async fn process(
         )
         .await
         .is_ok();
+        if ok && status == Status::Completed && entry.attempt > 0 {
+            // A retried entry completed: clear it from the failed topic.
+            let k = format!(
+                "{}/{}/{}/{}",
+                entry.bucket, entry.key, entry.version_id, sh.cfg.site
+            );
+            ok = kafka::send(&sh.producer, &sh.cfg.topics.failed, &k, None)
+                .await
+                .is_ok();
+        }
         if ok && status == Status::Failed {
             let doc = serde_json::json!({ "v": VERSION, "kind": "failed", "entry": entry, "site": sh.cfg.site, "error": error, "at": event.at });
             let k = format!(
