@@ -52,7 +52,7 @@ struct Local {
     producer: Option<crate::queue::kafka::Producer>,
     control_topic: String,
     /// The failed topic, materialized: key `bucket/key/versionId/site` -> last failure.
-    failed: Option<std::rc::Rc<std::cell::RefCell<BTreeMap<String, Vec<u8>>>>>,
+    failed: Option<crate::queue::control::Compacted>,
     replication_topic: String,
 }
 

@@ -86,14 +86,17 @@ pub fn follow(
     Ok(state)
 }
 
+/// The latest value of every key of a compacted topic.
+pub type Compacted = Rc<RefCell<std::collections::BTreeMap<String, Vec<u8>>>>;
+
 /// Follows a compacted topic from its beginning, keeping the latest value of every key (a
 /// tombstone removes the key), until `stop` is set.
 pub fn follow_all(
     brokers: &str,
     topic: &str,
     stop: crate::shard::Shutdown,
-) -> Result<Rc<RefCell<std::collections::BTreeMap<String, Vec<u8>>>>, QueueError> {
-    let state: Rc<RefCell<std::collections::BTreeMap<String, Vec<u8>>>> = Rc::default();
+) -> Result<Compacted, QueueError> {
+    let state: Compacted = Rc::default();
     let consumer: kafka::Consumer<rdkafka::consumer::DefaultConsumerContext> =
         kafka::client_config(brokers)
             .set(
