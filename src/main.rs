@@ -45,6 +45,26 @@ enum Command {
     Pause(SiteArgs),
     /// Resume a site (or all), now or in some hours.
     Resume(ResumeArgs),
+    /// Entries that failed after their retries: list them, or retry them.
+    #[command(subcommand)]
+    Failed(FailedCommand),
+}
+
+#[derive(Subcommand)]
+enum FailedCommand {
+    /// List failed entries (all pages)
+    List(FailedArgs),
+    /// Retry every failed entry (of one site with --site)
+    Retry(FailedArgs),
+}
+
+#[derive(clap::Args)]
+struct FailedArgs {
+    /// Only this site
+    #[arg(long)]
+    site: Option<String>,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[derive(clap::Args, Clone)]
@@ -484,6 +504,80 @@ fn run_resume(a: ResumeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every failed entry, following the API's pages.
+fn failed_all(a: &FailedArgs, token: Option<&str>) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let mut q = Vec::new();
+        if let Some(s) = &a.site {
+            q.push(format!("site={s}"));
+        }
+        if let Some(m) = &marker {
+            q.push(format!(
+                "marker={}",
+                percent_encoding::utf8_percent_encode(m, percent_encoding::NON_ALPHANUMERIC)
+            ));
+        }
+        let path = if q.is_empty() {
+            "/_/crr/failed".to_string()
+        } else {
+            format!("/_/crr/failed?{}", q.join("&"))
+        };
+        let page = backbeat::api::cli::request(&a.api.api, token, "GET", &path, "")?;
+        out.extend(page["Versions"].as_array().cloned().unwrap_or_default());
+        match (page["IsTruncated"].as_bool(), page["NextMarker"].as_str()) {
+            (Some(true), Some(m)) => marker = Some(m.to_string()),
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn run_failed(c: FailedCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        FailedCommand::List(a) => {
+            let token = api_token(&a.api)?;
+            let all = failed_all(&a, token.as_deref())?;
+            if a.api.json {
+                println!("{}", serde_json::Value::Array(all));
+            } else {
+                println!(
+                    "{:<10} {:<20} {:<40} {:<24} error",
+                    "site", "bucket", "key", "version"
+                );
+                for v in &all {
+                    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+                    println!(
+                        "{:<10} {:<20} {:<40} {:<24} {}",
+                        s("StorageClass"),
+                        s("Bucket"),
+                        s("Key"),
+                        s("VersionId"),
+                        v["Error"]["code"].as_str().unwrap_or("")
+                    );
+                }
+                println!("{} failed", all.len());
+            }
+        }
+        FailedCommand::Retry(a) => {
+            let token = api_token(&a.api)?;
+            let all = failed_all(&a, token.as_deref())?;
+            let r = backbeat::api::cli::request(
+                &a.api.api,
+                token.as_deref(),
+                "POST",
+                "/_/crr/failed",
+                &serde_json::Value::Array(all).to_string(),
+            )?;
+            println!(
+                "{} entries queued again",
+                r.as_array().map(|a| a.len()).unwrap_or(0)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -501,6 +595,7 @@ fn main() -> ExitCode {
         Command::Status(a) => run_status(a),
         Command::Pause(a) => run_pause(a),
         Command::Resume(a) => run_resume(a),
+        Command::Failed(c) => run_failed(c),
         Command::Config(ConfigCommand::Check { file }) => {
             match backbeat::config::file::Config::load(&file) {
                 Ok(cfg) => {

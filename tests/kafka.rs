@@ -804,6 +804,24 @@ fn rules_from_the_bucket_and_a_failing_site_records_failures() {
             .map(|v| v["Versions"].as_array().map(|a| a.len()) == Some(2))
             .unwrap_or(false)
     });
+    let out = Command::new(env!("CARGO_BIN_EXE_backbeat"))
+        .args([
+            "failed",
+            "list",
+            "--site",
+            "site-b",
+            "--json",
+            "--api",
+            &format!("127.0.0.1:{api_port}"),
+        ])
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        listed.as_array().map(|a| a.len()),
+        Some(2),
+        "backbeat failed list: {listed}"
+    );
     let (_, body) = http_get(api_port, "/_/crr/failed?site=site-b", None);
     let list: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(list["IsTruncated"], false, "{list}");
