@@ -43,3 +43,42 @@ fn config_check_prints_origins_and_names_bad_keys() {
         "{err}"
     );
 }
+
+#[test]
+fn alert_rules_and_dashboard_use_exported_metric_names() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let names = std::fs::read_to_string(format!("{root}/src/metrics/names.rs")).unwrap();
+    let exported: Vec<String> = names
+        .lines()
+        .filter_map(|l| l.split('"').nth(1).map(str::to_string))
+        .collect();
+    assert!(exported.len() >= 8, "{exported:?}");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/docs/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(dashboard["panels"]
+        .as_array()
+        .is_some_and(|p| !p.is_empty()));
+    for file in ["docs/prometheus-alerts.yml", "docs/grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let mut found = 0;
+        for (i, _) in text.match_indices("backbeat_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .fold(name.clone(), |n, s| {
+                    n.strip_suffix(s).map(str::to_string).unwrap_or(n)
+                });
+            assert!(
+                exported.contains(&base),
+                "{file} uses {name}, which backbeat does not export"
+            );
+            found += 1;
+        }
+        assert!(found > 0, "{file} names no metric");
+    }
+}

@@ -1097,6 +1097,10 @@ fn api_health_and_prometheus_metrics_and_token() {
     );
     let (code, text) = http_get(port, "/metrics", None);
     assert_eq!(code, 200);
+    assert!(
+        text.contains("backbeat_backlog_entries{site=\"site-a\"}"),
+        "{text}"
+    );
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
     let copied = scrape

@@ -642,13 +642,32 @@ async fn handle(
                 ),
             }
         }
-        "/metrics" => Response::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "text/plain; version=0.0.4")
-            .body(Full::new(Bytes::from(crate::metrics::prometheus::render(
-                &state.sites,
-            ))))
-            .expect("response"),
+        "/metrics" => {
+            let mut text = crate::metrics::prometheus::render(&state.sites);
+            // Backlog: each site group's Kafka lag, asked at scrape time.
+            let name = crate::metrics::names::BACKLOG;
+            text.push_str(&format!("# HELP {name} Replication entries not yet committed by the site's consumer group.\n# TYPE {name} gauge\n"));
+            for site in state.sites.keys() {
+                let (b, t, g) = (
+                    state.brokers.clone(),
+                    state.replication_topic.clone(),
+                    state.groups.get(site).cloned().unwrap_or_default(),
+                );
+                let lag = glommio::executor().spawn_blocking(move || kafka_lag(&b, &t, &g));
+                let timeout = async {
+                    glommio::timer::sleep(Duration::from_secs(5)).await;
+                    Err(String::new())
+                };
+                if let Ok(n) = futures_lite::future::or(lag, timeout).await {
+                    text.push_str(&format!("{name}{{site=\"{site}\"}} {n}\n"));
+                }
+            }
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "text/plain; version=0.0.4")
+                .body(Full::new(Bytes::from(text)))
+                .expect("response")
+        }
         other => json(
             StatusCode::NOT_FOUND,
             serde_json::json!({ "error": format!("no route {other}") }),
