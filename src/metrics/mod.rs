@@ -48,6 +48,8 @@ pub struct Stats {
     shard_latency: Mutex<Vec<Arc<Mutex<Histogram<u64>>>>>,
     /// Outcomes by minute over the last day.
     pub window: Mutex<window::Window>,
+    /// Partitions owned by each shard of this process (gauges).
+    pub shard_partitions: Mutex<Vec<Arc<std::sync::atomic::AtomicI64>>>,
     /// Entries being replicated now, and their bytes.
     pub in_flight: AtomicU64,
     pub in_flight_bytes: AtomicU64,

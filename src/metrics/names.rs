@@ -10,3 +10,4 @@ pub const CHECKSUM_MISMATCHES: &str = "backbeat_checksum_mismatches_total";
 pub const REPLICATION_LATENCY: &str = "backbeat_replication_latency_seconds";
 pub const IN_FLIGHT: &str = "backbeat_entries_in_flight";
 pub const BACKLOG: &str = "backbeat_backlog_entries";
+pub const PARTITIONS_OWNED: &str = "backbeat_partitions_owned";

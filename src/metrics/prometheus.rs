@@ -71,6 +71,22 @@ pub fn render(sites: &BTreeMap<String, Arc<Stats>>) -> String {
         "Copies whose checksum did not match.",
         &get(|s| Stats::get(&s.checksum_mismatches)),
     );
+    let _ = writeln!(out, "# HELP {PARTITIONS_OWNED} Replication topic partitions owned, per shard of this process.\n# TYPE {PARTITIONS_OWNED} gauge");
+    for (site, st) in sites {
+        for (i, p) in st
+            .shard_partitions
+            .lock()
+            .expect("partition gauges")
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "{PARTITIONS_OWNED}{{site=\"{site}\",shard=\"{i}\"}} {}",
+                p.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP {IN_FLIGHT} Entries being replicated now.\n# TYPE {IN_FLIGHT} gauge"

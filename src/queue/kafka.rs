@@ -178,7 +178,7 @@ pub fn consumer<C: ConsumerContext + 'static>(
             "heartbeat.interval.ms",
             (session_timeout_ms / 5).max(500).to_string(),
         )
-        .set("max.poll.interval.ms", "300000")
+        .set("max.poll.interval.ms", "60000")
         .set("partition.assignment.strategy", "range,roundrobin")
         .create_with_context(context)
         .map_err(QueueError::Setup)

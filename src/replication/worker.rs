@@ -65,6 +65,8 @@ pub struct WorkerConfig {
 pub struct RebalanceNotes {
     revoked: Arc<Mutex<Option<Vec<i32>>>>,
     closing: Arc<std::sync::atomic::AtomicBool>,
+    /// Partitions this shard owns now (summed into the site's gauge).
+    owned: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl RebalanceNotes {
@@ -89,6 +91,9 @@ impl ConsumerContext for RebalanceNotes {
                 tracing::info!(partitions = ?parts, "partitions assigned");
                 if let Err(e) = base.assign(tpl) {
                     tracing::error!(error = %e, "assign failed");
+                } else {
+                    self.owned
+                        .store(parts.len() as i64, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
@@ -138,6 +143,7 @@ struct State {
 
 struct Shared {
     cfg: WorkerConfig,
+    owned: Arc<std::sync::atomic::AtomicI64>,
     consumer: Consumer<RebalanceNotes>,
     producer: Producer,
     stats: Arc<Stats>,
@@ -602,6 +608,7 @@ async fn drain_revoked(sh: &Rc<Shared>, revoked: &[i32]) {
         tracing::warn!(error = %e, "unassign failed");
     }
     tracing::info!(partitions = ?revoked, "revoked partitions drained and released");
+    sh.owned.store(0, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Runs one shard's worker until shutdown.
@@ -611,6 +618,11 @@ pub async fn run_shard(
     shutdown: Shutdown,
 ) -> Result<(), QueueError> {
     let notes = RebalanceNotes::default();
+    stats
+        .shard_partitions
+        .lock()
+        .expect("partition gauges")
+        .push(notes.owned.clone());
     let consumer = kafka::consumer(
         &cfg.brokers,
         &cfg.group,
@@ -622,6 +634,7 @@ pub async fn run_shard(
         .map_err(QueueError::Consume)?;
     let producer = kafka::producer(&cfg.brokers)?;
     let sh = Rc::new(Shared {
+        owned: notes.owned.clone(),
         source: Client::new(cfg.source.clone(), None),
         dest: Client::new(cfg.dest.clone(), None),
         cfg,
@@ -793,6 +806,7 @@ pub async fn run_shard(
     }
     let _ = sh.consumer.commit_consumer_state(CommitMode::Sync);
     control_stop.trigger();
+    notes.owned.store(0, std::sync::atomic::Ordering::Relaxed);
     notes
         .closing
         .store(true, std::sync::atomic::Ordering::SeqCst);
