@@ -1220,3 +1220,87 @@ fn api_health_and_prometheus_metrics_and_token() {
     assert_eq!(http_get(port2, "/_/live", Some("s3cr3t-token")).0, 200);
     stop(run);
 }
+
+#[test]
+fn scheduled_resume_fires_after_a_restart() {
+    let s = servers();
+    let (sb, da) = (bucket("sched-src"), bucket("sched-a"));
+    let src = Client::new(endpoint(&s.source), None);
+    let dst = Client::new(endpoint(&s.dest), None);
+    block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+    });
+    let port = free_port();
+    let st = setup(
+        &sb,
+        &[("site-a", &s.dest, &da)],
+        &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
+        &format!("\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let run = spawn_named(&["run"], &st.config, "run1");
+    wait_until(60, "ready", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http_get(port, "/_/ready", None).0 == 200
+    });
+    // Joined first: members stopped in the middle of their first join hold the group's next
+    // rebalance (up to max.poll.interval.ms on nisshi).
+    let log1 = st.config.with_file_name("run1.log");
+    wait_until(60, "run1 joined", || {
+        std::fs::read_to_string(&log1)
+            .unwrap_or_default()
+            .matches("partitions assigned")
+            .count()
+            >= 2
+    });
+    // Paused, resuming by itself in 20 seconds; then the engine restarts.
+    let (code, body) = http_req(
+        port,
+        "POST",
+        "/_/crr/resume/site-a/schedule",
+        &format!("{{\"hours\": {}}}", 20.0 / 3600.0),
+    );
+    assert_eq!(code, 200, "{body}");
+    let scheduled = Instant::now();
+    stop(run);
+    let run = spawn_named(&["run"], &st.config, "run2");
+    wait_until(60, "ready again", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http_get(port, "/_/ready", None).0 == 200
+    });
+    let (_, body) = http_get(port, "/_/crr/status/site-a", None);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["site-a"],
+        "disabled",
+        "still paused after the restart: {body}"
+    );
+    // An entry arrives while paused (enqueued by a scan).
+    block_on(async { put(&src, &sb, "later", &data(600, 6), &[]).await });
+    let out = Command::new(env!("CARGO_BIN_EXE_backbeat"))
+        .args(["populate", "--scan", &format!("s3://{sb}"), "--config"])
+        .arg(&st.config)
+        .env("AWS_ACCESS_KEY_ID", "AKTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "SKTEST/secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if scheduled.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            real_versions(&dst, &da, "later").is_empty(),
+            "replicated before the scheduled resume"
+        );
+    }
+    wait_until(150, "replication after the scheduled resume", || {
+        real_versions(&dst, &da, "later").len() == 1
+    });
+    assert!(
+        scheduled.elapsed() >= Duration::from_secs(19),
+        "resumed too early"
+    );
+    stop(run);
+}

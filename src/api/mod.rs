@@ -713,7 +713,9 @@ pub fn serve(
                         &state.control_topic,
                         site,
                         shutdown.clone(),
-                    ) {
+                    )
+                    .await
+                    {
                         Ok(c) => {
                             control.insert(site.clone(), c);
                         }

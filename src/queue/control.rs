@@ -35,7 +35,9 @@ pub async fn publish(
 
 /// Follows the control topic from its beginning, keeping the latest state of `site` in the
 /// returned cell, until `stop` is set.
-pub fn follow(
+/// Returns once the topic has been read up to its end, so the state is known before the
+/// caller consumes anything (a site paused before a restart stays paused).
+pub async fn follow(
     brokers: &str,
     topic: &str,
     site: &str,
@@ -62,6 +64,42 @@ pub fn follow(
         }
     }
     consumer.assign(&tpl).map_err(QueueError::Consume)?;
+    // Catch up: read until every partition reached the end it had when we started.
+    let mut ends: Vec<(i32, i64)> = Vec::new();
+    for e in tpl.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, e.partition(), Duration::from_secs(5))
+            .map_err(QueueError::Consume)?;
+        ends.push((e.partition(), high));
+    }
+    let apply =
+        |cell: &RefCell<SiteControl>, site: &str, m: &rdkafka::message::BorrowedMessage<'_>| {
+            if m.key() == Some(site.as_bytes()) {
+                let next = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<SiteControl>(p).ok())
+                    .unwrap_or_default();
+                tracing::info!(site, paused = next.paused, "control state");
+                *cell.borrow_mut() = next;
+            }
+        };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut positions: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    while ends
+        .iter()
+        .any(|(p, high)| positions.get(p).copied().unwrap_or(-1) + 1 < *high)
+        && std::time::Instant::now() < deadline
+    {
+        let recv = async { Some(consumer.recv().await) };
+        let tick = async {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            None
+        };
+        if let Some(Ok(m)) = futures_lite::future::or(recv, tick).await {
+            positions.insert(m.partition(), m.offset());
+            apply(&state, site, &m);
+        }
+    }
     let (cell, site) = (state.clone(), site.to_string());
     glommio::spawn_local(async move {
         while !stop.is_set() {

@@ -67,6 +67,8 @@ pub struct RebalanceNotes {
     closing: Arc<std::sync::atomic::AtomicBool>,
     /// Partitions this shard owns now (summed into the site's gauge).
     owned: Arc<std::sync::atomic::AtomicI64>,
+    /// The site is paused: partitions are paused as soon as they are assigned.
+    paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RebalanceNotes {
@@ -94,6 +96,11 @@ impl ConsumerContext for RebalanceNotes {
                 } else {
                     self.owned
                         .store(parts.len() as i64, std::sync::atomic::Ordering::Relaxed);
+                    if self.paused.load(std::sync::atomic::Ordering::SeqCst) {
+                        if let Err(e) = base.pause(tpl) {
+                            tracing::warn!(error = %e, "cannot pause newly assigned partitions");
+                        }
+                    }
                 }
             }
             E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
@@ -658,7 +665,8 @@ pub async fn run_shard(
         &sh.cfg.topics.control,
         &sh.cfg.site,
         control_stop.clone(),
-    )?;
+    )
+    .await?;
     let mut paused = false;
     let mut last_pause = Instant::now();
     while !shutdown.is_set() {
@@ -690,6 +698,9 @@ pub async fn run_shard(
                 tracing::info!(site = %sh.cfg.site, paused = want_paused, "site {}", if want_paused { "paused" } else { "resumed" });
             }
             paused = want_paused;
+            notes
+                .paused
+                .store(paused, std::sync::atomic::Ordering::SeqCst);
             last_pause = Instant::now();
         }
         if sh.state.borrow().in_flight >= concurrency {
@@ -718,6 +729,18 @@ pub async fn run_shard(
             ),
         };
         let (partition, offset, key, payload) = msg;
+        if paused {
+            // Fetched before the pause took effect: put it back, it is read again on resume.
+            if let Err(e) = sh.consumer.seek(
+                &sh.cfg.topics.replication,
+                partition,
+                rdkafka::Offset::Offset(offset),
+                Duration::from_secs(5),
+            ) {
+                tracing::warn!(partition, offset, error = %e, "cannot rewind a message received while paused");
+            }
+            continue;
+        }
         let received = Instant::now();
         let generation = {
             let mut st = sh.state.borrow_mut();
