@@ -33,6 +33,35 @@ pub async fn publish(
     kafka::send(p, topic, site, Some(&body)).await.map(|_| ())
 }
 
+type Reader = kafka::Consumer<rdkafka::consumer::DefaultConsumerContext>;
+
+/// A consumer outside any group, assigned every partition of `topic` from its beginning.
+fn reader_from_start(
+    brokers: &str,
+    topic: &str,
+) -> Result<(Reader, TopicPartitionList), QueueError> {
+    let consumer: Reader = kafka::client_config(brokers)
+        .set(
+            "group.id",
+            format!("backbeat-follower-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(QueueError::Setup)?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .map_err(QueueError::Consume)?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            let _ = tpl.add_partition_offset(topic, p.id(), Offset::Beginning);
+        }
+    }
+    consumer.assign(&tpl).map_err(QueueError::Consume)?;
+    Ok((consumer, tpl))
+}
+
 /// Follows the control topic from its beginning, keeping the latest state of `site` in the
 /// returned cell, until `stop` is set.
 /// Returns once the topic has been read up to its end, so the state is known before the
@@ -44,26 +73,7 @@ pub async fn follow(
     stop: crate::shard::Shutdown,
 ) -> Result<Rc<RefCell<SiteControl>>, QueueError> {
     let state = Rc::new(RefCell::new(SiteControl::default()));
-    let consumer: kafka::Consumer<rdkafka::consumer::DefaultConsumerContext> =
-        kafka::client_config(brokers)
-            .set(
-                "group.id",
-                format!("backbeat-control-follower-{}", std::process::id()),
-            )
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .map_err(QueueError::Setup)?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .map_err(QueueError::Consume)?;
-    let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            let _ = tpl.add_partition_offset(topic, p.id(), Offset::Beginning);
-        }
-    }
-    consumer.assign(&tpl).map_err(QueueError::Consume)?;
+    let (consumer, tpl) = reader_from_start(brokers, topic)?;
     // Catch up: read until every partition reached the end it had when we started.
     let mut ends: Vec<(i32, i64)> = Vec::new();
     for e in tpl.elements() {
@@ -135,26 +145,7 @@ pub fn follow_all(
     stop: crate::shard::Shutdown,
 ) -> Result<Compacted, QueueError> {
     let state: Compacted = Rc::default();
-    let consumer: kafka::Consumer<rdkafka::consumer::DefaultConsumerContext> =
-        kafka::client_config(brokers)
-            .set(
-                "group.id",
-                format!("backbeat-follower-{}", std::process::id()),
-            )
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .map_err(QueueError::Setup)?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .map_err(QueueError::Consume)?;
-    let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            let _ = tpl.add_partition_offset(topic, p.id(), Offset::Beginning);
-        }
-    }
-    consumer.assign(&tpl).map_err(QueueError::Consume)?;
+    let (consumer, _) = reader_from_start(brokers, topic)?;
     let cell = state.clone();
     glommio::spawn_local(async move {
         while !stop.is_set() {
