@@ -247,12 +247,7 @@ pub async fn run_events(
     while !shutdown.is_set() {
         // A batch: the first message waits, then whatever is already there (up to 512).
         let mut batch: Vec<(i32, i64, Vec<u8>)> = Vec::new();
-        let recv = async { Some(consumer.recv().await) };
-        let tick = async {
-            glommio::timer::sleep(Duration::from_millis(200)).await;
-            None
-        };
-        match futures_lite::future::or(recv, tick).await {
+        match kafka::recv_within(&consumer, Duration::from_millis(200)).await {
             None => continue,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "consume error");

@@ -100,12 +100,7 @@ pub async fn follow(
         .any(|(p, high)| positions.get(p).copied().unwrap_or(-1) + 1 < *high)
         && std::time::Instant::now() < deadline
     {
-        let recv = async { Some(consumer.recv().await) };
-        let tick = async {
-            glommio::timer::sleep(Duration::from_millis(200)).await;
-            None
-        };
-        if let Some(Ok(m)) = futures_lite::future::or(recv, tick).await {
+        if let Some(Ok(m)) = kafka::recv_within(&consumer, Duration::from_millis(200)).await {
             positions.insert(m.partition(), m.offset());
             apply(&state, site, &m);
         }
@@ -113,12 +108,7 @@ pub async fn follow(
     let (cell, site) = (state.clone(), site.to_string());
     glommio::spawn_local(async move {
         while !stop.is_set() {
-            let recv = async { Some(consumer.recv().await) };
-            let tick = async {
-                glommio::timer::sleep(Duration::from_millis(200)).await;
-                None
-            };
-            if let Some(Ok(m)) = futures_lite::future::or(recv, tick).await {
+            if let Some(Ok(m)) = kafka::recv_within(&consumer, Duration::from_millis(200)).await {
                 if m.key() == Some(site.as_bytes()) {
                     let next = m
                         .payload()
@@ -149,12 +139,7 @@ pub fn follow_all(
     let cell = state.clone();
     glommio::spawn_local(async move {
         while !stop.is_set() {
-            let recv = async { Some(consumer.recv().await) };
-            let tick = async {
-                glommio::timer::sleep(Duration::from_millis(200)).await;
-                None
-            };
-            if let Some(Ok(m)) = futures_lite::future::or(recv, tick).await {
+            if let Some(Ok(m)) = kafka::recv_within(&consumer, Duration::from_millis(200)).await {
                 let Some(k) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
                     continue;
                 };

@@ -161,6 +161,20 @@ pub async fn send(
         })
 }
 
+/// The next message, or `None` when none came within `wait`: consumer loops use it to
+/// look at their shutdown signal (and pause state) regularly.
+pub async fn recv_within<C: ConsumerContext + 'static>(
+    consumer: &Consumer<C>,
+    wait: Duration,
+) -> Option<rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>> {
+    let recv = async { Some(consumer.recv().await) };
+    let tick = async {
+        glommio::timer::sleep(wait).await;
+        None
+    };
+    futures_lite::future::or(recv, tick).await
+}
+
 /// A group member with manual commits: nothing is committed until the caller says so.
 pub fn consumer<C: ConsumerContext + 'static>(
     brokers: &str,

@@ -707,12 +707,9 @@ pub async fn run_shard(
             glommio::timer::sleep(Duration::from_millis(2)).await;
             continue;
         }
-        let recv = async { Some(sh.consumer.recv().await) };
-        let tick = async {
-            glommio::timer::sleep(Duration::from_millis(200)).await;
-            None
-        };
-        let msg = match futures_lite::future::or(recv, tick).await {
+        let msg = match crate::queue::kafka::recv_within(&sh.consumer, Duration::from_millis(200))
+            .await
+        {
             None => continue,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "consume error");
