@@ -362,6 +362,21 @@ impl Engine {
                     )
                 })
                 .collect(),
+            routes: self
+                .sites
+                .iter()
+                .map(|(n, s)| {
+                    (
+                        n.clone(),
+                        crate::api::SiteRoute {
+                            source: self.source.clone(),
+                            dest: s.endpoint.clone(),
+                            buckets: s.buckets.clone(),
+                            dest_versioned: s.versioned,
+                        },
+                    )
+                })
+                .collect(),
             ready: std::sync::atomic::AtomicBool::new(false),
         });
         crate::api::serve(self.cfg.api.listen, state.clone(), shutdown)

@@ -261,7 +261,7 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
                     }
                     // Wait for every key in flight.
                     let _ = slots.acquire(concurrency).await;
-                    stats.merge_latency(&latency.borrow());
+                    stats.latency.merge(&latency.borrow());
                 }
             })
         })

@@ -1304,3 +1304,167 @@ fn scheduled_resume_fires_after_a_restart() {
     );
     stop(run);
 }
+
+/// A sample's value in a Prometheus scrape (counters, gauges and untyped alike).
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, site: &str) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|m| m.metric == name && m.labels.get("site") == Some(site))
+        .and_then(|m| match &m.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(*v),
+            prometheus_parse::Value::Histogram(b) => b.last().map(|b| b.count),
+            _ => None,
+        })
+}
+
+fn scrape(port: u16) -> prometheus_parse::Scrape {
+    let (code, text) = http_get(port, "/metrics", None);
+    assert_eq!(code, 200, "{text}");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format")
+}
+
+#[test]
+fn per_object_progress_in_flight_pending_and_completed() {
+    let s = servers();
+    // The site's destination sits behind a proxy that holds the object's part bodies after
+    // their first MiB: the copy stays in flight, part-way, until the test lets it go.
+    let proxy = proxy::Proxy::start(&s.dest, false);
+    proxy
+        .faults
+        .add("PUT", Some("/big?"), proxy::Kind::Hold, 1000);
+    let (sb, da) = (bucket("prog-src"), bucket("prog-a"));
+    let src = Client::new(endpoint(&s.source), None);
+    let dst = Client::new(endpoint(&s.dest), None);
+    let size = 40 * MIB;
+    let body = data(size, 40);
+    let (vid, small_vid) = block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        let vid = put(&src, &sb, "big", &body, &[]).await;
+        // Written but never announced: nothing replicates it.
+        let small = put(&src, &sb, "dir/not announced", &data(1000, 1), &[]).await;
+        (vid, small)
+    });
+    let port = free_port();
+    let st = setup(
+        &sb,
+        &[("site-a", &proxy.url, &da)],
+        &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
+        &format!("\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let topics = kafka::Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    wait_until(60, "the API", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    wait_until(60, "ready", || http_get(port, "/_/ready", None).0 == 200);
+    produce(
+        &topics.events,
+        &[(
+            format!("{sb}/big"),
+            event("ObjectCreated:Put", &sb, "big", &vid, size),
+        )],
+    );
+    let progress = |path: &str| {
+        let (code, body) = http_get(port, path, None);
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+    let big = format!("/_/metrics/crr/site-a/progress/{sb}/big?versionId={vid}");
+    let mut seen = serde_json::Value::Null;
+    wait_until(90, "the copy in flight, part-way", || {
+        let (code, v) = progress(&big);
+        seen = v.clone();
+        code == 200
+            && v["state"] == "IN_PROGRESS"
+            && v["completed"].as_u64().is_some_and(|c| c >= MIB as u64)
+    });
+    let completed = seen["completed"].as_u64().unwrap();
+    // At most 4 parts of 5 MiB are in flight (part_concurrency), all held: never the whole.
+    assert!(completed < size as u64, "{seen}");
+    assert_eq!(
+        seen["pending"].as_u64().unwrap() + completed,
+        size as u64,
+        "{seen}"
+    );
+    assert_eq!(
+        seen["progress"],
+        format!("{}%", completed * 100 / size as u64),
+        "{seen}"
+    );
+    assert!(seen["description"].is_string(), "{seen}");
+    let m = scrape(port);
+    assert_eq!(
+        sample(&m, "backbeat_entries_in_flight", "site-a"),
+        Some(1.0)
+    );
+    assert!(
+        sample(&m, "backbeat_oldest_change_in_flight_seconds", "site-a").is_some_and(|a| a > 0.0),
+        "the held change has an age"
+    );
+    // A version nobody announced: the destination lacks it, so it is pending.
+    let enc = "dir/not%20announced";
+    let (code, v) = progress(&format!(
+        "/_/metrics/crr/site-a/progress/{sb}/{enc}?versionId={small_vid}"
+    ));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["state"], "PENDING", "{v}");
+    assert_eq!(v["pending"], 1000, "{v}");
+    assert_eq!(v["progress"], "0%", "{v}");
+    // Unknown versions, keys and sites are named as such.
+    let (code, v) = progress(&format!(
+        "/_/metrics/crr/site-a/progress/{sb}/big?versionId=nosuchversion"
+    ));
+    assert_eq!(code, 404, "{v}");
+    let (code, v) = progress(&format!("/_/metrics/crr/site-a/progress/{sb}/nosuchkey"));
+    assert_eq!(code, 404, "{v}");
+    assert_eq!(v["code"], "NoSuchKey", "{v}");
+    let (code, v) = progress(&format!("/_/metrics/crr/nosite/progress/{sb}/big"));
+    assert_eq!(code, 404, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("site-a"), "{v}");
+
+    proxy.faults.release();
+    wait_until(120, "big replicated", || {
+        real_versions(&dst, &da, "big").len() == 1
+    });
+    assert!(real_versions(&dst, &da, "big")[0] == body, "bytes differ");
+    let (code, v) = progress(&big);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["state"], "COMPLETED", "{v}");
+    assert_eq!(v["progress"], "100%", "{v}");
+    assert_eq!(v["completed"], size as u64, "{v}");
+    assert_eq!(v["pending"], 0, "{v}");
+    // Without a version id: the latest version, here the same.
+    let (code, v) = progress(&format!("/_/metrics/crr/site-a/progress/{sb}/big"));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["state"], "COMPLETED", "{v}");
+    assert_eq!(v["versionId"], vid.as_str(), "{v}");
+    let m = scrape(port);
+    assert_eq!(sample(&m, "backbeat_rpo_seconds", "site-a"), Some(1.0));
+    assert_eq!(
+        sample(&m, "backbeat_replication_latency_seconds", "site-a"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "backbeat_oldest_change_in_flight_seconds", "site-a"),
+        Some(0.0)
+    );
+    stop(run);
+    // After a restart nothing is in memory: the destination answers.
+    let run = spawn_named(&["run"], &st.config, "run2");
+    wait_until(60, "ready again", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http_get(port, "/_/ready", None).0 == 200
+    });
+    let (code, v) = progress(&big);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["state"], "COMPLETED", "{v}");
+    assert_eq!(v["completed"], size as u64, "{v}");
+    stop(run);
+}

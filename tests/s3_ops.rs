@@ -314,7 +314,7 @@ fn streaming_pipe_with_trailer_checksum() {
             .get_object(&sb, "obj", GetObjectRequest::default())
             .await
             .unwrap();
-        let (pipe, result) = PipeBody::new(g.body, body.len() as u64, None, true, None);
+        let (pipe, result) = PipeBody::new(g.body, body.len() as u64, None, true, Vec::new());
         dst.put_object(
             &db,
             "copy",

@@ -3,7 +3,8 @@
 //! starve it. Listens on 127.0.0.1 unless configured; with a token file, every request must
 //! carry `Authorization: Bearer <token>` (required on non-loopback addresses).
 //!
-//! May call: `metrics`, `s3`, `queue`, `shard`.
+//! May call: `metrics`, `s3`, `queue`, `shard`, `replication` (the destination check of the
+//! per-object progress route).
 
 pub mod cli;
 
@@ -41,8 +42,19 @@ pub struct ApiState {
     /// The failed topic (failed entries, listed and retried).
     pub failed_topic: String,
     pub groups: BTreeMap<String, String>,
+    /// Where each site replicates to (the per-object progress route asks the destination).
+    pub routes: BTreeMap<String, SiteRoute>,
     /// Set once every role has started.
     pub ready: AtomicBool,
+}
+
+/// A site's source and destination, for the progress route.
+pub struct SiteRoute {
+    pub source: Arc<Endpoint>,
+    pub dest: Arc<Endpoint>,
+    /// Source bucket -> destination bucket (the same name when not listed).
+    pub buckets: BTreeMap<String, String>,
+    pub dest_versioned: bool,
 }
 
 /// What the API keeps on its own executor: the control topic's state per site, and a
@@ -635,10 +647,30 @@ async fn handle(
         p if p.starts_with("/_/metrics/crr/") => {
             let rest: Vec<&str> = p.trim_start_matches("/_/metrics/crr/").split('/').collect();
             match rest.as_slice() {
+                [site, "progress", bucket, key @ ..] if !key.is_empty() => {
+                    let dec = |s: &str| {
+                        percent_encoding::percent_decode_str(s)
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    };
+                    let vid = req.uri().query().and_then(|q| {
+                        q.split('&')
+                            .find_map(|kv| kv.strip_prefix("versionId=").map(dec))
+                    });
+                    crr_progress(
+                        &state,
+                        &local,
+                        &dec(site),
+                        &dec(bucket),
+                        &dec(&key.join("/")),
+                        vid.as_deref().filter(|v| !v.is_empty()),
+                    )
+                    .await
+                }
                 [site, metric] => crr_metrics(&state, site, metric).await,
                 _ => json(
                     StatusCode::NOT_FOUND,
-                    serde_json::json!({ "error": "use /_/metrics/crr/{site|all}/{backlog|completions|failures|throughput|pending|all}" }),
+                    serde_json::json!({ "error": "use /_/metrics/crr/{site|all}/{backlog|completions|failures|throughput|pending|all} or /_/metrics/crr/{site}/progress/{bucket}/{key}?versionId=" }),
                 ),
             }
         }
@@ -673,6 +705,153 @@ async fn handle(
             serde_json::json!({ "error": format!("no route {other}") }),
         ),
     }
+}
+
+const PROGRESS_DESCRIPTION: &str = "Number of bytes to be replicated (pending), number of bytes transferred to the destination (completed), and percentage of the object that has completed replication (progress)";
+
+fn progress_doc(state: &str, size: u64, done: u64, version_id: &str) -> serde_json::Value {
+    let complete = if state == "COMPLETED" { 100 } else { 0 };
+    let pct = (done.min(size) * 100).checked_div(size).unwrap_or(complete);
+    serde_json::json!({
+        "description": PROGRESS_DESCRIPTION,
+        "pending": size - done.min(size),
+        "completed": done.min(size),
+        "progress": format!("{pct}%"),
+        "state": state,
+        "versionId": version_id,
+    })
+}
+
+/// `GET /_/metrics/crr/{site}/progress/{bucket}/{key}?versionId=`: the version's transfer
+/// when it is in flight or recently finished on this node, else what the source and the
+/// destination hold (COMPLETED when the destination has it, PENDING otherwise; FAILED when
+/// the failed topic lists it).
+async fn crr_progress(
+    state: &ApiState,
+    local: &Local,
+    site: &str,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+) -> Response<Full<Bytes>> {
+    use crate::metrics::objects::ObjectProgress;
+    let (Some(stats), Some(route)) = (state.sites.get(site), state.routes.get(site)) else {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": format!("no site {site}: sites are {:?}", state.sites.keys().collect::<Vec<_>>()) }),
+        );
+    };
+    let dest_bucket = route
+        .buckets
+        .get(bucket)
+        .cloned()
+        .unwrap_or_else(|| bucket.to_string());
+    let source = crate::s3::Client::new(route.source.clone(), None);
+    // Without a version id: the source's latest version.
+    let (vid, head) = match version_id {
+        Some(v) => (v.to_string(), None),
+        None => match source.head_object(bucket, key, Default::default()).await {
+            Ok(h) => (
+                h.version_id.clone().unwrap_or_else(|| "null".into()),
+                Some((h.content_length, false)),
+            ),
+            Err(crate::s3::ops::head_object::HeadObjectError::DeleteMarker {
+                version_id: Some(v),
+            }) => (v, Some((0, true))),
+            Err(e) => return progress_source_error(bucket, key, &e),
+        },
+    };
+    let id = (bucket.to_string(), key.to_string(), vid.clone());
+    let known = stats.objects.lock().expect("object tracker").progress(&id);
+    match known {
+        Some(ObjectProgress::InFlight { size, done }) => {
+            return json(
+                StatusCode::OK,
+                progress_doc("IN_PROGRESS", size, done, &vid),
+            )
+        }
+        Some(ObjectProgress::Finished(f)) if f.completed => {
+            return json(
+                StatusCode::OK,
+                progress_doc("COMPLETED", f.size, f.size, &vid),
+            )
+        }
+        _ => {}
+    }
+    let failed = local.failed.as_ref().is_some_and(|f| {
+        f.borrow().values().any(|v| {
+            serde_json::from_slice::<serde_json::Value>(v).is_ok_and(|d| {
+                d["kind"] == "failed"
+                    && d["site"] == site
+                    && d["entry"]["bucket"] == bucket
+                    && d["entry"]["key"] == key
+                    && d["entry"]["versionId"] == vid.as_str()
+            })
+        })
+    });
+    // Ask the source what the version is, then the destination whether it holds it.
+    let (size, delete_marker) = match head {
+        Some(h) => h,
+        None => {
+            let req = crate::s3::ops::head_object::HeadObjectRequest {
+                version_id: (vid != "null").then_some(vid.as_str()),
+                ..Default::default()
+            };
+            match source.head_object(bucket, key, req).await {
+                Ok(h) => (h.content_length, false),
+                Err(crate::s3::ops::head_object::HeadObjectError::DeleteMarker { .. }) => (0, true),
+                Err(e) => return progress_source_error(bucket, key, &e),
+            }
+        }
+    };
+    let ctx = crate::replication::Ctx {
+        source,
+        source_bucket: bucket.to_string(),
+        dest: crate::s3::Client::new(route.dest.clone(), None),
+        dest_bucket,
+        dest_versioned: route.dest_versioned,
+        opts: Default::default(),
+        stats: Stats::new(),
+        part_slots: glommio::sync::Semaphore::new(1),
+        shutdown: Shutdown::new(),
+    };
+    let v = crate::replication::Version {
+        key: key.to_string(),
+        version_id: vid.clone(),
+        delete_marker,
+        size,
+        etag: String::new(),
+    };
+    let applied = if delete_marker {
+        crate::replication::version_applied(&ctx, &v).await
+    } else {
+        crate::replication::already_at_destination(&ctx, &v).await
+    };
+    match applied {
+        Ok(true) => json(StatusCode::OK, progress_doc("COMPLETED", size, size, &vid)),
+        Ok(false) if failed => json(StatusCode::OK, progress_doc("FAILED", size, 0, &vid)),
+        Ok(false) => json(StatusCode::OK, progress_doc("PENDING", size, 0, &vid)),
+        Err(e) => json(
+            StatusCode::BAD_GATEWAY,
+            serde_json::json!({ "error": format!("cannot check the destination of {site}: {e}") }),
+        ),
+    }
+}
+
+fn progress_source_error(
+    bucket: &str,
+    key: &str,
+    e: &crate::s3::ops::head_object::HeadObjectError,
+) -> Response<Full<Bytes>> {
+    let status = if matches!(e.code(), "NoSuchKey" | "NoSuchVersion" | "NotFound") {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    json(
+        status,
+        serde_json::json!({ "error": format!("source {bucket}/{key}: {e}"), "code": e.code() }),
+    )
 }
 
 /// Serves the API on its own thread and executor until `shutdown`. Returns once listening.

@@ -5,6 +5,7 @@
 //! May call: nothing else in the crate.
 
 pub mod names;
+pub mod objects;
 pub mod prometheus;
 pub mod window;
 
@@ -43,9 +44,12 @@ pub struct Stats {
     pub retries: AtomicU64,
     pub checksum_mismatches: AtomicU64,
     pub failures: Mutex<Vec<Failure>>,
-    latency: Mutex<Option<Histogram<u64>>>,
-    /// Live per-shard histograms, merged when read.
-    shard_latency: Mutex<Vec<Arc<Mutex<Histogram<u64>>>>>,
+    /// Time each entry spent in the mover, from its receipt to its outcome.
+    pub latency: Histograms,
+    /// Recovery point: time from the source change to the version at the destination.
+    pub rpo: Histograms,
+    /// Versions in flight and recently finished (per-object progress).
+    pub objects: Mutex<objects::Tracker>,
     /// Outcomes by minute over the last day.
     pub window: Mutex<window::Window>,
     /// Partitions owned by each shard of this process (gauges).
@@ -73,9 +77,30 @@ impl Stats {
         self.failures.lock().expect("failures lock").push(f);
     }
 
-    /// Merges a shard's latency histogram into the run's.
-    pub fn merge_latency(&self, h: &Histogram<u64>) {
-        let mut l = self.latency.lock().expect("latency lock");
+    /// (p50, p99, p99.9, max) of per-version replication latency.
+    pub fn latency_percentiles(&self) -> Option<[Duration; 4]> {
+        let h = self.latency.snapshot();
+        if h.is_empty() {
+            return None;
+        }
+        let us = |q: f64| Duration::from_micros(h.value_at_quantile(q));
+        Some([us(0.5), us(0.99), us(0.999), Duration::from_micros(h.max())])
+    }
+}
+
+/// Histograms recorded per shard (each shard locks only its own) and merged when read.
+#[derive(Default, Debug)]
+pub struct Histograms {
+    /// Histograms of finished runs, merged.
+    merged: Mutex<Option<Histogram<u64>>>,
+    /// Live per-shard histograms.
+    shards: Mutex<Vec<Arc<Mutex<Histogram<u64>>>>>,
+}
+
+impl Histograms {
+    /// Merges a finished shard's histogram.
+    pub fn merge(&self, h: &Histogram<u64>) {
+        let mut l = self.merged.lock().expect("histogram lock");
         match l.as_mut() {
             Some(all) => {
                 let _ = all.add(h);
@@ -84,36 +109,26 @@ impl Stats {
         }
     }
 
-    /// A histogram a shard records into as it goes; scrapes merge it.
-    pub fn register_latency(&self) -> Arc<Mutex<Histogram<u64>>> {
+    /// A histogram a shard records into as it goes; reads merge it.
+    pub fn register(&self) -> Arc<Mutex<Histogram<u64>>> {
         let h = Arc::new(Mutex::new(latency_histogram()));
-        self.shard_latency
+        self.shards
             .lock()
-            .expect("latency registry")
+            .expect("histogram registry")
             .push(h.clone());
         h
     }
 
-    /// Every latency recorded so far, merged.
-    pub fn latency_snapshot(&self) -> Histogram<u64> {
+    /// Everything recorded so far, merged.
+    pub fn snapshot(&self) -> Histogram<u64> {
         let mut all = latency_histogram();
-        if let Some(h) = self.latency.lock().expect("latency lock").as_ref() {
+        if let Some(h) = self.merged.lock().expect("histogram lock").as_ref() {
             let _ = all.add(h);
         }
-        for h in self.shard_latency.lock().expect("latency registry").iter() {
-            let _ = all.add(&*h.lock().expect("shard latency"));
+        for h in self.shards.lock().expect("histogram registry").iter() {
+            let _ = all.add(&*h.lock().expect("shard histogram"));
         }
         all
-    }
-
-    /// (p50, p99, p99.9, max) of per-version replication latency.
-    pub fn latency_percentiles(&self) -> Option<[Duration; 4]> {
-        let h = self.latency_snapshot();
-        if h.is_empty() {
-            return None;
-        }
-        let us = |q: f64| Duration::from_micros(h.value_at_quantile(q));
-        Some([us(0.5), us(0.99), us(0.999), Duration::from_micros(h.max())])
     }
 }
 

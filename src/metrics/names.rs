@@ -11,3 +11,5 @@ pub const REPLICATION_LATENCY: &str = "backbeat_replication_latency_seconds";
 pub const IN_FLIGHT: &str = "backbeat_entries_in_flight";
 pub const BACKLOG: &str = "backbeat_backlog_entries";
 pub const PARTITIONS_OWNED: &str = "backbeat_partitions_owned";
+pub const RPO: &str = "backbeat_rpo_seconds";
+pub const OLDEST_CHANGE_IN_FLIGHT: &str = "backbeat_oldest_change_in_flight_seconds";

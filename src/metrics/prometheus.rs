@@ -19,6 +19,39 @@ fn counter(out: &mut String, name: &str, help: &str, values: &[(&str, u64)]) {
     }
 }
 
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    sites: &BTreeMap<String, Arc<Stats>>,
+    get: impl Fn(&Stats) -> hdrhistogram::Histogram<u64>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (site, s) in sites {
+        let h = get(s);
+        for le in BUCKETS {
+            let upto = (le * 1e6) as u64;
+            let n: u64 = h
+                .iter_recorded()
+                .filter(|v| v.value_iterated_to() <= upto)
+                .map(|v| v.count_at_value())
+                .sum();
+            let _ = writeln!(out, "{name}_bucket{{site=\"{site}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{site=\"{site}\",le=\"+Inf\"}} {}",
+            h.len()
+        );
+        let _ = writeln!(
+            out,
+            "{name}_sum{{site=\"{site}\"}} {}",
+            h.mean() * h.len() as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{site=\"{site}\"}} {}", h.len());
+    }
+}
+
 /// Renders every site's counters and its replication latency histogram (per-shard
 /// hdrhistograms merged now).
 pub fn render(sites: &BTreeMap<String, Arc<Stats>>) -> String {
@@ -100,38 +133,35 @@ pub fn render(sites: &BTreeMap<String, Arc<Stats>>) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP {REPLICATION_LATENCY} Time from the source change to the version at the destination.\n# TYPE {REPLICATION_LATENCY} histogram"
+        "# HELP {OLDEST_CHANGE_IN_FLIGHT} Age of the oldest source change being replicated now.\n# TYPE {OLDEST_CHANGE_IN_FLIGHT} gauge"
     );
-    for (site, s) in sites {
-        let h = s.latency_snapshot();
-        for le in BUCKETS {
-            let upto = (le * 1e6) as u64;
-            let n: u64 = h
-                .iter_recorded()
-                .filter(|v| v.value_iterated_to() <= upto)
-                .map(|v| v.count_at_value())
-                .sum();
-            let _ = writeln!(
-                out,
-                "{REPLICATION_LATENCY}_bucket{{site=\"{site}\",le=\"{le}\"}} {n}"
-            );
-        }
+    for (site, st) in sites {
+        let age = st
+            .objects
+            .lock()
+            .expect("object tracker")
+            .oldest_in_flight()
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{REPLICATION_LATENCY}_bucket{{site=\"{site}\",le=\"+Inf\"}} {}",
-            h.len()
-        );
-        let _ = writeln!(
-            out,
-            "{REPLICATION_LATENCY}_sum{{site=\"{site}\"}} {}",
-            h.mean() * h.len() as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "{REPLICATION_LATENCY}_count{{site=\"{site}\"}} {}",
-            h.len()
+            "{OLDEST_CHANGE_IN_FLIGHT}{{site=\"{site}\"}} {}",
+            age.as_secs_f64()
         );
     }
+    histogram(
+        &mut out,
+        REPLICATION_LATENCY,
+        "Time an entry spent in the mover, from its receipt to its outcome.",
+        sites,
+        |s| s.latency.snapshot(),
+    );
+    histogram(
+        &mut out,
+        RPO,
+        "Recovery point: time from the source change to the version at the destination.",
+        sites,
+        |s| s.rpo.snapshot(),
+    );
     out
 }
 
@@ -143,7 +173,7 @@ mod tests {
     fn renders_counters_and_cumulative_buckets() {
         let s = Stats::new();
         Stats::add(&s.versions_copied, 3);
-        let h = s.register_latency();
+        let h = s.latency.register();
         for us in [5_000u64, 200_000, 2_000_000] {
             h.lock().unwrap().record(us).unwrap();
         }

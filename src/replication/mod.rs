@@ -387,11 +387,51 @@ pub async fn version_applied(ctx: &Ctx, v: &Version) -> Result<bool, Replication
     Ok(i < applied_prefix(ctx, &v.key, &versions).await?)
 }
 
+/// Counters a copy of `v` adds its bytes to: the run's, and the version's own when the
+/// version is tracked (per-object progress).
+fn progress_counters(ctx: &Ctx, v: &Version) -> Vec<Arc<std::sync::atomic::AtomicU64>> {
+    let mut c = vec![ctx.stats.bytes_moved.clone()];
+    let id = (
+        ctx.source_bucket.clone(),
+        v.key.clone(),
+        v.version_id.clone(),
+    );
+    if let Some(t) = ctx
+        .stats
+        .objects
+        .lock()
+        .expect("object tracker")
+        .transfer(&id)
+    {
+        c.push(t.done.clone());
+    }
+    c
+}
+
+/// Restarts a tracked version's progress (a new attempt sends every byte again).
+fn reset_progress(ctx: &Ctx, v: &Version) {
+    let id = (
+        ctx.source_bucket.clone(),
+        v.key.clone(),
+        v.version_id.clone(),
+    );
+    if let Some(t) = ctx
+        .stats
+        .objects
+        .lock()
+        .expect("object tracker")
+        .transfer(&id)
+    {
+        t.done.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Replicates one version, once (no retry).
 pub async fn replicate_once(ctx: &Ctx, v: &Version) -> Result<Outcome, ReplicationError> {
     if v.delete_marker {
         return replicate_delete_marker(ctx, v).await;
     }
+    reset_progress(ctx, v);
     let vid = source_version_id(&v.version_id);
     let head = match ctx
         .source
@@ -449,7 +489,7 @@ pub async fn replicate_once(ctx: &Ctx, v: &Version) -> Result<Outcome, Replicati
         len,
         get.head.crc32c,
         chunked,
-        Some(ctx.stats.bytes_moved.clone()),
+        progress_counters(ctx, v),
     );
     let out = ctx
         .dest

@@ -339,7 +339,7 @@ async fn upload_one(
         len,
         known,
         chunked,
-        Some(ctx.stats.bytes_moved.clone()),
+        super::progress_counters(ctx, v),
     );
     let mut part = ctx
         .dest

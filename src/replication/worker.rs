@@ -23,6 +23,7 @@ use super::{
     already_at_destination, replicate, version_applied, Ctx, Options, Outcome, ReplicationError,
     Version,
 };
+use crate::metrics::objects::ObjectId;
 use crate::metrics::{Failure, Stats};
 use crate::queue::codec::{
     Durations, EntryType, ReplicationEntry, Status, StatusError, StatusEvent, VERSION,
@@ -161,6 +162,7 @@ struct Shared {
     source: Client,
     dest: Client,
     latency: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+    rpo: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
 }
 
 impl Shared {
@@ -291,12 +293,16 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-fn event_time_latency(e: &ReplicationEntry) -> Option<Duration> {
+/// When the source changed, as the entry says.
+fn event_time(e: &ReplicationEntry) -> Option<SystemTime> {
     let t = e.source_event_time.as_deref()?;
-    let parsed = httpdate::parse_http_date(t)
+    httpdate::parse_http_date(t)
         .ok()
-        .or_else(|| parse_rfc3339(t))?;
-    SystemTime::now().duration_since(parsed).ok()
+        .or_else(|| parse_rfc3339(t))
+}
+
+fn event_time_latency(e: &ReplicationEntry) -> Option<Duration> {
+    SystemTime::now().duration_since(event_time(e)?).ok()
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
@@ -375,20 +381,36 @@ async fn record_malformed(
     Ok(())
 }
 
-/// Counts an entry as pending (in flight) for as long as it lives.
+/// Counts an entry as pending (in flight) for as long as it lives, and tracks its version
+/// for the per-object progress route.
 struct Pending {
     stats: Arc<Stats>,
     bytes: u64,
+    id: ObjectId,
+    outcome: Option<bool>,
 }
 
 impl Pending {
-    fn new(stats: &Arc<Stats>, bytes: u64) -> Self {
+    fn new(stats: &Arc<Stats>, e: &ReplicationEntry, changed: SystemTime) -> Self {
         Stats::add(&stats.in_flight, 1);
-        Stats::add(&stats.in_flight_bytes, bytes);
+        Stats::add(&stats.in_flight_bytes, e.size);
+        let id = (e.bucket.clone(), e.key.clone(), e.version_id.clone());
+        stats
+            .objects
+            .lock()
+            .expect("object tracker")
+            .start(id.clone(), e.size, changed);
         Self {
             stats: stats.clone(),
-            bytes,
+            bytes: e.size,
+            id,
+            outcome: None,
         }
+    }
+
+    /// Records how the entry ended (kept for the progress route once it is dropped).
+    fn finish(&mut self, completed: bool) {
+        self.outcome = Some(completed);
     }
 }
 
@@ -400,6 +422,9 @@ impl Drop for Pending {
         self.stats
             .in_flight_bytes
             .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut t) = self.stats.objects.lock() {
+            t.end(&self.id, self.outcome);
+        }
     }
 }
 
@@ -412,7 +437,8 @@ async fn process(
     entry: ReplicationEntry,
     received: Instant,
 ) {
-    let _pending = Pending::new(&sh.stats, entry.size);
+    let changed = event_time(&entry).unwrap_or_else(|| SystemTime::now() - received.elapsed());
+    let mut pending = Pending::new(&sh.stats, &entry, changed);
     let ctx = sh.ctx(&entry.bucket);
     let v = Version {
         key: entry.key.clone(),
@@ -482,13 +508,20 @@ async fn process(
             )
         }
     };
+    pending.finish(result.is_ok());
     if result.is_ok() {
-        let lat = event_time_latency(&entry).unwrap_or(received.elapsed());
-        sh.latency
+        let rpo = SystemTime::now()
+            .duration_since(changed)
+            .unwrap_or_default();
+        sh.rpo
             .lock()
-            .expect("latency")
-            .saturating_record(lat.as_micros().max(1) as u64);
+            .expect("rpo")
+            .saturating_record(rpo.as_micros().max(1) as u64);
     }
+    sh.latency
+        .lock()
+        .expect("latency")
+        .saturating_record(received.elapsed().as_micros().max(1) as u64);
     let event = StatusEvent {
         v: VERSION,
         bucket: entry.bucket.clone(),
@@ -655,7 +688,8 @@ pub async fn run_shard(
             in_flight: 0,
         }),
         ctxs: RefCell::default(),
-        latency: stats.register_latency(),
+        latency: stats.latency.register(),
+        rpo: stats.rpo.register(),
     });
     let concurrency = sh.cfg.concurrency.max(1);
     // Pause/resume: the site's state in the control topic, followed by every shard.

@@ -188,7 +188,7 @@ pub struct PipeBody {
     crc: u32,
     expected: Option<u32>,
     result: PipeResult,
-    progress: Option<Arc<AtomicU64>>,
+    progress: Vec<Arc<AtomicU64>>,
     chunk: Option<Chunking>,
     encoded_len: u64,
     pending: Option<Bytes>,
@@ -227,7 +227,7 @@ impl PipeBody {
         len: u64,
         expected: Option<u32>,
         aws_chunked: bool,
-        progress: Option<Arc<AtomicU64>>,
+        progress: Vec<Arc<AtomicU64>>,
     ) -> (Self, PipeResult) {
         let result = PipeResult::default();
         let (chunk, encoded_len) = if aws_chunked {
@@ -280,7 +280,7 @@ impl PipeBody {
         }
         self.crc = crc32c::crc32c_append(self.crc, b);
         self.passed += n;
-        if let Some(p) = &self.progress {
+        for p in &self.progress {
             p.fetch_add(n, Ordering::Relaxed);
         }
         Ok(())

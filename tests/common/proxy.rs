@@ -18,6 +18,8 @@ pub enum Kind {
     Forbidden,
     /// Reset the connection (RST) instead of forwarding.
     Reset,
+    /// Forward the first MiB of the body, then hold the rest until [`Faults::release`].
+    Hold,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +36,8 @@ pub struct Faults {
     list: Mutex<Vec<Fault>>,
     /// Request lines seen, and whether a fault hit them.
     pub log: Mutex<Vec<(String, Option<Kind>)>>,
+    /// Set to let held bodies through.
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl Faults {
@@ -44,6 +48,12 @@ impl Faults {
             kind,
             remaining: times,
         });
+    }
+
+    /// Lets every held body (and later ones) through.
+    pub fn release(&self) {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn hits(&self, kind: Kind) -> usize {
@@ -288,6 +298,12 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
                 }
             }
             let n = buf.len().min(left);
+            while fault == Some(Kind::Hold)
+                && offset >= 1 << 20
+                && !faults.released.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             if fault == Some(Kind::FlipByte) && offset <= 40 && 40 < offset + n {
                 buf[40 - offset] ^= 0x01;
             }
