@@ -1078,7 +1078,14 @@ fn api_health_and_prometheus_metrics_and_token() {
             event("ObjectCreated:Put", &sb, "during-pause", &vid, 800),
         )],
     );
-    std::thread::sleep(Duration::from_secs(5));
+    // The paused site's entry waits in Kafka: the backlog (its group's lag) counts it.
+    wait_until(30, "a backlog while paused", || {
+        let (_, body) = http_get(port, "/_/metrics/crr/site-a/backlog", None);
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["backlog"]["results"]["count"]
+            .as_i64()
+            .is_some_and(|n| n >= 1)
+    });
+    std::thread::sleep(Duration::from_secs(3));
     assert!(
         real_versions(&dst, &da, "during-pause").is_empty(),
         "replicated while paused"
@@ -1111,6 +1118,12 @@ fn api_health_and_prometheus_metrics_and_token() {
     assert_eq!(http_req(port, "POST", "/_/crr/resume/site-a", "").0, 200);
     wait_until(60, "replication after resume", || {
         real_versions(&dst, &da, "during-pause").len() == 1
+    });
+    // Once replicated, its offset is committed: the backlog drains.
+    wait_until(30, "the backlog drained", || {
+        let (_, body) = http_get(port, "/_/metrics/crr/site-a/backlog", None);
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["backlog"]["results"]["count"]
+            == 0
     });
     let (_, body) = http_get(port, "/_/crr/status", None);
     assert_eq!(
