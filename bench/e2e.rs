@@ -22,6 +22,8 @@ pub struct E2e {
     pub max_rss_mib: f64,
     /// p50, p99, p99.9 in milliseconds.
     pub latency_ms: [f64; 3],
+    /// (quantile, milliseconds).
+    pub latency_cdf_ms: Vec<[f64; 2]>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -236,5 +238,10 @@ pub fn run(
             hist.value_at_quantile(0.99) as f64,
             hist.value_at_quantile(0.999) as f64,
         ],
+        // The histogram is in milliseconds here: scale it to what cdf_ms expects.
+        latency_cdf_ms: backbeat::metrics::cdf_ms(&hist)
+            .into_iter()
+            .map(|[q, v]| [q, v * 1000.0])
+            .collect(),
     })
 }

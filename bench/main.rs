@@ -1,27 +1,40 @@
-//! `backbeat-bench`: measures `backbeat sync` against `rclone copy` on the same data and the
-//! same endpoint, in the same run, and prints throughput, CPU cost and their ratios.
+//! `backbeat-bench`: runs named scenarios with backbeat, rclone and a loopback limit on the
+//! same in-memory S3 endpoint in the same run, and reports throughput, CPU cost, memory,
+//! latency and the ratios backbeat/rclone and backbeat/limit (table, JSON and PNG charts).
 //!
 //! The endpoint is an in-memory S3 server of this harness (`mem_s3.rs`), so the movers, not
-//! the server, are measured. CPU time is each mover process's own (rusage of the child).
+//! the server, are measured. CPU time and peak RSS are each mover process's own (wait4).
+//! The limit is `relay.rs`, a plain socket relay run as `backbeat-bench relay`.
 
 mod e2e;
 mod mem_s3;
+mod plots;
+mod relay;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use mem_s3::{Catalog, MemS3};
 
 #[derive(Parser)]
-#[command(about = "Benchmark backbeat sync against rclone copy on an in-memory S3 endpoint")]
+#[command(
+    about = "Benchmark backbeat against rclone and a loopback limit on an in-memory S3 endpoint",
+    after_help = "Scenarios: sweep (sweep-4KiB, sweep-64KiB, sweep-1MiB, sweep-16MiB, sweep-256MiB), mixed, versions, e2e, all. Several may be given, comma-separated."
+)]
 struct Args {
-    /// Scenarios: large (64 MiB objects), small (4 KiB objects), e2e (events in Kafka to
-    /// objects at the destination), or all
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Scenarios to run (see below)
     #[arg(long, default_value = "all")]
     scenario: String,
+    /// Multiplies every scenario's object count (0.1 for a quick look)
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
     /// Kafka brokers for the e2e scenario (default: start nisshi, if installed)
     #[arg(long)]
     kafka: Option<String>,
@@ -31,36 +44,58 @@ struct Args {
     /// Object size in the e2e scenario
     #[arg(long, default_value_t = 256 * 1024)]
     e2e_size: u64,
-    /// Number of 64 MiB objects in the large scenario
-    #[arg(long, default_value_t = 24)]
-    large_count: usize,
-    /// Number of 4 KiB objects in the small scenario
-    #[arg(long, default_value_t = 5000)]
-    small_count: usize,
     /// Server threads of the in-memory endpoint
     #[arg(long, default_value_t = 1)]
     server_threads: usize,
     /// backbeat shards (default: one per core)
     #[arg(long)]
     shards: Option<usize>,
-    /// Transfers in flight: backbeat --concurrency per shard, rclone --transfers
+    /// backbeat transfers in flight per shard
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Skip rclone (report backbeat alone)
+    /// Skip rclone
     #[arg(long)]
     skip_rclone: bool,
-    /// Write results as JSON to this file
+    /// Skip the loopback limit
     #[arg(long)]
-    json: Option<PathBuf>,
+    skip_limit: bool,
+    /// Write results as JSON to this file
+    #[arg(long, default_value = "bench/results/latest.json")]
+    json: PathBuf,
+    /// Write the PNG charts into this directory (empty: no charts)
+    #[arg(long, default_value = "docs/img")]
+    plots: PathBuf,
     /// The backbeat binary (default: next to this one)
     #[arg(long)]
     backbeat: Option<PathBuf>,
 }
 
-#[derive(serde::Serialize, Clone)]
-struct Run {
+#[derive(Subcommand)]
+enum Cmd {
+    /// The loopback limit (run by the harness itself): relays a scenario's objects.
+    Relay {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        scenario: String,
+        #[arg(long)]
+        scale: f64,
+        #[arg(long)]
+        workers: usize,
+        #[arg(long)]
+        dest_bucket: String,
+    },
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
+pub struct Run {
     tool: String,
     scenario: String,
+    /// The object size of a sweep point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_size: Option<u64>,
+    /// The setting that gave this run (the best one tried, for rclone and the limit).
+    setting: String,
     objects: usize,
     bytes: u64,
     seconds: f64,
@@ -70,16 +105,82 @@ struct Run {
     cpu_s_per_gb: f64,
     cpu_s_per_1000_objects: f64,
     max_rss_mib: f64,
-    /// Replication latency p50, p99, p99.9 (ms), from the source event to completion.
+    /// Per-object latency p50, p99, p99.9 (ms).
     #[serde(skip_serializing_if = "Option::is_none")]
     latency_ms: Option<[f64; 3]>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    latency_cdf_ms: Vec<[f64; 2]>,
 }
 
 #[derive(serde::Serialize)]
 struct Report {
     machine: String,
+    command: String,
     runs: Vec<Run>,
     ratios: Vec<serde_json::Value>,
+    notes: Vec<String>,
+}
+
+/// A named workload: what the source holds, and the settings tried for rclone and the limit.
+struct Scenario {
+    name: String,
+    catalog: Catalog,
+    object_size: Option<u64>,
+    rclone_transfers: Vec<usize>,
+    relay_workers: Vec<usize>,
+}
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+fn scaled(n: usize, scale: f64) -> usize {
+    ((n as f64 * scale).round() as usize).max(1)
+}
+
+/// Every scenario this harness knows (e2e aside), by name.
+fn catalog_scenarios(scale: f64) -> Vec<Scenario> {
+    let mut v = Vec::new();
+    for (size, count, label) in [
+        (4 * KIB, 5000, "4KiB"),
+        (64 * KIB, 3000, "64KiB"),
+        (MIB, 1000, "1MiB"),
+        (16 * MIB, 96, "16MiB"),
+        (256 * MIB, 6, "256MiB"),
+    ] {
+        let (rc, lim) = if size <= 64 * KIB {
+            (vec![32, 128], vec![16, 64])
+        } else if size <= MIB {
+            (vec![16, 64], vec![8, 32])
+        } else {
+            (vec![4, 16], vec![2, 8])
+        };
+        v.push(Scenario {
+            name: format!("sweep-{label}"),
+            catalog: Catalog::uniform(scaled(count, scale), size),
+            object_size: Some(size),
+            rclone_transfers: rc,
+            relay_workers: lim,
+        });
+    }
+    v.push(Scenario {
+        name: "mixed".into(),
+        catalog: Catalog::mixed(scaled(1000, scale)),
+        object_size: None,
+        rclone_transfers: vec![16, 64],
+        relay_workers: vec![16, 64],
+    });
+    v.push(Scenario {
+        name: "versions".into(),
+        catalog: Catalog {
+            sizes: vec![64 * KIB; 20],
+            versions: scaled(200, scale),
+        },
+        object_size: None,
+        // rclone copies current versions only: it cannot replicate a key's history.
+        rclone_transfers: Vec::new(),
+        relay_workers: vec![16, 64],
+    });
+    v
 }
 
 /// Runs `cmd` to completion and returns its own resource usage (wait4), so CPU time and
@@ -109,76 +210,113 @@ fn run_measured(
     Ok((std::process::ExitStatus::from_raw(status), out, err, ru))
 }
 
+/// Runs a mover to completion, showing the endpoint's progress, and checks that every object
+/// arrived intact.
 fn measure(
     tool: &str,
-    scenario: &str,
-    objects: usize,
-    bytes: u64,
+    setting: &str,
+    sc: &Scenario,
+    server: &Arc<MemS3>,
     cmd: &mut Command,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<(Run, String)> {
+    let objects = sc.catalog.objects();
+    let bytes = sc.catalog.bytes();
     eprintln!(
-        "  running {tool} ({scenario}: {objects} objects, {:.1} MiB) ...",
-        bytes as f64 / 1048576.0
+        "  {} {tool} {setting}: {objects} objects, {:.1} MiB ...",
+        sc.name,
+        bytes as f64 / MIB as f64
     );
+    let before = server.objects_completed.load(Ordering::SeqCst);
+    let bad_before = server.checksum_failures.load(Ordering::SeqCst);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = {
+        let (server, stop) = (server.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if last.elapsed() >= Duration::from_secs(3) {
+                    let done = server.objects_completed.load(Ordering::SeqCst) - before;
+                    eprintln!(
+                        "    {done} of {objects} objects arrived ({:.0} s)",
+                        t.elapsed().as_secs_f64()
+                    );
+                    last = Instant::now();
+                }
+            }
+        })
+    };
     let t = Instant::now();
-    let (status, out, err, ru) = run_measured(cmd).with_context(|| format!("starting {tool}"))?;
+    let res = run_measured(cmd).with_context(|| format!("starting {tool}"));
     let secs = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = progress.join();
+    let (status, out, err, ru) = res?;
     if !status.success() {
         bail!("{tool} failed ({status}): {out}{err}");
+    }
+    let done = server.objects_completed.load(Ordering::SeqCst) - before;
+    let bad = server.checksum_failures.load(Ordering::SeqCst) - bad_before;
+    if done != objects as u64 || bad != 0 {
+        bail!("{tool}: {done} of {objects} objects arrived, {bad} checksum failures");
     }
     let tv = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
     let gb = bytes as f64 / 1e9;
-    Ok(Run {
-        tool: tool.into(),
-        scenario: scenario.into(),
-        objects,
-        bytes,
-        seconds: secs,
-        gb_per_s: gb / secs,
-        objects_per_s: objects as f64 / secs,
-        cpu_seconds: cpu,
-        cpu_s_per_gb: cpu / gb,
-        cpu_s_per_1000_objects: cpu / objects as f64 * 1000.0,
-        max_rss_mib: ru.ru_maxrss as f64 / 1024.0,
-        latency_ms: None,
-    })
+    Ok((
+        Run {
+            tool: tool.into(),
+            scenario: sc.name.clone(),
+            object_size: sc.object_size,
+            setting: setting.into(),
+            objects,
+            bytes,
+            seconds: secs,
+            gb_per_s: gb / secs,
+            objects_per_s: objects as f64 / secs,
+            cpu_seconds: cpu,
+            cpu_s_per_gb: cpu / gb,
+            cpu_s_per_1000_objects: cpu / objects as f64 * 1000.0,
+            max_rss_mib: ru.ru_maxrss as f64 / 1024.0,
+            latency_ms: None,
+            latency_cdf_ms: Vec::new(),
+        },
+        out,
+    ))
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
+fn percentiles(cdf: &[[f64; 2]]) -> Option<[f64; 3]> {
+    let at = |q: f64| cdf.iter().find(|p| p[0] >= q - 1e-9).map(|p| p[1]);
+    Some([at(0.5)?, at(0.99)?, at(0.999)?])
 }
 
-fn scenario(
+/// The best of several runs with different settings (by throughput).
+fn best(runs: Vec<Run>) -> Option<Run> {
+    runs.into_iter()
+        .max_by(|a, b| a.gb_per_s.total_cmp(&b.gb_per_s))
+}
+
+fn run_scenario(
     args: &Args,
-    name: &str,
-    count: usize,
-    size: u64,
-    backbeat: &PathBuf,
+    sc: &Scenario,
+    backbeat: &Path,
     runs: &mut Vec<Run>,
+    notes: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let server = mem_s3::MemS3::new("bench-src", count, size);
+    let server = MemS3::new("bench-src", sc.catalog.clone());
     let port = server.serve(args.server_threads);
     let url = format!("http://127.0.0.1:{port}");
-    eprintln!("scenario {name}: in-memory S3 endpoint at {url}");
-    let bytes = count as u64 * size;
-    let shards = args.shards.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    eprintln!(
+        "scenario {}: {} objects ({} keys x {} versions), {:.1} MiB, in-memory S3 endpoint at {url}",
+        sc.name,
+        sc.catalog.objects(),
+        sc.catalog.sizes.len(),
+        sc.catalog.versions,
+        sc.catalog.bytes() as f64 / MIB as f64
+    );
+    let shards = args.shards.unwrap_or_else(cores);
+    // backbeat
     let mut cmd = Command::new(backbeat);
     cmd.args([
         "sync",
@@ -198,63 +336,216 @@ fn scenario(
     ])
     .env("AWS_ACCESS_KEY_ID", "bench")
     .env("AWS_SECRET_ACCESS_KEY", "bench-secret");
-    let before = server.objects_completed.load(Ordering::SeqCst);
-    let run = measure("backbeat", name, count, bytes, &mut cmd)?;
-    let done = server.objects_completed.load(Ordering::SeqCst) - before;
-    if done != count as u64 || server.checksum_failures.load(Ordering::SeqCst) != 0 {
-        bail!(
-            "backbeat: {done} of {count} objects arrived, {} checksum failures",
-            server.checksum_failures.load(Ordering::SeqCst)
-        );
+    let setting = format!("--shards {shards} --concurrency {}", args.concurrency);
+    let (mut run, out) = measure("backbeat", &setting, sc, &server, &mut cmd)?;
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) {
+        if let Some(cdf) = v.get("latency_cdf_ms") {
+            run.latency_cdf_ms = serde_json::from_value(cdf.clone()).unwrap_or_default();
+            run.latency_ms = percentiles(&run.latency_cdf_ms);
+        }
     }
     runs.push(run);
+    // rclone, its best --transfers
     if !args.skip_rclone {
+        if sc.rclone_transfers.is_empty() {
+            notes.push(format!("{}: rclone not run: it copies the current version of each key only, so it cannot move a key's history", sc.name));
+        }
         let conf =
             std::env::temp_dir().join(format!("backbeat-bench-rclone-{}.conf", std::process::id()));
         let remote = |n: &str| {
             format!("[{n}]\ntype = s3\nprovider = Other\nenv_auth = false\naccess_key_id = bench\nsecret_access_key = bench-secret\nendpoint = {url}\nregion = us-east-1\nforce_path_style = true\n\n")
         };
         std::fs::write(&conf, remote("srcremote") + &remote("dstremote"))?;
-        let mut cmd = Command::new("rclone");
-        // rclone 1.60's S3 backend cannot combine AWS_CA_BUNDLE with its own transport.
-        cmd.env_remove("AWS_CA_BUNDLE")
-            .arg("--config")
-            .arg(&conf)
-            .args([
-                "copy",
-                "srcremote:bench-src",
-                "dstremote:bench-dst-rclone",
-                "--no-check-dest",
-                "--s3-no-check-bucket",
-            ])
-            .args([
-                "--transfers",
-                &args.concurrency.to_string(),
-                "--checkers",
-                &args.concurrency.to_string(),
-            ])
-            .args([
-                "--s3-upload-cutoff",
-                "128Mi",
-                "--s3-chunk-size",
-                "16Mi",
-                "-q",
-            ]);
-        let before = server.objects_completed.load(Ordering::SeqCst);
-        let run = measure("rclone", name, count, bytes, &mut cmd);
-        let _ = std::fs::remove_file(&conf);
-        let run = run?;
-        let done = server.objects_completed.load(Ordering::SeqCst) - before;
-        if done != count as u64 {
-            bail!("rclone: {done} of {count} objects arrived");
+        let mut tried = Vec::new();
+        for (n, t) in sc.rclone_transfers.iter().enumerate() {
+            let mut cmd = Command::new("rclone");
+            // rclone 1.60's S3 backend cannot combine AWS_CA_BUNDLE with its own transport.
+            cmd.env_remove("AWS_CA_BUNDLE")
+                .arg("--config")
+                .arg(&conf)
+                .args([
+                    "copy",
+                    "srcremote:bench-src",
+                    &format!("dstremote:bench-dst-rclone-{n}"),
+                    "--no-check-dest",
+                    "--s3-no-check-bucket",
+                ])
+                .args([
+                    "--transfers",
+                    &t.to_string(),
+                    "--checkers",
+                    &t.max(&8).to_string(),
+                ])
+                .args([
+                    "--s3-upload-cutoff",
+                    "128Mi",
+                    "--s3-chunk-size",
+                    "16Mi",
+                    "-q",
+                ]);
+            let r = measure("rclone", &format!("--transfers {t}"), sc, &server, &mut cmd);
+            match r {
+                Ok((run, _)) => tried.push(run),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&conf);
+                    return Err(e);
+                }
+            }
         }
-        runs.push(run);
+        let _ = std::fs::remove_file(&conf);
+        runs.extend(best(tried));
+    }
+    // The loopback limit, its best worker count.
+    if !args.skip_limit {
+        let me = std::env::current_exe()?;
+        let mut tried = Vec::new();
+        for (n, w) in sc.relay_workers.iter().enumerate() {
+            let mut cmd = Command::new(&me);
+            cmd.args([
+                "relay",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--scenario",
+                &sc.name,
+                "--scale",
+                &args.scale.to_string(),
+                "--workers",
+                &w.to_string(),
+                "--dest-bucket",
+                &format!("bench-dst-limit-{n}"),
+            ]);
+            let (mut run, out) =
+                measure("limit", &format!("{w} connections"), sc, &server, &mut cmd)?;
+            let rep: relay::RelayReport =
+                serde_json::from_str(&out).context("reading the relay's report")?;
+            run.latency_cdf_ms = rep.latency_cdf_ms;
+            run.latency_ms = percentiles(&run.latency_cdf_ms);
+            tried.push(run);
+        }
+        runs.extend(best(tried));
     }
     Ok(())
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
+}
+
+fn ratios(runs: &[Run]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for b in runs.iter().filter(|r| r.tool == "backbeat") {
+        let other = |tool: &str| {
+            runs.iter()
+                .find(|r| r.tool == tool && r.scenario == b.scenario)
+        };
+        let mut v = serde_json::json!({ "scenario": b.scenario });
+        if let Some(c) = other("rclone") {
+            v["throughput_backbeat_over_rclone"] = serde_json::json!(b.gb_per_s / c.gb_per_s);
+            v["objects_per_s_backbeat_over_rclone"] =
+                serde_json::json!(b.objects_per_s / c.objects_per_s);
+            v["cpu_per_gb_backbeat_over_rclone"] =
+                serde_json::json!(b.cpu_s_per_gb / c.cpu_s_per_gb);
+        }
+        if let Some(l) = other("limit") {
+            v["throughput_backbeat_over_limit"] = serde_json::json!(b.gb_per_s / l.gb_per_s);
+            v["cpu_per_gb_backbeat_over_limit"] =
+                serde_json::json!(b.cpu_s_per_gb / l.cpu_s_per_gb);
+        }
+        out.push(v);
+    }
+    out
+}
+
+fn print_table(runs: &[Run], ratios: &[serde_json::Value]) {
+    println!(
+        "{:<14} {:<9} {:<22} {:>7} {:>9} {:>8} {:>8} {:>9} {:>7} {:>8} {:>8}",
+        "scenario",
+        "tool",
+        "setting",
+        "GB/s",
+        "objects/s",
+        "CPU s",
+        "CPU s/GB",
+        "CPU s/1k",
+        "RSS MiB",
+        "p50 ms",
+        "p99 ms"
+    );
+    for r in runs {
+        let (p50, p99) = r
+            .latency_ms
+            .map(|l| (format!("{:.1}", l[0]), format!("{:.1}", l[1])))
+            .unwrap_or(("-".into(), "-".into()));
+        println!(
+            "{:<14} {:<9} {:<22} {:>7.3} {:>9.0} {:>8.2} {:>8.2} {:>9.3} {:>7.0} {:>8} {:>8}",
+            r.scenario,
+            r.tool,
+            r.setting,
+            r.gb_per_s,
+            r.objects_per_s,
+            r.cpu_seconds,
+            r.cpu_s_per_gb,
+            r.cpu_s_per_1000_objects,
+            r.max_rss_mib,
+            p50,
+            p99
+        );
+    }
+    println!();
+    for v in ratios {
+        let f = |k: &str| {
+            v[k].as_f64()
+                .map(|x| format!("x{x:.2}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:<14} backbeat/rclone: throughput {} objects/s {} CPU/GB {}   backbeat/limit: throughput {} CPU/GB {}",
+            v["scenario"].as_str().unwrap_or(""),
+            f("throughput_backbeat_over_rclone"),
+            f("objects_per_s_backbeat_over_rclone"),
+            f("cpu_per_gb_backbeat_over_rclone"),
+            f("throughput_backbeat_over_limit"),
+            f("cpu_per_gb_backbeat_over_limit"),
+        );
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Cmd::Relay {
+        addr,
+        scenario,
+        scale,
+        workers,
+        dest_bucket,
+    }) = &args.cmd
+    {
+        let sc = catalog_scenarios(*scale)
+            .into_iter()
+            .find(|s| &s.name == scenario)
+            .with_context(|| format!("no scenario {scenario}"))?;
+        let rep = relay::run(addr, "bench-src", dest_bucket, &sc.catalog, *workers)?;
+        println!("{}", serde_json::to_string(&rep)?);
+        return Ok(());
+    }
     let backbeat = match &args.backbeat {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("backbeat"),
@@ -268,119 +559,102 @@ fn main() -> anyhow::Result<()> {
     if !args.skip_rclone && Command::new("rclone").arg("version").output().is_err() {
         bail!("rclone not found: install it (apt-get install rclone) or pass --skip-rclone");
     }
+    let wanted: Vec<&str> = args.scenario.split(',').map(str::trim).collect();
+    let want = |name: &str| {
+        wanted
+            .iter()
+            .any(|w| *w == "all" || *w == name || (*w == "sweep" && name.starts_with("sweep-")))
+    };
+    let known = catalog_scenarios(args.scale);
+    for w in &wanted {
+        let ok = *w == "all" || *w == "sweep" || *w == "e2e" || known.iter().any(|s| s.name == *w);
+        if !ok {
+            bail!(
+                "no scenario {w}: choose from all, sweep, {}, e2e",
+                known
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     let mut runs = Vec::new();
-    let all = args.scenario == "all";
-    if all || args.scenario == "large" {
-        scenario(
-            &args,
-            "large-64MiB",
-            args.large_count,
-            64 << 20,
-            &backbeat,
-            &mut runs,
-        )?;
+    let mut notes = Vec::new();
+    for sc in known.iter().filter(|s| want(&s.name)) {
+        run_scenario(&args, sc, &backbeat, &mut runs, &mut notes)?;
     }
-    if all || args.scenario == "small" {
-        scenario(
-            &args,
-            "small-4KiB",
-            args.small_count,
-            4 << 10,
-            &backbeat,
-            &mut runs,
-        )?;
-    }
-    if all || args.scenario == "e2e" {
+    if want("e2e") {
         let has_broker =
             args.kafka.is_some() || Command::new("nisshi").arg("--version").output().is_ok();
-        if !has_broker && all {
+        if !has_broker && args.scenario == "all" {
             eprintln!("scenario e2e skipped: no --kafka given and nisshi is not installed");
+            notes.push("e2e skipped: no broker".into());
         } else {
             let broker = e2e::broker(args.kafka.as_deref())?;
-            let server = mem_s3::MemS3::new("bench-src", args.e2e_count, args.e2e_size);
+            let count = scaled(args.e2e_count, args.scale);
+            let server = MemS3::new("bench-src", Catalog::uniform(count, args.e2e_size));
             let port = server.serve(args.server_threads);
             let url = format!("http://127.0.0.1:{port}");
-            eprintln!("scenario e2e: {} objects of {} KiB, events in Kafka ({}) to the in-memory endpoint {url}", args.e2e_count, args.e2e_size / 1024, broker.addr);
-            let shards = args.shards.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
+            eprintln!("scenario e2e: {count} objects of {} KiB, events in Kafka ({}) to the in-memory endpoint {url}", args.e2e_size / 1024, broker.addr);
+            let shards = args.shards.unwrap_or_else(cores);
             let r = e2e::run(
                 &backbeat,
                 &broker.addr,
                 &server,
                 &url,
-                args.e2e_count,
+                count,
                 args.e2e_size,
                 shards,
                 args.concurrency,
             )?;
-            let bytes = args.e2e_count as u64 * args.e2e_size;
+            let bytes = count as u64 * args.e2e_size;
             let gb = bytes as f64 / 1e9;
-            println!("e2e replication latency from event to completion: p50 {} ms, p99 {} ms, p99.9 {} ms", r.latency_ms[0], r.latency_ms[1], r.latency_ms[2]);
             runs.push(Run {
                 tool: "backbeat".into(),
                 scenario: format!("e2e-kafka-{}KiB", args.e2e_size / 1024),
-                objects: args.e2e_count,
+                object_size: None,
+                setting: format!("run, --shards {shards} --concurrency {}", args.concurrency),
+                objects: count,
                 bytes,
                 seconds: r.seconds,
                 gb_per_s: gb / r.seconds,
-                objects_per_s: args.e2e_count as f64 / r.seconds,
+                objects_per_s: count as f64 / r.seconds,
                 cpu_seconds: r.cpu_seconds,
                 cpu_s_per_gb: r.cpu_seconds / gb,
-                cpu_s_per_1000_objects: r.cpu_seconds / args.e2e_count as f64 * 1000.0,
+                cpu_s_per_1000_objects: r.cpu_seconds / count as f64 * 1000.0,
                 max_rss_mib: r.max_rss_mib,
                 latency_ms: Some(r.latency_ms),
+                latency_cdf_ms: r.latency_cdf_ms,
             });
         }
     }
-    println!(
-        "{:<14} {:<9} {:>8} {:>10} {:>10} {:>10} {:>12} {:>9}",
-        "scenario", "tool", "GB/s", "objects/s", "CPU s", "CPU s/GB", "CPU s/1k obj", "RSS MiB"
-    );
-    for r in &runs {
-        println!(
-            "{:<14} {:<9} {:>8.3} {:>10.0} {:>10.2} {:>10.2} {:>12.3} {:>9.0}",
-            r.scenario,
-            r.tool,
-            r.gb_per_s,
-            r.objects_per_s,
-            r.cpu_seconds,
-            r.cpu_s_per_gb,
-            r.cpu_s_per_1000_objects,
-            r.max_rss_mib
-        );
+    let ratios = ratios(&runs);
+    print_table(&runs, &ratios);
+    for n in &notes {
+        println!("note: {n}");
     }
-    let mut ratios = Vec::new();
-    for b in runs.iter().filter(|r| r.tool == "backbeat") {
-        if let Some(c) = runs
-            .iter()
-            .find(|r| r.tool == "rclone" && r.scenario == b.scenario)
-        {
-            println!(
-                "{}: backbeat/rclone throughput x{:.2}, objects/s x{:.2}, CPU per GB x{:.2} (lower is better)",
-                b.scenario,
-                b.gb_per_s / c.gb_per_s,
-                b.objects_per_s / c.objects_per_s,
-                b.cpu_s_per_gb / c.cpu_s_per_gb
-            );
-            ratios.push(serde_json::json!({
-                "scenario": b.scenario,
-                "throughput_backbeat_over_rclone": b.gb_per_s / c.gb_per_s,
-                "objects_per_s_backbeat_over_rclone": b.objects_per_s / c.objects_per_s,
-                "cpu_per_gb_backbeat_over_rclone": b.cpu_s_per_gb / c.cpu_s_per_gb,
-            }));
+    if !args.plots.as_os_str().is_empty() {
+        match plots::write(&runs, &args.plots) {
+            Ok(paths) => {
+                for p in paths {
+                    eprintln!("chart written to {}", p.display());
+                }
+            }
+            Err(e) => eprintln!("charts not written: {e}"),
         }
     }
-    if let Some(path) = &args.json {
-        let report = Report {
-            machine: machine(),
-            runs,
-            ratios,
-        };
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-        eprintln!("results written to {}", path.display());
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
     }
+    let report = Report {
+        machine: machine(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        runs,
+        ratios,
+        notes,
+    };
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("results written to {}", args.json.display());
     Ok(())
 }

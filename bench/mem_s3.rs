@@ -1,8 +1,9 @@
 //! A minimal in-memory S3 endpoint, for benchmarks only: the subset `backbeat sync` and
 //! `rclone copy` need, fast enough that the mover, not the server, is measured.
 //!
-//! It keeps no object data. Source objects are a flat catalog (count x size, keys `obj-NNNNNNNN`) whose bytes are
-//! slices of one shared random buffer, served without copying. Uploads are read to the end,
+//! It keeps no object data. Source objects are a catalog ([`Catalog`]: keys `obj-NNNNNNNN`,
+//! a size per key, one or more versions per key) whose bytes are slices of one shared random
+//! buffer, served without copying. Uploads are read to the end,
 //! decoded when aws-chunked, and checked against any CRC32C they carry (header or trailer),
 //! then dropped; counters record what arrived.
 
@@ -22,11 +23,74 @@ use hyper::body::Incoming;
 const PATTERN_LEN: usize = 1 << 20;
 const FRAME: usize = 256 * 1024;
 
+/// The source bucket's objects: a size per key, and versions per key (version ids `null`
+/// with one version, else `v000000` oldest to newest).
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub sizes: Vec<u64>,
+    pub versions: usize,
+}
+
+impl Catalog {
+    pub fn uniform(count: usize, size: u64) -> Self {
+        Self {
+            sizes: vec![size; count],
+            versions: 1,
+        }
+    }
+
+    /// Objects (versions) in the catalog.
+    pub fn objects(&self) -> usize {
+        self.sizes.len() * self.versions
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.sizes.iter().sum::<u64>() * self.versions as u64
+    }
+
+    pub fn key(i: usize) -> String {
+        format!("obj-{i:08}")
+    }
+
+    pub fn version_id(&self, j: usize) -> String {
+        if self.versions == 1 {
+            "null".into()
+        } else {
+            format!("v{j:06}")
+        }
+    }
+
+    /// A mix like a general-purpose bucket's: 70% of objects of 4-64 KiB, 27% of 64 KiB-4 MiB,
+    /// 3% of 16-96 MiB (most bytes are in the few large ones). Deterministic.
+    pub fn mixed(count: usize) -> Self {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let sizes = (0..count)
+            .map(|_| {
+                let r = next() % 100;
+                let (lo, hi) = if r < 70 {
+                    (4 << 10, 64 << 10)
+                } else if r < 97 {
+                    (64 << 10, 4 << 20)
+                } else {
+                    (16 << 20, 96 << 20)
+                };
+                lo + next() % (hi - lo)
+            })
+            .collect();
+        Self { sizes, versions: 1 }
+    }
+}
+
 /// What the endpoint serves and counts.
 pub struct MemS3 {
     pub source_bucket: String,
-    pub count: usize,
-    pub size: u64,
+    pub catalog: Catalog,
     pattern: Bytes,
     pub bytes_received: AtomicU64,
     pub objects_completed: AtomicU64,
@@ -39,7 +103,7 @@ pub struct MemS3 {
 }
 
 impl MemS3 {
-    pub fn new(source_bucket: &str, count: usize, size: u64) -> Arc<Self> {
+    pub fn new(source_bucket: &str, catalog: Catalog) -> Arc<Self> {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let pattern: Vec<u8> = (0..PATTERN_LEN)
             .map(|_| {
@@ -51,8 +115,7 @@ impl MemS3 {
             .collect();
         Arc::new(Self {
             source_bucket: source_bucket.to_string(),
-            count,
-            size,
+            catalog,
             pattern: Bytes::from(pattern),
             bytes_received: AtomicU64::new(0),
             objects_completed: AtomicU64::new(0),
@@ -63,13 +126,21 @@ impl MemS3 {
         })
     }
 
-    fn key(i: usize) -> String {
-        format!("obj-{i:08}")
-    }
-
     fn index(&self, key: &str) -> Option<usize> {
         let i: usize = key.strip_prefix("obj-")?.parse().ok()?;
-        (i < self.count).then_some(i)
+        (i < self.catalog.sizes.len()).then_some(i)
+    }
+
+    /// Version `j` of a key from a `versionId` (the latest without one).
+    fn version(&self, v: Option<&String>) -> Option<usize> {
+        match v.map(String::as_str) {
+            None | Some("null") | Some("") => Some(self.catalog.versions - 1),
+            Some(v) => v
+                .strip_prefix('v')?
+                .parse()
+                .ok()
+                .filter(|j| *j < self.catalog.versions),
+        }
     }
 
     fn offset(i: usize) -> usize {
@@ -191,31 +262,50 @@ impl MemS3 {
             return empty(StatusCode::OK);
         }
         if q.contains_key("versioning") {
-            return xml("<VersioningConfiguration/>".into());
+            // Versioned when the catalog has versions (so they are all replicated).
+            return xml(if self.catalog.versions > 1 {
+                "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>".into()
+            } else {
+                "<VersioningConfiguration/>".into()
+            });
         }
         if q.contains_key("location") {
             return xml("<LocationConstraint/>".into());
         }
         let is_source = bucket == self.source_bucket;
         let versions = q.contains_key("versions");
-        let start = q
+        let nv = self.catalog.versions;
+        let count = if is_source {
+            self.catalog.sizes.len()
+        } else {
+            0
+        };
+        // Positions run over (key, version newest first) for version listings, keys otherwise.
+        let per_key = if versions { nv } else { 1 };
+        let total = count * per_key;
+        let start = match q
             .get("continuation-token")
             .or_else(|| q.get("key-marker"))
             .or_else(|| q.get("start-after"))
             .or_else(|| q.get("marker"))
-            .and_then(|m| self.index(m).map(|i| i + 1))
-            .unwrap_or(0);
+            .and_then(|m| self.index(m))
+        {
+            None => 0,
+            Some(i) => match q.get("version-id-marker").filter(|_| versions) {
+                Some(v) => match self.version(Some(v)) {
+                    Some(j) => i * per_key + (nv - 1 - j) + 1,
+                    None => (i + 1) * per_key,
+                },
+                None => (i + 1) * per_key,
+            },
+        };
         let max: usize = q
             .get("max-keys")
             .and_then(|m| m.parse().ok())
             .unwrap_or(1000)
             .min(1000);
-        let end = if is_source {
-            (start + max).min(self.count)
-        } else {
-            0
-        };
-        let truncated = end < self.count && is_source;
+        let end = (start + max).min(total);
+        let truncated = end < total;
         let mut s = String::with_capacity(256 * (end.saturating_sub(start)) + 256);
         if versions {
             s.push_str("<ListVersionsResult>");
@@ -227,24 +317,32 @@ impl MemS3 {
             end.saturating_sub(start)
         ));
         if truncated {
-            let last = Self::key(end - 1);
+            let last = Catalog::key((end - 1) / per_key);
             if versions {
-                s.push_str(&format!("<NextKeyMarker>{last}</NextKeyMarker><NextVersionIdMarker>null</NextVersionIdMarker>"));
+                let j = nv - 1 - (end - 1) % per_key;
+                s.push_str(&format!(
+                    "<NextKeyMarker>{last}</NextKeyMarker><NextVersionIdMarker>{}</NextVersionIdMarker>",
+                    self.catalog.version_id(j)
+                ));
             } else {
                 s.push_str(&format!("<NextContinuationToken>{last}</NextContinuationToken><NextMarker>{last}</NextMarker>"));
             }
         }
-        for i in start..end {
-            let k = Self::key(i);
+        for pos in start..end {
+            let i = pos / per_key;
+            let k = Catalog::key(i);
+            let size = self.catalog.sizes[i];
             if versions {
+                let j = nv - 1 - pos % per_key;
                 s.push_str(&format!(
-                    "<Version><Key>{k}</Key><VersionId>null</VersionId><IsLatest>true</IsLatest><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"src.{i}\"</ETag><Size>{}</Size></Version>",
-                    self.size
+                    "<Version><Key>{k}</Key><VersionId>{}</VersionId><IsLatest>{}</IsLatest><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"src.{i}.{j}\"</ETag><Size>{size}</Size></Version>",
+                    self.catalog.version_id(j),
+                    j == nv - 1
                 ));
             } else {
+                let j = nv - 1;
                 s.push_str(&format!(
-                    "<Contents><Key>{k}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"src.{i}\"</ETag><Size>{}</Size><StorageClass>STANDARD</StorageClass></Contents>",
-                    self.size
+                    "<Contents><Key>{k}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"src.{i}.{j}\"</ETag><Size>{size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
                 ));
             }
         }
@@ -263,10 +361,15 @@ impl MemS3 {
         key: &str,
         req: &Request<Incoming>,
     ) -> Response<MemBody> {
-        let Some(i) = (bucket == self.source_bucket)
+        let vid = req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("versionId=").map(str::to_string))
+        });
+        let found = (bucket == self.source_bucket)
             .then(|| self.index(key))
             .flatten()
-        else {
+            .and_then(|i| Some((i, self.version(vid.as_ref())?)));
+        let Some((i, j)) = found else {
             // Destination buckets keep sizes and ETags only.
             if method == http::Method::HEAD {
                 if let Some((size, etag)) = self
@@ -288,7 +391,8 @@ impl MemS3 {
             }
             return error(StatusCode::NOT_FOUND, "NoSuchKey");
         };
-        let (mut start, mut len, mut status) = (0u64, self.size, StatusCode::OK);
+        let size = self.catalog.sizes[i];
+        let (mut start, mut len, mut status) = (0u64, size, StatusCode::OK);
         let mut content_range = None;
         if let Some(r) = req
             .headers()
@@ -299,30 +403,30 @@ impl MemS3 {
             if let Some((a, b)) = r.split_once('-') {
                 let a: u64 = a.parse().unwrap_or(0);
                 let b: u64 = if b.is_empty() {
-                    self.size - 1
+                    size - 1
                 } else {
-                    b.parse().unwrap_or(self.size - 1).min(self.size - 1)
+                    b.parse().unwrap_or(size - 1).min(size - 1)
                 };
                 start = a;
                 len = b + 1 - a;
                 status = StatusCode::PARTIAL_CONTENT;
-                content_range = Some(format!("bytes {a}-{b}/{}", self.size));
+                content_range = Some(format!("bytes {a}-{b}/{size}"));
             }
         }
         let mut resp = Response::builder()
             .status(status)
             .header("content-length", len)
-            .header("etag", format!("\"src.{i}\""))
+            .header("etag", format!("\"src.{i}.{j}\""))
             .header("last-modified", "Thu, 01 Jan 2026 00:00:00 GMT")
             .header("content-type", "application/octet-stream")
-            .header("x-amz-version-id", "null");
+            .header("x-amz-version-id", self.catalog.version_id(j));
         if let Some(cr) = content_range {
             resp = resp.header("content-range", cr);
         }
         let body = if method == http::Method::HEAD {
             MemBody::Empty { len }
         } else {
-            let pos = (Self::offset(i) + start as usize) % PATTERN_LEN;
+            let pos = (Self::offset(i * self.catalog.versions + j) + start as usize) % PATTERN_LEN;
             MemBody::Pattern(PatternBody {
                 pattern: self.pattern.clone(),
                 pos,

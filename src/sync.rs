@@ -100,6 +100,9 @@ pub struct Summary {
     pub retries: u64,
     pub checksum_mismatches: u64,
     pub latency_ms: Option<LatencySummary>,
+    /// Per-version latency distribution: (quantile, milliseconds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_cdf_ms: Vec<[f64; 2]>,
     pub interrupted: bool,
     pub failures: Vec<Failure>,
 }
@@ -336,6 +339,7 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
                 p999: c.as_secs_f64() * 1e3,
                 max: d.as_secs_f64() * 1e3,
             }),
+        latency_cdf_ms: crate::metrics::cdf_ms(&stats.latency.snapshot()),
         interrupted: shutdown.is_set(),
         failures,
     })

@@ -402,3 +402,50 @@ fn virtual_hosted_addressing() {
         );
     });
 }
+
+/// Responses read to their last byte (a GET body consumed by length, as the data path does,
+/// without waiting for the end-of-stream), and responses without a body (HEAD, 404, an empty
+/// PUT answer) give their connection back: a sequence of them uses one connection. Against
+/// s3s-fs, which keeps connections alive (moto's server closes each one).
+#[test]
+fn connections_are_reused_after_complete_responses() {
+    let (url, creds) = s3fs();
+    let proxy = common::proxy::Proxy::start(&url, false);
+    let ep = |u: &str| Endpoint::new(EndpointConfig::new(u, "us-east-1", creds.clone())).unwrap();
+    block_on(async {
+        let direct = Client::new(ep(&url), None);
+        let b = bucket("reuse");
+        make_bucket(&direct, &b, false).await;
+        let c = Client::new(ep(&proxy.url), None);
+        for _ in 0..10 {
+            // Unversioned: no version id comes back.
+            assert_eq!(
+                put(&c, &b, "k", &data(100, 1), &ObjectMetadata::default(), &[]).await,
+                None
+            );
+            c.head_object(&b, "k", HeadObjectRequest::default())
+                .await
+                .unwrap();
+            assert!(matches!(
+                c.head_object(&b, "missing", HeadObjectRequest::default())
+                    .await,
+                Err(HeadObjectError::NotFound)
+            ));
+            let mut g = c
+                .get_object(&b, "k", GetObjectRequest::default())
+                .await
+                .unwrap();
+            let mut got = 0;
+            while got < g.head.content_length {
+                got += g.body.data().await.unwrap().unwrap().len() as u64;
+            }
+            assert_eq!(got, 100);
+            drop(g);
+        }
+    });
+    let n = proxy
+        .faults
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(n, 1, "40 sequential requests opened {n} connections");
+}

@@ -136,3 +136,17 @@ impl Histograms {
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
+
+/// Quantiles 0, 0.01, ..., 1 plus 0.995, 0.999 and 0.9999 of a microsecond histogram, as
+/// (quantile, milliseconds): a latency CDF small enough for a JSON report.
+pub fn cdf_ms(h: &Histogram<u64>) -> Vec<[f64; 2]> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut qs: Vec<f64> = (0..=100).map(|i| f64::from(i) / 100.0).collect();
+    qs.extend([0.995, 0.999, 0.9999]);
+    qs.sort_by(f64::total_cmp);
+    qs.into_iter()
+        .map(|q| [q, h.value_at_quantile(q) as f64 / 1000.0])
+        .collect()
+}

@@ -58,6 +58,19 @@ pub struct RespBody {
     ret: Option<(Rc<Pool>, SendRequest<ReqBody>)>,
 }
 
+/// A response whose body is known to be complete (HEAD, or `Content-Length: 0`) gives its
+/// connection back to the pool even when nobody polled the body; any other unfinished body
+/// closes its connection (its state is unknown).
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        if let Some((pool, sender)) = self.ret.take() {
+            if http_body::Body::is_end_stream(&self.inner) {
+                pool.release(sender);
+            }
+        }
+    }
+}
+
 impl RespBody {
     pub(crate) fn new(inner: Incoming, pool: Rc<Pool>, sender: SendRequest<ReqBody>) -> Self {
         Self {

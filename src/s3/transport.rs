@@ -232,7 +232,7 @@ impl Pool {
         let stream = connect(&self.spec).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .writev(true)
-            .max_buf_size(512 * 1024)
+            .read_buf_exact_size(Some(256 * 1024))
             .handshake(HyperIo::new(stream))
             .await
             .map_err(RequestError::from_hyper)?;
@@ -246,10 +246,31 @@ impl Pool {
         })
     }
 
-    pub fn release(&self, sender: SendRequest<ReqBody>) {
+    /// Returns a connection whose response is complete. One that is not ready yet (its
+    /// connection task has not seen the end of the exchange) joins the pool once it is.
+    pub fn release(self: &Rc<Self>, mut sender: SendRequest<ReqBody>) {
         if sender.is_closed() {
             return;
         }
+        if sender.is_ready() {
+            self.keep(sender);
+            return;
+        }
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            let ready = async { Some(sender.ready().await.is_ok()) };
+            let limit = async {
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+                None
+            };
+            if futures_lite::future::or(ready, limit).await == Some(true) {
+                me.keep(sender);
+            }
+        })
+        .detach();
+    }
+
+    fn keep(&self, sender: SendRequest<ReqBody>) {
         let mut idle = self.idle.borrow_mut();
         if idle.len() < self.spec.max_idle {
             idle.push((sender, Instant::now()));

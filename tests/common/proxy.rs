@@ -38,6 +38,8 @@ pub struct Faults {
     pub log: Mutex<Vec<(String, Option<Kind>)>>,
     /// Set to let held bodies through.
     released: std::sync::atomic::AtomicBool,
+    /// Client connections accepted.
+    pub connections: std::sync::atomic::AtomicUsize,
 }
 
 impl Faults {
@@ -338,6 +340,8 @@ impl Proxy {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
+                f.connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let _ = conn.set_nodelay(true);
                 let side = match &server_cfg {
                     None => Side::Plain(Arc::new(conn)),
