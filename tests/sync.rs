@@ -271,7 +271,7 @@ fn retries_slowdown_and_resets_fails_permanent_errors_at_once() {
         }
     });
     src_proxy.faults.add("GET", Some("/a?"), Kind::SlowDown, 2);
-    src_proxy.faults.add("HEAD", Some("/b?"), Kind::Reset, 1);
+    src_proxy.faults.add("GET", Some("/b?"), Kind::Reset, 1);
     dst_proxy.faults.add("PUT", Some("/c"), Kind::SlowDown, 1);
     dst_proxy.faults.add("PUT", Some("/c"), Kind::Reset, 1);
     src_proxy
@@ -289,6 +289,7 @@ fn retries_slowdown_and_resets_fails_permanent_errors_at_once() {
     assert_eq!(src_proxy.faults.hits(Kind::Forbidden), 1);
     assert_eq!(src_proxy.faults.hits(Kind::SlowDown), 2);
     assert_eq!(dst_proxy.faults.hits(Kind::Reset), 1);
+    assert_eq!(src_proxy.faults.hits(Kind::Reset), 1);
     block_on(async {
         let src = Client::new(endpoint(&s.source), None);
         let dst = Client::new(endpoint(&s.dest), None);

@@ -433,22 +433,58 @@ pub async fn replicate_once(ctx: &Ctx, v: &Version) -> Result<Outcome, Replicati
     }
     reset_progress(ctx, v);
     let vid = source_version_id(&v.version_id);
-    let head = match ctx
-        .source
-        .head_object(
-            &ctx.source_bucket,
-            &v.key,
-            HeadObjectRequest {
-                version_id: vid,
-                part_number: None,
-                checksum_mode: true,
-            },
-        )
-        .await
-    {
-        Ok(h) => h,
-        Err(HeadObjectError::DeleteMarker { .. }) => return replicate_delete_marker(ctx, v).await,
-        Err(e) => return Err(ReplicationError::op(Stage::HeadSource, &e)),
+    let get_request = || GetObjectRequest {
+        version_id: vid,
+        checksum_mode: true,
+        ..Default::default()
+    };
+    // A version known to be small and not multipart is read with one GET, whose head says
+    // everything a HEAD would; anything unexpected (a delete marker, an error, a larger or
+    // multipart object than announced) falls back to HEAD first.
+    let direct = v.size < ctx.opts.multipart_threshold && multipart_etag_parts(&v.etag).is_none();
+    let early = if direct {
+        match ctx
+            .source
+            .get_object(&ctx.source_bucket, &v.key, get_request())
+            .await
+        {
+            Ok(g)
+                if multipart_etag_parts(&g.head.etag).is_none()
+                    && g.head.content_length < ctx.opts.multipart_threshold =>
+            {
+                Some(g)
+            }
+            Ok(_) => None,
+            // Not found or not allowed: maybe a delete marker, which the HEAD tells apart.
+            Err(e) if matches!(e.code(), "NoSuchKey" | "NoSuchVersion" | "MethodNotAllowed") => {
+                None
+            }
+            Err(e) => return Err(ReplicationError::op(Stage::GetSource, &e)),
+        }
+    } else {
+        None
+    };
+    let head = match &early {
+        Some(g) => g.head.clone(),
+        None => match ctx
+            .source
+            .head_object(
+                &ctx.source_bucket,
+                &v.key,
+                HeadObjectRequest {
+                    version_id: vid,
+                    part_number: None,
+                    checksum_mode: true,
+                },
+            )
+            .await
+        {
+            Ok(h) => h,
+            Err(HeadObjectError::DeleteMarker { .. }) => {
+                return replicate_delete_marker(ctx, v).await
+            }
+            Err(e) => return Err(ReplicationError::op(Stage::HeadSource, &e)),
+        },
     };
     let tags = if head.tag_count > 0 {
         ctx.source
@@ -459,26 +495,23 @@ pub async fn replicate_once(ctx: &Ctx, v: &Version) -> Result<Outcome, Replicati
         Vec::new()
     };
     let meta = destination_metadata(&head, v);
-    let source_parts = multipart_etag_parts(&head.etag);
-    if source_parts.is_some()
-        || (ctx.opts.multipart_threshold > 0 && head.content_length >= ctx.opts.multipart_threshold)
-    {
-        let bytes = multipart::copy(ctx, v, &head, &meta, &tags).await?;
-        return Ok(Outcome::Copied { bytes });
-    }
-    let get = ctx
-        .source
-        .get_object(
-            &ctx.source_bucket,
-            &v.key,
-            GetObjectRequest {
-                version_id: vid,
-                checksum_mode: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| ReplicationError::op(Stage::GetSource, &e))?;
+    let get = match early {
+        Some(g) => g,
+        None => {
+            let source_parts = multipart_etag_parts(&head.etag);
+            if source_parts.is_some()
+                || (ctx.opts.multipart_threshold > 0
+                    && head.content_length >= ctx.opts.multipart_threshold)
+            {
+                let bytes = multipart::copy(ctx, v, &head, &meta, &tags).await?;
+                return Ok(Outcome::Copied { bytes });
+            }
+            ctx.source
+                .get_object(&ctx.source_bucket, &v.key, get_request())
+                .await
+                .map_err(|e| ReplicationError::op(Stage::GetSource, &e))?
+        }
+    };
     let len = get.head.content_length;
     if len == 0 {
         return replicate_empty(ctx, v, get, &meta, &tags).await;
