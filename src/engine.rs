@@ -68,6 +68,7 @@ fn endpoint(
     s: &EndpointSettings,
     checksum: ChecksumTransport,
     verify: bool,
+    tuning: &crate::config::file::ReplicationTuning,
 ) -> Result<Arc<Endpoint>, EngineError> {
     let creds = credentials::resolve(s.profile.as_deref(), &credentials::ProcessEnv)
         .map_err(|e| EngineError::Setup(format!("{name} credentials: {e}")))?;
@@ -76,6 +77,8 @@ fn endpoint(
     c.ca_file = s.ca_file.clone();
     c.checksum = checksum;
     c.verify_after_write = verify;
+    c.read_buffer = tuning.read_buffer as usize;
+    c.socket_buffer = (tuning.socket_buffer > 0).then_some(tuning.socket_buffer as usize);
     Endpoint::new(c).map_err(|e| EngineError::Setup(format!("{name}: {e}")))
 }
 
@@ -86,7 +89,13 @@ impl Engine {
         if cfg.source.s3.endpoint.is_empty() {
             return Err(EngineError::Setup("source.endpoint is not set".into()));
         }
-        let source = endpoint("source", &cfg.source.s3, ChecksumTransport::Trailer, false)?;
+        let source = endpoint(
+            "source",
+            &cfg.source.s3,
+            ChecksumTransport::Trailer,
+            false,
+            &cfg.replication,
+        )?;
         let topics = Topics::new(&cfg.kafka.topic_prefix);
         let (brokers, embedded) = if cfg.kafka.brokers.is_empty() {
             tracing::warn!("no Kafka brokers configured: using an embedded in-process broker, which is NOT durable (entries are lost when the process stops)");
@@ -134,6 +143,7 @@ impl Engine {
                 &s.s3,
                 s.checksum,
                 s.verify_after_write,
+                &cfg.replication,
             )?;
             sites.insert(
                 name.clone(),
@@ -251,7 +261,7 @@ impl Engine {
             dest_versioned: s.versioned,
             opts: self.options(),
             concurrency: self.cfg.replication.concurrency,
-            shard_parts: self.cfg.replication.part_concurrency * 4,
+            shard_parts: self.cfg.replication.shard_parts(),
             drain_deadline: Duration::from_secs(30),
             consumed: self.backpressure.as_ref().and_then(|b| {
                 self.sites

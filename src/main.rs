@@ -48,6 +48,119 @@ enum Command {
     /// Entries that failed after their retries: list them, or retry them.
     #[command(subcommand)]
     Failed(FailedCommand),
+    /// Inspect this machine (cores, NUMA, NICs, memlock, io_uring, socket buffers), recommend
+    /// a tuning profile and the sysctl and ulimit changes it wants.
+    Tune(TuneArgs),
+}
+
+#[derive(clap::Args)]
+struct TuneArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
+    /// Write the recommended profile to FILE (name it in the config: [replication] profile = "FILE")
+    #[arg(long, value_name = "FILE")]
+    apply_profile: Option<std::path::PathBuf>,
+    /// Overwrite FILE if it exists
+    #[arg(long)]
+    force: bool,
+}
+
+fn run_tune(a: TuneArgs) -> anyhow::Result<ExitCode> {
+    use backbeat::config::tune::{recommend, Machine};
+    let m = Machine::inspect();
+    let r = recommend(&m);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "machine": {
+                    "cores": m.cores,
+                    "numa_nodes": m.numa_nodes,
+                    "nics": m.nics,
+                    "memlock_bytes": m.memlock,
+                    "nofile": m.nofile,
+                    "io_uring": m.io_uring.as_ref().map(|_| "available".to_string()).unwrap_or_else(|e| e.clone()),
+                    "rmem_max": m.rmem_max,
+                    "wmem_max": m.wmem_max,
+                    "tcp_rmem_max": m.tcp_rmem_max,
+                    "tcp_wmem_max": m.tcp_wmem_max,
+                },
+                "recommendation": r,
+            }))?
+        );
+    } else {
+        let opt = |v: Option<u64>| {
+            v.map(|n| n.to_string())
+                .unwrap_or_else(|| "unlimited/unknown".into())
+        };
+        println!("machine");
+        println!(
+            "  cores            {} ({} NUMA node(s))",
+            m.cores, m.numa_nodes
+        );
+        for n in &m.nics {
+            println!(
+                "  nic {:<12} {} {}",
+                n.name,
+                n.speed_mbps
+                    .map(|s| format!("{s} Mbit/s"))
+                    .unwrap_or_else(|| "speed not reported".into()),
+                if n.up { "up" } else { "down" }
+            );
+        }
+        println!("  memlock          {}", opt(m.memlock));
+        println!("  open files       {}", opt(m.nofile));
+        println!(
+            "  io_uring         {}",
+            m.io_uring
+                .as_ref()
+                .map(|_| "available".to_string())
+                .unwrap_or_else(|e| format!("NOT available: {e}"))
+        );
+        println!(
+            "  net.core.rmem_max/wmem_max   {} / {}",
+            opt(m.rmem_max),
+            opt(m.wmem_max)
+        );
+        println!(
+            "  tcp_rmem/tcp_wmem max        {} / {}",
+            opt(m.tcp_rmem_max),
+            opt(m.tcp_wmem_max)
+        );
+        println!();
+        println!("recommended profile: {} ({})", r.profile, r.why);
+        println!();
+        print!("{}", r.toml);
+        println!();
+        if r.sysctl.is_empty() && r.ulimit.is_empty() {
+            println!("system limits: nothing to change");
+        } else {
+            println!("system changes it wants (as root; persist them in /etc/sysctl.d and the service unit):");
+            for l in r.sysctl.iter().chain(&r.ulimit) {
+                println!("  {l}");
+            }
+        }
+        for w in &r.warnings {
+            println!("warning: {w}");
+        }
+    }
+    if let Some(path) = &a.apply_profile {
+        if path.exists() && !a.force {
+            anyhow::bail!("{} exists: pass --force to overwrite it", path.display());
+        }
+        std::fs::write(path, &r.toml).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "profile written to {}: name it in your configuration ([replication] profile = {:?}) and check it with `backbeat config check`",
+            path.display(),
+            path.display().to_string()
+        );
+    }
+    Ok(if r.warnings.iter().any(|w| w.starts_with("io_uring")) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Subcommand)]
@@ -596,6 +709,7 @@ fn main() -> ExitCode {
         Command::Pause(a) => run_pause(a),
         Command::Resume(a) => run_resume(a),
         Command::Failed(c) => run_failed(c),
+        Command::Tune(a) => run_tune(a),
         Command::Config(ConfigCommand::Check { file }) => {
             match backbeat::config::file::Config::load(&file) {
                 Ok(cfg) => {

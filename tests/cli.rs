@@ -82,3 +82,47 @@ fn alert_rules_and_dashboard_use_exported_metric_names() {
         assert!(found > 0, "{file} names no metric");
     }
 }
+
+#[test]
+fn tune_recommends_a_profile_and_writes_one_that_loads() {
+    let (code, out, err) = backbeat(&["tune"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("recommended profile: "), "{out}");
+    assert!(out.contains("io_uring         available"), "{out}");
+    let (code, out, _) = backbeat(&["tune", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cores = v["machine"]["cores"].as_u64().unwrap();
+    assert!(cores >= 1, "{v}");
+    let profile = v["recommendation"]["profile"].as_str().unwrap().to_string();
+    assert!(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tuning")
+            .join(format!("{profile}.toml"))
+            .exists(),
+        "{profile} is one of the shipped profiles"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    let (code, _, err) = backbeat(&["tune", "--apply-profile", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("profile written to"), "{err}");
+    let (code, _, err) = backbeat(&["tune", "--apply-profile", file.to_str().unwrap()]);
+    assert_eq!(
+        code, 2,
+        "an existing file is not overwritten without --force"
+    );
+    assert!(err.contains("--force"), "{err}");
+    // The written profile loads, and its shards follow this machine's cores.
+    let cfg = dir.path().join("backbeat.toml");
+    std::fs::write(&cfg, "[replication]\nprofile = \"node.toml\"\n").unwrap();
+    let (code, out, err) = backbeat(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&format!("replication.shards = {cores}"))
+                && l.contains("# profile")),
+        "{out}"
+    );
+    assert!(out.contains("replication.read_buffer = "), "{out}");
+}

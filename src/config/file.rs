@@ -92,6 +92,23 @@ pub struct ReplicationTuning {
     pub multipart_threshold: u64,
     pub part_concurrency: usize,
     pub attempts: u32,
+    /// Parts in flight per shard, across objects (0: part_concurrency x 4).
+    pub window: usize,
+    /// Read buffer of each S3 connection: the largest frame the data path moves at once.
+    pub read_buffer: u64,
+    /// SO_SNDBUF and SO_RCVBUF of S3 connections (0: the kernel's autotuning).
+    pub socket_buffer: u64,
+}
+
+impl ReplicationTuning {
+    /// Parts in flight per shard.
+    pub fn shard_parts(&self) -> usize {
+        if self.window == 0 {
+            self.part_concurrency * 4
+        } else {
+            self.window
+        }
+    }
 }
 
 /// The operations API.
@@ -148,6 +165,9 @@ impl Default for Config {
                 multipart_threshold: 64 << 20,
                 part_concurrency: 4,
                 attempts: 5,
+                window: 0,
+                read_buffer: 256 << 10,
+                socket_buffer: 0,
             },
             api: ApiConfig {
                 listen: "127.0.0.1:8900".parse().expect("valid address"),
@@ -167,6 +187,9 @@ const TUNING_KEYS: &[&str] = &[
     "multipart_threshold",
     "part_concurrency",
     "attempts",
+    "window",
+    "read_buffer",
+    "socket_buffer",
 ];
 
 struct Ctx<'a> {
@@ -307,6 +330,19 @@ fn apply_tuning(
             "multipart_threshold" => t.multipart_threshold = ctx.size(&key, v)?,
             "part_concurrency" => t.part_concurrency = ctx.int(&key, v, 1, 1024)? as usize,
             "attempts" => t.attempts = ctx.int(&key, v, 1, 100)? as u32,
+            "window" => t.window = ctx.int(&key, v, 0, 100_000)? as usize,
+            "read_buffer" => {
+                t.read_buffer = ctx.size(&key, v)?;
+                if !(8 << 10..=16 << 20).contains(&t.read_buffer) {
+                    return Err(ctx.err(&key, "must be between 8KiB and 16MiB"));
+                }
+            }
+            "socket_buffer" => {
+                t.socket_buffer = ctx.size(&key, v)?;
+                if t.socket_buffer > 1 << 30 {
+                    return Err(ctx.err(&key, "must be at most 1GiB (0: kernel autotuning)"));
+                }
+            }
             "profile" if section == "replication" => {}
             _ => {
                 return Err(ctx.err(
@@ -614,6 +650,23 @@ impl Config {
             r.part_concurrency.to_string(),
         );
         push("replication.attempts", r.attempts.to_string());
+        push(
+            "replication.window",
+            if r.window == 0 {
+                format!("0 ({} parts per shard)", r.shard_parts())
+            } else {
+                r.window.to_string()
+            },
+        );
+        push("replication.read_buffer", r.read_buffer.to_string());
+        push(
+            "replication.socket_buffer",
+            if r.socket_buffer == 0 {
+                "0 (kernel autotuning)".into()
+            } else {
+                r.socket_buffer.to_string()
+            },
+        );
         push("api.listen", format!("{:?}", self.api.listen.to_string()));
         push(
             "api.token_file",
@@ -731,7 +784,7 @@ concurrency = 64
             );
             n += 1;
         }
-        assert!(n >= 1);
+        assert!(n >= 4, "the four shipped profiles load");
     }
 
     #[test]
@@ -753,6 +806,11 @@ concurrency = 64
                 "[replication]\nplacement = \"everywhere\"\n",
                 "replication.placement",
                 "unbound",
+            ),
+            (
+                "[replication]\nread_buffer = \"1KiB\"\n",
+                "replication.read_buffer",
+                "between 8KiB and 16MiB",
             ),
             ("[sites.a]\nregion = \"x\"\n", "sites.a.endpoint", "missing"),
             (

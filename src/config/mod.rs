@@ -4,6 +4,7 @@
 
 pub mod credentials;
 pub mod file;
+pub mod tune;
 
 /// Parses a byte size: `1048576`, `64KiB`, `8MiB`, `1GiB`, `5MB`, `10k`.
 pub fn parse_size(s: &str) -> Result<u64, String> {

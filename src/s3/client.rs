@@ -64,6 +64,10 @@ pub struct EndpointConfig {
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Read buffer of each connection (the largest frame moved at once).
+    pub read_buffer: usize,
+    /// SO_SNDBUF/SO_RCVBUF of each connection; `None` keeps the kernel's autotuning.
+    pub socket_buffer: Option<usize>,
 }
 
 impl EndpointConfig {
@@ -80,6 +84,8 @@ impl EndpointConfig {
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),
+            read_buffer: 256 * 1024,
+            socket_buffer: None,
         }
     }
 }
@@ -180,6 +186,8 @@ impl Endpoint {
             io_timeout: self.config.io_timeout,
             idle_timeout: self.config.idle_timeout,
             max_idle: 256,
+            read_buffer: self.config.read_buffer,
+            socket_buffer: self.config.socket_buffer,
             label: self.config.url.clone(),
         })
     }

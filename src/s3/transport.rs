@@ -147,7 +147,26 @@ pub struct ConnectSpec {
     /// Idle pooled connections older than this are closed instead of reused.
     pub idle_timeout: Duration,
     pub max_idle: usize,
+    pub read_buffer: usize,
+    pub socket_buffer: Option<usize>,
     pub label: String,
+}
+
+/// Sets SO_SNDBUF and SO_RCVBUF (the kernel caps them at net.core.wmem_max/rmem_max).
+fn set_socket_buffers(fd: std::os::fd::RawFd, n: usize) {
+    let v = n.min(i32::MAX as usize) as libc::c_int;
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: a valid socket and a c_int option value.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
 }
 
 async fn connect(spec: &ConnectSpec) -> Result<Stream, RequestError> {
@@ -156,6 +175,9 @@ async fn connect(spec: &ConnectSpec) -> Result<Stream, RequestError> {
         match TcpStream::connect_timeout(*addr, spec.connect_timeout).await {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
+                if let Some(n) = spec.socket_buffer {
+                    set_socket_buffers(s.as_raw_fd(), n);
+                }
                 let _ = s.set_read_timeout(Some(spec.io_timeout));
                 let _ = s.set_write_timeout(Some(spec.io_timeout));
                 return match &spec.tls {
@@ -232,7 +254,7 @@ impl Pool {
         let stream = connect(&self.spec).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .writev(true)
-            .read_buf_exact_size(Some(256 * 1024))
+            .read_buf_exact_size(Some(self.spec.read_buffer))
             .handshake(HyperIo::new(stream))
             .await
             .map_err(RequestError::from_hyper)?;
