@@ -224,6 +224,7 @@ impl Engine {
             multipart_threshold: r.multipart_threshold,
             part_size: r.part_size,
             part_concurrency: r.part_concurrency,
+            window: r.window,
             retry: RetryPolicy {
                 max_attempts: r.attempts,
                 base: Duration::from_millis(200),

@@ -294,6 +294,10 @@ struct SyncArgs {
     /// Parts of one object in flight at once
     #[arg(long, default_value_t = 4)]
     part_concurrency: usize,
+    /// Object bytes in flight per shard: objects of 1 MiB or more take their size from it,
+    /// so many small objects but few large ones are copied at once (0: no bound)
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    window: u64,
     /// Attempts per version, the first included
     #[arg(long, default_value_t = 5)]
     attempts: u32,
@@ -404,6 +408,7 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
             multipart_threshold: a.multipart_threshold,
             part_size: a.part_size,
             part_concurrency: a.part_concurrency,
+            window: a.window,
             retry: RetryPolicy {
                 max_attempts: a.attempts.max(1),
                 base: Duration::from_millis(200),

@@ -214,6 +214,7 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
                         opts: job.options.clone(),
                         stats: stats.clone(),
                         part_slots: glommio::sync::Semaphore::new(job.shard_parts.max(1) as u64),
+                        byte_window: crate::replication::byte_window(&job.options),
                         shutdown: shutdown.clone(),
                     });
                     if let Some(senders) = senders {

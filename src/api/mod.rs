@@ -813,6 +813,7 @@ async fn crr_progress(
         opts: Default::default(),
         stats: Stats::new(),
         part_slots: glommio::sync::Semaphore::new(1),
+        byte_window: crate::replication::byte_window(&Default::default()),
         shutdown: Shutdown::new(),
     };
     let v = crate::replication::Version {

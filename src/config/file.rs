@@ -92,8 +92,9 @@ pub struct ReplicationTuning {
     pub multipart_threshold: u64,
     pub part_concurrency: usize,
     pub attempts: u32,
-    /// Parts in flight per shard, across objects (0: part_concurrency x 4).
-    pub window: usize,
+    /// Object bytes in flight per shard (0: only `concurrency` bounds it); objects of
+    /// 1 MiB or more take their size from it.
+    pub window: u64,
     /// Read buffer of each S3 connection: the largest frame the data path moves at once.
     pub read_buffer: u64,
     /// SO_SNDBUF and SO_RCVBUF of S3 connections (0: the kernel's autotuning).
@@ -101,13 +102,9 @@ pub struct ReplicationTuning {
 }
 
 impl ReplicationTuning {
-    /// Parts in flight per shard.
+    /// Parts in flight per shard, across objects.
     pub fn shard_parts(&self) -> usize {
-        if self.window == 0 {
-            self.part_concurrency * 4
-        } else {
-            self.window
-        }
+        self.part_concurrency * 4
     }
 }
 
@@ -165,7 +162,7 @@ impl Default for Config {
                 multipart_threshold: 64 << 20,
                 part_concurrency: 4,
                 attempts: 5,
-                window: 0,
+                window: 64 << 20,
                 read_buffer: 256 << 10,
                 socket_buffer: 0,
             },
@@ -330,7 +327,12 @@ fn apply_tuning(
             "multipart_threshold" => t.multipart_threshold = ctx.size(&key, v)?,
             "part_concurrency" => t.part_concurrency = ctx.int(&key, v, 1, 1024)? as usize,
             "attempts" => t.attempts = ctx.int(&key, v, 1, 100)? as u32,
-            "window" => t.window = ctx.int(&key, v, 0, 100_000)? as usize,
+            "window" => {
+                t.window = ctx.size(&key, v)?;
+                if t.window != 0 && t.window < 1 << 20 {
+                    return Err(ctx.err(&key, "must be 0 (no bound) or at least 1MiB"));
+                }
+            }
             "read_buffer" => {
                 t.read_buffer = ctx.size(&key, v)?;
                 if !(8 << 10..=16 << 20).contains(&t.read_buffer) {
@@ -653,7 +655,7 @@ impl Config {
         push(
             "replication.window",
             if r.window == 0 {
-                format!("0 ({} parts per shard)", r.shard_parts())
+                "0 (no bound)".into()
             } else {
                 r.window.to_string()
             },

@@ -435,6 +435,7 @@ pub async fn scan_enqueue(
                     opts: Options::default(),
                     stats: stats.clone(),
                     part_slots: glommio::sync::Semaphore::new(1),
+                    byte_window: crate::replication::byte_window(&Options::default()),
                     shutdown: shutdown.clone(),
                 },
             )

@@ -38,6 +38,10 @@ pub struct Options {
     pub part_size: u64,
     /// Parts of one object in flight at once.
     pub part_concurrency: usize,
+    /// Object bytes in flight per shard, across objects (0: no bound beyond the count of
+    /// transfers). Objects of 1 MiB or more take their size (at most the window) from it,
+    /// so a shard copies many small objects at once but few large ones.
+    pub window: u64,
     pub retry: RetryPolicy,
 }
 
@@ -47,6 +51,7 @@ impl Default for Options {
             multipart_threshold: 64 * 1024 * 1024,
             part_size: 16 * 1024 * 1024,
             part_concurrency: 4,
+            window: 64 << 20,
             retry: RetryPolicy::default(),
         }
     }
@@ -64,6 +69,9 @@ pub struct Ctx {
     pub stats: Arc<Stats>,
     /// Bounds parts in flight on this shard, across objects.
     pub part_slots: glommio::sync::Semaphore,
+    /// Bounds object bytes in flight on this shard (units of 1 MiB; see [`Options::window`]);
+    /// shared by every context of the shard.
+    pub byte_window: std::rc::Rc<glommio::sync::Semaphore>,
     pub shutdown: Shutdown,
 }
 
@@ -644,6 +652,22 @@ async fn replicate_delete_marker(ctx: &Ctx, v: &Version) -> Result<Outcome, Repl
 /// Replicates one version with retries. Before a retry of a copy, one HEAD checks whether
 /// the previous attempt landed after all (its response lost), so a retry never duplicates.
 pub async fn replicate(ctx: &Ctx, v: &Version) -> Result<Outcome, (ReplicationError, u32)> {
+    let units = window_units(&ctx.opts, v.size);
+    let _window = if units > 0 {
+        Some(ctx.byte_window.acquire_permit(units).await.map_err(|_| {
+            (
+                ReplicationError {
+                    stage: Stage::Multipart,
+                    code: "ShuttingDown".into(),
+                    message: "the shard's window is closed".into(),
+                    retryable: true,
+                },
+                1,
+            )
+        })?)
+    } else {
+        None
+    };
     let mut attempt = 1;
     loop {
         let result = if attempt > 1 && !v.delete_marker {
@@ -673,6 +697,20 @@ pub async fn replicate(ctx: &Ctx, v: &Version) -> Result<Outcome, (ReplicationEr
             }
         }
     }
+}
+
+/// Window units (MiB) a version of `size` bytes takes: none below 1 MiB, never more than the
+/// whole window.
+pub fn window_units(opts: &Options, size: u64) -> u64 {
+    if opts.window < 1 << 20 || size < 1 << 20 {
+        return 0;
+    }
+    (size >> 20).min(opts.window >> 20)
+}
+
+/// A shard's byte window (see [`Options::window`]).
+pub fn byte_window(opts: &Options) -> std::rc::Rc<glommio::sync::Semaphore> {
+    std::rc::Rc::new(glommio::sync::Semaphore::new((opts.window >> 20).max(1)))
 }
 
 /// Replicates a key's versions, oldest first, skipping those already at the destination.
@@ -767,6 +805,20 @@ fn fail(ctx: &Ctx, v: &Version, e: &ReplicationError, attempts: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_units_spare_small_objects_and_cap_large_ones() {
+        let o = Options::default();
+        assert_eq!(window_units(&o, 4096), 0);
+        assert_eq!(window_units(&o, (1 << 20) - 1), 0);
+        assert_eq!(window_units(&o, 16 << 20), 16);
+        assert_eq!(window_units(&o, 1 << 30), 64, "never more than the whole window");
+        let unbounded = Options {
+            window: 0,
+            ..Options::default()
+        };
+        assert_eq!(window_units(&unbounded, 1 << 30), 0);
+    }
 
     #[test]
     fn multipart_etags() {

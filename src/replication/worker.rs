@@ -163,6 +163,8 @@ struct Shared {
     dest: Client,
     latency: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
     rpo: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+    /// The shard's byte window, shared by its per-bucket contexts.
+    byte_window: Rc<glommio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -184,6 +186,7 @@ impl Shared {
             opts: self.cfg.opts.clone(),
             stats: self.stats.clone(),
             part_slots: glommio::sync::Semaphore::new(self.cfg.shard_parts.max(1) as u64),
+            byte_window: self.byte_window.clone(),
             shutdown: self.abort.clone(),
         });
         self.ctxs
@@ -673,6 +676,7 @@ pub async fn run_shard(
         .subscribe(&[&cfg.topics.replication])
         .map_err(QueueError::Consume)?;
     let producer = kafka::producer(&cfg.brokers)?;
+    let byte_window = crate::replication::byte_window(&cfg.opts);
     let sh = Rc::new(Shared {
         owned: notes.owned.clone(),
         source: Client::new(cfg.source.clone(), None),
@@ -690,6 +694,7 @@ pub async fn run_shard(
         ctxs: RefCell::default(),
         latency: stats.latency.register(),
         rpo: stats.rpo.register(),
+        byte_window,
     });
     let concurrency = sh.cfg.concurrency.max(1);
     // Pause/resume: the site's state in the control topic, followed by every shard.
