@@ -935,6 +935,7 @@ fn rules_from_the_bucket_and_a_failing_site_records_failures() {
 fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -944,7 +945,8 @@ fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     )
     .unwrap();
     let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
+    c.read_to_string(&mut out)
+        .unwrap_or_else(|e| panic!("GET {path}: no complete answer within 60 s: {e}"));
     let status = out
         .split(' ')
         .nth(1)
@@ -960,9 +962,11 @@ fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
 fn http_req(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(c, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
+    c.read_to_string(&mut out)
+        .unwrap_or_else(|e| panic!("{method} {path}: no complete answer within 60 s: {e}"));
     let status = out
         .split(' ')
         .nth(1)

@@ -307,6 +307,9 @@ fn no_site(site: &str) -> Response<Full<Bytes>> {
     )
 }
 
+/// How long a pause, resume or schedule waits for the control topic before answering 503.
+const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
 async fn set_control(
     local: &Local,
     site: &str,
@@ -318,9 +321,27 @@ async fn set_control(
     let mut next = cell.borrow().clone();
     f(&mut next);
     let p = local.producer.as_ref().ok_or("no Kafka producer")?;
-    crate::queue::control::publish(p, &local.control_topic, site, &next)
-        .await
-        .map_err(|e| e.to_string())?;
+    let publish = async {
+        Some(
+            crate::queue::control::publish(p, &local.control_topic, site, &next)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    };
+    let limit = async {
+        glommio::timer::sleep(CONTROL_WRITE_TIMEOUT).await;
+        None
+    };
+    match futures_lite::future::or(publish, limit).await {
+        Some(r) => r?,
+        None => {
+            return Err(format!(
+                "the control topic {} did not acknowledge the change within {} s: check the brokers (GET /_/healthcheck) and try again",
+                local.control_topic,
+                CONTROL_WRITE_TIMEOUT.as_secs()
+            ))
+        }
+    }
     *cell.borrow_mut() = next;
     Ok(())
 }

@@ -812,7 +812,11 @@ mod tests {
         assert_eq!(window_units(&o, 4096), 0);
         assert_eq!(window_units(&o, (1 << 20) - 1), 0);
         assert_eq!(window_units(&o, 16 << 20), 16);
-        assert_eq!(window_units(&o, 1 << 30), 64, "never more than the whole window");
+        assert_eq!(
+            window_units(&o, 1 << 30),
+            64,
+            "never more than the whole window"
+        );
         let unbounded = Options {
             window: 0,
             ..Options::default()
