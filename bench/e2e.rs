@@ -117,6 +117,7 @@ pub fn run(
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
+    let sampler = crate::peak_rss_sampler(child.id());
     // Wait for every shard to join the group before the clock starts.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -232,7 +233,7 @@ pub fn run(
     Ok(E2e {
         seconds,
         cpu_seconds,
-        max_rss_mib: ru.ru_maxrss as f64 / 1024.0,
+        max_rss_mib: sampler.join().unwrap_or(0.0),
         latency_ms: [
             hist.value_at_quantile(0.5) as f64,
             hist.value_at_quantile(0.99) as f64,

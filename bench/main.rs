@@ -183,11 +183,33 @@ fn catalog_scenarios(scale: f64) -> Vec<Scenario> {
     v
 }
 
+/// Samples a process's peak resident set (VmHWM) every 20 ms until it exits; returns MiB.
+/// (wait4's ru_maxrss cannot be used: a spawned child starts with the harness's own peak,
+/// which it inherits through fork and exec.)
+pub fn peak_rss_sampler(pid: u32) -> std::thread::JoinHandle<f64> {
+    std::thread::spawn(move || {
+        let path = format!("/proc/{pid}/status");
+        let mut peak_kib = 0u64;
+        while let Ok(text) = std::fs::read_to_string(&path) {
+            match text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                Some(kib) => peak_kib = peak_kib.max(kib),
+                None => break, // a zombie: it has exited
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak_kib as f64 / 1024.0
+    })
+}
+
 /// Runs `cmd` to completion and returns its own resource usage (wait4), so CPU time and
 /// peak RSS are exactly the mover's.
 fn run_measured(
     cmd: &mut Command,
-) -> anyhow::Result<(std::process::ExitStatus, String, String, libc::rusage)> {
+) -> anyhow::Result<(std::process::ExitStatus, String, String, libc::rusage, f64)> {
     let dir = std::env::temp_dir();
     let out_path = dir.join(format!("backbeat-bench-{}.out", std::process::id()));
     let err_path = dir.join(format!("backbeat-bench-{}.err", std::process::id()));
@@ -195,6 +217,7 @@ fn run_measured(
         .stdout(std::fs::File::create(&out_path)?)
         .stderr(std::fs::File::create(&err_path)?)
         .spawn()?;
+    let sampler = peak_rss_sampler(child.id());
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -207,7 +230,14 @@ fn run_measured(
     let err = std::fs::read_to_string(&err_path).unwrap_or_default();
     let _ = std::fs::remove_file(&out_path);
     let _ = std::fs::remove_file(&err_path);
-    Ok((std::process::ExitStatus::from_raw(status), out, err, ru))
+    let peak = sampler.join().unwrap_or(0.0);
+    Ok((
+        std::process::ExitStatus::from_raw(status),
+        out,
+        err,
+        ru,
+        peak,
+    ))
 }
 
 /// Runs a mover to completion, showing the endpoint's progress, and checks that every object
@@ -252,7 +282,7 @@ fn measure(
     let secs = t.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let _ = progress.join();
-    let (status, out, err, ru) = res?;
+    let (status, out, err, ru, peak_rss) = res?;
     if !status.success() {
         bail!("{tool} failed ({status}): {out}{err}");
     }
@@ -278,7 +308,7 @@ fn measure(
             cpu_seconds: cpu,
             cpu_s_per_gb: cpu / gb,
             cpu_s_per_1000_objects: cpu / objects as f64 * 1000.0,
-            max_rss_mib: ru.ru_maxrss as f64 / 1024.0,
+            max_rss_mib: peak_rss,
             latency_ms: None,
             latency_cdf_ms: Vec::new(),
         },
@@ -510,7 +540,10 @@ fn print_table(runs: &[Run], ratios: &[serde_json::Value]) {
         );
     }
     println!();
-    for v in ratios {
+    for v in ratios
+        .iter()
+        .filter(|v| v.as_object().is_some_and(|o| o.len() > 1))
+    {
         let f = |k: &str| {
             v[k].as_f64()
                 .map(|x| format!("x{x:.2}"))
