@@ -298,6 +298,12 @@ struct SyncArgs {
     /// so many small objects but few large ones are copied at once (0: no bound)
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     window: u64,
+    /// Read buffer of each connection: the largest frame moved at once (8KiB to 16MiB)
+    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
+    read_buffer: u64,
+    /// SO_SNDBUF/SO_RCVBUF of each connection (0: kernel autotuning)
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    socket_buffer: u64,
     /// Attempts per version, the first included
     #[arg(long, default_value_t = 5)]
     attempts: u32,
@@ -338,6 +344,8 @@ struct SideArgs<'a> {
     ca: Option<PathBuf>,
     checksum: ChecksumTransport,
     verify_after_write: bool,
+    read_buffer: u64,
+    socket_buffer: u64,
 }
 
 fn endpoint(
@@ -352,6 +360,8 @@ fn endpoint(
     cfg.path_style = !virtual_hosted;
     cfg.checksum = side.checksum;
     cfg.verify_after_write = side.verify_after_write;
+    cfg.read_buffer = side.read_buffer as usize;
+    cfg.socket_buffer = (side.socket_buffer > 0).then_some(side.socket_buffer as usize);
     Endpoint::new(cfg).with_context(|| format!("--{}-endpoint", side.name))
 }
 
@@ -362,6 +372,9 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
     if a.part_size < 5 * 1024 * 1024 {
         anyhow::bail!("--part-size must be at least 5MiB (S3's minimum part size)");
     }
+    if !(8 << 10..=16 << 20).contains(&a.read_buffer) {
+        anyhow::bail!("--read-buffer must be between 8KiB and 16MiB");
+    }
     let src = endpoint(
         SideArgs {
             name: "source",
@@ -370,6 +383,8 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
             ca: a.source_ca_file.clone(),
             checksum: ChecksumTransport::Trailer,
             verify_after_write: false,
+            read_buffer: a.read_buffer,
+            socket_buffer: a.socket_buffer,
         },
         &a.region,
         a.virtual_hosted,
@@ -382,6 +397,8 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
             ca: a.destination_ca_file.clone(),
             checksum: a.destination_checksum,
             verify_after_write: a.destination_verify_after_write,
+            read_buffer: a.read_buffer,
+            socket_buffer: a.socket_buffer,
         },
         &a.region,
         a.virtual_hosted,

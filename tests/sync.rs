@@ -639,3 +639,50 @@ fn failed_multipart_copy_leaves_no_upload_behind() {
             .unwrap();
     });
 }
+
+/// The data path's tuning knobs at their smallest: 8 KiB frames, 64 KiB socket buffers, a
+/// 1 MiB window (one large object at a time per shard) and 5 MiB parts still move every byte.
+#[test]
+fn small_frames_socket_buffers_and_window_move_the_same_bytes() {
+    let s = servers();
+    let (sb, db) = (bucket("knobs-src"), bucket("knobs-dst"));
+    block_on(async {
+        let (src, _dst) = versioned_pair(&s, &sb, &db).await;
+        put_data(&src, &sb, "large", &data(12 << 20, 1)).await;
+        for i in 0..4 {
+            put_data(
+                &src,
+                &sb,
+                &format!("mid-{i}"),
+                &data((1 << 20) + i * 7, i as u64),
+            )
+            .await;
+        }
+        put_data(&src, &sb, "small", &data(3000, 5)).await;
+    });
+    let (code, summary, err) = sync(
+        &s.source,
+        &sb,
+        &s.dest,
+        &db,
+        &[
+            "--read-buffer",
+            "8KiB",
+            "--socket-buffer",
+            "64KiB",
+            "--window",
+            "1MiB",
+            "--multipart-threshold",
+            "5MiB",
+            "--part-size",
+            "5MiB",
+        ],
+    );
+    assert_eq!(code, 0, "{summary}\n{err}");
+    assert_eq!(n(&summary, "versions_copied"), 6, "{summary}");
+    block_on(async {
+        let src = Client::new(endpoint(&s.source), None);
+        let dst = Client::new(endpoint(&s.dest), None);
+        assert_replicated(&src, &sb, &dst, &db).await;
+    });
+}
