@@ -83,13 +83,38 @@ fn rules(rs: &[String]) -> String {
     )
 }
 
-fn spawn(args: &[&str], config: &std::path::Path) -> Child {
+/// A backbeat process of a test: killed when dropped, so a failing test leaves none behind.
+struct Proc(Option<Child>);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("running")
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+}
+
+fn spawn(args: &[&str], config: &std::path::Path) -> Proc {
     spawn_named(args, config, args[0])
 }
 
 /// Starts backbeat with its log in `NAME.log` beside the configuration.
-fn spawn_named(args: &[&str], config: &std::path::Path, name: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_backbeat"))
+fn spawn_named(args: &[&str], config: &std::path::Path, name: &str) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_backbeat"))
         .args(args)
         .arg("--config")
         .arg(config)
@@ -101,10 +126,12 @@ fn spawn_named(args: &[&str], config: &std::path::Path, name: &str) -> Child {
             std::fs::File::create(config.with_file_name(format!("{name}.log"))).unwrap(),
         ))
         .spawn()
-        .unwrap()
+        .unwrap();
+    Proc(Some(child))
 }
 
-fn stop(mut c: Child) {
+fn stop(mut p: Proc) {
+    let mut c = p.0.take().expect("running");
     // SAFETY: plain kill(2) on our child.
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(40);
