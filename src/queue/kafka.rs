@@ -142,23 +142,56 @@ pub fn producer(brokers: &str) -> Result<Producer, QueueError> {
 }
 
 /// Produces one message and waits for its delivery. `None` as payload is a tombstone.
+///
+/// The delivery report arrives from librdkafka's thread; the wait polls it again every
+/// second whatever the wake-ups, so a wake-up the executor missed costs a second, never a
+/// stuck partition.
 pub async fn send(
     p: &Producer,
     topic: &str,
     key: &str,
     payload: Option<&[u8]>,
 ) -> Result<(i32, i64), QueueError> {
+    let started = std::time::Instant::now();
     let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
     if let Some(b) = payload {
         rec = rec.payload(b);
     }
-    p.send(rec, Duration::from_secs(30))
-        .await
-        .map(|d| (d.partition, d.offset))
-        .map_err(|(error, _)| QueueError::Produce {
-            topic: topic.to_string(),
-            error,
-        })
+    let err = |error| QueueError::Produce {
+        topic: topic.to_string(),
+        error,
+    };
+    let delivery = loop {
+        match p.send_result(rec) {
+            Ok(d) => break d,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if started.elapsed() < Duration::from_secs(30) =>
+            {
+                rec = back;
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+            Err((e, _)) => return Err(err(e)),
+        }
+    };
+    match repoll(delivery).await {
+        Ok(Ok(d)) => Ok((d.partition, d.offset)),
+        Ok(Err((e, _))) => Err(err(e)),
+        Err(_canceled) => Err(err(KafkaError::Canceled)),
+    }
+}
+
+/// Awaits `fut`, polling it again every second even without a wake-up.
+async fn repoll<F: Future + Unpin>(mut fut: F) -> F::Output {
+    loop {
+        let value = async { Some((&mut fut).await) };
+        let tick = async {
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            None
+        };
+        if let Some(v) = futures_lite::future::or(value, tick).await {
+            return v;
+        }
+    }
 }
 
 /// The next message, or `None` when none came within `wait`: consumer loops use it to
