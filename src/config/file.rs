@@ -176,7 +176,7 @@ impl Default for Config {
 }
 
 /// The keys of the tuning section, which a profile may set.
-const TUNING_KEYS: &[&str] = &[
+pub const TUNING_KEYS: &[&str] = &[
     "shards",
     "placement",
     "concurrency",

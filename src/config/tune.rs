@@ -369,18 +369,8 @@ mod tests {
         for (name, text) in PROFILES {
             let t: toml::Table = text.parse().unwrap_or_else(|e| panic!("{name}: {e}"));
             let r = t["replication"].as_table().expect("a [replication] table");
-            for key in [
-                "shards",
-                "placement",
-                "concurrency",
-                "part_size",
-                "multipart_threshold",
-                "part_concurrency",
-                "window",
-                "read_buffer",
-                "socket_buffer",
-            ] {
-                assert!(r.contains_key(key), "{name} does not set {key}");
+            for key in crate::config::file::TUNING_KEYS {
+                assert!(r.contains_key(*key), "{name} does not set {key}");
             }
             assert!(
                 text.lines().filter(|l| l.starts_with('#')).count() >= 3,

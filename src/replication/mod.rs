@@ -395,41 +395,31 @@ pub async fn version_applied(ctx: &Ctx, v: &Version) -> Result<bool, Replication
     Ok(i < applied_prefix(ctx, &v.key, &versions).await?)
 }
 
-/// Counters a copy of `v` adds its bytes to: the run's, and the version's own when the
-/// version is tracked (per-object progress).
-fn progress_counters(ctx: &Ctx, v: &Version) -> Vec<Arc<std::sync::atomic::AtomicU64>> {
-    let mut c = vec![ctx.stats.bytes_moved.clone()];
+/// The in-flight record of `v` when it is tracked (per-object progress).
+fn tracked(ctx: &Ctx, v: &Version) -> Option<Arc<crate::metrics::objects::Transfer>> {
     let id = (
         ctx.source_bucket.clone(),
         v.key.clone(),
         v.version_id.clone(),
     );
-    if let Some(t) = ctx
-        .stats
+    ctx.stats
         .objects
         .lock()
         .expect("object tracker")
         .transfer(&id)
-    {
-        c.push(t.done.clone());
-    }
+}
+
+/// Counters a copy of `v` adds its bytes to: the run's, and the version's own when the
+/// version is tracked.
+fn progress_counters(ctx: &Ctx, v: &Version) -> Vec<Arc<std::sync::atomic::AtomicU64>> {
+    let mut c = vec![ctx.stats.bytes_moved.clone()];
+    c.extend(tracked(ctx, v).map(|t| t.done.clone()));
     c
 }
 
 /// Restarts a tracked version's progress (a new attempt sends every byte again).
 fn reset_progress(ctx: &Ctx, v: &Version) {
-    let id = (
-        ctx.source_bucket.clone(),
-        v.key.clone(),
-        v.version_id.clone(),
-    );
-    if let Some(t) = ctx
-        .stats
-        .objects
-        .lock()
-        .expect("object tracker")
-        .transfer(&id)
-    {
+    if let Some(t) = tracked(ctx, v) {
         t.done.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }
