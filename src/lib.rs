@@ -10,3 +10,4 @@ pub mod replication;
 pub mod s3;
 pub mod shard;
 pub mod sync;
+pub mod time;

@@ -375,6 +375,9 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
     if !(8 << 10..=16 << 20).contains(&a.read_buffer) {
         anyhow::bail!("--read-buffer must be between 8KiB and 16MiB");
     }
+    if a.window != 0 && a.window < 1 << 20 {
+        anyhow::bail!("--window must be 0 (no bound) or at least 1MiB");
+    }
     let src = endpoint(
         SideArgs {
             name: "source",

@@ -1469,6 +1469,18 @@ fn per_object_progress_in_flight_pending_and_completed() {
     let (code, v) = progress(&format!("/_/metrics/crr/site-a/progress/{sb}/nosuchkey"));
     assert_eq!(code, 404, "{v}");
     assert_eq!(v["code"], "NoSuchKey", "{v}");
+    for path in [
+        format!("/_/metrics/crr/site-a/progress/{sb}/"),
+        "/_/metrics/crr/site-a/progress//big".to_string(),
+        "/_/metrics/crr/site-a/progress".to_string(),
+    ] {
+        let (code, body) = http_get(port, &path, None);
+        assert!(
+            code == 400 || code == 404,
+            "{path}: a missing bucket or key is refused: {code} {body}"
+        );
+        assert!(body.contains("error"), "{path}: {body}");
+    }
     let (code, v) = progress(&format!("/_/metrics/crr/nosite/progress/{sb}/big"));
     assert_eq!(code, 404, "{v}");
     assert!(v["error"].as_str().unwrap().contains("site-a"), "{v}");

@@ -668,7 +668,15 @@ async fn handle(
         p if p.starts_with("/_/metrics/crr/") => {
             let rest: Vec<&str> = p.trim_start_matches("/_/metrics/crr/").split('/').collect();
             match rest.as_slice() {
-                [site, "progress", bucket, key @ ..] if !key.is_empty() => {
+                [_, "progress", bucket, key @ ..]
+                    if bucket.is_empty() || key.iter().all(|k| k.is_empty()) =>
+                {
+                    json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({ "error": "name a bucket and a key: /_/metrics/crr/{site}/progress/{bucket}/{key}?versionId=" }),
+                    )
+                }
+                [site, "progress", bucket, key @ ..] => {
                     let dec = |s: &str| {
                         percent_encoding::percent_decode_str(s)
                             .decode_utf8_lossy()

@@ -62,6 +62,17 @@ struct RuleBuilder {
     tag: (String, String),
 }
 
+/// The document's root must be a ReplicationConfiguration.
+fn check_root(name: &str) -> Result<(), RulesError> {
+    if name == "ReplicationConfiguration" {
+        Ok(())
+    } else {
+        Err(RulesError(format!(
+            "root element is <{name}>, not <ReplicationConfiguration>"
+        )))
+    }
+}
+
 impl ReplicationConfig {
     /// Parses the XML document.
     pub fn parse(xml: &str) -> Result<Self, RulesError> {
@@ -76,11 +87,7 @@ impl ReplicationConfig {
                 Ok(Event::Start(e)) => {
                     let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
                     if path.is_empty() {
-                        if name != "ReplicationConfiguration" {
-                            return Err(RulesError(format!(
-                                "root element is <{name}>, not <ReplicationConfiguration>"
-                            )));
-                        }
+                        check_root(&name)?;
                         saw_root = true;
                     }
                     if path.len() == 1 && name == "Rule" {
@@ -93,11 +100,7 @@ impl ReplicationConfig {
                     // e.g. <Prefix/>: an empty value
                     let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
                     if path.is_empty() {
-                        if name != "ReplicationConfiguration" {
-                            return Err(RulesError(format!(
-                                "root element is <{name}>, not <ReplicationConfiguration>"
-                            )));
-                        }
+                        check_root(&name)?;
                         saw_root = true;
                         continue;
                     }

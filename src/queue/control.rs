@@ -62,6 +62,22 @@ fn reader_from_start(
     Ok((consumer, tpl))
 }
 
+/// Takes a control record into `cell` when it is `site`'s (an unreadable one resets it).
+fn apply_control(
+    cell: &RefCell<SiteControl>,
+    site: &str,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) {
+    if m.key() == Some(site.as_bytes()) {
+        let next = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<SiteControl>(p).ok())
+            .unwrap_or_default();
+        tracing::info!(site, paused = next.paused, "control state");
+        *cell.borrow_mut() = next;
+    }
+}
+
 /// Follows the control topic from its beginning, keeping the latest state of `site` in the
 /// returned cell, until `stop` is set.
 /// Returns once the topic has been read up to its end, so the state is known before the
@@ -82,17 +98,6 @@ pub async fn follow(
             .map_err(QueueError::Consume)?;
         ends.push((e.partition(), high));
     }
-    let apply =
-        |cell: &RefCell<SiteControl>, site: &str, m: &rdkafka::message::BorrowedMessage<'_>| {
-            if m.key() == Some(site.as_bytes()) {
-                let next = m
-                    .payload()
-                    .and_then(|p| serde_json::from_slice::<SiteControl>(p).ok())
-                    .unwrap_or_default();
-                tracing::info!(site, paused = next.paused, "control state");
-                *cell.borrow_mut() = next;
-            }
-        };
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let mut positions: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
     while ends
@@ -102,21 +107,14 @@ pub async fn follow(
     {
         if let Some(Ok(m)) = kafka::recv_within(&consumer, Duration::from_millis(200)).await {
             positions.insert(m.partition(), m.offset());
-            apply(&state, site, &m);
+            apply_control(&state, site, &m);
         }
     }
     let (cell, site) = (state.clone(), site.to_string());
     glommio::spawn_local(async move {
         while !stop.is_set() {
             if let Some(Ok(m)) = kafka::recv_within(&consumer, Duration::from_millis(200)).await {
-                if m.key() == Some(site.as_bytes()) {
-                    let next = m
-                        .payload()
-                        .and_then(|p| serde_json::from_slice::<SiteControl>(p).ok())
-                        .unwrap_or_default();
-                    tracing::info!(site, paused = next.paused, "control state");
-                    *cell.borrow_mut() = next;
-                }
+                apply_control(&cell, &site, &m);
             }
         }
     })

@@ -3,7 +3,7 @@
 //!
 //! Owns: the idempotence check, the streaming copy, multipart copies, metadata and tag
 //! preservation, checksum verification, retry with backoff.
-//! May call: `s3` (clients), `metrics` (counters), `shard` (shutdown signal).
+//! May call: `s3` (clients), `metrics` (counters), `shard` (shutdown signal), `time`.
 
 pub mod multipart;
 pub mod retry;

@@ -2,7 +2,7 @@
 //! over glommio sockets and rustls, with a connection pool per endpoint per shard.
 //!
 //! Owns: transport, signing, checksums, request/response bodies and one file per operation.
-//! May call: nothing else in the crate. It knows nothing of Kafka, replication or metrics;
+//! May call: `time` (UTC calendar fields) only. It knows nothing of Kafka, replication or metrics;
 //! callers observe requests through a telemetry callback.
 
 pub mod body;

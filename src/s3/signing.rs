@@ -79,30 +79,10 @@ const QUERY_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMER
 
 /// `YYYYMMDD` and `YYYYMMDDTHHMMSSZ` of a time (UTC), and its day number.
 fn amz_dates(time: SystemTime) -> (String, String, u64) {
-    let secs = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let date = format!("{y:04}{m:02}{d:02}");
-    let datetime = format!(
-        "{date}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    );
-    (date, datetime, days)
+    let u = crate::time::Utc::of(time);
+    let date = format!("{:04}{:02}{:02}", u.year, u.month, u.day);
+    let datetime = format!("{date}T{:02}{:02}{:02}Z", u.hour, u.minute, u.second);
+    (date, datetime, crate::time::Utc::days(time))
 }
 
 /// Trims spaces and folds runs of spaces into one (SigV4 header value normalization).
