@@ -147,7 +147,7 @@ pub fn run(
                         "bench-src",
                         &key,
                         size,
-                        &backbeat::replication::worker::rfc3339(SystemTime::now()),
+                        &backbeat::time::rfc3339(SystemTime::now()),
                     );
                     (key, ev)
                 })

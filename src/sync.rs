@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::{latency_histogram, Failure, Stats};
 use crate::populate::scan::{scan, KeyVersions};
-use crate::replication::{replicate_key, Ctx, Options};
+use crate::replication::{replicate_key, DataPath, Options, Route};
 use crate::s3::ops::bucket::{BucketError, Versioning};
 use crate::s3::{Client, Endpoint};
 use crate::shard::{self, Placement, Shutdown};
@@ -205,28 +205,35 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
                     None
                 };
                 async move {
-                    let ctx = Rc::new(Ctx {
+                    let route = Rc::new(Route {
                         source: Client::new(job.source_endpoint.clone(), None),
                         source_bucket: job.source.bucket.clone(),
                         dest: Client::new(job.destination_endpoint.clone(), None),
                         dest_bucket: job.destination.bucket.clone(),
                         dest_versioned,
-                        opts: job.options.clone(),
-                        stats: stats.clone(),
-                        part_slots: glommio::sync::Semaphore::new(job.shard_parts.max(1) as u64),
-                        byte_window: crate::replication::byte_window(&job.options),
-                        shutdown: shutdown.clone(),
                     });
+                    let data = Rc::new(DataPath::new(
+                        job.options.clone(),
+                        job.shard_parts,
+                        stats.clone(),
+                        shutdown.clone(),
+                    ));
                     if let Some(senders) = senders {
-                        let (ctx, job, scan_error) = (ctx.clone(), job.clone(), scan_error.clone());
+                        let (route, stats, job, scan_error, shutdown) = (
+                            route.clone(),
+                            stats.clone(),
+                            job.clone(),
+                            scan_error.clone(),
+                            shutdown.clone(),
+                        );
                         glommio::spawn_local(async move {
                             let r = scan(
-                                &ctx.source,
+                                &route.source,
                                 &job.source.bucket,
                                 job.source.prefix.as_deref(),
-                                &ctx.shutdown,
+                                &shutdown,
                                 |kv| {
-                                    let stats = ctx.stats.clone();
+                                    let stats = stats.clone();
                                     let tx = senders[shard_of(&kv.key, senders.len())].clone();
                                     async move {
                                         Stats::add(&stats.versions_seen, kv.versions.len() as u64);
@@ -242,7 +249,7 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
                             if let Err(e) = r {
                                 *scan_error.lock().expect("scan error") = Some(e.to_string());
                             }
-                            ctx.stats
+                            stats
                                 .scan_done
                                 .store(true, std::sync::atomic::Ordering::SeqCst);
                             drop(senders);
@@ -256,9 +263,9 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
                         let Ok(permit) = Rc::clone(&slots).acquire_static_permit(1).await else {
                             break;
                         };
-                        let (ctx, latency) = (ctx.clone(), latency.clone());
+                        let (route, data, latency) = (route.clone(), data.clone(), latency.clone());
                         glommio::spawn_local(async move {
-                            replicate_key(&ctx, &kv.key, &kv.versions, &latency).await;
+                            replicate_key(&route, &data, &kv.key, &kv.versions, &latency).await;
                             drop(permit);
                         })
                         .detach();

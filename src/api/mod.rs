@@ -3,8 +3,10 @@
 //! starve it. Listens on 127.0.0.1 unless configured; with a token file, every request must
 //! carry `Authorization: Bearer <token>` (required on non-loopback addresses).
 //!
-//! May call: `metrics`, `s3`, `queue`, `shard`, `replication` (the destination check of the
-//! per-object progress route).
+//! Owns: the API's routes and the command line's requests to them (`cli`).
+//! May call: `metrics`, `s3` (clients, and the glommio socket adapter hyper serves on),
+//! `queue` (control, failed and status topics), `shard`, `replication` (the destination
+//! check of the per-object progress route), `time`.
 
 pub mod cli;
 
@@ -569,7 +571,7 @@ async fn crr_control(
                     serde_json::json!({ "error": "hours must be a positive number" }),
                 );
             }
-            let at = crate::replication::worker::rfc3339(
+            let at = crate::time::rfc3339(
                 std::time::SystemTime::now() + Duration::from_secs_f64(hours * 3600.0),
             );
             control_all(state, local, site, |c| {
@@ -833,17 +835,12 @@ async fn crr_progress(
             }
         }
     };
-    let ctx = crate::replication::Ctx {
+    let route = crate::replication::Route {
         source,
         source_bucket: bucket.to_string(),
         dest: crate::s3::Client::new(route.dest.clone(), None),
         dest_bucket,
         dest_versioned: route.dest_versioned,
-        opts: Default::default(),
-        stats: Stats::new(),
-        part_slots: glommio::sync::Semaphore::new(1),
-        byte_window: crate::replication::byte_window(&Default::default()),
-        shutdown: Shutdown::new(),
     };
     let v = crate::replication::Version {
         key: key.to_string(),
@@ -852,11 +849,7 @@ async fn crr_progress(
         size,
         etag: String::new(),
     };
-    let applied = if delete_marker {
-        crate::replication::version_applied(&ctx, &v).await
-    } else {
-        crate::replication::already_at_destination(&ctx, &v).await
-    };
+    let applied = route.is_applied(&v).await;
     match applied {
         Ok(true) => json(StatusCode::OK, progress_doc("COMPLETED", size, size, &vid)),
         Ok(false) if failed => json(StatusCode::OK, progress_doc("FAILED", size, 0, &vid)),

@@ -1,6 +1,7 @@
 //! Configuration: credentials from the environment or AWS profiles, and value parsing.
 //!
-//! Owns: where settings come from and their validation. May call: `s3` (its config types).
+//! Owns: where settings come from and their validation. May call: `s3` (its config types),
+//! `shard` (placement).
 
 pub mod credentials;
 pub mod file;

@@ -1,7 +1,8 @@
 //! Turns a source bucket's changes into versions to replicate.
 //!
 //! Owns: the bucket scan, S3 event notification parsing, and the bucket's replication rules.
-//! May call: `s3`, `replication` (its `Version` type), `shard`.
+//! May call: `s3`, `replication` (its `Version` type and the destination check of
+//! `--missing-only`), `queue` (the topics entries go to), `metrics`, `shard`.
 
 pub mod events;
 pub mod rules;

@@ -20,7 +20,7 @@ use super::scan::{scan, KeyVersions};
 use crate::metrics::Stats;
 use crate::queue::codec::{EntryType, ReplicationEntry, VERSION};
 use crate::queue::kafka::{self, Producer, QueueError, Topics};
-use crate::replication::{applied_prefix, Ctx, Options, Version};
+use crate::replication::{Route, Version};
 use crate::s3::ops::bucket::BucketError;
 use crate::s3::ops::tagging::TaggingError;
 use crate::s3::{Client, Endpoint};
@@ -415,30 +415,19 @@ pub async fn scan_enqueue(
     let Some(r) = rules.get(&source, bucket).await? else {
         return Err(PopulateError::Rules { bucket: bucket.into(), message: "no replication configuration (set source.rules_file or the bucket's ReplicationConfiguration)".into() });
     };
-    let stats = Stats::new();
-    let site_ctx: BTreeMap<String, Ctx> = cfg
+    let routes: BTreeMap<String, Route> = cfg
         .sites
         .iter()
         .map(|(name, s)| {
-            (
-                name.clone(),
-                Ctx {
-                    source: source.clone(),
-                    source_bucket: bucket.to_string(),
-                    dest: Client::new(s.endpoint.clone(), None),
-                    dest_bucket: s
-                        .buckets
-                        .get(bucket)
-                        .cloned()
-                        .unwrap_or_else(|| bucket.to_string()),
-                    dest_versioned: s.versioned,
-                    opts: Options::default(),
-                    stats: stats.clone(),
-                    part_slots: glommio::sync::Semaphore::new(1),
-                    byte_window: crate::replication::byte_window(&Options::default()),
-                    shutdown: shutdown.clone(),
-                },
-            )
+            let dest_bucket = s.buckets.get(bucket).map_or(bucket, |b| b.as_str());
+            let route = Route {
+                source: source.clone(),
+                source_bucket: bucket.to_string(),
+                dest: Client::new(s.endpoint.clone(), None),
+                dest_bucket: dest_bucket.to_string(),
+                dest_versioned: s.versioned,
+            };
+            (name.clone(), route)
         })
         .collect();
     let summary = std::cell::RefCell::new(ScanSummary::default());
@@ -446,13 +435,13 @@ pub async fn scan_enqueue(
     let progress = std::cell::RefCell::new(&mut progress);
     let started = Instant::now();
     let result = scan(&source, bucket, prefix, shutdown, |kv: KeyVersions| {
-        let (r, producer, site_ctx, source) = (&r, &producer, &site_ctx, &source);
+        let (r, producer, routes, source) = (&r, &producer, &routes, &source);
         let (summary, failure, progress) = (&summary, &failure, &progress);
         async move {
             let mut applied: HashMap<&str, usize> = HashMap::new();
             if missing_only {
-                for (name, ctx) in site_ctx {
-                    match applied_prefix(ctx, &kv.key, &kv.versions).await {
+                for (name, route) in routes {
+                    match route.applied_prefix(&kv.key, &kv.versions).await {
                         Ok(n) => {
                             applied.insert(name.as_str(), n);
                         }

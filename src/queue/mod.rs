@@ -1,9 +1,10 @@
-//! Kafka-facing pieces of replication: the message codecs and the per-partition offset
-//! ledger. (The rdkafka producer and consumers come with the Kafka-based engine.)
+//! Kafka: rdkafka on glommio (`kafka`), the message codecs, the per-partition offset ledger,
+//! the control topic and the embedded broker's backpressure. What consumes the replication
+//! topic (the site worker) lives in `engine`.
 //!
 //! Owns: the replication entry and status event formats, and which offsets may be
-//! committed. May call: nothing else in the crate (the S3 client knows nothing of Kafka, and
-//! this module knows nothing of S3).
+//! committed. May call: `shard` (shutdown signal), `s3` (only the CRC32C text form, to
+//! validate an entry's checksum); nothing of S3 requests or of replication.
 
 pub mod backpressure;
 pub mod codec;

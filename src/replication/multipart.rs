@@ -4,7 +4,8 @@
 
 use futures_util::stream::{self, StreamExt};
 
-use super::{upload_checksum, verify, Ctx, ReplicationError, Stage, Version};
+use super::pipeline::{progress_counters, replicate_small_empty, upload_checksum, verify};
+use super::{DataPath, ReplicationError, Route, Stage, Version};
 use crate::s3::body::{PipeBody, ReqBody};
 use crate::s3::ops::get_object::GetObjectRequest;
 use crate::s3::ops::head_object::HeadObjectRequest;
@@ -62,7 +63,7 @@ pub fn plan_ranges(size: u64, part_size: u64) -> Vec<PartPlan> {
 
 /// The byte ranges of the source's `n` parts, from one HEAD partNumber per part.
 async fn source_layout(
-    ctx: &Ctx,
+    route: &Route,
     v: &Version,
     vid: Option<&str>,
     n: u32,
@@ -72,9 +73,10 @@ async fn source_layout(
     let mut sizes = vec![first_len];
     let rest: Vec<Result<u64, ReplicationError>> = stream::iter(2..=n)
         .map(|number| async move {
-            ctx.source
+            route
+                .source
                 .head_object(
-                    &ctx.source_bucket,
+                    &route.source_bucket,
                     &v.key,
                     HeadObjectRequest {
                         version_id: vid,
@@ -119,17 +121,17 @@ async fn source_layout(
 /// mid-copy (a stopped mover aborts its own): a replayed copy starts by cleaning up. Only
 /// backbeat writes to a replication destination, and versions of one key are never copied
 /// at once, so an open upload of this key is an orphan. Best effort: errors are logged.
-async fn abort_stale_uploads(ctx: &Ctx, key: &str) {
-    match ctx
+async fn abort_stale_uploads(route: &Route, key: &str) {
+    match route
         .dest
-        .list_multipart_uploads(&ctx.dest_bucket, Some(key))
+        .list_multipart_uploads(&route.dest_bucket, Some(key))
         .await
     {
         Ok(open) => {
             for u in open.into_iter().filter(|u| u.key == key) {
-                match ctx
+                match route
                     .dest
-                    .abort_multipart_upload(&ctx.dest_bucket, key, &u.upload_id)
+                    .abort_multipart_upload(&route.dest_bucket, key, &u.upload_id)
                     .await
                 {
                     Ok(()) => {
@@ -147,7 +149,8 @@ async fn abort_stale_uploads(ctx: &Ctx, key: &str) {
 
 /// Copies a version with a multipart upload. Returns the bytes copied.
 pub async fn copy(
-    ctx: &Ctx,
+    route: &Route,
+    dp: &DataPath,
     v: &Version,
     head: &ObjectHead,
     meta: &ObjectMetadata,
@@ -157,10 +160,10 @@ pub async fn copy(
     // Keep the source's layout when it was uploaded in parts.
     let mut plan = None;
     if super::multipart_etag_parts(&head.etag).is_some() {
-        let h1 = ctx
+        let h1 = route
             .source
             .head_object(
-                &ctx.source_bucket,
+                &route.source_bucket,
                 &v.key,
                 HeadObjectRequest {
                     version_id: vid,
@@ -171,49 +174,58 @@ pub async fn copy(
             .await
             .map_err(|e| ReplicationError::op(Stage::HeadSource, &e))?;
         if let Some(n) = h1.parts_count.filter(|n| *n > 0) {
-            plan =
-                Some(source_layout(ctx, v, vid, n, h1.content_length, head.content_length).await?);
+            plan = Some(
+                source_layout(route, v, vid, n, h1.content_length, head.content_length).await?,
+            );
         }
     }
     let same_layout = plan.is_some();
-    let plan = plan.unwrap_or_else(|| plan_ranges(head.content_length, ctx.opts.part_size));
+    let plan = plan.unwrap_or_else(|| plan_ranges(head.content_length, dp.opts.part_size));
     if head.content_length == 0 {
         // Nothing to split: a zero-byte multipart source becomes a plain empty object.
-        return super::replicate_small_empty(ctx, v, meta, tags).await;
+        return replicate_small_empty(route, v, meta, tags).await;
     }
-    let with_crc = ctx.dest.endpoint().config.checksum == ChecksumTransport::Trailer;
-    abort_stale_uploads(ctx, &v.key).await;
-    let upload_id = ctx
+    let with_crc = route.dest.endpoint().config.checksum == ChecksumTransport::Trailer;
+    abort_stale_uploads(route, &v.key).await;
+    let upload_id = route
         .dest
-        .create_multipart_upload(&ctx.dest_bucket, &v.key, meta, tags, with_crc)
+        .create_multipart_upload(&route.dest_bucket, &v.key, meta, tags, with_crc)
         .await
         .map_err(|e| ReplicationError::op(Stage::Multipart, &e))?;
     let whole_crc = std::cell::Cell::new(None);
-    let result = upload_parts(ctx, v, vid, &upload_id, &plan, with_crc, &whole_crc).await;
+    let upload = Upload {
+        route,
+        dp,
+        v,
+        vid,
+        upload_id: &upload_id,
+        with_crc,
+    };
+    let result = upload_parts(&upload, &plan, &whole_crc).await;
     let mut bad_version: Option<String> = None;
     let result = match result {
-        Ok(parts) => ctx
+        Ok(parts) => route
             .dest
-            .complete_multipart_upload(&ctx.dest_bucket, &v.key, &upload_id, &parts)
+            .complete_multipart_upload(&route.dest_bucket, &v.key, &upload_id, &parts)
             .await
             .map_err(|e| ReplicationError::op(Stage::Multipart, &e))
-            .and_then(
-                |out| match super::verify_etag(&head.etag, &out.etag, same_layout) {
+            .and_then(|out| {
+                match super::pipeline::verify_etag(&head.etag, &out.etag, same_layout) {
                     Ok(()) => Ok(out),
                     Err(e) => Err((e, out.version_id)).map_err(|(e, vid)| {
                         bad_version = vid;
                         e
                     }),
-                },
-            ),
+                }
+            }),
         Err(e) => Err(e),
     };
     // A new part layout gives an ETag nothing can be compared with: on servers that do not
     // check CRC32C themselves, read the object back.
     let result = match result {
-        Ok(out) if !same_layout && ctx.dest.endpoint().config.verify_after_write => {
+        Ok(out) if !same_layout && route.dest.endpoint().config.verify_after_write => {
             let expected = whole_crc.get();
-            match super::read_back_crc(ctx, &v.key, out.version_id.as_deref()).await {
+            match super::pipeline::read_back_crc(route, &v.key, out.version_id.as_deref()).await {
                 Ok(got) if Some(got) == expected => Ok(()),
                 Ok(got) => {
                     bad_version = out.version_id.clone();
@@ -237,14 +249,14 @@ pub async fn copy(
         Err(e) => Err(e),
     };
     if let Some(vid) = bad_version.take() {
-        super::discard_version(ctx, &v.key, Some(&vid)).await;
+        super::pipeline::discard_version(route, &v.key, Some(&vid)).await;
     }
     match result {
         Ok(()) => Ok(head.content_length),
         Err(e) => {
-            if let Err(abort) = ctx
+            if let Err(abort) = route
                 .dest
-                .abort_multipart_upload(&ctx.dest_bucket, &v.key, &upload_id)
+                .abort_multipart_upload(&route.dest_bucket, &v.key, &upload_id)
                 .await
             {
                 tracing::warn!(key = %v.key, upload_id, error = %abort, "could not abort multipart upload");
@@ -254,22 +266,29 @@ pub async fn copy(
     }
 }
 
-async fn upload_parts(
-    ctx: &Ctx,
-    v: &Version,
-    vid: Option<&str>,
-    upload_id: &str,
-    plan: &[PartPlan],
+/// One multipart upload in progress: what each of its parts needs.
+struct Upload<'a> {
+    route: &'a Route,
+    dp: &'a DataPath,
+    v: &'a Version,
+    vid: Option<&'a str>,
+    upload_id: &'a str,
+    /// Each part carries a CRC32C trailer.
     with_crc: bool,
+}
+
+async fn upload_parts(
+    u: &Upload<'_>,
+    plan: &[PartPlan],
     whole_crc: &std::cell::Cell<Option<u32>>,
 ) -> Result<Vec<CompletedPart>, ReplicationError> {
     let mut results = stream::iter(plan.iter().copied())
-        .map(|p| upload_one(ctx, v, vid, upload_id, p, with_crc))
-        .buffer_unordered(ctx.opts.part_concurrency.max(1));
+        .map(|p| upload_one(u, p))
+        .buffer_unordered(u.dp.opts.part_concurrency.max(1));
     let mut parts = Vec::with_capacity(plan.len());
     while let Some(r) = results.next().await {
         parts.push(r?);
-        if ctx.shutdown.is_set() {
+        if u.dp.cancel.is_set() {
             return Err(ReplicationError {
                 stage: Stage::Multipart,
                 code: "ShuttingDown".into(),
@@ -289,14 +308,18 @@ async fn upload_parts(
 }
 
 async fn upload_one(
-    ctx: &Ctx,
-    v: &Version,
-    vid: Option<&str>,
-    upload_id: &str,
+    u: &Upload<'_>,
     p: PartPlan,
-    with_crc: bool,
 ) -> Result<(CompletedPart, u32, u64), ReplicationError> {
-    let _permit = ctx
+    let Upload {
+        route,
+        dp,
+        v,
+        vid,
+        upload_id,
+        with_crc,
+    } = *u;
+    let _permit = dp
         .part_slots
         .acquire_permit(1)
         .await
@@ -313,9 +336,9 @@ async fn upload_one(
         checksum_mode: false,
         part_number: None,
     };
-    let get = ctx
+    let get = route
         .source
-        .get_object(&ctx.source_bucket, &v.key, req)
+        .get_object(&route.source_bucket, &v.key, req)
         .await
         .map_err(|e| ReplicationError::op(Stage::GetSource, &e))?;
     let len = get.head.content_length;
@@ -330,7 +353,7 @@ async fn upload_one(
     // Ranged reads carry no checksum: the CRC32C is computed in flight and sent as a trailer.
     let known = None;
     let (mode, chunked) = if with_crc {
-        upload_checksum(&ctx.dest, known)
+        upload_checksum(&route.dest, known)
     } else {
         (UploadChecksum::None, false)
     };
@@ -339,12 +362,12 @@ async fn upload_one(
         len,
         known,
         chunked,
-        super::progress_counters(ctx, v),
+        progress_counters(route, dp, v),
     );
-    let mut part = ctx
+    let mut part = route
         .dest
         .upload_part(
-            &ctx.dest_bucket,
+            &route.dest_bucket,
             &v.key,
             crate::s3::ops::upload_part::UploadPartRequest {
                 upload_id,

@@ -1,7 +1,12 @@
 //! The long-running roles, wired from the configuration: `populate`, `replicate --site` and
 //! `run` (all of them in one process).
 //!
-//! May call: `config`, `queue`, `populate`, `replication`, `shard`, `s3`, `metrics`.
+//! Owns: the roles' wiring and the site worker (`site_worker`: the consumer group member
+//! that feeds the replication pipeline, records outcomes and commits offsets).
+//! May call: `config`, `queue`, `populate`, `replication`, `shard`, `s3`, `metrics`, `api`,
+//! `time`.
+
+pub mod site_worker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,11 +18,11 @@ use crate::metrics::Stats;
 use crate::populate::worker::{self as populate, PopulateConfig, SiteTarget};
 use crate::queue::backpressure::Backpressure;
 use crate::queue::kafka::{self, Topics};
-use crate::replication::worker::{self as replicate, WorkerConfig};
 use crate::replication::{Options, RetryPolicy};
 use crate::s3::ops::bucket::Versioning;
 use crate::s3::{ChecksumTransport, Client, Endpoint, EndpointConfig};
 use crate::shard::{self, Shutdown};
+use site_worker::{self as replicate, WorkerConfig};
 
 /// Why the engine could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,105 @@
+//! One entry's life on a shard: the idempotence check, the copy, the outcome recorded, then
+//! its offset released and the next version of its key started.
+
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+use glommio::sync::StaticPermit;
+
+use super::outcome::{self, EntryResult, Pending, Timings};
+use super::Shared;
+use crate::queue::codec::{EntryType, ReplicationEntry};
+use crate::replication::{replicate, Outcome, Version};
+
+/// An entry ready to run, with where it came from.
+pub struct Job {
+    pub partition: i32,
+    pub offset: i64,
+    pub generation: u64,
+    pub entry: ReplicationEntry,
+    pub received: Instant,
+}
+
+/// Starts `job` on the shard's executor. It holds one of the shard's entry slots (`permit`)
+/// until it ends, and hands it to the next version of its key if one waits.
+pub fn spawn(sh: &Rc<Shared>, job: Job, permit: StaticPermit) {
+    let running = (
+        sh.running.enter(),
+        sh.partitions.borrow_mut().enter(job.partition),
+    );
+    let sh = sh.clone();
+    glommio::spawn_local(async move {
+        let done = run(&sh, &job).await;
+        drop(running);
+        if done {
+            finish(&sh, &job, permit);
+        }
+    })
+    .detach();
+}
+
+fn version_of(e: &ReplicationEntry) -> Version {
+    Version {
+        key: e.key.clone(),
+        version_id: e.version_id.clone(),
+        delete_marker: e.kind == EntryType::DeleteMarker,
+        size: e.size,
+        etag: e.etag.clone(),
+    }
+}
+
+/// Replicates the entry and records its outcome. False when the entry was abandoned (the
+/// drain deadline passed) or its outcome could not be recorded: its offset must stay
+/// uncommitted, so the next owner replays it.
+async fn run(sh: &Shared, job: &Job) -> bool {
+    let entry = &job.entry;
+    let changed =
+        outcome::event_time(entry).unwrap_or_else(|| SystemTime::now() - job.received.elapsed());
+    let mut pending = Pending::new(&sh.stats, entry, changed);
+    let route = sh.route(&entry.bucket);
+    let v = version_of(entry);
+    let start = Instant::now();
+    let result: EntryResult = match route.is_applied(&v).await {
+        Ok(true) => Ok(Outcome::Skipped),
+        Ok(false) => replicate(&route, &sh.data, &v).await,
+        Err(e) => Err((e, 1)),
+    };
+    if result.is_err() && sh.abort.is_set() {
+        // Abandoned at the drain deadline: not an outcome.
+        return false;
+    }
+    let timings = Timings {
+        changed,
+        queue_wait: start - job.received,
+        transfer: start.elapsed(),
+        since_receipt: job.received.elapsed(),
+    };
+    outcome::record(sh, entry, &result, &mut pending, timings).await
+}
+
+/// The entry is done: its offset may be committed, and the next version of its key starts
+/// with the same slot.
+fn finish(sh: &Rc<Shared>, job: &Job, permit: StaticPermit) {
+    sh.count_consumed();
+    let next = sh
+        .partitions
+        .borrow_mut()
+        .finish(job.partition, job.offset, job.generation);
+    match next {
+        Ok(Some((offset, (entry, received)))) => {
+            let next = Job {
+                partition: job.partition,
+                offset,
+                generation: job.generation,
+                entry,
+                received,
+            };
+            spawn(sh, next, permit);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(partition = job.partition, offset = job.offset, error = %e, "ledger")
+        }
+    }
+    sh.commit(job.partition);
+}

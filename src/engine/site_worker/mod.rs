@@ -1,0 +1,473 @@
+//! The site worker of one shard: a member of the site's consumer group that replicates the
+//! entries of the partitions it owns, records each outcome on the status topic (and failures
+//! on the failed topic), and commits a partition's offset only up to its lowest unfinished
+//! entry.
+//!
+//! Entries of different keys run concurrently (up to `concurrency` per shard, a semaphore's
+//! slots); versions of one key run in offset order. A malformed message goes to the failed
+//! topic with its reason and is committed past. The worker is a state machine
+//! ([`phase::Phase`]: consuming, paused, draining a revocation, closing). On shutdown it stops
+//! taking entries, lets the ones in flight finish until a deadline, commits and leaves the
+//! group. A crash replays at most the uncommitted window, which the idempotence check makes
+//! harmless.
+//!
+//! Files: `phase` the states, `partitions` the ledgers, `inflight` what drains wait on,
+//! `rebalance` the group callback, `entry` one entry's life, `outcome` how it is recorded.
+
+mod entry;
+mod inflight;
+mod outcome;
+mod partitions;
+mod phase;
+mod rebalance;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::message::Message;
+use rdkafka::TopicPartitionList;
+
+use crate::metrics::Stats;
+use crate::queue::codec::ReplicationEntry;
+use crate::queue::control::SiteControl;
+use crate::queue::kafka::{self, Consumer, Producer, QueueError, Topics};
+use crate::replication::{DataPath, Options, Route};
+use crate::s3::{Client, Endpoint};
+use crate::shard::Shutdown;
+use entry::Job;
+use inflight::InFlight;
+use partitions::{Partitions, Received};
+use phase::{Action, Phase};
+use rebalance::RebalanceNotes;
+
+/// What a site worker needs.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub site: String,
+    pub brokers: String,
+    pub topics: Topics,
+    pub group: String,
+    pub session_timeout_ms: u32,
+    pub source: Arc<Endpoint>,
+    pub dest: Arc<Endpoint>,
+    /// Source bucket -> destination bucket (a bucket not listed keeps its name).
+    pub buckets: BTreeMap<String, String>,
+    pub dest_versioned: bool,
+    pub opts: Options,
+    /// Entries in flight per shard.
+    pub concurrency: usize,
+    /// Parts in flight per shard.
+    pub shard_parts: usize,
+    /// How long in-flight entries may take to finish at shutdown.
+    pub drain_deadline: Duration,
+    /// Counts the messages this site is done with (embedded broker backpressure).
+    pub consumed: Option<Arc<AtomicU64>>,
+}
+
+/// An entry parked behind an earlier version of its key, with when it was received.
+type Parked = (ReplicationEntry, Instant);
+
+/// The worker's state, shared by its loop and its entries' tasks (one shard, `!Send`).
+struct Shared {
+    cfg: WorkerConfig,
+    notes: RebalanceNotes,
+    /// Shared with blocking calls run off the executor (synchronous commits, seeks).
+    consumer: Arc<Consumer<RebalanceNotes>>,
+    producer: Producer,
+    stats: Arc<Stats>,
+    /// Abandons transfers in flight: only once the drain deadline passed.
+    abort: Shutdown,
+    partitions: RefCell<Partitions<Parked>>,
+    /// Entries running on this shard.
+    running: InFlight,
+    /// Entry slots: `concurrency` entries run at once.
+    slots: Rc<glommio::sync::Semaphore>,
+    routes: RefCell<HashMap<String, Rc<Route>>>,
+    data: DataPath,
+    source: Client,
+    dest: Client,
+    latency: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+    rpo: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+    /// When the pause was last applied to the assignment (re-applied while paused).
+    last_pause: Cell<Instant>,
+}
+
+impl Shared {
+    /// The route of a source bucket (its destination bucket from the site's mapping).
+    fn route(&self, bucket: &str) -> Rc<Route> {
+        if let Some(r) = self.routes.borrow().get(bucket) {
+            return r.clone();
+        }
+        let dest_bucket = self.cfg.buckets.get(bucket).map_or(bucket, |b| b.as_str());
+        let route = Rc::new(Route {
+            source: self.source.clone(),
+            source_bucket: bucket.to_string(),
+            dest: self.dest.clone(),
+            dest_bucket: dest_bucket.to_string(),
+            dest_versioned: self.cfg.dest_versioned,
+        });
+        self.routes
+            .borrow_mut()
+            .insert(bucket.to_string(), route.clone());
+        route
+    }
+
+    /// A message that needs no work here (malformed and recorded, or for other sites).
+    fn pass(&self, partition: i32, offset: i64) {
+        if let Err(e) = self.partitions.borrow_mut().pass(partition, offset) {
+            tracing::error!(partition, offset, error = %e, "ledger");
+        }
+        self.count_consumed();
+        self.commit(partition);
+    }
+
+    fn count_consumed(&self) {
+        if let Some(c) = &self.cfg.consumed {
+            c.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn offsets(&self, partition: i32, pos: i64) -> Option<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        let topic = &self.cfg.topics.replication;
+        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(pos))
+            .ok()?;
+        Some(tpl)
+    }
+
+    /// Commits the partition's position if it moved (asynchronously: nothing waits).
+    fn commit(&self, partition: i32) {
+        let pos = self
+            .partitions
+            .borrow_mut()
+            .commit_position(partition, false);
+        if let Some(tpl) = pos.and_then(|pos| self.offsets(partition, pos)) {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(partition, error = %e, "commit failed");
+            }
+        }
+    }
+
+    /// Commits the partition's position (sent again even if it did not move) and waits for
+    /// the broker, off the executor: before a partition is released.
+    async fn commit_and_wait(&self, partition: i32) {
+        let pos = self
+            .partitions
+            .borrow_mut()
+            .commit_position(partition, true);
+        let Some(tpl) = pos.and_then(|pos| self.offsets(partition, pos)) else {
+            return;
+        };
+        let consumer = self.consumer.clone();
+        let commit = move || consumer.commit(&tpl, CommitMode::Sync);
+        if let Err(e) = glommio::executor().spawn_blocking(commit).await {
+            tracing::warn!(partition, error = %e, "commit failed");
+        }
+    }
+
+    /// Puts a message fetched just before a pause back, off the executor: it is read again
+    /// on resume.
+    async fn rewind(&self, partition: i32, offset: i64) {
+        let consumer = self.consumer.clone();
+        let topic = self.cfg.topics.replication.clone();
+        let seek = move || {
+            let to = rdkafka::Offset::Offset(offset);
+            consumer.seek(&topic, partition, to, Duration::from_secs(5))
+        };
+        if let Err(e) = glommio::executor().spawn_blocking(seek).await {
+            tracing::warn!(partition, offset, error = %e, "cannot rewind a message received while paused");
+        }
+    }
+}
+
+/// Runs one shard's worker until shutdown.
+pub async fn run_shard(
+    cfg: WorkerConfig,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) -> Result<(), QueueError> {
+    let sh = start(cfg, stats)?;
+    // Pause/resume: the site's state in the control topic, followed by every shard, read to
+    // its end before anything is consumed.
+    let control_stop = Shutdown::new();
+    let topics = &sh.cfg.topics;
+    let control = crate::queue::control::follow(
+        &sh.cfg.brokers,
+        &topics.control,
+        &sh.cfg.site,
+        control_stop.clone(),
+    )
+    .await?;
+    let mut phase = Phase::Consuming;
+    loop {
+        phase = match phase {
+            Phase::Closing { deadline } => break close(&sh, deadline).await,
+            Phase::Draining {
+                ref revoked,
+                deadline,
+                ..
+            } => {
+                drain_revoked(&sh, revoked, deadline).await;
+                phase.drained()
+            }
+            p => {
+                let c = control.borrow().clone();
+                step(&sh, p, &c, &shutdown).await
+            }
+        };
+    }
+    control_stop.trigger();
+    Ok(())
+}
+
+/// Joins the site's consumer group and builds the shard's state.
+fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError> {
+    let notes = RebalanceNotes::default();
+    stats
+        .shard_partitions
+        .lock()
+        .expect("partition gauges")
+        .push(notes.owned.clone());
+    let consumer = kafka::consumer(
+        &cfg.brokers,
+        &cfg.group,
+        cfg.session_timeout_ms,
+        notes.clone(),
+    )?;
+    consumer
+        .subscribe(&[&cfg.topics.replication])
+        .map_err(QueueError::Consume)?;
+    let abort = Shutdown::new();
+    let data = DataPath::new(
+        cfg.opts.clone(),
+        cfg.shard_parts,
+        stats.clone(),
+        abort.clone(),
+    );
+    Ok(Rc::new(Shared {
+        producer: kafka::producer(&cfg.brokers)?,
+        consumer: Arc::new(consumer),
+        source: Client::new(cfg.source.clone(), None),
+        dest: Client::new(cfg.dest.clone(), None),
+        slots: Rc::new(glommio::sync::Semaphore::new(cfg.concurrency.max(1) as u64)),
+        cfg,
+        notes,
+        abort,
+        partitions: RefCell::default(),
+        running: InFlight::default(),
+        routes: RefCell::default(),
+        data,
+        latency: stats.latency.register(),
+        rpo: stats.rpo.register(),
+        stats,
+        last_pause: Cell::new(Instant::now()),
+    }))
+}
+
+/// Whether the site should be paused now (a due scheduled resume ends a pause).
+fn want_paused(c: &SiteControl) -> bool {
+    let resume_due = c
+        .scheduled_resume
+        .as_deref()
+        .and_then(crate::time::parse_rfc3339)
+        .is_some_and(|t| t <= SystemTime::now());
+    c.paused && !resume_due
+}
+
+/// One turn of the loop while consuming or paused: reacts to shutdown, revocations and the
+/// control state, then takes (or, paused, puts back) at most one message.
+async fn step(sh: &Rc<Shared>, phase: Phase, control: &SiteControl, shutdown: &Shutdown) -> Phase {
+    let now = Instant::now();
+    if shutdown.is_set() {
+        return phase.shutdown(now, sh.cfg.drain_deadline);
+    }
+    if let Some(revoked) = sh.notes.take_revoked() {
+        return phase.revoked(revoked, now, sh.cfg.drain_deadline);
+    }
+    let was_paused = phase == Phase::Paused;
+    let (phase, action) = phase.control(want_paused(control));
+    apply(sh, action, was_paused);
+    if phase.takes_entries() {
+        consume_one(sh, shutdown).await;
+    } else if let Some(Ok(m)) = kafka::recv_within(&sh.consumer, Duration::from_millis(200)).await {
+        // Fetched before the pause took effect.
+        let (partition, offset) = (m.partition(), m.offset());
+        drop(m);
+        sh.rewind(partition, offset).await;
+    }
+    phase
+}
+
+/// Pauses or resumes the assigned partitions. While paused the pause is re-applied every
+/// half second, so partitions a rebalance assigned stay paused.
+fn apply(sh: &Shared, action: Action, was_paused: bool) {
+    let reapply = was_paused && sh.last_pause.get().elapsed() > Duration::from_millis(500);
+    let pause = match action {
+        Action::PausePartitions => true,
+        Action::ResumePartitions => false,
+        Action::None if reapply => true,
+        Action::None => return,
+    };
+    if action != Action::None {
+        tracing::info!(site = %sh.cfg.site, paused = pause, "site {}", if pause { "paused" } else { "resumed" });
+    }
+    sh.notes.paused.store(pause, Ordering::SeqCst);
+    sh.last_pause.set(Instant::now());
+    if let Ok(a) = sh.consumer.assignment() {
+        let r = if pause {
+            sh.consumer.pause(&a)
+        } else {
+            sh.consumer.resume(&a)
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "pause/resume failed");
+        }
+    }
+}
+
+/// Waits for an entry slot, then for a message (each at most 200 ms, so the loop keeps
+/// looking at shutdown, revocations and the control state), and handles it.
+async fn consume_one(sh: &Rc<Shared>, shutdown: &Shutdown) {
+    let slot = async { sh.slots.acquire_static_permit(1).await.ok() };
+    let tick = async {
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        None
+    };
+    let Some(permit) = futures_lite::future::or(slot, tick).await else {
+        return;
+    };
+    let msg = match kafka::recv_within(&sh.consumer, Duration::from_millis(200)).await {
+        None => return,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "consume error");
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            return;
+        }
+        Some(Ok(m)) => Fetched {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        },
+    };
+    handle(sh, msg, permit, shutdown).await;
+}
+
+/// A message taken off the replication topic.
+struct Fetched {
+    partition: i32,
+    offset: i64,
+    key: String,
+    payload: Vec<u8>,
+}
+
+/// Decodes a message and starts its entry, parks it behind its key, records it as
+/// malformed, or passes it (not for this site).
+async fn handle(
+    sh: &Rc<Shared>,
+    m: Fetched,
+    permit: glommio::sync::StaticPermit,
+    shutdown: &Shutdown,
+) {
+    let received = Instant::now();
+    let generation = sh.partitions.borrow_mut().generation(m.partition);
+    let entry = match ReplicationEntry::decode(&m.payload) {
+        Err(bad) => {
+            let malformed = outcome::Malformed {
+                partition: m.partition,
+                offset: m.offset,
+                key: &m.key,
+                payload: &m.payload,
+                reason: &bad.reason,
+            };
+            if outcome::record_malformed(sh, &malformed, shutdown).await {
+                sh.pass(m.partition, m.offset);
+            }
+            return;
+        }
+        Ok(e) if !e.sites.iter().any(|s| *s == sh.cfg.site) => {
+            return sh.pass(m.partition, m.offset)
+        }
+        Ok(e) => e,
+    };
+    let key = entry.kafka_key();
+    let received_entry =
+        sh.partitions
+            .borrow_mut()
+            .receive(m.partition, m.offset, &key, (entry, received));
+    match received_entry {
+        Ok(Received::Start((entry, received))) => {
+            let job = Job {
+                partition: m.partition,
+                offset: m.offset,
+                generation,
+                entry,
+                received,
+            };
+            entry::spawn(sh, job, permit);
+        }
+        Ok(Received::Parked) => {}
+        Err(e) => tracing::error!(partition = m.partition, offset = m.offset, error = %e, "ledger"),
+    }
+}
+
+/// A rebalance took partitions away: their entries in flight finish until the deadline, then
+/// the partitions are committed (waiting for the broker) and released. Entries still
+/// running past the deadline are forgotten: the new owner replays them.
+async fn drain_revoked(sh: &Shared, revoked: &[i32], deadline: Instant) {
+    let running = sh.partitions.borrow().running(revoked);
+    let mut left = 0;
+    for r in &running {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if !r.idle_within(wait).await {
+            left += r.count();
+        }
+    }
+    if left > 0 {
+        tracing::warn!(
+            in_flight = left,
+            "drain deadline passed on a rebalance: the new owner replays what is left"
+        );
+    }
+    for p in revoked {
+        sh.commit_and_wait(*p).await;
+        sh.partitions.borrow_mut().remove(*p);
+    }
+    if let Err(e) = sh.consumer.unassign() {
+        tracing::warn!(error = %e, "unassign failed");
+    }
+    tracing::info!(partitions = ?revoked, "revoked partitions drained and released");
+    sh.notes.owned.store(0, Ordering::Relaxed);
+}
+
+/// Shutdown: entries in flight finish until the deadline; past it, what is left is abandoned
+/// (multipart uploads aborted) uncommitted. Then positions are committed and the group left.
+async fn close(sh: &Shared, deadline: Instant) {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    if !sh.running.idle_within(wait).await {
+        tracing::warn!(
+            in_flight = sh.running.count(),
+            "drain deadline passed: abandoning transfers in flight, they will be replayed"
+        );
+        sh.abort.trigger();
+        sh.running.idle_within(Duration::from_secs(10)).await;
+    }
+    let ids = sh.partitions.borrow().ids();
+    for p in ids {
+        sh.commit(p);
+    }
+    let consumer = sh.consumer.clone();
+    let commit = move || consumer.commit_consumer_state(CommitMode::Sync);
+    let _ = glommio::executor().spawn_blocking(commit).await;
+    sh.notes.owned.store(0, Ordering::Relaxed);
+    sh.notes.closing.store(true, Ordering::SeqCst);
+    sh.consumer.unsubscribe();
+}

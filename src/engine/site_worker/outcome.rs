@@ -1,0 +1,273 @@
+//! How an entry ended, made known: counters, histograms, the per-object tracker, the status
+//! topic, and the failed topic (a failure after the retry budget, a malformed message, or a
+//! tombstone once a retried entry completes).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::Shared;
+use crate::metrics::objects::ObjectId;
+use crate::metrics::{Failure, Stats};
+use crate::queue::codec::{Durations, ReplicationEntry, Status, StatusError, StatusEvent, VERSION};
+use crate::queue::kafka::{self, QueueError};
+use crate::replication::{Outcome, ReplicationError};
+use crate::time::{parse_rfc3339, rfc3339};
+
+/// The result of one entry: the outcome, or the error and the attempts it took.
+pub type EntryResult = Result<Outcome, (ReplicationError, u32)>;
+
+/// Counts an entry as pending (in flight) for as long as it lives, and tracks its version
+/// for the per-object progress route.
+pub struct Pending {
+    stats: Arc<Stats>,
+    bytes: u64,
+    id: ObjectId,
+    outcome: Option<bool>,
+}
+
+impl Pending {
+    pub fn new(stats: &Arc<Stats>, e: &ReplicationEntry, changed: SystemTime) -> Self {
+        Stats::add(&stats.in_flight, 1);
+        Stats::add(&stats.in_flight_bytes, e.size);
+        let id = (e.bucket.clone(), e.key.clone(), e.version_id.clone());
+        stats
+            .objects
+            .lock()
+            .expect("object tracker")
+            .start(id.clone(), e.size, changed);
+        Self {
+            stats: stats.clone(),
+            bytes: e.size,
+            id,
+            outcome: None,
+        }
+    }
+
+    /// Records how the entry ended (kept for the progress route once it is dropped).
+    pub fn finish(&mut self, completed: bool) {
+        self.outcome = Some(completed);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.in_flight.fetch_sub(1, Relaxed);
+        self.stats.in_flight_bytes.fetch_sub(self.bytes, Relaxed);
+        if let Ok(mut t) = self.stats.objects.lock() {
+            t.end(&self.id, self.outcome);
+        }
+    }
+}
+
+/// When the source changed, as the entry says.
+pub fn event_time(e: &ReplicationEntry) -> Option<SystemTime> {
+    let t = e.source_event_time.as_deref()?;
+    httpdate::parse_http_date(t)
+        .ok()
+        .or_else(|| parse_rfc3339(t))
+}
+
+/// Counts the outcome (counters, sliding windows, failure list) and returns the status
+/// record's fields: status, bytes, error, attempts.
+fn count(
+    sh: &Shared,
+    entry: &ReplicationEntry,
+    result: &EntryResult,
+) -> (Status, u64, Option<StatusError>, u32) {
+    let stats = &sh.stats;
+    if let Ok(mut w) = stats.window.lock() {
+        match result {
+            Ok(Outcome::Copied { bytes }) => w.record(true, *bytes),
+            Ok(_) => w.record(true, 0),
+            Err(_) => w.record(false, entry.size),
+        }
+    }
+    match result {
+        Ok(Outcome::Copied { bytes }) => {
+            Stats::add(&stats.versions_copied, 1);
+            Stats::add(&stats.bytes_copied, *bytes);
+            (Status::Completed, *bytes, None, 1)
+        }
+        Ok(Outcome::DeleteMarker) => {
+            Stats::add(&stats.delete_markers, 1);
+            (Status::Completed, 0, None, 1)
+        }
+        Ok(Outcome::Skipped) => {
+            Stats::add(&stats.skipped, 1);
+            (Status::Completed, 0, None, 1)
+        }
+        Err((e, attempts)) => {
+            stats.record_failure(Failure {
+                key: entry.key.clone(),
+                version_id: entry.version_id.clone(),
+                code: e.code.clone(),
+                message: e.to_string(),
+                retryable: e.retryable,
+                attempts: *attempts,
+            });
+            let error = StatusError {
+                code: e.code.clone(),
+                message: e.to_string(),
+                retryable: e.retryable,
+            };
+            (Status::Failed, 0, Some(error), *attempts)
+        }
+    }
+}
+
+/// Timings of one entry.
+pub struct Timings {
+    pub changed: SystemTime,
+    pub queue_wait: Duration,
+    pub transfer: Duration,
+    pub since_receipt: Duration,
+}
+
+/// Records the outcome everywhere it goes. Returns false when it could not be written to
+/// the topics before the worker abandoned its transfers: the offset must then stay
+/// uncommitted so the entry is replayed.
+pub async fn record(
+    sh: &Shared,
+    entry: &ReplicationEntry,
+    result: &EntryResult,
+    pending: &mut Pending,
+    t: Timings,
+) -> bool {
+    let (status, bytes, error, attempts) = count(sh, entry, result);
+    pending.finish(result.is_ok());
+    let micros = |d: Duration| d.as_micros().max(1) as u64;
+    if result.is_ok() {
+        let rpo = SystemTime::now()
+            .duration_since(t.changed)
+            .unwrap_or_default();
+        sh.rpo.lock().expect("rpo").saturating_record(micros(rpo));
+    }
+    sh.latency
+        .lock()
+        .expect("latency")
+        .saturating_record(micros(t.since_receipt));
+    let event = StatusEvent {
+        v: VERSION,
+        bucket: entry.bucket.clone(),
+        key: entry.key.clone(),
+        version_id: entry.version_id.clone(),
+        site: sh.cfg.site.clone(),
+        status,
+        bytes,
+        durations: Durations {
+            queue_wait_ms: t.queue_wait.as_millis() as u64,
+            transfer_ms: t.transfer.as_millis() as u64,
+        },
+        error,
+        attempt: entry.attempt + attempts,
+        at: rfc3339(SystemTime::now()),
+        latency_ms: event_time(entry)
+            .and_then(|c| SystemTime::now().duration_since(c).ok())
+            .map(|d| d.as_millis() as u64),
+    };
+    // The outcome must be recorded before the offset moves: retried until it is.
+    loop {
+        if publish(sh, entry, &event).await.is_ok() {
+            return true;
+        }
+        if !sh.abort.sleep(Duration::from_secs(1)).await {
+            return false;
+        }
+    }
+}
+
+/// The failed topic's key of an entry at this site.
+fn failed_key(sh: &Shared, entry: &ReplicationEntry) -> String {
+    let site = &sh.cfg.site;
+    format!("{}/{}/{}/{site}", entry.bucket, entry.key, entry.version_id)
+}
+
+/// Writes the status event, and the failed record (or its tombstone once a retried entry
+/// completes).
+async fn publish(
+    sh: &Shared,
+    entry: &ReplicationEntry,
+    event: &StatusEvent,
+) -> Result<(), QueueError> {
+    let topics = &sh.cfg.topics;
+    let status_key = entry.kafka_key();
+    kafka::send(
+        &sh.producer,
+        &topics.status,
+        &status_key,
+        Some(&event.encode()),
+    )
+    .await?;
+    let failed = match event.status {
+        Status::Completed if entry.attempt > 0 => None,
+        Status::Failed => Some(serde_json::json!({
+            "v": VERSION, "kind": "failed", "entry": entry, "site": sh.cfg.site,
+            "error": event.error, "at": event.at,
+        })),
+        _ => return Ok(()),
+    };
+    let body = failed.map(|d| d.to_string());
+    let key = failed_key(sh, entry);
+    kafka::send(
+        &sh.producer,
+        &topics.failed,
+        &key,
+        body.as_deref().map(str::as_bytes),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A message that does not decode, recorded on the failed topic with its reason.
+pub struct Malformed<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: &'a str,
+    pub payload: &'a [u8],
+    pub reason: &'a str,
+}
+
+/// Records a malformed message on the failed topic, retried until it is written or the
+/// worker shuts down. True when recorded (its offset may then be committed past).
+pub async fn record_malformed(
+    sh: &Shared,
+    m: &Malformed<'_>,
+    shutdown: &crate::shard::Shutdown,
+) -> bool {
+    let topic = &sh.cfg.topics.replication;
+    let doc = serde_json::json!({
+        "v": VERSION, "kind": "malformed", "topic": topic, "partition": m.partition,
+        "offset": m.offset, "key": m.key, "reason": m.reason,
+        "payload": String::from_utf8_lossy(m.payload), "site": sh.cfg.site,
+        "at": rfc3339(SystemTime::now()),
+    });
+    let k = format!("malformed/{topic}/{}/{}", m.partition, m.offset);
+    let body = doc.to_string();
+    loop {
+        match kafka::send(
+            &sh.producer,
+            &sh.cfg.topics.failed,
+            &k,
+            Some(body.as_bytes()),
+        )
+        .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record a malformed entry; retrying");
+                if !shutdown.sleep(Duration::from_secs(1)).await {
+                    return false;
+                }
+            }
+        }
+    }
+    tracing::warn!(
+        partition = m.partition,
+        offset = m.offset,
+        reason = m.reason,
+        "malformed entry sent to the failed topic"
+    );
+    Stats::add(&sh.stats.failed, 1);
+    true
+}

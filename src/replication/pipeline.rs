@@ -1,0 +1,524 @@
+//! The per-version pipeline: one attempt ([`replicate_once`]), its retries
+//! ([`replicate`]) and a key's versions in order ([`replicate_key`]), with the integrity
+//! checks every copy passes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{
+    multipart, multipart_etag_parts, DataPath, Options, Outcome, ReplicationError, Route, Stage,
+    Version, META_SOURCE_ETAG, META_SOURCE_VERSION,
+};
+use crate::metrics::{Failure, Stats};
+use crate::s3::body::{PipeBody, ReqBody};
+use crate::s3::ops::get_object::GetObjectRequest;
+use crate::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
+use crate::s3::ops::put_object::{PutObjectRequest, UploadChecksum};
+use crate::s3::ops::{ObjectHead, ObjectMetadata};
+use crate::s3::{checksum, ChecksumTransport, Client};
+
+/// Metadata to write at the destination: the source's, plus where it came from.
+fn destination_metadata(head: &ObjectHead, v: &Version) -> ObjectMetadata {
+    let mut m = head.metadata.clone();
+    m.user
+        .retain(|(k, _)| k != META_SOURCE_VERSION && k != META_SOURCE_ETAG);
+    m.user
+        .push((META_SOURCE_VERSION.to_string(), v.version_id.clone()));
+    m.user.push((
+        META_SOURCE_ETAG.to_string(),
+        head.etag.trim_matches('"').to_string(),
+    ));
+    m
+}
+
+/// The upload checksum mode for a body whose CRC32C may be known upfront.
+pub(crate) fn upload_checksum(dest: &Client, known: Option<u32>) -> (UploadChecksum, bool) {
+    match (known, dest.endpoint().config.checksum) {
+        (Some(c), _) => (UploadChecksum::Header(c), false),
+        (None, ChecksumTransport::Trailer) => (UploadChecksum::Trailer, true),
+        (None, ChecksumTransport::Header) => (UploadChecksum::None, false),
+    }
+}
+
+/// Compares the CRC32C we computed with what the destination reports having stored.
+pub(crate) fn verify(computed: Option<u32>, reported: Option<u32>) -> Result<(), ReplicationError> {
+    let Some(computed) = computed else {
+        return Err(ReplicationError {
+            stage: Stage::Verify,
+            code: "IncompleteBody".into(),
+            message: "the upload finished before every byte went through".into(),
+            retryable: true,
+        });
+    };
+    match reported {
+        Some(r) if r != computed => Err(ReplicationError {
+            stage: Stage::Verify,
+            code: "ChecksumMismatch".into(),
+            message: format!(
+                "destination stored CRC32C {} but the bytes sent have {}",
+                checksum::encode(r),
+                checksum::encode(computed)
+            ),
+            retryable: true,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A plain MD5 ETag (single-part upload, no SSE-KMS): the MD5 of the object's bytes.
+fn md5_etag(etag: &str) -> Option<&str> {
+    let e = etag.trim_matches('"');
+    (e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())).then_some(e)
+}
+
+/// Compares the destination's ETag with the source's when both are content hashes the
+/// servers computed themselves (plain MD5, or a multipart ETag when the part layout was
+/// kept). This catches corruption on servers that store a client's CRC32C unverified.
+pub(crate) fn verify_etag(
+    source: &str,
+    dest: &str,
+    same_layout: bool,
+) -> Result<(), ReplicationError> {
+    let (s, d) = (source.trim_matches('"'), dest.trim_matches('"'));
+    let comparable = match (md5_etag(s), md5_etag(d)) {
+        (Some(_), Some(_)) => true,
+        _ => same_layout && multipart_etag_parts(s).is_some() && multipart_etag_parts(d).is_some(),
+    };
+    if comparable && !s.eq_ignore_ascii_case(d) {
+        return Err(ReplicationError {
+            stage: Stage::Verify,
+            code: "ChecksumMismatch".into(),
+            message: format!("destination ETag {d} differs from the source's {s}: the bytes were altered in transit"),
+            retryable: true,
+        });
+    }
+    Ok(())
+}
+
+/// Removes a version we just wrote and found corrupt, so it never stays at the destination.
+pub(crate) async fn discard_version(route: &Route, key: &str, version_id: Option<&str>) {
+    if let Some(vid) = version_id {
+        if let Err(e) = route
+            .dest
+            .delete_object(&route.dest_bucket, key, Some(vid))
+            .await
+        {
+            tracing::warn!(key, version = vid, error = %e, "could not delete a corrupt destination version");
+        }
+    } else if !route.dest_versioned {
+        // Unversioned: the next attempt overwrites it.
+    }
+}
+
+/// The in-flight record of `v` when it is tracked (per-object progress).
+fn tracked(
+    route: &Route,
+    dp: &DataPath,
+    v: &Version,
+) -> Option<Arc<crate::metrics::objects::Transfer>> {
+    let id = (
+        route.source_bucket.clone(),
+        v.key.clone(),
+        v.version_id.clone(),
+    );
+    dp.stats
+        .objects
+        .lock()
+        .expect("object tracker")
+        .transfer(&id)
+}
+
+/// Counters a copy of `v` adds its bytes to: the run's, and the version's own when the
+/// version is tracked.
+pub(super) fn progress_counters(
+    route: &Route,
+    dp: &DataPath,
+    v: &Version,
+) -> Vec<Arc<std::sync::atomic::AtomicU64>> {
+    let mut c = vec![dp.stats.bytes_moved.clone()];
+    c.extend(tracked(route, dp, v).map(|t| t.done.clone()));
+    c
+}
+
+/// Restarts a tracked version's progress (a new attempt sends every byte again).
+fn reset_progress(route: &Route, dp: &DataPath, v: &Version) {
+    if let Some(t) = tracked(route, dp, v) {
+        t.done.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Replicates one version, once (no retry).
+pub async fn replicate_once(
+    route: &Route,
+    dp: &DataPath,
+    v: &Version,
+) -> Result<Outcome, ReplicationError> {
+    if v.delete_marker {
+        return replicate_delete_marker(route, v).await;
+    }
+    reset_progress(route, dp, v);
+    let vid = super::source_version_id(&v.version_id);
+    let get_request = || GetObjectRequest {
+        version_id: vid,
+        checksum_mode: true,
+        ..Default::default()
+    };
+    // A version known to be small and not multipart is read with one GET, whose head says
+    // everything a HEAD would; anything unexpected (a delete marker, an error, a larger or
+    // multipart object than announced) falls back to HEAD first.
+    let direct = v.size < dp.opts.multipart_threshold && multipart_etag_parts(&v.etag).is_none();
+    let early = if direct {
+        match route
+            .source
+            .get_object(&route.source_bucket, &v.key, get_request())
+            .await
+        {
+            Ok(g)
+                if multipart_etag_parts(&g.head.etag).is_none()
+                    && g.head.content_length < dp.opts.multipart_threshold =>
+            {
+                Some(g)
+            }
+            Ok(_) => None,
+            // Not found or not allowed: maybe a delete marker, which the HEAD tells apart.
+            Err(e) if matches!(e.code(), "NoSuchKey" | "NoSuchVersion" | "MethodNotAllowed") => {
+                None
+            }
+            Err(e) => return Err(ReplicationError::op(Stage::GetSource, &e)),
+        }
+    } else {
+        None
+    };
+    let head = match &early {
+        Some(g) => g.head.clone(),
+        None => match route
+            .source
+            .head_object(
+                &route.source_bucket,
+                &v.key,
+                HeadObjectRequest {
+                    version_id: vid,
+                    part_number: None,
+                    checksum_mode: true,
+                },
+            )
+            .await
+        {
+            Ok(h) => h,
+            Err(HeadObjectError::DeleteMarker { .. }) => {
+                return replicate_delete_marker(route, v).await
+            }
+            Err(e) => return Err(ReplicationError::op(Stage::HeadSource, &e)),
+        },
+    };
+    let tags = if head.tag_count > 0 {
+        route
+            .source
+            .get_object_tagging(&route.source_bucket, &v.key, vid)
+            .await
+            .map_err(|e| ReplicationError::op(Stage::GetSourceTags, &e))?
+    } else {
+        Vec::new()
+    };
+    let meta = destination_metadata(&head, v);
+    let get = match early {
+        Some(g) => g,
+        None => {
+            let source_parts = multipart_etag_parts(&head.etag);
+            if source_parts.is_some()
+                || (dp.opts.multipart_threshold > 0
+                    && head.content_length >= dp.opts.multipart_threshold)
+            {
+                let bytes = multipart::copy(route, dp, v, &head, &meta, &tags).await?;
+                return Ok(Outcome::Copied { bytes });
+            }
+            route
+                .source
+                .get_object(&route.source_bucket, &v.key, get_request())
+                .await
+                .map_err(|e| ReplicationError::op(Stage::GetSource, &e))?
+        }
+    };
+    let len = get.head.content_length;
+    if len == 0 {
+        return replicate_empty(route, v, get, &meta, &tags).await;
+    }
+    let (mode, chunked) = upload_checksum(&route.dest, get.head.crc32c);
+    let (pipe, result) = PipeBody::new(
+        get.body,
+        len,
+        get.head.crc32c,
+        chunked,
+        progress_counters(route, dp, v),
+    );
+    let out = route
+        .dest
+        .put_object(
+            &route.dest_bucket,
+            &v.key,
+            PutObjectRequest {
+                body: ReqBody::Pipe(Box::new(pipe)),
+                length: len,
+                metadata: &meta,
+                tags: &tags,
+                checksum: mode,
+            },
+        )
+        .await
+        .map_err(|e| ReplicationError::op(Stage::PutDestination, &e))?;
+    if let Err(e) = verify(result.crc32c(), out.crc32c)
+        .and_then(|_| verify_etag(&get.head.etag, &out.etag, true))
+    {
+        discard_version(route, &v.key, out.version_id.as_deref()).await;
+        return Err(e);
+    }
+    Ok(Outcome::Copied { bytes: len })
+}
+
+/// A zero-byte version: nothing to stream, the source's body is only drained.
+async fn replicate_empty(
+    route: &Route,
+    v: &Version,
+    mut get: crate::s3::ops::get_object::GetObjectOutput,
+    meta: &ObjectMetadata,
+    tags: &[(String, String)],
+) -> Result<Outcome, ReplicationError> {
+    while let Some(chunk) = get.body.data().await {
+        let chunk = chunk.map_err(|e| ReplicationError::op(Stage::GetSource, &e))?;
+        if !chunk.is_empty() {
+            return Err(ReplicationError {
+                stage: Stage::GetSource,
+                code: "BadLength".into(),
+                message: "the source announced 0 bytes but sent some".into(),
+                retryable: true,
+            });
+        }
+    }
+    if let Some(c) = get.head.crc32c.filter(|c| *c != 0) {
+        return Err(ReplicationError {
+            stage: Stage::GetSource,
+            code: "ChecksumMismatch".into(),
+            message: format!(
+                "the source's CRC32C {} is not that of 0 bytes",
+                checksum::encode(c)
+            ),
+            retryable: true,
+        });
+    }
+    replicate_small_empty(route, v, meta, tags).await?;
+    Ok(Outcome::Copied { bytes: 0 })
+}
+
+/// Reads a destination version back and returns its CRC32C (see
+/// [`crate::s3::EndpointConfig::verify_after_write`]).
+pub(crate) async fn read_back_crc(
+    route: &Route,
+    key: &str,
+    version_id: Option<&str>,
+) -> Result<u32, ReplicationError> {
+    let mut get = route
+        .dest
+        .get_object(
+            &route.dest_bucket,
+            key,
+            GetObjectRequest {
+                version_id,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| ReplicationError::op(Stage::Verify, &e))?;
+    let mut crc = 0u32;
+    while let Some(chunk) = get.body.data().await {
+        let chunk = chunk.map_err(|e| ReplicationError::op(Stage::Verify, &e))?;
+        crc = crc32c::crc32c_append(crc, &chunk);
+    }
+    Ok(crc)
+}
+
+/// An empty object (used when a multipart source turns out to hold no bytes).
+pub(crate) async fn replicate_small_empty(
+    route: &Route,
+    v: &Version,
+    meta: &ObjectMetadata,
+    tags: &[(String, String)],
+) -> Result<u64, ReplicationError> {
+    route
+        .dest
+        .put_object(
+            &route.dest_bucket,
+            &v.key,
+            PutObjectRequest {
+                body: ReqBody::Empty,
+                length: 0,
+                metadata: meta,
+                tags,
+                checksum: UploadChecksum::Header(0),
+            },
+        )
+        .await
+        .map_err(|e| ReplicationError::op(Stage::PutDestination, &e))?;
+    Ok(0)
+}
+
+async fn replicate_delete_marker(route: &Route, v: &Version) -> Result<Outcome, ReplicationError> {
+    route
+        .dest
+        .delete_object(&route.dest_bucket, &v.key, None)
+        .await
+        .map_err(|e| ReplicationError::op(Stage::DeleteDestination, &e))?;
+    Ok(Outcome::DeleteMarker)
+}
+
+/// Replicates one version with retries. Before a retry of a copy, one HEAD checks whether
+/// the previous attempt landed after all (its response lost), so a retry never duplicates.
+pub async fn replicate(
+    route: &Route,
+    dp: &DataPath,
+    v: &Version,
+) -> Result<Outcome, (ReplicationError, u32)> {
+    let units = window_units(&dp.opts, v.size);
+    let _window = if units > 0 {
+        Some(dp.byte_window.acquire_permit(units).await.map_err(|_| {
+            (
+                ReplicationError {
+                    stage: Stage::Multipart,
+                    code: "ShuttingDown".into(),
+                    message: "the shard's window is closed".into(),
+                    retryable: true,
+                },
+                1,
+            )
+        })?)
+    } else {
+        None
+    };
+    let mut attempt = 1;
+    loop {
+        let result = if attempt > 1 && !v.delete_marker {
+            match route.already_at_destination(v).await {
+                Ok(true) => return Ok(Outcome::Skipped),
+                Ok(false) => replicate_once(route, dp, v).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            replicate_once(route, dp, v).await
+        };
+        match result {
+            Ok(o) => return Ok(o),
+            Err(e) => {
+                if e.code == "ChecksumMismatch" {
+                    Stats::add(&dp.stats.checksum_mismatches, 1);
+                }
+                if !e.retryable || attempt >= dp.opts.retry.max_attempts || dp.cancel.is_set() {
+                    return Err((e, attempt));
+                }
+                tracing::debug!(key = %v.key, version = %v.version_id, attempt, error = %e, "retrying");
+                Stats::add(&dp.stats.retries, 1);
+                if !dp.cancel.sleep(dp.opts.retry.backoff(attempt)).await {
+                    return Err((e, attempt));
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Window units (MiB) a version of `size` bytes takes: none below 1 MiB, never more than the
+/// whole window.
+pub fn window_units(opts: &Options, size: u64) -> u64 {
+    if opts.window < 1 << 20 || size < 1 << 20 {
+        return 0;
+    }
+    (size >> 20).min(opts.window >> 20)
+}
+
+/// Replicates a key's versions, oldest first, skipping those already at the destination.
+/// A failed version stops the key: later versions are reported as blocked, so a rerun
+/// resumes in order.
+pub async fn replicate_key(
+    route: &Route,
+    dp: &DataPath,
+    key: &str,
+    versions: &[Version],
+    latency: &std::cell::RefCell<hdrhistogram::Histogram<u64>>,
+) {
+    let start = {
+        let mut attempt = 1;
+        loop {
+            match route.applied_prefix(key, versions).await {
+                Ok(n) => break Ok(n),
+                Err(e)
+                    if e.retryable
+                        && attempt < dp.opts.retry.max_attempts
+                        && !dp.cancel.is_set() =>
+                {
+                    Stats::add(&dp.stats.retries, 1);
+                    dp.cancel.sleep(dp.opts.retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => break Err((e, attempt)),
+            }
+        }
+    };
+    let start = match start {
+        Ok(n) => n,
+        Err((e, attempts)) => {
+            for v in versions {
+                fail(dp, v, &e, attempts);
+            }
+            return;
+        }
+    };
+    Stats::add(&dp.stats.skipped, start as u64);
+    for (i, v) in versions.iter().enumerate().skip(start) {
+        if dp.cancel.is_set() {
+            return;
+        }
+        let t = Instant::now();
+        match replicate(route, dp, v).await {
+            Ok(Outcome::Copied { bytes }) => {
+                Stats::add(&dp.stats.versions_copied, 1);
+                Stats::add(&dp.stats.bytes_copied, bytes);
+                latency
+                    .borrow_mut()
+                    .saturating_record(t.elapsed().as_micros().max(1) as u64);
+            }
+            Ok(Outcome::DeleteMarker) => {
+                Stats::add(&dp.stats.delete_markers, 1);
+                latency
+                    .borrow_mut()
+                    .saturating_record(t.elapsed().as_micros().max(1) as u64);
+            }
+            Ok(Outcome::Skipped) => Stats::add(&dp.stats.skipped, 1),
+            Err((e, attempts)) => {
+                fail(dp, v, &e, attempts);
+                let blocked = ReplicationError {
+                    stage: e.stage,
+                    code: "BlockedByEarlierVersion".into(),
+                    message: format!(
+                        "not attempted: version {} of this key failed first",
+                        v.version_id
+                    ),
+                    retryable: true,
+                };
+                for later in &versions[i + 1..] {
+                    fail(dp, later, &blocked, 0);
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn fail(dp: &DataPath, v: &Version, e: &ReplicationError, attempts: u32) {
+    tracing::warn!(key = %v.key, version = %v.version_id, attempts, error = %e, "version failed");
+    dp.stats.record_failure(Failure {
+        key: v.key.clone(),
+        version_id: v.version_id.clone(),
+        code: e.code.clone(),
+        message: e.to_string(),
+        retryable: e.retryable,
+        attempts,
+    });
+}
