@@ -3,10 +3,12 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod failure;
 pub mod metrics;
 pub mod populate;
 pub mod queue;
 pub mod replication;
+pub mod retry;
 pub mod s3;
 pub mod shard;
 pub mod sync;

@@ -429,11 +429,7 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
             part_size: a.part_size,
             part_concurrency: a.part_concurrency,
             window: a.window,
-            retry: RetryPolicy {
-                max_attempts: a.attempts.max(1),
-                base: Duration::from_millis(200),
-                max: Duration::from_secs(20),
-            },
+            retry: RetryPolicy::with_attempts(a.attempts),
         },
         progress: !a.json && sync::progress_wanted(),
     };

@@ -392,7 +392,7 @@ impl Summary {
         for f in &self.failures {
             s.push_str(&format!(
                 "  FAILED {} (version {}): {} [{} attempt(s)]\n",
-                f.key, f.version_id, f.message, f.attempts
+                f.key, f.version_id, f.error.message, f.attempts
             ));
         }
         s

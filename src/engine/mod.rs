@@ -4,7 +4,7 @@
 //! Owns: the roles' wiring and the site worker (`site_worker`: the consumer group member
 //! that feeds the replication pipeline, records outcomes and commits offsets).
 //! May call: `config`, `queue`, `populate`, `replication`, `shard`, `s3`, `metrics`, `api`,
-//! `time`.
+//! `time`, `retry`, `failure`.
 
 pub mod site_worker;
 
@@ -230,11 +230,7 @@ impl Engine {
             part_size: r.part_size,
             part_concurrency: r.part_concurrency,
             window: r.window,
-            retry: RetryPolicy {
-                max_attempts: r.attempts,
-                base: Duration::from_millis(200),
-                max: Duration::from_secs(20),
-            },
+            retry: RetryPolicy::with_attempts(r.attempts),
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Owns: [`Stats`] (lock-free counters shared by every shard and read by progress display
 //! and summaries), per-shard latency histograms, and the metric names (`names`).
-//! May call: nothing else in the crate.
+//! May call: `failure` (the recorded form of an error).
 
 pub mod names;
 pub mod objects;
@@ -20,9 +20,8 @@ use hdrhistogram::Histogram;
 pub struct Failure {
     pub key: String,
     pub version_id: String,
-    pub code: String,
-    pub message: String,
-    pub retryable: bool,
+    #[serde(flatten)]
+    pub error: crate::failure::ErrorRecord,
     pub attempts: u32,
 }
 

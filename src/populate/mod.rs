@@ -2,7 +2,7 @@
 //!
 //! Owns: the bucket scan, S3 event notification parsing, and the bucket's replication rules.
 //! May call: `s3`, `replication` (its `Version` type and the destination check of
-//! `--missing-only`), `queue` (the topics entries go to), `metrics`, `shard`.
+//! `--missing-only`), `queue` (the topics entries go to), `metrics`, `shard`, `retry`.
 
 pub mod events;
 pub mod rules;

@@ -21,6 +21,7 @@ use crate::metrics::Stats;
 use crate::queue::codec::{EntryType, ReplicationEntry, VERSION};
 use crate::queue::kafka::{self, Producer, QueueError, Topics};
 use crate::replication::{Route, Version};
+use crate::retry::{retry, RetryPolicy};
 use crate::s3::ops::bucket::BucketError;
 use crate::s3::ops::tagging::TaggingError;
 use crate::s3::{Client, Endpoint};
@@ -66,7 +67,8 @@ pub enum PopulateError {
 /// Rules per bucket, loaded once (from the file, or GetBucketReplication).
 struct RulesCache {
     file: Option<Arc<ReplicationConfig>>,
-    by_bucket: HashMap<String, Option<Arc<ReplicationConfig>>>,
+    /// Filled as buckets are met (a `RefCell`, borrowed only between awaits).
+    by_bucket: std::cell::RefCell<HashMap<String, Option<Arc<ReplicationConfig>>>>,
 }
 
 impl RulesCache {
@@ -88,19 +90,19 @@ impl RulesCache {
         };
         Ok(Self {
             file,
-            by_bucket: HashMap::new(),
+            by_bucket: Default::default(),
         })
     }
 
     async fn get(
-        &mut self,
+        &self,
         source: &Client,
         bucket: &str,
     ) -> Result<Option<Arc<ReplicationConfig>>, PopulateError> {
         if let Some(f) = &self.file {
             return Ok(Some(f.clone()));
         }
-        if let Some(r) = self.by_bucket.get(bucket) {
+        if let Some(r) = self.by_bucket.borrow().get(bucket) {
             return Ok(r.clone());
         }
         let r = match source.get_bucket_replication(bucket).await {
@@ -128,7 +130,9 @@ impl RulesCache {
                 None
             }
         };
-        self.by_bucket.insert(bucket.to_string(), r.clone());
+        self.by_bucket
+            .borrow_mut()
+            .insert(bucket.to_string(), r.clone());
         Ok(r)
     }
 }
@@ -243,7 +247,7 @@ pub async fn run_events(
         .map_err(QueueError::Consume)?;
     let producer = kafka::producer(&cfg.brokers)?;
     let source = Client::new(cfg.source.clone(), None);
-    let mut rules = RulesCache::new(&cfg)?;
+    let rules = RulesCache::new(&cfg)?;
     while !shutdown.is_set() {
         // A batch: the first message waits, then whatever is already there (up to 512).
         let mut batch: Vec<(i32, i64, Vec<u8>)> = Vec::new();
@@ -272,16 +276,14 @@ pub async fn run_events(
         }
         // Retry the batch until its entries are produced (or shutdown): never skip one.
         // Entries are sent in message order, so an object's versions keep their order.
-        loop {
-            match handle_batch(&cfg, &source, &producer, &mut rules, &stats, &batch).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "events not processed yet; retrying");
-                    if !shutdown.sleep(Duration::from_secs(1)).await {
-                        return Ok(());
-                    }
-                }
-            }
+        let attempt = |_| handle_batch(&cfg, &source, &producer, &rules, &stats, &batch);
+        let what = "turning events into entries";
+        let never = |_: &PopulateError| false;
+        if retry(&RetryPolicy::UNTIL_DONE, &shutdown, what, never, attempt)
+            .await
+            .is_err()
+        {
+            return Ok(());
         }
         let mut next: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
         for (p, o, _) in &batch {
@@ -305,7 +307,7 @@ async fn handle_batch(
     cfg: &PopulateConfig,
     source: &Client,
     producer: &Producer,
-    rules: &mut RulesCache,
+    rules: &RulesCache,
     stats: &Stats,
     batch: &[(i32, i64, Vec<u8>)],
 ) -> Result<(), PopulateError> {
@@ -411,7 +413,7 @@ pub async fn scan_enqueue(
 ) -> Result<ScanSummary, PopulateError> {
     let producer = kafka::producer(&cfg.brokers)?;
     let source = Client::new(cfg.source.clone(), None);
-    let mut rules = RulesCache::new(cfg)?;
+    let rules = RulesCache::new(cfg)?;
     let Some(r) = rules.get(&source, bucket).await? else {
         return Err(PopulateError::Rules { bucket: bucket.into(), message: "no replication configuration (set source.rules_file or the bucket's ReplicationConfiguration)".into() });
     };

@@ -67,12 +67,7 @@ pub struct Durations {
     pub transfer_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusError {
-    pub code: String,
-    pub message: String,
-    pub retryable: bool,
-}
+pub use crate::failure::ErrorRecord;
 
 /// A status event, one per outcome per site.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +82,7 @@ pub struct StatusEvent {
     pub bytes: u64,
     pub durations: Durations,
     #[serde(default)]
-    pub error: Option<StatusError>,
+    pub error: Option<ErrorRecord>,
     pub attempt: u32,
     /// RFC 3339.
     pub at: String,
@@ -280,7 +275,7 @@ mod tests {
                 status: if failed { Status::Failed } else { Status::Completed },
                 bytes,
                 durations: Durations { queue_wait_ms: 1, transfer_ms: 2 },
-                error: failed.then(|| StatusError { code: "X".into(), message: msg, retryable: true }),
+                error: failed.then(|| ErrorRecord { code: "X".into(), message: msg, retryable: true }),
                 attempt: 1, at: "2026-11-25T00:00:00Z".into(), latency_ms: Some(bytes % 1000),
             };
             prop_assert_eq!(StatusEvent::decode(&s.encode()).unwrap(), s);

@@ -4,7 +4,8 @@
 //!
 //! Owns: the replication entry and status event formats, and which offsets may be
 //! committed. May call: `shard` (shutdown signal), `s3` (only the CRC32C text form, to
-//! validate an entry's checksum); nothing of S3 requests or of replication.
+//! validate an entry's checksum), `failure` (errors in status events); nothing of S3
+//! requests or of replication.
 
 pub mod backpressure;
 pub mod codec;

@@ -5,20 +5,21 @@
 //!
 //! Owns: the idempotence check, the streaming copy, multipart copies, metadata and tag
 //! preservation, checksum verification, retry with backoff. Knows nothing of Kafka.
-//! May call: `s3` (clients), `metrics` (counters), `shard` (shutdown signal).
+//! May call: `s3` (clients), `metrics` (counters), `shard` (shutdown signal), `retry`,
+//! `failure` (the recorded form of its errors).
 
+mod error;
 pub mod multipart;
 mod pipeline;
-pub mod retry;
 mod route;
 
 use std::sync::Arc;
 
 use crate::metrics::Stats;
-use crate::s3::error::OpError;
+pub use crate::retry::RetryPolicy;
 use crate::shard::Shutdown;
+pub use error::{ErrorKind, ReplicationError, Stage};
 pub use pipeline::{replicate, replicate_key, replicate_once, window_units};
-pub use retry::RetryPolicy;
 pub use route::{list_key, Route};
 
 /// User metadata the destination object carries: the source version it came from.
@@ -103,59 +104,6 @@ pub enum Outcome {
     Skipped,
 }
 
-/// The step of the pipeline that failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Stage {
-    HeadSource,
-    GetSource,
-    GetSourceTags,
-    CheckDestination,
-    PutDestination,
-    Multipart,
-    DeleteDestination,
-    Verify,
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Stage::HeadSource => "reading the source version's metadata",
-            Stage::GetSource => "reading the source version",
-            Stage::GetSourceTags => "reading the source version's tags",
-            Stage::CheckDestination => "checking the destination",
-            Stage::PutDestination => "writing the destination",
-            Stage::Multipart => "multipart upload to the destination",
-            Stage::DeleteDestination => "writing the delete marker to the destination",
-            Stage::Verify => "verifying the destination's checksum",
-        })
-    }
-}
-
-/// A version that could not be replicated (this attempt).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{stage}: {code}: {message}")]
-pub struct ReplicationError {
-    pub stage: Stage,
-    pub code: String,
-    pub message: String,
-    pub retryable: bool,
-}
-
-impl ReplicationError {
-    pub fn op(stage: Stage, e: &dyn OpError) -> Self {
-        Self {
-            stage,
-            code: e.code().to_string(),
-            message: e.to_string(),
-            retryable: e.is_retryable(),
-        }
-    }
-
-    pub fn is_retryable(&self) -> bool {
-        self.retryable
-    }
-}
-
 /// An ETag of the form `"...-N"`: the object was uploaded in N parts.
 pub fn multipart_etag_parts(etag: &str) -> Option<u32> {
     let e = etag.trim_matches('"');
@@ -203,7 +151,7 @@ mod tests {
         let b = "\"0123456789abcdef0123456789abcdee\"";
         assert!(verify_etag(a, a, true).is_ok());
         assert_eq!(
-            verify_etag(a, b, true).unwrap_err().code,
+            verify_etag(a, b, true).unwrap_err().code(),
             "ChecksumMismatch"
         );
         // KMS-style or multipart ETags are not content hashes of the whole body
@@ -217,8 +165,8 @@ mod tests {
         assert!(verify(Some(1), Some(1)).is_ok());
         assert!(verify(Some(1), None).is_ok());
         let e = verify(Some(1), Some(2)).unwrap_err();
-        assert_eq!(e.code, "ChecksumMismatch");
-        assert!(e.retryable);
+        assert_eq!(e.code(), "ChecksumMismatch");
+        assert!(e.is_retryable());
         assert!(verify(None, Some(1)).is_err());
     }
 }

@@ -5,7 +5,7 @@
 use futures_util::stream::{self, StreamExt};
 
 use super::pipeline::{progress_counters, replicate_small_empty, upload_checksum, verify};
-use super::{DataPath, ReplicationError, Route, Stage, Version};
+use super::{DataPath, ErrorKind, ReplicationError, Route, Stage, Version};
 use crate::s3::body::{PipeBody, ReqBody};
 use crate::s3::ops::get_object::GetObjectRequest;
 use crate::s3::ops::head_object::HeadObjectRequest;
@@ -86,7 +86,7 @@ async fn source_layout(
                 )
                 .await
                 .map(|h| h.content_length)
-                .map_err(|e| ReplicationError::op(Stage::HeadSource, &e))
+                .map_err(|e| ReplicationError::op(Stage::HeadSource, e))
         })
         .buffered(16)
         .collect()
@@ -95,12 +95,11 @@ async fn source_layout(
         sizes.push(r?);
     }
     if sizes.iter().sum::<u64>() != total {
-        return Err(ReplicationError {
-            stage: Stage::HeadSource,
-            code: "InconsistentParts".into(),
-            message: format!("the source's {n} parts do not add up to its {total} bytes"),
-            retryable: true,
-        });
+        return Err(ReplicationError::new(
+            Stage::HeadSource,
+            ErrorKind::BadLength("InconsistentParts"),
+            format!("the source's {n} parts do not add up to its {total} bytes"),
+        ));
     }
     let mut off = 0;
     Ok(sizes
@@ -172,7 +171,7 @@ pub async fn copy(
                 },
             )
             .await
-            .map_err(|e| ReplicationError::op(Stage::HeadSource, &e))?;
+            .map_err(|e| ReplicationError::op(Stage::HeadSource, e))?;
         if let Some(n) = h1.parts_count.filter(|n| *n > 0) {
             plan = Some(
                 source_layout(route, v, vid, n, h1.content_length, head.content_length).await?,
@@ -191,7 +190,7 @@ pub async fn copy(
         .dest
         .create_multipart_upload(&route.dest_bucket, &v.key, meta, tags, with_crc)
         .await
-        .map_err(|e| ReplicationError::op(Stage::Multipart, &e))?;
+        .map_err(|e| ReplicationError::op(Stage::Multipart, e))?;
     let whole_crc = std::cell::Cell::new(None);
     let upload = Upload {
         route,
@@ -208,7 +207,7 @@ pub async fn copy(
             .dest
             .complete_multipart_upload(&route.dest_bucket, &v.key, &upload_id, &parts)
             .await
-            .map_err(|e| ReplicationError::op(Stage::Multipart, &e))
+            .map_err(|e| ReplicationError::op(Stage::Multipart, e))
             .and_then(|out| {
                 match super::pipeline::verify_etag(&head.etag, &out.etag, same_layout) {
                     Ok(()) => Ok(out),
@@ -229,18 +228,17 @@ pub async fn copy(
                 Ok(got) if Some(got) == expected => Ok(()),
                 Ok(got) => {
                     bad_version = out.version_id.clone();
-                    Err(ReplicationError {
-                        stage: Stage::Verify,
-                        code: "ChecksumMismatch".into(),
-                        message: format!(
+                    Err(ReplicationError::new(
+                        Stage::Verify,
+                        ErrorKind::ChecksumMismatch,
+                        format!(
                             "the destination holds CRC32C {} but the bytes sent have {}",
                             crate::s3::checksum::encode(got),
                             expected
                                 .map(crate::s3::checksum::encode)
                                 .unwrap_or_default()
                         ),
-                        retryable: true,
-                    })
+                    ))
                 }
                 Err(e) => Err(e),
             }
@@ -289,12 +287,11 @@ async fn upload_parts(
     while let Some(r) = results.next().await {
         parts.push(r?);
         if u.dp.cancel.is_set() {
-            return Err(ReplicationError {
-                stage: Stage::Multipart,
-                code: "ShuttingDown".into(),
-                message: "stopped before the upload completed".into(),
-                retryable: true,
-            });
+            return Err(ReplicationError::new(
+                Stage::Multipart,
+                ErrorKind::Cancelled,
+                "stopped before the upload completed",
+            ));
         }
     }
     parts.sort_by_key(|p| p.0.part_number);
@@ -319,16 +316,9 @@ async fn upload_one(
         upload_id,
         with_crc,
     } = *u;
-    let _permit = dp
-        .part_slots
-        .acquire_permit(1)
-        .await
-        .map_err(|_| ReplicationError {
-            stage: Stage::Multipart,
-            code: "ShuttingDown".into(),
-            message: "part slots closed".into(),
-            retryable: true,
-        })?;
+    let _permit = dp.part_slots.acquire_permit(1).await.map_err(|_| {
+        ReplicationError::new(Stage::Multipart, ErrorKind::Cancelled, "part slots closed")
+    })?;
     let (PartSource::Part(a, b) | PartSource::Range(a, b)) = p.source;
     let req = GetObjectRequest {
         version_id: vid,
@@ -340,15 +330,14 @@ async fn upload_one(
         .source
         .get_object(&route.source_bucket, &v.key, req)
         .await
-        .map_err(|e| ReplicationError::op(Stage::GetSource, &e))?;
+        .map_err(|e| ReplicationError::op(Stage::GetSource, e))?;
     let len = get.head.content_length;
     if len != b - a + 1 {
-        return Err(ReplicationError {
-            stage: Stage::GetSource,
-            code: "BadRange".into(),
-            message: format!("asked for bytes {a}-{b}, got {len} bytes"),
-            retryable: true,
-        });
+        return Err(ReplicationError::new(
+            Stage::GetSource,
+            ErrorKind::BadLength("BadRange"),
+            format!("asked for bytes {a}-{b}, got {len} bytes"),
+        ));
     }
     // Ranged reads carry no checksum: the CRC32C is computed in flight and sent as a trailer.
     let known = None;
@@ -378,7 +367,7 @@ async fn upload_one(
             },
         )
         .await
-        .map_err(|e| ReplicationError::op(Stage::Multipart, &e))?;
+        .map_err(|e| ReplicationError::op(Stage::Multipart, e))?;
     verify(result.crc32c(), part.crc32c)?;
     let crc = result.crc32c().unwrap_or_default();
     part.crc32c = if with_crc { Some(crc) } else { None };

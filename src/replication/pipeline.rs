@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-    multipart, multipart_etag_parts, DataPath, Options, Outcome, ReplicationError, Route, Stage,
-    Version, META_SOURCE_ETAG, META_SOURCE_VERSION,
+    multipart, multipart_etag_parts, DataPath, ErrorKind, Options, Outcome, ReplicationError,
+    Route, Stage, Version, META_SOURCE_ETAG, META_SOURCE_VERSION,
 };
 use crate::metrics::{Failure, Stats};
+use crate::retry::{retry, GaveUp};
 use crate::s3::body::{PipeBody, ReqBody};
 use crate::s3::ops::get_object::GetObjectRequest;
 use crate::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
@@ -43,24 +44,22 @@ pub(crate) fn upload_checksum(dest: &Client, known: Option<u32>) -> (UploadCheck
 /// Compares the CRC32C we computed with what the destination reports having stored.
 pub(crate) fn verify(computed: Option<u32>, reported: Option<u32>) -> Result<(), ReplicationError> {
     let Some(computed) = computed else {
-        return Err(ReplicationError {
-            stage: Stage::Verify,
-            code: "IncompleteBody".into(),
-            message: "the upload finished before every byte went through".into(),
-            retryable: true,
-        });
+        return Err(ReplicationError::new(
+            Stage::Verify,
+            ErrorKind::BadLength("IncompleteBody"),
+            "the upload finished before every byte went through",
+        ));
     };
     match reported {
-        Some(r) if r != computed => Err(ReplicationError {
-            stage: Stage::Verify,
-            code: "ChecksumMismatch".into(),
-            message: format!(
+        Some(r) if r != computed => Err(ReplicationError::new(
+            Stage::Verify,
+            ErrorKind::ChecksumMismatch,
+            format!(
                 "destination stored CRC32C {} but the bytes sent have {}",
                 checksum::encode(r),
                 checksum::encode(computed)
             ),
-            retryable: true,
-        }),
+        )),
         _ => Ok(()),
     }
 }
@@ -85,12 +84,7 @@ pub(crate) fn verify_etag(
         _ => same_layout && multipart_etag_parts(s).is_some() && multipart_etag_parts(d).is_some(),
     };
     if comparable && !s.eq_ignore_ascii_case(d) {
-        return Err(ReplicationError {
-            stage: Stage::Verify,
-            code: "ChecksumMismatch".into(),
-            message: format!("destination ETag {d} differs from the source's {s}: the bytes were altered in transit"),
-            retryable: true,
-        });
+        return Err(ReplicationError::new(Stage::Verify, ErrorKind::ChecksumMismatch, format!("destination ETag {d} differs from the source's {s}: the bytes were altered in transit")));
     }
     Ok(())
 }
@@ -184,7 +178,7 @@ pub async fn replicate_once(
             Err(e) if matches!(e.code(), "NoSuchKey" | "NoSuchVersion" | "MethodNotAllowed") => {
                 None
             }
-            Err(e) => return Err(ReplicationError::op(Stage::GetSource, &e)),
+            Err(e) => return Err(ReplicationError::op(Stage::GetSource, e)),
         }
     } else {
         None
@@ -208,7 +202,7 @@ pub async fn replicate_once(
             Err(HeadObjectError::DeleteMarker { .. }) => {
                 return replicate_delete_marker(route, v).await
             }
-            Err(e) => return Err(ReplicationError::op(Stage::HeadSource, &e)),
+            Err(e) => return Err(ReplicationError::op(Stage::HeadSource, e)),
         },
     };
     let tags = if head.tag_count > 0 {
@@ -216,7 +210,7 @@ pub async fn replicate_once(
             .source
             .get_object_tagging(&route.source_bucket, &v.key, vid)
             .await
-            .map_err(|e| ReplicationError::op(Stage::GetSourceTags, &e))?
+            .map_err(|e| ReplicationError::op(Stage::GetSourceTags, e))?
     } else {
         Vec::new()
     };
@@ -236,7 +230,7 @@ pub async fn replicate_once(
                 .source
                 .get_object(&route.source_bucket, &v.key, get_request())
                 .await
-                .map_err(|e| ReplicationError::op(Stage::GetSource, &e))?
+                .map_err(|e| ReplicationError::op(Stage::GetSource, e))?
         }
     };
     let len = get.head.content_length;
@@ -265,7 +259,7 @@ pub async fn replicate_once(
             },
         )
         .await
-        .map_err(|e| ReplicationError::op(Stage::PutDestination, &e))?;
+        .map_err(|e| ReplicationError::op(Stage::PutDestination, e))?;
     if let Err(e) = verify(result.crc32c(), out.crc32c)
         .and_then(|_| verify_etag(&get.head.etag, &out.etag, true))
     {
@@ -284,26 +278,24 @@ async fn replicate_empty(
     tags: &[(String, String)],
 ) -> Result<Outcome, ReplicationError> {
     while let Some(chunk) = get.body.data().await {
-        let chunk = chunk.map_err(|e| ReplicationError::op(Stage::GetSource, &e))?;
+        let chunk = chunk.map_err(|e| ReplicationError::op(Stage::GetSource, e))?;
         if !chunk.is_empty() {
-            return Err(ReplicationError {
-                stage: Stage::GetSource,
-                code: "BadLength".into(),
-                message: "the source announced 0 bytes but sent some".into(),
-                retryable: true,
-            });
+            return Err(ReplicationError::new(
+                Stage::GetSource,
+                ErrorKind::BadLength("BadLength"),
+                "the source announced 0 bytes but sent some",
+            ));
         }
     }
     if let Some(c) = get.head.crc32c.filter(|c| *c != 0) {
-        return Err(ReplicationError {
-            stage: Stage::GetSource,
-            code: "ChecksumMismatch".into(),
-            message: format!(
+        return Err(ReplicationError::new(
+            Stage::GetSource,
+            ErrorKind::ChecksumMismatch,
+            format!(
                 "the source's CRC32C {} is not that of 0 bytes",
                 checksum::encode(c)
             ),
-            retryable: true,
-        });
+        ));
     }
     replicate_small_empty(route, v, meta, tags).await?;
     Ok(Outcome::Copied { bytes: 0 })
@@ -327,10 +319,10 @@ pub(crate) async fn read_back_crc(
             },
         )
         .await
-        .map_err(|e| ReplicationError::op(Stage::Verify, &e))?;
+        .map_err(|e| ReplicationError::op(Stage::Verify, e))?;
     let mut crc = 0u32;
     while let Some(chunk) = get.body.data().await {
-        let chunk = chunk.map_err(|e| ReplicationError::op(Stage::Verify, &e))?;
+        let chunk = chunk.map_err(|e| ReplicationError::op(Stage::Verify, e))?;
         crc = crc32c::crc32c_append(crc, &chunk);
     }
     Ok(crc)
@@ -357,7 +349,7 @@ pub(crate) async fn replicate_small_empty(
             },
         )
         .await
-        .map_err(|e| ReplicationError::op(Stage::PutDestination, &e))?;
+        .map_err(|e| ReplicationError::op(Stage::PutDestination, e))?;
     Ok(0)
 }
 
@@ -366,7 +358,7 @@ async fn replicate_delete_marker(route: &Route, v: &Version) -> Result<Outcome, 
         .dest
         .delete_object(&route.dest_bucket, &v.key, None)
         .await
-        .map_err(|e| ReplicationError::op(Stage::DeleteDestination, &e))?;
+        .map_err(|e| ReplicationError::op(Stage::DeleteDestination, e))?;
     Ok(Outcome::DeleteMarker)
 }
 
@@ -376,52 +368,64 @@ pub async fn replicate(
     route: &Route,
     dp: &DataPath,
     v: &Version,
-) -> Result<Outcome, (ReplicationError, u32)> {
+) -> Result<Outcome, GaveUp<ReplicationError>> {
     let units = window_units(&dp.opts, v.size);
     let _window = if units > 0 {
-        Some(dp.byte_window.acquire_permit(units).await.map_err(|_| {
-            (
-                ReplicationError {
-                    stage: Stage::Multipart,
-                    code: "ShuttingDown".into(),
-                    message: "the shard's window is closed".into(),
-                    retryable: true,
-                },
-                1,
-            )
-        })?)
+        let closed = |_| GaveUp {
+            error: ReplicationError::new(
+                Stage::Multipart,
+                ErrorKind::Cancelled,
+                "the shard's window is closed",
+            ),
+            attempts: 1,
+            cancelled: true,
+        };
+        Some(dp.byte_window.acquire_permit(units).await.map_err(closed)?)
     } else {
         None
     };
-    let mut attempt = 1;
-    loop {
-        let result = if attempt > 1 && !v.delete_marker {
-            match route.already_at_destination(v).await {
-                Ok(true) => return Ok(Outcome::Skipped),
-                Ok(false) => replicate_once(route, dp, v).await,
-                Err(e) => Err(e),
-            }
-        } else {
-            replicate_once(route, dp, v).await
-        };
-        match result {
-            Ok(o) => return Ok(o),
-            Err(e) => {
-                if e.code == "ChecksumMismatch" {
-                    Stats::add(&dp.stats.checksum_mismatches, 1);
-                }
-                if !e.retryable || attempt >= dp.opts.retry.max_attempts || dp.cancel.is_set() {
-                    return Err((e, attempt));
-                }
-                tracing::debug!(key = %v.key, version = %v.version_id, attempt, error = %e, "retrying");
-                Stats::add(&dp.stats.retries, 1);
-                if !dp.cancel.sleep(dp.opts.retry.backoff(attempt)).await {
-                    return Err((e, attempt));
-                }
-                attempt += 1;
-            }
+    let label = VersionLabel(v);
+    let permanent = ReplicationError::is_permanent;
+    retry(&dp.opts.retry, &dp.cancel, &label, permanent, |attempt| {
+        attempt_once(route, dp, v, attempt)
+    })
+    .await
+}
+
+/// Names a version in the log.
+struct VersionLabel<'a>(&'a Version);
+
+impl std::fmt::Display for VersionLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "replicating {} version {}",
+            self.0.key, self.0.version_id
+        )
+    }
+}
+
+/// One attempt of [`replicate`]. A retry first checks whether the previous attempt landed
+/// after all (its response lost), so a retry never writes a duplicate version.
+async fn attempt_once(
+    route: &Route,
+    dp: &DataPath,
+    v: &Version,
+    attempt: u32,
+) -> Result<Outcome, ReplicationError> {
+    if attempt > 1 {
+        Stats::add(&dp.stats.retries, 1);
+        if !v.delete_marker && route.already_at_destination(v).await? {
+            return Ok(Outcome::Skipped);
         }
     }
+    let result = replicate_once(route, dp, v).await;
+    if let Err(e) = &result {
+        if e.kind == ErrorKind::ChecksumMismatch {
+            Stats::add(&dp.stats.checksum_mismatches, 1);
+        }
+    }
+    result
 }
 
 /// Window units (MiB) a version of `size` bytes takes: none below 1 MiB, never more than the
@@ -443,29 +447,20 @@ pub async fn replicate_key(
     versions: &[Version],
     latency: &std::cell::RefCell<hdrhistogram::Histogram<u64>>,
 ) {
-    let start = {
-        let mut attempt = 1;
-        loop {
-            match route.applied_prefix(key, versions).await {
-                Ok(n) => break Ok(n),
-                Err(e)
-                    if e.retryable
-                        && attempt < dp.opts.retry.max_attempts
-                        && !dp.cancel.is_set() =>
-                {
-                    Stats::add(&dp.stats.retries, 1);
-                    dp.cancel.sleep(dp.opts.retry.backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => break Err((e, attempt)),
-            }
+    let label = format!("checking what the destination holds of {key}");
+    let permanent = ReplicationError::is_permanent;
+    let start = retry(&dp.opts.retry, &dp.cancel, &label, permanent, |attempt| {
+        if attempt > 1 {
+            Stats::add(&dp.stats.retries, 1);
         }
-    };
+        route.applied_prefix(key, versions)
+    })
+    .await;
     let start = match start {
         Ok(n) => n,
-        Err((e, attempts)) => {
+        Err(gave_up) => {
             for v in versions {
-                fail(dp, v, &e, attempts);
+                fail(dp, v, &gave_up.error, gave_up.attempts);
             }
             return;
         }
@@ -491,17 +486,18 @@ pub async fn replicate_key(
                     .saturating_record(t.elapsed().as_micros().max(1) as u64);
             }
             Ok(Outcome::Skipped) => Stats::add(&dp.stats.skipped, 1),
-            Err((e, attempts)) => {
+            Err(GaveUp {
+                error: e, attempts, ..
+            }) => {
                 fail(dp, v, &e, attempts);
-                let blocked = ReplicationError {
-                    stage: e.stage,
-                    code: "BlockedByEarlierVersion".into(),
-                    message: format!(
+                let blocked = ReplicationError::new(
+                    e.stage,
+                    ErrorKind::Blocked,
+                    format!(
                         "not attempted: version {} of this key failed first",
                         v.version_id
                     ),
-                    retryable: true,
-                };
+                );
                 for later in &versions[i + 1..] {
                     fail(dp, later, &blocked, 0);
                 }
@@ -516,9 +512,7 @@ fn fail(dp: &DataPath, v: &Version, e: &ReplicationError, attempts: u32) {
     dp.stats.record_failure(Failure {
         key: v.key.clone(),
         version_id: v.version_id.clone(),
-        code: e.code.clone(),
-        message: e.to_string(),
-        retryable: e.retryable,
+        error: e.record(),
         attempts,
     });
 }

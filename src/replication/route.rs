@@ -37,7 +37,7 @@ impl Route {
             Ok(h) => Ok(h.user_meta(META_SOURCE_VERSION) == Some(v.version_id.as_str())),
             Err(HeadObjectError::NotFound) => Ok(false),
             Err(HeadObjectError::DeleteMarker { .. }) => Ok(false),
-            Err(e) => Err(ReplicationError::op(Stage::CheckDestination, &e)),
+            Err(e) => Err(ReplicationError::op(Stage::CheckDestination, e)),
         }
     }
 
@@ -64,7 +64,7 @@ impl Route {
             Err(HeadObjectError::DeleteMarker { .. }) => {
                 self.applied_under_markers(key, versions).await
             }
-            Err(e) => Err(ReplicationError::op(Stage::CheckDestination, &e)),
+            Err(e) => Err(ReplicationError::op(Stage::CheckDestination, e)),
         }
     }
 
@@ -75,11 +75,9 @@ impl Route {
         key: &str,
         versions: &[Version],
     ) -> Result<usize, ReplicationError> {
-        let check =
-            |e: &dyn crate::s3::error::OpError| ReplicationError::op(Stage::CheckDestination, e);
         let mut entries = list_key(&self.dest, &self.dest_bucket, key)
             .await
-            .map_err(|e| check(&e))?;
+            .map_err(|e| ReplicationError::op(Stage::CheckDestination, e))?;
         sort_newest_first(&mut entries);
         let markers_then_real = entries.iter().position(|lv| !lv.delete_marker);
         let mut markers = markers_then_real.unwrap_or(entries.len());
@@ -88,7 +86,7 @@ impl Route {
                 let h = self
                     .head_dest(key, Some(&entries[i].version_id))
                     .await
-                    .map_err(|e| check(&e))?;
+                    .map_err(|e| ReplicationError::op(Stage::CheckDestination, e))?;
                 match position(versions, h.user_meta(META_SOURCE_VERSION)) {
                     Some(p) => p + 1,
                     None => return Ok(0),
@@ -108,7 +106,7 @@ impl Route {
     pub async fn version_applied(&self, v: &Version) -> Result<bool, ReplicationError> {
         let mut entries = list_key(&self.source, &self.source_bucket, &v.key)
             .await
-            .map_err(|e| ReplicationError::op(Stage::HeadSource, &e))?;
+            .map_err(|e| ReplicationError::op(Stage::HeadSource, e))?;
         sort_newest_first(&mut entries);
         entries.reverse();
         let versions: Vec<Version> = entries.into_iter().map(Version::from).collect();

@@ -10,6 +10,7 @@ use super::outcome::{self, EntryResult, Pending, Timings};
 use super::Shared;
 use crate::queue::codec::{EntryType, ReplicationEntry};
 use crate::replication::{replicate, Outcome, Version};
+use crate::retry::GaveUp;
 
 /// An entry ready to run, with where it came from.
 pub struct Job {
@@ -62,7 +63,11 @@ async fn run(sh: &Shared, job: &Job) -> bool {
     let result: EntryResult = match route.is_applied(&v).await {
         Ok(true) => Ok(Outcome::Skipped),
         Ok(false) => replicate(&route, &sh.data, &v).await,
-        Err(e) => Err((e, 1)),
+        Err(error) => Err(GaveUp {
+            error,
+            attempts: 1,
+            cancelled: false,
+        }),
     };
     if result.is_err() && sh.abort.is_set() {
         // Abandoned at the drain deadline: not an outcome.

@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::Shared;
+use crate::failure::ErrorRecord;
 use crate::metrics::objects::ObjectId;
 use crate::metrics::{Failure, Stats};
-use crate::queue::codec::{Durations, ReplicationEntry, Status, StatusError, StatusEvent, VERSION};
+use crate::queue::codec::{Durations, ReplicationEntry, Status, StatusEvent, VERSION};
 use crate::queue::kafka::{self, QueueError};
 use crate::replication::{Outcome, ReplicationError};
+use crate::retry::{retry, GaveUp, RetryPolicy};
 use crate::time::{parse_rfc3339, rfc3339};
 
 /// The result of one entry: the outcome, or the error and the attempts it took.
-pub type EntryResult = Result<Outcome, (ReplicationError, u32)>;
+pub type EntryResult = Result<Outcome, GaveUp<ReplicationError>>;
 
 /// Counts an entry as pending (in flight) for as long as it lives, and tracks its version
 /// for the per-object progress route.
@@ -74,7 +76,7 @@ fn count(
     sh: &Shared,
     entry: &ReplicationEntry,
     result: &EntryResult,
-) -> (Status, u64, Option<StatusError>, u32) {
+) -> (Status, u64, Option<ErrorRecord>, u32) {
     let stats = &sh.stats;
     if let Ok(mut w) = stats.window.lock() {
         match result {
@@ -97,21 +99,17 @@ fn count(
             Stats::add(&stats.skipped, 1);
             (Status::Completed, 0, None, 1)
         }
-        Err((e, attempts)) => {
+        Err(GaveUp {
+            error, attempts, ..
+        }) => {
+            let record = error.record();
             stats.record_failure(Failure {
                 key: entry.key.clone(),
                 version_id: entry.version_id.clone(),
-                code: e.code.clone(),
-                message: e.to_string(),
-                retryable: e.retryable,
+                error: record.clone(),
                 attempts: *attempts,
             });
-            let error = StatusError {
-                code: e.code.clone(),
-                message: e.to_string(),
-                retryable: e.retryable,
-            };
-            (Status::Failed, 0, Some(error), *attempts)
+            (Status::Failed, 0, Some(record), *attempts)
         }
     }
 }
@@ -166,15 +164,16 @@ pub async fn record(
             .and_then(|c| SystemTime::now().duration_since(c).ok())
             .map(|d| d.as_millis() as u64),
     };
-    // The outcome must be recorded before the offset moves: retried until it is.
-    loop {
-        if publish(sh, entry, &event).await.is_ok() {
-            return true;
-        }
-        if !sh.abort.sleep(Duration::from_secs(1)).await {
-            return false;
-        }
-    }
+    // The outcome must be recorded before the offset moves: retried until it is, or until
+    // the worker abandons its transfers.
+    let what = "recording an outcome";
+    let until_done = &RetryPolicy::UNTIL_DONE;
+    let never = |_: &QueueError| false;
+    retry(until_done, &sh.abort, what, never, |_| {
+        publish(sh, entry, &event)
+    })
+    .await
+    .is_ok()
 }
 
 /// The failed topic's key of an entry at this site.
@@ -244,23 +243,15 @@ pub async fn record_malformed(
     });
     let k = format!("malformed/{topic}/{}/{}", m.partition, m.offset);
     let body = doc.to_string();
-    loop {
-        match kafka::send(
-            &sh.producer,
-            &sh.cfg.topics.failed,
-            &k,
-            Some(body.as_bytes()),
-        )
+    let failed = &sh.cfg.topics.failed;
+    let send = |_| kafka::send(&sh.producer, failed, &k, Some(body.as_bytes()));
+    let what = "recording a malformed entry";
+    let never = |_: &QueueError| false;
+    if retry(&RetryPolicy::UNTIL_DONE, shutdown, what, never, send)
         .await
-        {
-            Ok(_) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot record a malformed entry; retrying");
-                if !shutdown.sleep(Duration::from_secs(1)).await {
-                    return false;
-                }
-            }
-        }
+        .is_err()
+    {
+        return false;
     }
     tracing::warn!(
         partition = m.partition,
