@@ -139,3 +139,68 @@ fn the_replication_pipeline_knows_nothing_of_kafka() {
         "replication uses the engine: {used:?}"
     );
 }
+
+/// The files of `s3/` (outside `ops/`) that a file uses through `super::` or `crate::s3::`.
+fn s3_edges() -> Vec<(String, String)> {
+    let dir = src().join("s3");
+    let mut edges = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "rs") {
+            continue;
+        }
+        let me = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for prefix in ["super::", "crate::s3::"] {
+            for (i, _) in code.match_indices(prefix) {
+                let name: String = code[i + prefix.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if dir.join(format!("{name}.rs")).exists() && name != me {
+                    edges.push((me.clone(), name));
+                }
+            }
+        }
+    }
+    edges.sort();
+    edges.dedup();
+    edges
+}
+
+#[test]
+fn the_s3_client_has_no_import_cycles_and_its_errors_are_a_leaf() {
+    let edges = s3_edges();
+    assert!(
+        edges.iter().any(|(a, b)| a == "body" && b == "http"),
+        "the pipe feeds the HTTP layer: {edges:?}"
+    );
+    assert!(
+        !edges.iter().any(|(a, _)| a == "error"),
+        "error.rs must be a leaf: {edges:?}"
+    );
+    // Depth-first search for a cycle.
+    fn visit<'a>(
+        n: &'a str,
+        edges: &'a [(String, String)],
+        path: &mut Vec<&'a str>,
+    ) -> Option<String> {
+        if let Some(i) = path.iter().position(|p| *p == n) {
+            return Some(format!("{} -> {n}", path[i..].join(" -> ")));
+        }
+        path.push(n);
+        for (_, to) in edges.iter().filter(|(from, _)| from == n) {
+            if let Some(c) = visit(to, edges, path) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        None
+    }
+    for (from, _) in &edges {
+        if let Some(cycle) = visit(from, &edges, &mut Vec::new()) {
+            panic!("import cycle in s3/: {cycle}");
+        }
+    }
+}

@@ -2,8 +2,9 @@
 
 mod common;
 
-use backbeat::s3::body::{PipeBody, ReqBody};
+use backbeat::s3::body::PipeBody;
 use backbeat::s3::checksum;
+use backbeat::s3::http::ReqBody;
 use backbeat::s3::ops::bucket::Versioning;
 use backbeat::s3::ops::get_object::{GetObjectError, GetObjectRequest};
 use backbeat::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
@@ -319,7 +320,7 @@ fn streaming_pipe_with_trailer_checksum() {
             &db,
             "copy",
             PutObjectRequest {
-                body: ReqBody::Pipe(Box::new(pipe)),
+                body: ReqBody::Stream(Box::new(pipe)),
                 length: body.len() as u64,
                 metadata: &ObjectMetadata::default(),
                 tags: &[],

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use backbeat::s3::body::ReqBody;
+use backbeat::s3::http::ReqBody;
 use backbeat::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
 use backbeat::s3::ops::put_object::UploadChecksum;
 use backbeat::s3::ops::upload_part::CompletedPart;

@@ -24,7 +24,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::metrics::Stats;
-use crate::s3::transport::{HyperIo, Stream};
+use crate::s3::http::{HyperIo, Stream};
 use crate::s3::{Client, Endpoint};
 use crate::shard::Shutdown;
 

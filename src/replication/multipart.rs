@@ -6,7 +6,8 @@ use futures_util::stream::{self, StreamExt};
 
 use super::pipeline::{progress_counters, replicate_small_empty, upload_checksum, verify};
 use super::{DataPath, ErrorKind, ReplicationError, Route, Stage, Version};
-use crate::s3::body::{PipeBody, ReqBody};
+use crate::s3::body::PipeBody;
+use crate::s3::http::ReqBody;
 use crate::s3::ops::get_object::GetObjectRequest;
 use crate::s3::ops::head_object::HeadObjectRequest;
 use crate::s3::ops::put_object::UploadChecksum;
@@ -361,7 +362,7 @@ async fn upload_one(
             crate::s3::ops::upload_part::UploadPartRequest {
                 upload_id,
                 part_number: p.number,
-                body: ReqBody::Pipe(Box::new(pipe)),
+                body: ReqBody::Stream(Box::new(pipe)),
                 length: len,
                 checksum: mode,
             },

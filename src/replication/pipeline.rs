@@ -11,7 +11,8 @@ use super::{
 };
 use crate::metrics::{Failure, Stats};
 use crate::retry::{retry, GaveUp};
-use crate::s3::body::{PipeBody, ReqBody};
+use crate::s3::body::PipeBody;
+use crate::s3::http::ReqBody;
 use crate::s3::ops::get_object::GetObjectRequest;
 use crate::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
 use crate::s3::ops::put_object::{PutObjectRequest, UploadChecksum};
@@ -251,7 +252,7 @@ pub async fn replicate_once(
             &route.dest_bucket,
             &v.key,
             PutObjectRequest {
-                body: ReqBody::Pipe(Box::new(pipe)),
+                body: ReqBody::Stream(Box::new(pipe)),
                 length: len,
                 metadata: &meta,
                 tags: &tags,

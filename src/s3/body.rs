@@ -1,4 +1,4 @@
-//! Request and response bodies.
+//! The data path's pipe: a GET response body turned into a PUT or UploadPart request body.
 //!
 //! [`PipeBody`] is the heart of the data path: it turns a GET response body into a PUT (or
 //! UploadPart) request body. hyper splits the GET body's frames off its read buffer as
@@ -16,160 +16,10 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 
 use super::checksum;
-use super::error::RequestError;
-use super::transport::Pool;
-
-/// Why a request body could not be produced.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BodyError {
-    #[error("reading the source failed: {message}")]
-    Source { message: String, retryable: bool },
-    #[error("source body ended after {got} of {expected} bytes")]
-    Short { got: u64, expected: u64 },
-    #[error("source body is longer than the {expected} bytes announced")]
-    Long { expected: u64 },
-    #[error("CRC32C of the bytes read ({actual}) differs from the source's ({expected})")]
-    Checksum { expected: String, actual: String },
-}
-
-impl BodyError {
-    pub fn to_request_error(&self) -> RequestError {
-        match self {
-            BodyError::Checksum { expected, actual } => RequestError::ChecksumMismatch {
-                expected: format!("{expected} (stored by the source)"),
-                actual: format!("{actual} (computed over the bytes read from it)"),
-            },
-            BodyError::Source {
-                message,
-                retryable: false,
-            } => RequestError::BadResponse(message.clone()),
-            other => RequestError::Body(other.to_string()),
-        }
-    }
-}
-
-/// A response body. Once read to its end, its connection goes back to the pool.
-pub struct RespBody {
-    inner: Incoming,
-    ret: Option<(Rc<Pool>, SendRequest<ReqBody>)>,
-}
-
-/// A response whose body is known to be complete (HEAD, or `Content-Length: 0`) gives its
-/// connection back to the pool even when nobody polled the body; any other unfinished body
-/// closes its connection (its state is unknown).
-impl Drop for RespBody {
-    fn drop(&mut self) {
-        if let Some((pool, sender)) = self.ret.take() {
-            if http_body::Body::is_end_stream(&self.inner) {
-                pool.release(sender);
-            }
-        }
-    }
-}
-
-impl RespBody {
-    pub(crate) fn new(inner: Incoming, pool: Rc<Pool>, sender: SendRequest<ReqBody>) -> Self {
-        Self {
-            inner,
-            ret: Some((pool, sender)),
-        }
-    }
-
-    /// The next data frame, `None` at the end.
-    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RequestError>>> {
-        loop {
-            match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if !data.is_empty() {
-                            return Poll::Ready(Some(Ok(data)));
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    self.ret = None;
-                    return Poll::Ready(Some(Err(RequestError::from_hyper(e))));
-                }
-                None => {
-                    if let Some((pool, sender)) = self.ret.take() {
-                        pool.release(sender);
-                    }
-                    return Poll::Ready(None);
-                }
-            }
-        }
-    }
-
-    pub async fn data(&mut self) -> Option<Result<Bytes, RequestError>> {
-        std::future::poll_fn(|cx| self.poll_data(cx)).await
-    }
-
-    /// Reads the whole body (for small XML documents).
-    pub async fn collect(mut self, limit: usize) -> Result<Vec<u8>, RequestError> {
-        let mut out = Vec::new();
-        while let Some(chunk) = self.data().await {
-            let chunk = chunk?;
-            if out.len() + chunk.len() > limit {
-                return Err(RequestError::BadResponse(format!(
-                    "response body larger than {limit} bytes"
-                )));
-            }
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out)
-    }
-}
-
-/// A request body.
-pub enum ReqBody {
-    Empty,
-    Full(Option<Bytes>),
-    Pipe(Box<PipeBody>),
-}
-
-impl ReqBody {
-    pub fn full(b: impl Into<Bytes>) -> Self {
-        ReqBody::Full(Some(b.into()))
-    }
-}
-
-impl Body for ReqBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ReqBody::Pipe(p) => p.poll_next(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ReqBody::Empty => true,
-            ReqBody::Full(b) => b.is_none(),
-            ReqBody::Pipe(p) => p.state == PipeState::Done,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Full(b) => {
-                SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0))
-            }
-            ReqBody::Pipe(p) => SizeHint::with_exact(p.encoded_len),
-        }
-    }
-}
+use super::error::BodyError;
+use super::http::RespBody;
 
 /// What a finished pipe reports: the CRC32C of every byte that went through.
 #[derive(Clone, Default)]
@@ -407,6 +257,26 @@ impl PipeBody {
                 }
             }
         }
+    }
+}
+
+impl Body for PipeBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.get_mut().poll_next(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == PipeState::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.encoded_len)
     }
 }
 

@@ -14,10 +14,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rustls_pki_types::ServerName;
 
-use super::body::{ReqBody, RespBody};
 use super::error::RequestError;
+use super::http::{ConnectSpec, Pool};
+use super::http::{ReqBody, RespBody};
 use super::signing::{Credentials, Payload, Signer};
-use super::transport::{ConnectSpec, Pool};
 
 /// Characters of a key kept as they are in a URI path: RFC 3986 unreserved and `/`.
 const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
@@ -419,13 +419,13 @@ impl Client {
         let start = Instant::now();
         let host = self.inner.endpoint.host_for(req.bucket);
         let pool = self.pool(&host)?;
-        let replayable = !matches!(req.body, ReqBody::Pipe(_));
+        let replayable = !matches!(req.body, ReqBody::Stream(_));
         let mut fresh = false;
         let result = loop {
             let body = match &mut req.body {
                 ReqBody::Full(b) => ReqBody::Full(b.clone()),
                 ReqBody::Empty => ReqBody::Empty,
-                ReqBody::Pipe(_) => std::mem::replace(&mut req.body, ReqBody::Empty),
+                ReqBody::Stream(_) => std::mem::replace(&mut req.body, ReqBody::Empty),
             };
             let request = self.build(&req, &host, body)?;
             let mut conn = pool.acquire(fresh).await?;
@@ -440,7 +440,7 @@ impl Client {
                         fresh = true;
                         continue;
                     }
-                    break Err(RequestError::from_hyper(e));
+                    break Err(super::http::request_error(e));
                 }
             }
         };

@@ -88,34 +88,6 @@ impl RequestError {
         }
     }
 
-    pub(crate) fn from_hyper(e: hyper::Error) -> Self {
-        if e.is_timeout() {
-            return RequestError::Timeout;
-        }
-        // A body error raised by our own request body (source failure, checksum) is
-        // carried through hyper: recover it.
-        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-        while let Some(s) = src {
-            if let Some(be) = s.downcast_ref::<super::body::BodyError>() {
-                return be.to_request_error();
-            }
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::TimedOut {
-                    return RequestError::Timeout;
-                }
-            }
-            src = s.source();
-        }
-        let mut msg = e.to_string();
-        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        RequestError::Io(msg)
-    }
-
     /// Builds a service error from a status and an S3 XML error body (which may be empty,
     /// as for HEAD).
     pub fn from_response(status: u16, body: &[u8], request_id: &str) -> Self {
@@ -174,6 +146,35 @@ pub fn parse_error_xml(body: &[u8]) -> Option<(String, String)> {
         buf.clear();
     }
     code.map(|c| (c, message))
+}
+
+/// Why a request body could not be produced.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BodyError {
+    #[error("reading the source failed: {message}")]
+    Source { message: String, retryable: bool },
+    #[error("source body ended after {got} of {expected} bytes")]
+    Short { got: u64, expected: u64 },
+    #[error("source body is longer than the {expected} bytes announced")]
+    Long { expected: u64 },
+    #[error("CRC32C of the bytes read ({actual}) differs from the source's ({expected})")]
+    Checksum { expected: String, actual: String },
+}
+
+impl BodyError {
+    pub fn to_request_error(&self) -> RequestError {
+        match self {
+            BodyError::Checksum { expected, actual } => RequestError::ChecksumMismatch {
+                expected: format!("{expected} (stored by the source)"),
+                actual: format!("{actual} (computed over the bytes read from it)"),
+            },
+            BodyError::Source {
+                message,
+                retryable: false,
+            } => RequestError::BadResponse(message.clone()),
+            other => RequestError::Body(other.to_string()),
+        }
+    }
 }
 
 /// What every operation's error can say about itself.

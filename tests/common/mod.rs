@@ -86,7 +86,7 @@ pub async fn put(
     meta: &ObjectMetadata,
     tags: &[(String, String)],
 ) -> Option<String> {
-    use backbeat::s3::body::ReqBody;
+    use backbeat::s3::http::ReqBody;
     use backbeat::s3::ops::put_object::{PutObjectRequest, UploadChecksum};
     c.put_object(
         b,

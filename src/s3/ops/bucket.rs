@@ -4,9 +4,9 @@
 use http::Method;
 
 use super::walk_xml;
-use crate::s3::body::ReqBody;
 use crate::s3::client::{Client, Req};
 use crate::s3::error::op_error;
+use crate::s3::http::ReqBody;
 
 op_error! {
     /// Why a bucket operation failed.

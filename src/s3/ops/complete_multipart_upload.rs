@@ -4,10 +4,10 @@ use http::Method;
 
 use super::upload_part::CompletedPart;
 use super::{walk_xml, xml_escape};
-use crate::s3::body::ReqBody;
 use crate::s3::checksum;
 use crate::s3::client::{Client, Req};
 use crate::s3::error::{op_error, RequestError};
+use crate::s3::http::ReqBody;
 
 op_error! {
     /// Why CompleteMultipartUpload failed.

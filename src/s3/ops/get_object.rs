@@ -3,9 +3,9 @@
 use http::Method;
 
 use super::ObjectHead;
-use crate::s3::body::RespBody;
 use crate::s3::client::{Client, Req};
 use crate::s3::error::{op_error, RequestError};
+use crate::s3::http::RespBody;
 
 op_error! {
     /// Why GetObject failed.

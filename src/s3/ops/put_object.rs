@@ -3,10 +3,10 @@
 use http::Method;
 
 use super::{apply_metadata, encode_tagging, ObjectMetadata};
-use crate::s3::body::ReqBody;
 use crate::s3::checksum;
 use crate::s3::client::{Client, Req};
 use crate::s3::error::op_error;
+use crate::s3::http::ReqBody;
 use crate::s3::signing::Payload;
 
 op_error! {

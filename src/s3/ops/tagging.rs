@@ -3,9 +3,9 @@
 use http::Method;
 
 use super::{walk_xml, xml_escape};
-use crate::s3::body::ReqBody;
 use crate::s3::client::{Client, Req};
 use crate::s3::error::op_error;
+use crate::s3::http::ReqBody;
 
 op_error! {
     /// Why GetObjectTagging or PutObjectTagging failed.

@@ -1,5 +1,6 @@
-//! Connections to one S3 endpoint: glommio TCP sockets, optional rustls TLS, the adapter that
-//! lets hyper 1.x drive them, and a per-shard pool of idle HTTP/1.1 connections.
+//! HTTP/1.1 to one S3 endpoint: glommio TCP sockets, optional rustls TLS, the adapter that
+//! lets hyper 1.x drive them, a per-shard pool of idle connections, and the request and
+//! response bodies (a response body read to its end gives its connection back to the pool).
 //!
 //! Everything here is `!Send` and lives on one shard: a pool belongs to one executor.
 
@@ -19,8 +20,11 @@ use glommio::net::TcpStream;
 use hyper::client::conn::http1::SendRequest;
 use rustls_pki_types::ServerName;
 
-use super::body::ReqBody;
-use super::error::RequestError;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::error::{BodyError, RequestError};
 
 /// A connected socket, plain or TLS.
 pub enum Stream {
@@ -257,7 +261,7 @@ impl Pool {
             .read_buf_exact_size(Some(self.spec.read_buffer))
             .handshake(HyperIo::new(stream))
             .await
-            .map_err(RequestError::from_hyper)?;
+            .map_err(request_error)?;
         glommio::spawn_local(async move {
             let _ = conn.await;
         })
@@ -298,4 +302,155 @@ impl Pool {
             idle.push((sender, Instant::now()));
         }
     }
+}
+
+/// A response body. Once read to its end, its connection goes back to the pool.
+pub struct RespBody {
+    inner: Incoming,
+    ret: Option<(Rc<Pool>, SendRequest<ReqBody>)>,
+}
+
+/// A response whose body is known to be complete (HEAD, or `Content-Length: 0`) gives its
+/// connection back to the pool even when nobody polled the body; any other unfinished body
+/// closes its connection (its state is unknown).
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        if let Some((pool, sender)) = self.ret.take() {
+            if http_body::Body::is_end_stream(&self.inner) {
+                pool.release(sender);
+            }
+        }
+    }
+}
+
+impl RespBody {
+    pub(crate) fn new(inner: Incoming, pool: Rc<Pool>, sender: SendRequest<ReqBody>) -> Self {
+        Self {
+            inner,
+            ret: Some((pool, sender)),
+        }
+    }
+
+    /// The next data frame, `None` at the end.
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RequestError>>> {
+        loop {
+            match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            return Poll::Ready(Some(Ok(data)));
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    self.ret = None;
+                    return Poll::Ready(Some(Err(request_error(e))));
+                }
+                None => {
+                    if let Some((pool, sender)) = self.ret.take() {
+                        pool.release(sender);
+                    }
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+
+    pub async fn data(&mut self) -> Option<Result<Bytes, RequestError>> {
+        std::future::poll_fn(|cx| self.poll_data(cx)).await
+    }
+
+    /// Reads the whole body (for small XML documents).
+    pub async fn collect(mut self, limit: usize) -> Result<Vec<u8>, RequestError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.data().await {
+            let chunk = chunk?;
+            if out.len() + chunk.len() > limit {
+                return Err(RequestError::BadResponse(format!(
+                    "response body larger than {limit} bytes"
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}
+
+/// A request body.
+pub enum ReqBody {
+    Empty,
+    Full(Option<Bytes>),
+    /// A streamed body of known length (the data path's pipe), sent once: a request with
+    /// such a body is never replayed on a new connection.
+    Stream(Box<dyn Body<Data = Bytes, Error = BodyError> + Unpin>),
+}
+
+impl ReqBody {
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        ReqBody::Full(Some(b.into()))
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ReqBody::Stream(s) => Pin::new(s.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::Full(b) => b.is_none(),
+            ReqBody::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Full(b) => {
+                SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0))
+            }
+            ReqBody::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+/// A hyper error as a [`RequestError`]: a timeout, a failure of our own request body
+/// (source failure, checksum) carried through hyper, or a connection error with its causes.
+pub(crate) fn request_error(e: hyper::Error) -> RequestError {
+    if e.is_timeout() {
+        return RequestError::Timeout;
+    }
+    // A body error raised by our own request body (source failure, checksum) is
+    // carried through hyper: recover it.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(s) = src {
+        if let Some(be) = s.downcast_ref::<BodyError>() {
+            return be.to_request_error();
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return RequestError::Timeout;
+            }
+        }
+        src = s.source();
+    }
+    let mut msg = e.to_string();
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    RequestError::Io(msg)
 }
