@@ -116,6 +116,9 @@ pub(crate) fn source_version_id(v: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
+mod pipeline_tests;
+
+#[cfg(test)]
 mod tests {
     use super::pipeline::{verify, verify_etag};
     use super::*;

@@ -13,6 +13,7 @@ use crate::s3::ops::head_object::HeadObjectRequest;
 use crate::s3::ops::put_object::UploadChecksum;
 use crate::s3::ops::upload_part::CompletedPart;
 use crate::s3::ops::{ObjectHead, ObjectMetadata};
+use crate::s3::store::ObjectStore;
 use crate::s3::ChecksumTransport;
 
 /// S3's limit on parts per upload.
@@ -63,8 +64,8 @@ pub fn plan_ranges(size: u64, part_size: u64) -> Vec<PartPlan> {
 }
 
 /// The byte ranges of the source's `n` parts, from one HEAD partNumber per part.
-async fn source_layout(
-    route: &Route,
+async fn source_layout<S: ObjectStore>(
+    route: &Route<S>,
     v: &Version,
     vid: Option<&str>,
     n: u32,
@@ -121,7 +122,7 @@ async fn source_layout(
 /// mid-copy (a stopped mover aborts its own): a replayed copy starts by cleaning up. Only
 /// backbeat writes to a replication destination, and versions of one key are never copied
 /// at once, so an open upload of this key is an orphan. Best effort: errors are logged.
-async fn abort_stale_uploads(route: &Route, key: &str) {
+async fn abort_stale_uploads<S: ObjectStore>(route: &Route<S>, key: &str) {
     match route
         .dest
         .list_multipart_uploads(&route.dest_bucket, Some(key))
@@ -148,8 +149,8 @@ async fn abort_stale_uploads(route: &Route, key: &str) {
 }
 
 /// Copies a version with a multipart upload. Returns the bytes copied.
-pub async fn copy(
-    route: &Route,
+pub async fn copy<S: ObjectStore>(
+    route: &Route<S>,
     dp: &DataPath,
     v: &Version,
     head: &ObjectHead,
@@ -185,7 +186,7 @@ pub async fn copy(
         // Nothing to split: a zero-byte multipart source becomes a plain empty object.
         return replicate_small_empty(route, v, meta, tags).await;
     }
-    let with_crc = route.dest.endpoint().config.checksum == ChecksumTransport::Trailer;
+    let with_crc = route.dest.checksum_transport() == ChecksumTransport::Trailer;
     abort_stale_uploads(route, &v.key).await;
     let upload_id = route
         .dest
@@ -223,7 +224,7 @@ pub async fn copy(
     // A new part layout gives an ETag nothing can be compared with: on servers that do not
     // check CRC32C themselves, read the object back.
     let result = match result {
-        Ok(out) if !same_layout && route.dest.endpoint().config.verify_after_write => {
+        Ok(out) if !same_layout && route.dest.verify_after_write() => {
             let expected = whole_crc.get();
             match super::pipeline::read_back_crc(route, &v.key, out.version_id.as_deref()).await {
                 Ok(got) if Some(got) == expected => Ok(()),
@@ -266,8 +267,8 @@ pub async fn copy(
 }
 
 /// One multipart upload in progress: what each of its parts needs.
-struct Upload<'a> {
-    route: &'a Route,
+struct Upload<'a, S: ObjectStore> {
+    route: &'a Route<S>,
     dp: &'a DataPath,
     v: &'a Version,
     vid: Option<&'a str>,
@@ -276,8 +277,8 @@ struct Upload<'a> {
     with_crc: bool,
 }
 
-async fn upload_parts(
-    u: &Upload<'_>,
+async fn upload_parts<S: ObjectStore>(
+    u: &Upload<'_, S>,
     plan: &[PartPlan],
     whole_crc: &std::cell::Cell<Option<u32>>,
 ) -> Result<Vec<CompletedPart>, ReplicationError> {
@@ -305,8 +306,8 @@ async fn upload_parts(
     Ok(parts.into_iter().map(|(p, _, _)| p).collect())
 }
 
-async fn upload_one(
-    u: &Upload<'_>,
+async fn upload_one<S: ObjectStore>(
+    u: &Upload<'_, S>,
     p: PartPlan,
 ) -> Result<(CompletedPart, u32, u64), ReplicationError> {
     let Upload {

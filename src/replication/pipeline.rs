@@ -17,7 +17,8 @@ use crate::s3::ops::get_object::GetObjectRequest;
 use crate::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
 use crate::s3::ops::put_object::{PutObjectRequest, UploadChecksum};
 use crate::s3::ops::{ObjectHead, ObjectMetadata};
-use crate::s3::{checksum, ChecksumTransport, Client};
+use crate::s3::store::ObjectStore;
+use crate::s3::{checksum, ChecksumTransport};
 
 /// Metadata to write at the destination: the source's, plus where it came from.
 fn destination_metadata(head: &ObjectHead, v: &Version) -> ObjectMetadata {
@@ -34,8 +35,11 @@ fn destination_metadata(head: &ObjectHead, v: &Version) -> ObjectMetadata {
 }
 
 /// The upload checksum mode for a body whose CRC32C may be known upfront.
-pub(crate) fn upload_checksum(dest: &Client, known: Option<u32>) -> (UploadChecksum, bool) {
-    match (known, dest.endpoint().config.checksum) {
+pub(crate) fn upload_checksum(
+    dest: &impl ObjectStore,
+    known: Option<u32>,
+) -> (UploadChecksum, bool) {
+    match (known, dest.checksum_transport()) {
         (Some(c), _) => (UploadChecksum::Header(c), false),
         (None, ChecksumTransport::Trailer) => (UploadChecksum::Trailer, true),
         (None, ChecksumTransport::Header) => (UploadChecksum::None, false),
@@ -91,7 +95,11 @@ pub(crate) fn verify_etag(
 }
 
 /// Removes a version we just wrote and found corrupt, so it never stays at the destination.
-pub(crate) async fn discard_version(route: &Route, key: &str, version_id: Option<&str>) {
+pub(crate) async fn discard_version<S: ObjectStore>(
+    route: &Route<S>,
+    key: &str,
+    version_id: Option<&str>,
+) {
     if let Some(vid) = version_id {
         if let Err(e) = route
             .dest
@@ -106,8 +114,8 @@ pub(crate) async fn discard_version(route: &Route, key: &str, version_id: Option
 }
 
 /// The in-flight record of `v` when it is tracked (per-object progress).
-fn tracked(
-    route: &Route,
+fn tracked<S: ObjectStore>(
+    route: &Route<S>,
     dp: &DataPath,
     v: &Version,
 ) -> Option<Arc<crate::metrics::objects::Transfer>> {
@@ -125,8 +133,8 @@ fn tracked(
 
 /// Counters a copy of `v` adds its bytes to: the run's, and the version's own when the
 /// version is tracked.
-pub(super) fn progress_counters(
-    route: &Route,
+pub(super) fn progress_counters<S: ObjectStore>(
+    route: &Route<S>,
     dp: &DataPath,
     v: &Version,
 ) -> Vec<Arc<std::sync::atomic::AtomicU64>> {
@@ -136,15 +144,15 @@ pub(super) fn progress_counters(
 }
 
 /// Restarts a tracked version's progress (a new attempt sends every byte again).
-fn reset_progress(route: &Route, dp: &DataPath, v: &Version) {
+fn reset_progress<S: ObjectStore>(route: &Route<S>, dp: &DataPath, v: &Version) {
     if let Some(t) = tracked(route, dp, v) {
         t.done.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 /// Replicates one version, once (no retry).
-pub async fn replicate_once(
-    route: &Route,
+pub async fn replicate_once<S: ObjectStore>(
+    route: &Route<S>,
     dp: &DataPath,
     v: &Version,
 ) -> Result<Outcome, ReplicationError> {
@@ -271,8 +279,8 @@ pub async fn replicate_once(
 }
 
 /// A zero-byte version: nothing to stream, the source's body is only drained.
-async fn replicate_empty(
-    route: &Route,
+async fn replicate_empty<S: ObjectStore>(
+    route: &Route<S>,
     v: &Version,
     mut get: crate::s3::ops::get_object::GetObjectOutput,
     meta: &ObjectMetadata,
@@ -304,8 +312,8 @@ async fn replicate_empty(
 
 /// Reads a destination version back and returns its CRC32C (see
 /// [`crate::s3::EndpointConfig::verify_after_write`]).
-pub(crate) async fn read_back_crc(
-    route: &Route,
+pub(crate) async fn read_back_crc<S: ObjectStore>(
+    route: &Route<S>,
     key: &str,
     version_id: Option<&str>,
 ) -> Result<u32, ReplicationError> {
@@ -330,8 +338,8 @@ pub(crate) async fn read_back_crc(
 }
 
 /// An empty object (used when a multipart source turns out to hold no bytes).
-pub(crate) async fn replicate_small_empty(
-    route: &Route,
+pub(crate) async fn replicate_small_empty<S: ObjectStore>(
+    route: &Route<S>,
     v: &Version,
     meta: &ObjectMetadata,
     tags: &[(String, String)],
@@ -354,7 +362,10 @@ pub(crate) async fn replicate_small_empty(
     Ok(0)
 }
 
-async fn replicate_delete_marker(route: &Route, v: &Version) -> Result<Outcome, ReplicationError> {
+async fn replicate_delete_marker<S: ObjectStore>(
+    route: &Route<S>,
+    v: &Version,
+) -> Result<Outcome, ReplicationError> {
     route
         .dest
         .delete_object(&route.dest_bucket, &v.key, None)
@@ -365,8 +376,8 @@ async fn replicate_delete_marker(route: &Route, v: &Version) -> Result<Outcome, 
 
 /// Replicates one version with retries. Before a retry of a copy, one HEAD checks whether
 /// the previous attempt landed after all (its response lost), so a retry never duplicates.
-pub async fn replicate(
-    route: &Route,
+pub async fn replicate<S: ObjectStore>(
+    route: &Route<S>,
     dp: &DataPath,
     v: &Version,
 ) -> Result<Outcome, GaveUp<ReplicationError>> {
@@ -408,8 +419,8 @@ impl std::fmt::Display for VersionLabel<'_> {
 
 /// One attempt of [`replicate`]. A retry first checks whether the previous attempt landed
 /// after all (its response lost), so a retry never writes a duplicate version.
-async fn attempt_once(
-    route: &Route,
+async fn attempt_once<S: ObjectStore>(
+    route: &Route<S>,
     dp: &DataPath,
     v: &Version,
     attempt: u32,
@@ -441,8 +452,8 @@ pub fn window_units(opts: &Options, size: u64) -> u64 {
 /// Replicates a key's versions, oldest first, skipping those already at the destination.
 /// A failed version stops the key: later versions are reported as blocked, so a rerun
 /// resumes in order.
-pub async fn replicate_key(
-    route: &Route,
+pub async fn replicate_key<S: ObjectStore>(
+    route: &Route<S>,
     dp: &DataPath,
     key: &str,
     versions: &[Version],

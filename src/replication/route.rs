@@ -7,20 +7,22 @@ use crate::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
 use crate::s3::ops::list_object_versions::{
     sort_newest_first, ListObjectVersionsError, ListObjectVersionsRequest, ListedVersion,
 };
+use crate::s3::store::ObjectStore;
 use crate::s3::Client;
 
-/// A source bucket and the destination bucket it replicates to.
+/// A source bucket and the destination bucket it replicates to (over real clients, or any
+/// [`ObjectStore`] in tests).
 #[derive(Clone)]
-pub struct Route {
-    pub source: Client,
+pub struct Route<S = Client> {
+    pub source: S,
     pub source_bucket: String,
-    pub dest: Client,
+    pub dest: S,
     pub dest_bucket: String,
     /// Whether the destination keeps versions (decides how delete markers are checked).
     pub dest_versioned: bool,
 }
 
-impl Route {
+impl<S: ObjectStore> Route<S> {
     /// Whether the destination already reflects `v`: one HEAD for a version, the key's
     /// history for a delete marker (which carries no metadata).
     pub async fn is_applied(&self, v: &Version) -> Result<bool, ReplicationError> {
@@ -151,7 +153,7 @@ impl From<ListedVersion> for Version {
 
 /// Every listed entry of exactly `key` (versions and delete markers), in listing order.
 pub async fn list_key(
-    client: &Client,
+    client: &impl ObjectStore,
     bucket: &str,
     key: &str,
 ) -> Result<Vec<ListedVersion>, ListObjectVersionsError> {

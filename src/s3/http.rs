@@ -306,8 +306,16 @@ impl Pool {
 
 /// A response body. Once read to its end, its connection goes back to the pool.
 pub struct RespBody {
-    inner: Incoming,
-    ret: Option<(Rc<Pool>, SendRequest<ReqBody>)>,
+    source: Source,
+}
+
+enum Source {
+    Http {
+        inner: Incoming,
+        ret: Option<(Rc<Pool>, SendRequest<ReqBody>)>,
+    },
+    /// Frames already in memory (an in-memory store's object, in tests).
+    Memory(std::collections::VecDeque<Bytes>),
 }
 
 /// A response whose body is known to be complete (HEAD, or `Content-Length: 0`) gives its
@@ -315,9 +323,11 @@ pub struct RespBody {
 /// closes its connection (its state is unknown).
 impl Drop for RespBody {
     fn drop(&mut self) {
-        if let Some((pool, sender)) = self.ret.take() {
-            if http_body::Body::is_end_stream(&self.inner) {
-                pool.release(sender);
+        if let Source::Http { inner, ret } = &mut self.source {
+            if let Some((pool, sender)) = ret.take() {
+                if http_body::Body::is_end_stream(inner) {
+                    pool.release(sender);
+                }
             }
         }
     }
@@ -325,16 +335,28 @@ impl Drop for RespBody {
 
 impl RespBody {
     pub(crate) fn new(inner: Incoming, pool: Rc<Pool>, sender: SendRequest<ReqBody>) -> Self {
+        let ret = Some((pool, sender));
         Self {
-            inner,
-            ret: Some((pool, sender)),
+            source: Source::Http { inner, ret },
+        }
+    }
+
+    /// A body whose frames are already in memory.
+    pub fn from_frames(frames: impl IntoIterator<Item = Bytes>) -> Self {
+        let frames = frames.into_iter().filter(|f| !f.is_empty()).collect();
+        Self {
+            source: Source::Memory(frames),
         }
     }
 
     /// The next data frame, `None` at the end.
     pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RequestError>>> {
+        let (inner, ret) = match &mut self.source {
+            Source::Memory(frames) => return Poll::Ready(frames.pop_front().map(Ok)),
+            Source::Http { inner, ret } => (inner, ret),
+        };
         loop {
-            match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         if !data.is_empty() {
@@ -343,11 +365,11 @@ impl RespBody {
                     }
                 }
                 Some(Err(e)) => {
-                    self.ret = None;
+                    *ret = None;
                     return Poll::Ready(Some(Err(request_error(e))));
                 }
                 None => {
-                    if let Some((pool, sender)) = self.ret.take() {
+                    if let Some((pool, sender)) = ret.take() {
                         pool.release(sender);
                     }
                     return Poll::Ready(None);

@@ -12,8 +12,10 @@ pub mod checksum;
 pub mod client;
 pub mod error;
 pub mod http;
+pub mod mem;
 pub mod ops;
 pub mod signing;
+pub mod store;
 
 pub use client::{ChecksumTransport, Client, Endpoint, EndpointConfig, EndpointError};
 pub use error::RequestError;

@@ -1,0 +1,219 @@
+//! The S3 operations the replication pipeline uses, as a narrow trait: [`Client`] sends them
+//! to a server; `mem::MemStore` (in memory) and `mem::Flaky` (failures injected into
+//! another store) let unit tests drive the pipeline without a server or a process.
+//!
+//! Generic code over [`ObjectStore`] is monomorphized: the pipeline over [`Client`] is the
+//! same code as before the trait existed.
+
+use super::client::{ChecksumTransport, Client};
+use super::ops::abort_multipart_upload::AbortMultipartUploadError;
+use super::ops::complete_multipart_upload::{CompleteMultipartUploadError, CompleteOutput};
+use super::ops::create_multipart_upload::CreateMultipartUploadError;
+use super::ops::delete_object::{DeleteObjectError, DeleteObjectOutput};
+use super::ops::get_object::{GetObjectError, GetObjectOutput, GetObjectRequest};
+use super::ops::head_object::{HeadObjectError, HeadObjectRequest};
+use super::ops::list_multipart_uploads::{ListMultipartUploadsError, OpenUpload};
+use super::ops::list_object_versions::{
+    ListObjectVersionsError, ListObjectVersionsPage, ListObjectVersionsRequest,
+};
+use super::ops::put_object::{PutObjectError, PutObjectOutput, PutObjectRequest};
+use super::ops::tagging::TaggingError;
+use super::ops::upload_part::{CompletedPart, UploadPartError, UploadPartRequest};
+use super::ops::{ObjectHead, ObjectMetadata};
+
+/// One endpoint's object operations, as the replication pipeline needs them.
+#[allow(async_fn_in_trait)] // used on one shard: the futures need not be `Send`
+pub trait ObjectStore {
+    /// How an upload whose CRC32C is not known upfront carries one.
+    fn checksum_transport(&self) -> ChecksumTransport;
+    /// Whether multipart copies are read back to check their CRC32C.
+    fn verify_after_write(&self) -> bool;
+
+    async fn head_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: HeadObjectRequest<'_>,
+    ) -> Result<ObjectHead, HeadObjectError>;
+
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: GetObjectRequest<'_>,
+    ) -> Result<GetObjectOutput, GetObjectError>;
+
+    async fn get_object_tagging(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Vec<(String, String)>, TaggingError>;
+
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        r: PutObjectRequest<'_>,
+    ) -> Result<PutObjectOutput, PutObjectError>;
+
+    async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<DeleteObjectOutput, DeleteObjectError>;
+
+    async fn list_object_versions(
+        &self,
+        bucket: &str,
+        r: ListObjectVersionsRequest<'_>,
+    ) -> Result<ListObjectVersionsPage, ListObjectVersionsError>;
+
+    async fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        prefix: Option<&str>,
+    ) -> Result<Vec<OpenUpload>, ListMultipartUploadsError>;
+
+    async fn create_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        metadata: &ObjectMetadata,
+        tags: &[(String, String)],
+        crc32c: bool,
+    ) -> Result<String, CreateMultipartUploadError>;
+
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        r: UploadPartRequest<'_>,
+    ) -> Result<CompletedPart, UploadPartError>;
+
+    async fn complete_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<CompleteOutput, CompleteMultipartUploadError>;
+
+    async fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), AbortMultipartUploadError>;
+}
+
+impl ObjectStore for Client {
+    fn checksum_transport(&self) -> ChecksumTransport {
+        self.endpoint().config.checksum
+    }
+
+    fn verify_after_write(&self) -> bool {
+        self.endpoint().config.verify_after_write
+    }
+
+    async fn head_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: HeadObjectRequest<'_>,
+    ) -> Result<ObjectHead, HeadObjectError> {
+        Client::head_object(self, bucket, key, opts).await
+    }
+
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: GetObjectRequest<'_>,
+    ) -> Result<GetObjectOutput, GetObjectError> {
+        Client::get_object(self, bucket, key, opts).await
+    }
+
+    async fn get_object_tagging(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Vec<(String, String)>, TaggingError> {
+        Client::get_object_tagging(self, bucket, key, version_id).await
+    }
+
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        r: PutObjectRequest<'_>,
+    ) -> Result<PutObjectOutput, PutObjectError> {
+        Client::put_object(self, bucket, key, r).await
+    }
+
+    async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<DeleteObjectOutput, DeleteObjectError> {
+        Client::delete_object(self, bucket, key, version_id).await
+    }
+
+    async fn list_object_versions(
+        &self,
+        bucket: &str,
+        r: ListObjectVersionsRequest<'_>,
+    ) -> Result<ListObjectVersionsPage, ListObjectVersionsError> {
+        Client::list_object_versions(self, bucket, r).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        prefix: Option<&str>,
+    ) -> Result<Vec<OpenUpload>, ListMultipartUploadsError> {
+        Client::list_multipart_uploads(self, bucket, prefix).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        metadata: &ObjectMetadata,
+        tags: &[(String, String)],
+        crc32c: bool,
+    ) -> Result<String, CreateMultipartUploadError> {
+        Client::create_multipart_upload(self, bucket, key, metadata, tags, crc32c).await
+    }
+
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        r: UploadPartRequest<'_>,
+    ) -> Result<CompletedPart, UploadPartError> {
+        Client::upload_part(self, bucket, key, r).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<CompleteOutput, CompleteMultipartUploadError> {
+        Client::complete_multipart_upload(self, bucket, key, upload_id, parts).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), AbortMultipartUploadError> {
+        Client::abort_multipart_upload(self, bucket, key, upload_id).await
+    }
+}
