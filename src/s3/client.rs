@@ -410,7 +410,20 @@ impl Client {
 
     /// Sends a request. Non-2xx responses become [`RequestError::Service`], except the
     /// statuses listed in `pass`, which are returned for the operation to interpret.
+    /// Sends one request, in a span naming the operation, bucket and key (its events, and
+    /// those of the connection, carry them).
     pub(crate) async fn send(
+        &self,
+        op: &'static str,
+        req: Req<'_>,
+        pass: &[u16],
+    ) -> Result<Resp, RequestError> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!("s3_request", op, bucket = req.bucket, key = req.key);
+        self.send_in_span(op, req, pass).instrument(span).await
+    }
+
+    async fn send_in_span(
         &self,
         op: &'static str,
         mut req: Req<'_>,
@@ -471,6 +484,11 @@ impl Client {
     }
 
     fn report(&self, operation: &'static str, status: Option<u16>, start: Instant) {
+        tracing::trace!(
+            status,
+            elapsed_us = start.elapsed().as_micros() as u64,
+            "response"
+        );
         if let Some(t) = &self.inner.telemetry {
             t(&RequestEvent {
                 operation,

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::time::{Instant, SystemTime};
 
 use glommio::sync::StaticPermit;
+use tracing::Instrument;
 
 use super::outcome::{self, EntryResult, Pending, Timings};
 use super::Shared;
@@ -28,15 +29,27 @@ pub fn spawn(sh: &Rc<Shared>, job: Job, permit: StaticPermit) {
         sh.running.enter(),
         sh.partitions.borrow_mut().enter(job.partition),
     );
+    // A root span: the next version of a key starts from this one's task, and must not
+    // become its child (a hot key would chain every entry's span).
+    let span = tracing::info_span!(
+        parent: None,
+        "entry",
+        site = %sh.cfg.site,
+        partition = job.partition,
+        offset = job.offset,
+        bucket = %job.entry.bucket,
+        key = %job.entry.key,
+        version = %job.entry.version_id,
+    );
     let sh = sh.clone();
-    glommio::spawn_local(async move {
+    let life = async move {
         let done = run(&sh, &job).await;
         drop(running);
         if done {
             finish(&sh, &job, permit);
         }
-    })
-    .detach();
+    };
+    glommio::spawn_local(life.instrument(span)).detach();
 }
 
 fn version_of(e: &ReplicationEntry) -> Version {

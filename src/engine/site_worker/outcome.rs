@@ -70,46 +70,50 @@ pub fn event_time(e: &ReplicationEntry) -> Option<SystemTime> {
         .or_else(|| parse_rfc3339(t))
 }
 
-/// Counts the outcome (counters, sliding windows, failure list) and returns the status
-/// record's fields: status, bytes, error, attempts.
-fn count(
-    sh: &Shared,
-    entry: &ReplicationEntry,
-    result: &EntryResult,
-) -> (Status, u64, Option<ErrorRecord>, u32) {
-    let stats = &sh.stats;
-    if let Ok(mut w) = stats.window.lock() {
+/// An entry's outcome as one event: [`OutcomeEvent::emit`] logs it (in the entry's span,
+/// which names site, partition, offset, bucket, key and version) and moves its counters.
+struct OutcomeEvent<'a> {
+    entry: &'a ReplicationEntry,
+    result: &'a EntryResult,
+}
+
+impl OutcomeEvent<'_> {
+    /// Logs and counts (counters, sliding windows, failure list); returns the status
+    /// record's fields: status, bytes, error, attempts.
+    fn emit(&self, stats: &Stats) -> (Status, u64, Option<ErrorRecord>, u32) {
+        let (entry, result) = (self.entry, self.result);
+        if let Ok(mut w) = stats.window.lock() {
+            match result {
+                Ok(Outcome::Copied { bytes }) => w.record(true, *bytes),
+                Ok(_) => w.record(true, 0),
+                Err(_) => w.record(false, entry.size),
+            }
+        }
+        let done = |counter: &std::sync::atomic::AtomicU64, what: &str, bytes: u64| {
+            Stats::add(counter, 1);
+            tracing::debug!(bytes, "{what}");
+            (Status::Completed, bytes, None, 1)
+        };
         match result {
-            Ok(Outcome::Copied { bytes }) => w.record(true, *bytes),
-            Ok(_) => w.record(true, 0),
-            Err(_) => w.record(false, entry.size),
-        }
-    }
-    match result {
-        Ok(Outcome::Copied { bytes }) => {
-            Stats::add(&stats.versions_copied, 1);
-            Stats::add(&stats.bytes_copied, *bytes);
-            (Status::Completed, *bytes, None, 1)
-        }
-        Ok(Outcome::DeleteMarker) => {
-            Stats::add(&stats.delete_markers, 1);
-            (Status::Completed, 0, None, 1)
-        }
-        Ok(Outcome::Skipped) => {
-            Stats::add(&stats.skipped, 1);
-            (Status::Completed, 0, None, 1)
-        }
-        Err(GaveUp {
-            error, attempts, ..
-        }) => {
-            let record = error.record();
-            stats.record_failure(Failure {
-                key: entry.key.clone(),
-                version_id: entry.version_id.clone(),
-                error: record.clone(),
-                attempts: *attempts,
-            });
-            (Status::Failed, 0, Some(record), *attempts)
+            Ok(Outcome::Copied { bytes }) => {
+                Stats::add(&stats.bytes_copied, *bytes);
+                done(&stats.versions_copied, "copied", *bytes)
+            }
+            Ok(Outcome::DeleteMarker) => done(&stats.delete_markers, "delete marker written", 0),
+            Ok(Outcome::Skipped) => done(&stats.skipped, "already at the destination", 0),
+            Err(GaveUp {
+                error, attempts, ..
+            }) => {
+                tracing::warn!(attempts, error = %error, "entry failed");
+                let record = error.record();
+                stats.record_failure(Failure {
+                    key: entry.key.clone(),
+                    version_id: entry.version_id.clone(),
+                    error: record.clone(),
+                    attempts: *attempts,
+                });
+                (Status::Failed, 0, Some(record), *attempts)
+            }
         }
     }
 }
@@ -132,7 +136,7 @@ pub async fn record(
     pending: &mut Pending,
     t: Timings,
 ) -> bool {
-    let (status, bytes, error, attempts) = count(sh, entry, result);
+    let (status, bytes, error, attempts) = OutcomeEvent { entry, result }.emit(&sh.stats);
     pending.finish(result.is_ok());
     let micros = |d: Duration| d.as_micros().max(1) as u64;
     if result.is_ok() {
