@@ -8,5 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v rclone >/dev/null || { echo "rclone not found: apt-get install rclone (or pass --skip-rclone)" >&2; }
-cargo build --release --bins
+cargo build --release --bins --features bench
 exec target/release/backbeat-bench "$@"

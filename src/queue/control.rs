@@ -35,12 +35,9 @@ pub async fn publish(
 
 type Reader = kafka::Consumer<rdkafka::consumer::DefaultConsumerContext>;
 
-/// A consumer outside any group, assigned every partition of `topic` from its beginning.
-fn reader_from_start(
-    brokers: &str,
-    topic: &str,
-) -> Result<(Reader, TopicPartitionList), QueueError> {
-    let consumer: Reader = kafka::client_config(brokers)
+/// A consumer outside any group.
+fn reader(brokers: &str) -> Result<Reader, QueueError> {
+    kafka::client_config(brokers)
         .set(
             "group.id",
             format!("backbeat-follower-{}", std::process::id()),
@@ -48,18 +45,39 @@ fn reader_from_start(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .create()
+        .map_err(QueueError::Setup)
+}
+
+/// Assigns `partitions` of `topic` to `consumer`, each from its beginning.
+fn assign_from_start(consumer: &Reader, topic: &str, partitions: &[i32]) -> Result<(), QueueError> {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Beginning);
+    }
+    consumer.assign(&tpl).map_err(QueueError::Consume)
+}
+
+/// The partitions of `topic`, with their end offsets when `ends` (blocking calls to the
+/// brokers: run them off a shard's executor).
+fn partitions(brokers: &str, topic: &str, ends: bool) -> Result<Vec<(i32, i64)>, QueueError> {
+    use rdkafka::consumer::BaseConsumer;
+    let c: BaseConsumer = kafka::client_config(brokers)
+        .create()
         .map_err(QueueError::Setup)?;
-    let md = consumer
+    let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(5))
         .map_err(QueueError::Consume)?;
-    let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            let _ = tpl.add_partition_offset(topic, p.id(), Offset::Beginning);
-        }
+    let mut out = Vec::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let high = if ends {
+            let w = c.fetch_watermarks(topic, p.id(), Duration::from_secs(5));
+            w.map_err(QueueError::Consume)?.1
+        } else {
+            0
+        };
+        out.push((p.id(), high));
     }
-    consumer.assign(&tpl).map_err(QueueError::Consume)?;
-    Ok((consumer, tpl))
+    Ok(out)
 }
 
 /// Takes a control record into `cell` when it is `site`'s (an unreadable one resets it).
@@ -89,15 +107,14 @@ pub async fn follow(
     stop: crate::shard::Shutdown,
 ) -> Result<Rc<RefCell<SiteControl>>, QueueError> {
     let state = Rc::new(RefCell::new(SiteControl::default()));
-    let (consumer, tpl) = reader_from_start(brokers, topic)?;
+    let (b, t) = (brokers.to_string(), topic.to_string());
+    let ends = glommio::executor()
+        .spawn_blocking(move || partitions(&b, &t, true))
+        .await?;
+    let consumer = reader(brokers)?;
+    let ids: Vec<i32> = ends.iter().map(|(p, _)| *p).collect();
+    assign_from_start(&consumer, topic, &ids)?;
     // Catch up: read until every partition reached the end it had when we started.
-    let mut ends: Vec<(i32, i64)> = Vec::new();
-    for e in tpl.elements() {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, e.partition(), Duration::from_secs(5))
-            .map_err(QueueError::Consume)?;
-        ends.push((e.partition(), high));
-    }
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let mut positions: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
     while ends
@@ -126,14 +143,20 @@ pub async fn follow(
 pub type Compacted = Rc<RefCell<std::collections::BTreeMap<String, Vec<u8>>>>;
 
 /// Follows a compacted topic from its beginning, keeping the latest value of every key (a
-/// tombstone removes the key), until `stop` is set.
+/// tombstone removes the key), until `stop` is set. It asks the brokers for the topic's
+/// partitions first, blocking: call it where that is fine (the API's executor at start).
 pub fn follow_all(
     brokers: &str,
     topic: &str,
     stop: crate::shard::Shutdown,
 ) -> Result<Compacted, QueueError> {
     let state: Compacted = Rc::default();
-    let (consumer, _) = reader_from_start(brokers, topic)?;
+    let consumer = reader(brokers)?;
+    let ids: Vec<i32> = partitions(brokers, topic, false)?
+        .iter()
+        .map(|(p, _)| *p)
+        .collect();
+    assign_from_start(&consumer, topic, &ids)?;
     let cell = state.clone();
     glommio::spawn_local(async move {
         while !stop.is_set() {
