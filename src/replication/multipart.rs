@@ -148,6 +148,13 @@ async fn abort_stale_uploads<S: ObjectStore>(route: &Route<S>, key: &str) {
     }
 }
 
+/// Whether a version is copied with a multipart upload: the source was uploaded in parts
+/// (its layout is kept), or it is at least the multipart threshold.
+pub fn wanted(head: &ObjectHead, opts: &super::Options) -> bool {
+    let large = opts.multipart_threshold > 0 && head.content_length >= opts.multipart_threshold;
+    super::multipart_etag_parts(&head.etag).is_some() || large
+}
+
 /// Copies a version with a multipart upload. Returns the bytes copied.
 pub async fn copy<S: ObjectStore>(
     route: &Route<S>,
@@ -158,42 +165,20 @@ pub async fn copy<S: ObjectStore>(
     tags: &[(String, String)],
 ) -> Result<u64, ReplicationError> {
     let vid = super::source_version_id(&v.version_id);
-    // Keep the source's layout when it was uploaded in parts.
-    let mut plan = None;
-    if super::multipart_etag_parts(&head.etag).is_some() {
-        let h1 = route
-            .source
-            .head_object(
-                &route.source_bucket,
-                &v.key,
-                HeadObjectRequest {
-                    version_id: vid,
-                    part_number: Some(1),
-                    checksum_mode: false,
-                },
-            )
-            .await
-            .map_err(|e| ReplicationError::op(Stage::HeadSource, e))?;
-        if let Some(n) = h1.parts_count.filter(|n| *n > 0) {
-            plan = Some(
-                source_layout(route, v, vid, n, h1.content_length, head.content_length).await?,
-            );
-        }
-    }
-    let same_layout = plan.is_some();
-    let plan = plan.unwrap_or_else(|| plan_ranges(head.content_length, dp.opts.part_size));
+    let (plan, same_layout) = plan_for(route, dp, v, vid, head).await?;
     if head.content_length == 0 {
         // Nothing to split: a zero-byte multipart source becomes a plain empty object.
         return replicate_small_empty(route, v, meta, tags).await;
     }
     let with_crc = route.dest.checksum_transport() == ChecksumTransport::Trailer;
     abort_stale_uploads(route, &v.key).await;
-    let upload_id = route
-        .dest
-        .create_multipart_upload(&route.dest_bucket, &v.key, meta, tags, with_crc)
+    let create =
+        route
+            .dest
+            .create_multipart_upload(&route.dest_bucket, &v.key, meta, tags, with_crc);
+    let upload_id = create
         .await
         .map_err(|e| ReplicationError::op(Stage::Multipart, e))?;
-    let whole_crc = std::cell::Cell::new(None);
     let upload = Upload {
         route,
         dp,
@@ -202,68 +187,96 @@ pub async fn copy<S: ObjectStore>(
         upload_id: &upload_id,
         with_crc,
     };
-    let result = upload_parts(&upload, &plan, &whole_crc).await;
-    let mut bad_version: Option<String> = None;
-    let result = match result {
-        Ok(parts) => route
-            .dest
-            .complete_multipart_upload(&route.dest_bucket, &v.key, &upload_id, &parts)
-            .await
-            .map_err(|e| ReplicationError::op(Stage::Multipart, e))
-            .and_then(|out| {
-                match super::pipeline::verify_etag(&head.etag, &out.etag, same_layout) {
-                    Ok(()) => Ok(out),
-                    Err(e) => Err((e, out.version_id)).map_err(|(e, vid)| {
-                        bad_version = vid;
-                        e
-                    }),
-                }
-            }),
-        Err(e) => Err(e),
-    };
-    // A new part layout gives an ETag nothing can be compared with: on servers that do not
-    // check CRC32C themselves, read the object back.
-    let result = match result {
-        Ok(out) if !same_layout && route.dest.verify_after_write() => {
-            let expected = whole_crc.get();
-            match super::pipeline::read_back_crc(route, &v.key, out.version_id.as_deref()).await {
-                Ok(got) if Some(got) == expected => Ok(()),
-                Ok(got) => {
-                    bad_version = out.version_id.clone();
-                    Err(ReplicationError::new(
-                        Stage::Verify,
-                        ErrorKind::ChecksumMismatch,
-                        format!(
-                            "the destination holds CRC32C {} but the bytes sent have {}",
-                            crate::s3::checksum::encode(got),
-                            expected
-                                .map(crate::s3::checksum::encode)
-                                .unwrap_or_default()
-                        ),
-                    ))
-                }
-                Err(e) => Err(e),
-            }
-        }
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
-    };
-    if let Some(vid) = bad_version.take() {
-        super::pipeline::discard_version(route, &v.key, Some(&vid)).await;
-    }
-    match result {
+    match complete_and_verify(&upload, head, &plan, same_layout).await {
         Ok(()) => Ok(head.content_length),
         Err(e) => {
-            if let Err(abort) = route
+            let abort = route
                 .dest
-                .abort_multipart_upload(&route.dest_bucket, &v.key, &upload_id)
-                .await
-            {
+                .abort_multipart_upload(&route.dest_bucket, &v.key, &upload_id);
+            if let Err(abort) = abort.await {
                 tracing::warn!(key = %v.key, upload_id, error = %abort, "could not abort multipart upload");
             }
             Err(e)
         }
     }
+}
+
+/// The parts to copy: the source's own layout when it was uploaded in parts (so the ETag
+/// matches; the flag says so), else ranges of the configured part size.
+async fn plan_for<S: ObjectStore>(
+    route: &Route<S>,
+    dp: &DataPath,
+    v: &Version,
+    vid: Option<&str>,
+    head: &ObjectHead,
+) -> Result<(Vec<PartPlan>, bool), ReplicationError> {
+    if super::multipart_etag_parts(&head.etag).is_some() {
+        let req = HeadObjectRequest {
+            version_id: vid,
+            part_number: Some(1),
+            checksum_mode: false,
+        };
+        let h1 = route
+            .source
+            .head_object(&route.source_bucket, &v.key, req)
+            .await;
+        let h1 = h1.map_err(|e| ReplicationError::op(Stage::HeadSource, e))?;
+        if let Some(n) = h1.parts_count.filter(|n| *n > 0) {
+            let total = head.content_length;
+            let plan = source_layout(route, v, vid, n, h1.content_length, total).await?;
+            return Ok((plan, true));
+        }
+    }
+    Ok((plan_ranges(head.content_length, dp.opts.part_size), false))
+}
+
+/// Uploads the parts, completes the upload and checks what the destination stored: the
+/// ETag when the layout was kept, else (on servers that do not check CRC32C themselves) the
+/// object read back. A corrupt version is removed before the error is returned.
+async fn complete_and_verify<S: ObjectStore>(
+    u: &Upload<'_, S>,
+    head: &ObjectHead,
+    plan: &[PartPlan],
+    same_layout: bool,
+) -> Result<(), ReplicationError> {
+    let (route, key) = (u.route, &u.v.key);
+    let whole_crc = std::cell::Cell::new(None);
+    let parts = upload_parts(u, plan, &whole_crc).await?;
+    let complete =
+        route
+            .dest
+            .complete_multipart_upload(&route.dest_bucket, key, u.upload_id, &parts);
+    let out = complete
+        .await
+        .map_err(|e| ReplicationError::op(Stage::Multipart, e))?;
+    let mut check = super::pipeline::verify_etag(&head.etag, &out.etag, same_layout);
+    if check.is_ok() && !same_layout && route.dest.verify_after_write() {
+        let vid = out.version_id.as_deref();
+        let got = super::pipeline::read_back_crc(route, key, vid).await?;
+        check = read_back_matches(got, whole_crc.get());
+    }
+    if check.is_err() {
+        super::pipeline::discard_version(route, key, out.version_id.as_deref()).await;
+    }
+    check
+}
+
+/// Compares the CRC32C of an object read back with that of the bytes sent.
+fn read_back_matches(got: u32, expected: Option<u32>) -> Result<(), ReplicationError> {
+    if Some(got) == expected {
+        return Ok(());
+    }
+    let encode = crate::s3::checksum::encode;
+    let message = format!(
+        "the destination holds CRC32C {} but the bytes sent have {}",
+        encode(got),
+        expected.map(encode).unwrap_or_default()
+    );
+    Err(ReplicationError::new(
+        Stage::Verify,
+        ErrorKind::ChecksumMismatch,
+        message,
+    ))
 }
 
 /// One multipart upload in progress: what each of its parts needs.

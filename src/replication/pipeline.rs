@@ -13,7 +13,7 @@ use crate::metrics::{Failure, Stats};
 use crate::retry::{retry, GaveUp};
 use crate::s3::body::PipeBody;
 use crate::s3::http::ReqBody;
-use crate::s3::ops::get_object::GetObjectRequest;
+use crate::s3::ops::get_object::{GetObjectError, GetObjectOutput, GetObjectRequest};
 use crate::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
 use crate::s3::ops::put_object::{PutObjectRequest, UploadChecksum};
 use crate::s3::ops::{ObjectHead, ObjectMetadata};
@@ -161,114 +161,133 @@ pub async fn replicate_once<S: ObjectStore>(
     }
     reset_progress(route, dp, v);
     let vid = super::source_version_id(&v.version_id);
-    let get_request = || GetObjectRequest {
-        version_id: vid,
-        checksum_mode: true,
-        ..Default::default()
-    };
-    // A version known to be small and not multipart is read with one GET, whose head says
-    // everything a HEAD would; anything unexpected (a delete marker, an error, a larger or
-    // multipart object than announced) falls back to HEAD first.
-    let direct = v.size < dp.opts.multipart_threshold && multipart_etag_parts(&v.etag).is_none();
-    let early = if direct {
-        match route
-            .source
-            .get_object(&route.source_bucket, &v.key, get_request())
-            .await
-        {
-            Ok(g)
-                if multipart_etag_parts(&g.head.etag).is_none()
-                    && g.head.content_length < dp.opts.multipart_threshold =>
-            {
-                Some(g)
-            }
-            Ok(_) => None,
-            // Not found or not allowed: maybe a delete marker, which the HEAD tells apart.
-            Err(e) if matches!(e.code(), "NoSuchKey" | "NoSuchVersion" | "MethodNotAllowed") => {
-                None
-            }
-            Err(e) => return Err(ReplicationError::op(Stage::GetSource, e)),
-        }
-    } else {
-        None
-    };
-    let head = match &early {
-        Some(g) => g.head.clone(),
-        None => match route
-            .source
-            .head_object(
-                &route.source_bucket,
-                &v.key,
-                HeadObjectRequest {
-                    version_id: vid,
-                    part_number: None,
-                    checksum_mode: true,
-                },
-            )
-            .await
-        {
-            Ok(h) => h,
-            Err(HeadObjectError::DeleteMarker { .. }) => {
-                return replicate_delete_marker(route, v).await
-            }
-            Err(e) => return Err(ReplicationError::op(Stage::HeadSource, e)),
-        },
+    let Some(SourceVersion { head, get }) = read_source(route, dp, v, vid).await? else {
+        return replicate_delete_marker(route, v).await;
     };
     let tags = if head.tag_count > 0 {
-        route
+        let tags = route
             .source
-            .get_object_tagging(&route.source_bucket, &v.key, vid)
-            .await
-            .map_err(|e| ReplicationError::op(Stage::GetSourceTags, e))?
+            .get_object_tagging(&route.source_bucket, &v.key, vid);
+        let tags = tags.await;
+        tags.map_err(|e| ReplicationError::op(Stage::GetSourceTags, e))?
     } else {
         Vec::new()
     };
     let meta = destination_metadata(&head, v);
-    let get = match early {
+    let get = match get {
         Some(g) => g,
+        None if multipart::wanted(&head, &dp.opts) => {
+            let bytes = multipart::copy(route, dp, v, &head, &meta, &tags).await?;
+            return Ok(Outcome::Copied { bytes });
+        }
         None => {
-            let source_parts = multipart_etag_parts(&head.etag);
-            if source_parts.is_some()
-                || (dp.opts.multipart_threshold > 0
-                    && head.content_length >= dp.opts.multipart_threshold)
-            {
-                let bytes = multipart::copy(route, dp, v, &head, &meta, &tags).await?;
-                return Ok(Outcome::Copied { bytes });
-            }
-            route
+            let get = route
                 .source
-                .get_object(&route.source_bucket, &v.key, get_request())
-                .await
+                .get_object(&route.source_bucket, &v.key, get_request(vid));
+            get.await
                 .map_err(|e| ReplicationError::op(Stage::GetSource, e))?
         }
     };
-    let len = get.head.content_length;
-    if len == 0 {
+    if get.head.content_length == 0 {
         return replicate_empty(route, v, get, &meta, &tags).await;
     }
-    let (mode, chunked) = upload_checksum(&route.dest, get.head.crc32c);
-    let (pipe, result) = PipeBody::new(
-        get.body,
-        len,
-        get.head.crc32c,
-        chunked,
-        progress_counters(route, dp, v),
-    );
-    let out = route
-        .dest
-        .put_object(
-            &route.dest_bucket,
-            &v.key,
-            PutObjectRequest {
-                body: ReqBody::Stream(Box::new(pipe)),
-                length: len,
-                metadata: &meta,
-                tags: &tags,
-                checksum: mode,
-            },
-        )
+    put_streamed(route, dp, v, get, &meta, &tags).await
+}
+
+/// What the source says of a version: its head, and the GET already answered when one
+/// request was enough.
+struct SourceVersion {
+    head: ObjectHead,
+    get: Option<GetObjectOutput>,
+}
+
+fn get_request(version_id: Option<&str>) -> GetObjectRequest<'_> {
+    GetObjectRequest {
+        version_id,
+        checksum_mode: true,
+        ..Default::default()
+    }
+}
+
+/// Reads what the source holds of `v`; `None` when it is a delete marker. A version known
+/// to be small and not multipart is read with one GET, whose head says everything a HEAD
+/// would; anything unexpected (a delete marker, an error, a larger or multipart object than
+/// announced) falls back to HEAD first.
+async fn read_source<S: ObjectStore>(
+    route: &Route<S>,
+    dp: &DataPath,
+    v: &Version,
+    vid: Option<&str>,
+) -> Result<Option<SourceVersion>, ReplicationError> {
+    let threshold = dp.opts.multipart_threshold;
+    if v.size < threshold && multipart_etag_parts(&v.etag).is_none() {
+        let get = route
+            .source
+            .get_object(&route.source_bucket, &v.key, get_request(vid));
+        match get.await {
+            Ok(g)
+                if multipart_etag_parts(&g.head.etag).is_none()
+                    && g.head.content_length < threshold =>
+            {
+                let head = g.head.clone();
+                return Ok(Some(SourceVersion { head, get: Some(g) }));
+            }
+            Ok(_) => {}
+            Err(e) if maybe_delete_marker(&e) => {}
+            Err(e) => return Err(ReplicationError::op(Stage::GetSource, e)),
+        }
+    }
+    let req = HeadObjectRequest {
+        version_id: vid,
+        part_number: None,
+        checksum_mode: true,
+    };
+    match route
+        .source
+        .head_object(&route.source_bucket, &v.key, req)
         .await
-        .map_err(|e| ReplicationError::op(Stage::PutDestination, e))?;
+    {
+        Ok(head) => Ok(Some(SourceVersion { head, get: None })),
+        Err(HeadObjectError::DeleteMarker { .. }) => Ok(None),
+        Err(e) => Err(ReplicationError::op(Stage::HeadSource, e)),
+    }
+}
+
+/// A GET that failed as a delete marker does (not found, or not allowed on a marker's
+/// version): the HEAD tells them apart.
+fn maybe_delete_marker(e: &GetObjectError) -> bool {
+    match e {
+        GetObjectError::NotFound => true,
+        GetObjectError::Request(r) => {
+            matches!(r.code(), "NoSuchKey" | "NoSuchVersion" | "MethodNotAllowed")
+        }
+        GetObjectError::InvalidRange => false,
+    }
+}
+
+/// Streams the source's GET body into the destination's PUT, then verifies what the
+/// destination stored (a corrupt version is removed at once).
+async fn put_streamed<S: ObjectStore>(
+    route: &Route<S>,
+    dp: &DataPath,
+    v: &Version,
+    get: GetObjectOutput,
+    meta: &ObjectMetadata,
+    tags: &[(String, String)],
+) -> Result<Outcome, ReplicationError> {
+    let len = get.head.content_length;
+    let (mode, chunked) = upload_checksum(&route.dest, get.head.crc32c);
+    let counters = progress_counters(route, dp, v);
+    let (pipe, result) = PipeBody::new(get.body, len, get.head.crc32c, chunked, counters);
+    let put = PutObjectRequest {
+        body: ReqBody::Stream(Box::new(pipe)),
+        length: len,
+        metadata: meta,
+        tags,
+        checksum: mode,
+    };
+    let out = route.dest.put_object(&route.dest_bucket, &v.key, put).await;
+    let out = out.map_err(|e| ReplicationError::op(Stage::PutDestination, e))?;
     if let Err(e) = verify(result.crc32c(), out.crc32c)
         .and_then(|_| verify_etag(&get.head.etag, &out.etag, true))
     {
@@ -282,7 +301,7 @@ pub async fn replicate_once<S: ObjectStore>(
 async fn replicate_empty<S: ObjectStore>(
     route: &Route<S>,
     v: &Version,
-    mut get: crate::s3::ops::get_object::GetObjectOutput,
+    mut get: GetObjectOutput,
     meta: &ObjectMetadata,
     tags: &[(String, String)],
 ) -> Result<Outcome, ReplicationError> {

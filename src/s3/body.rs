@@ -176,87 +176,89 @@ impl PipeBody {
     }
 
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BodyError>> {
-        loop {
-            match self.state {
-                PipeState::Done => return Poll::Ready(Ok(None)),
-                PipeState::Drain => match ready!(self.next_src(cx))? {
-                    Some(_) => return Poll::Ready(Err(BodyError::Long { expected: self.len })),
-                    None => {
-                        self.state = PipeState::Done;
-                        return Poll::Ready(Ok(None));
-                    }
-                },
-                PipeState::Header if self.chunk.is_none() => {
-                    if self.passed == self.len {
-                        self.finish()?;
-                        self.state = PipeState::Drain;
-                        continue;
-                    }
-                    match ready!(self.next_src(cx))? {
-                        None => {
-                            return Poll::Ready(Err(BodyError::Short {
-                                got: self.passed,
-                                expected: self.len,
-                            }))
-                        }
-                        Some(b) => {
-                            self.account(&b)?;
-                            if self.passed == self.len {
-                                self.finish()?;
-                                self.state = PipeState::Drain;
-                            }
-                            return Poll::Ready(Ok(Some(b)));
-                        }
-                    }
+        match self.state {
+            PipeState::Done => Poll::Ready(Ok(None)),
+            PipeState::Drain => match ready!(self.next_src(cx))? {
+                Some(_) => Poll::Ready(Err(BodyError::Long { expected: self.len })),
+                None => {
+                    self.state = PipeState::Done;
+                    Poll::Ready(Ok(None))
                 }
-                PipeState::Header => {
-                    let left = self.len - self.passed;
-                    let ch = self.chunk.as_mut().expect("chunked");
-                    if left == 0 {
-                        self.finish()?;
-                        self.state = PipeState::Drain;
-                        let trailer =
-                            format!("0\r\n{TRAILER_NAME}:{}\r\n\r\n", checksum::encode(self.crc));
-                        return Poll::Ready(Ok(Some(Bytes::from(trailer))));
-                    }
-                    let n = left.min(ch.size);
-                    ch.left = n;
-                    self.state = PipeState::Data;
-                    let header = if n == ch.size {
-                        ch.header.clone()
-                    } else {
-                        Bytes::from(format!("{n:x}\r\n"))
-                    };
-                    return Poll::Ready(Ok(Some(header)));
-                }
-                PipeState::Data => {
-                    let mut b = match ready!(self.next_src(cx))? {
-                        Some(b) => b,
-                        None => {
-                            return Poll::Ready(Err(BodyError::Short {
-                                got: self.passed,
-                                expected: self.len,
-                            }))
-                        }
-                    };
-                    let left = self.chunk.as_ref().expect("chunked").left;
-                    if b.len() as u64 > left {
-                        self.pending = Some(b.split_off(left as usize));
-                    }
-                    self.account(&b)?;
-                    let ch = self.chunk.as_mut().expect("chunked");
-                    ch.left -= b.len() as u64;
-                    if ch.left == 0 {
-                        self.state = PipeState::Crlf;
-                    }
-                    return Poll::Ready(Ok(Some(b)));
-                }
-                PipeState::Crlf => {
-                    self.state = PipeState::Header;
-                    return Poll::Ready(Ok(Some(Bytes::from_static(b"\r\n"))));
-                }
+            },
+            PipeState::Header if self.chunk.is_none() => self.poll_plain(cx),
+            PipeState::Header => Poll::Ready(self.chunk_header()),
+            PipeState::Data => self.poll_chunk_data(cx),
+            PipeState::Crlf => {
+                self.state = PipeState::Header;
+                Poll::Ready(Ok(Some(Bytes::from_static(b"\r\n"))))
             }
         }
+    }
+
+    fn short(&self) -> BodyError {
+        BodyError::Short {
+            got: self.passed,
+            expected: self.len,
+        }
+    }
+
+    /// A plain body: the source's next frame as it is.
+    #[inline]
+    fn poll_plain(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BodyError>> {
+        if self.passed == self.len {
+            self.finish()?;
+            self.state = PipeState::Drain;
+            return self.poll_inner(cx);
+        }
+        let Some(b) = ready!(self.next_src(cx))? else {
+            return Poll::Ready(Err(self.short()));
+        };
+        self.account(&b)?;
+        if self.passed == self.len {
+            self.finish()?;
+            self.state = PipeState::Drain;
+        }
+        Poll::Ready(Ok(Some(b)))
+    }
+
+    /// aws-chunked: the next chunk's header, or the final chunk and the CRC32C trailer.
+    fn chunk_header(&mut self) -> Result<Option<Bytes>, BodyError> {
+        let left = self.len - self.passed;
+        if left == 0 {
+            self.finish()?;
+            self.state = PipeState::Drain;
+            let trailer = format!("0\r\n{TRAILER_NAME}:{}\r\n\r\n", checksum::encode(self.crc));
+            return Ok(Some(Bytes::from(trailer)));
+        }
+        let ch = self.chunk.as_mut().expect("chunked");
+        let n = left.min(ch.size);
+        ch.left = n;
+        self.state = PipeState::Data;
+        let header = if n == ch.size {
+            ch.header.clone()
+        } else {
+            Bytes::from(format!("{n:x}\r\n"))
+        };
+        Ok(Some(header))
+    }
+
+    /// aws-chunked: the chunk's data, a frame (split at the chunk's end) at a time.
+    #[inline]
+    fn poll_chunk_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BodyError>> {
+        let Some(mut b) = ready!(self.next_src(cx))? else {
+            return Poll::Ready(Err(self.short()));
+        };
+        let left = self.chunk.as_ref().expect("chunked").left;
+        if b.len() as u64 > left {
+            self.pending = Some(b.split_off(left as usize));
+        }
+        self.account(&b)?;
+        let ch = self.chunk.as_mut().expect("chunked");
+        ch.left -= b.len() as u64;
+        if ch.left == 0 {
+            self.state = PipeState::Crlf;
+        }
+        Poll::Ready(Ok(Some(b)))
     }
 }
 

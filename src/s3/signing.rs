@@ -210,34 +210,7 @@ impl Signer {
             Payload::StreamingUnsignedTrailer => "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
             Payload::Precomputed(h) => h,
         };
-        // Signed headers: the request's (minus the excluded), host, and the ones added here,
-        // sorted by name; values of a repeated name joined with commas.
-        let mut names: Vec<(&str, &http::HeaderValue)> =
-            Vec::with_capacity(req.headers().len() + 3);
-        for (name, value) in req.headers() {
-            let n = name.as_str();
-            if EXCLUDED.contains(&n)
-                || n == "x-amz-date"
-                || n == "x-amz-content-sha256"
-                || (n == "x-amz-security-token" && self.session_token.is_some())
-            {
-                continue;
-            }
-            names.push((n, value));
-        }
-        let mut extra: Vec<(&str, &str)> = vec![
-            ("x-amz-date", datetime.as_str()),
-            ("x-amz-content-sha256", payload_hash),
-        ];
-        if let Some(t) = &self.session_token {
-            extra.push(("x-amz-security-token", t.as_str()));
-        }
-        let mut all: Vec<(&str, Option<&http::HeaderValue>, &str)> = names
-            .iter()
-            .map(|(n, v)| (*n, Some(*v), ""))
-            .chain(extra.iter().map(|(n, v)| (*n, None, *v)))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(b.0));
+        let all = self.headers_to_sign(req.headers(), &datetime, payload_hash);
         let mut creq = String::with_capacity(512);
         creq.push_str(req.method().as_str());
         creq.push('\n');
@@ -245,61 +218,12 @@ impl Signer {
         creq.push('\n');
         push_canonical_query(&mut creq, req.uri().query().unwrap_or(""));
         creq.push('\n');
-        let mut signed = String::with_capacity(128);
-        let mut i = 0;
-        while i < all.len() {
-            let name = all[i].0;
-            creq.push_str(name);
-            creq.push(':');
-            if !signed.is_empty() {
-                signed.push(';');
-            }
-            signed.push_str(name);
-            let mut first = true;
-            while i < all.len() && all[i].0 == name {
-                if !first {
-                    creq.push(',');
-                }
-                first = false;
-                let v = match all[i].1 {
-                    Some(v) => v.to_str().map_err(|_| {
-                        RequestError::InvalidRequest(format!("header {name} is not ASCII"))
-                    })?,
-                    None => all[i].2,
-                };
-                push_trimmed(&mut creq, v);
-                i += 1;
-            }
-            creq.push('\n');
-        }
+        let signed = push_canonical_headers(&mut creq, &all)?;
         creq.push('\n');
         creq.push_str(&signed);
         creq.push('\n');
         creq.push_str(payload_hash);
-        let digest = ring::digest::digest(&ring::digest::SHA256, creq.as_bytes());
-        let mut sts = String::with_capacity(160);
-        sts.push_str("AWS4-HMAC-SHA256\n");
-        sts.push_str(&datetime);
-        sts.push('\n');
-        let scope_start = sts.len();
-        sts.push_str(&date);
-        sts.push('/');
-        sts.push_str(&self.region);
-        sts.push_str("/s3/aws4_request");
-        let scope_end = sts.len();
-        sts.push('\n');
-        hex_into(&mut sts, digest.as_ref());
-        let key = self.signing_key(day, &date);
-        let tag = ring::hmac::sign(&key, sts.as_bytes());
-        let mut auth = String::with_capacity(256);
-        auth.push_str("AWS4-HMAC-SHA256 Credential=");
-        auth.push_str(&self.access_key_id);
-        auth.push('/');
-        auth.push_str(&sts[scope_start..scope_end]);
-        auth.push_str(", SignedHeaders=");
-        auth.push_str(&signed);
-        auth.push_str(", Signature=");
-        hex_into(&mut auth, tag.as_ref());
+        let auth = self.authorization(&creq, &date, &datetime, day, &signed);
         let value = |v: &str| {
             http::HeaderValue::from_str(v)
                 .map_err(|e| RequestError::InvalidRequest(format!("signing header: {e}")))
@@ -314,6 +238,74 @@ impl Signer {
             h.insert("x-amz-security-token", v);
         }
         Ok(())
+    }
+
+    /// The headers to sign, sorted by name: the request's (minus the excluded and those this
+    /// signer sets), with `x-amz-date`, `x-amz-content-sha256` and the session token added
+    /// (as plain strings: they are not in the request yet).
+    fn headers_to_sign<'a>(
+        &'a self,
+        headers: &'a http::HeaderMap,
+        datetime: &'a str,
+        payload_hash: &'a str,
+    ) -> Vec<SignedHeader<'a>> {
+        let mut all: Vec<SignedHeader<'a>> = Vec::with_capacity(headers.len() + 3);
+        for (name, value) in headers {
+            let n = name.as_str();
+            if EXCLUDED.contains(&n)
+                || n == "x-amz-date"
+                || n == "x-amz-content-sha256"
+                || (n == "x-amz-security-token" && self.session_token.is_some())
+            {
+                continue;
+            }
+            all.push((n, Some(value), ""));
+        }
+        all.push(("x-amz-date", None, datetime));
+        all.push(("x-amz-content-sha256", None, payload_hash));
+        if let Some(t) = &self.session_token {
+            all.push(("x-amz-security-token", None, t.as_str()));
+        }
+        // Stable: the request's own headers keep their order among equal names.
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all
+    }
+
+    /// The `Authorization` value for a canonical request: the string to sign hashed with
+    /// the day's (cached) signing key.
+    fn authorization(
+        &self,
+        creq: &str,
+        date: &str,
+        datetime: &str,
+        day: u64,
+        signed: &str,
+    ) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, creq.as_bytes());
+        let mut sts = String::with_capacity(160);
+        sts.push_str("AWS4-HMAC-SHA256\n");
+        sts.push_str(datetime);
+        sts.push('\n');
+        let scope_start = sts.len();
+        sts.push_str(date);
+        sts.push('/');
+        sts.push_str(&self.region);
+        sts.push_str("/s3/aws4_request");
+        let scope_end = sts.len();
+        sts.push('\n');
+        hex_into(&mut sts, digest.as_ref());
+        let key = self.signing_key(day, date);
+        let tag = ring::hmac::sign(&key, sts.as_bytes());
+        let mut auth = String::with_capacity(256);
+        auth.push_str("AWS4-HMAC-SHA256 Credential=");
+        auth.push_str(&self.access_key_id);
+        auth.push('/');
+        auth.push_str(&sts[scope_start..scope_end]);
+        auth.push_str(", SignedHeaders=");
+        auth.push_str(signed);
+        auth.push_str(", Signature=");
+        hex_into(&mut auth, tag.as_ref());
+        auth
     }
 
     /// Signs with aws-sigv4 (the reference the fast path is checked against).
@@ -353,6 +345,46 @@ impl Signer {
         instructions.apply_to_request_http1x(req);
         Ok(())
     }
+}
+
+/// A header to sign: its name, and its value in the request or (added by the signer) as a
+/// string.
+type SignedHeader<'a> = (&'a str, Option<&'a http::HeaderValue>, &'a str);
+
+/// Appends the canonical headers (`name:value` lines, values of a repeated name joined with
+/// commas and trimmed) to `creq`; returns the signed-headers list (`a;b;c`).
+fn push_canonical_headers(
+    creq: &mut String,
+    all: &[SignedHeader<'_>],
+) -> Result<String, RequestError> {
+    let mut signed = String::with_capacity(128);
+    let mut i = 0;
+    while i < all.len() {
+        let name = all[i].0;
+        creq.push_str(name);
+        creq.push(':');
+        if !signed.is_empty() {
+            signed.push(';');
+        }
+        signed.push_str(name);
+        let mut first = true;
+        while i < all.len() && all[i].0 == name {
+            if !first {
+                creq.push(',');
+            }
+            first = false;
+            let v = match all[i].1 {
+                Some(v) => v.to_str().map_err(|_| {
+                    RequestError::InvalidRequest(format!("header {name} is not ASCII"))
+                })?,
+                None => all[i].2,
+            };
+            push_trimmed(creq, v);
+            i += 1;
+        }
+        creq.push('\n');
+    }
+    Ok(signed)
 }
 
 #[cfg(test)]
