@@ -286,6 +286,9 @@ fn events_reach_every_site_in_order() {
             }
         }
     }
+    for d in [&da, &db] {
+        assert_replicated_by_boto3(&s.source, &sb, &s.dest, d);
+    }
     // status events: one COMPLETED per version per site
     // status events: a COMPLETED one per version per site (a replay after a rebalance may
     // add a second; none may be missing)

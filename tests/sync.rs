@@ -147,6 +147,7 @@ fn versioned_bucket_replicates_version_by_version_and_second_run_copies_nothing(
         let src = Client::new(endpoint(&s.source), None);
         let dst = Client::new(endpoint(&s.dest), None);
         assert_replicated(&src, &sb, &dst, &db).await;
+        assert_replicated_by_boto3(&s.source, &sb, &s.dest, &db);
         // the source's part layout is kept, so the multipart ETag matches
         let sh = src
             .head_object(&sb, "big/multipart", HeadObjectRequest::default())
@@ -346,6 +347,7 @@ fn tls_destination_behind_a_self_signed_ca() {
         let src = Client::new(endpoint(&s.source), None);
         let dst = Client::new(endpoint(&s.dest), None);
         assert_replicated(&src, &sb, &dst, &db).await;
+        assert_replicated_by_boto3(&s.source, &sb, &s.dest, &db);
     });
 }
 
@@ -712,5 +714,6 @@ fn small_frames_socket_buffers_and_window_move_the_same_bytes() {
         let src = Client::new(endpoint(&s.source), None);
         let dst = Client::new(endpoint(&s.dest), None);
         assert_replicated(&src, &sb, &dst, &db).await;
+        assert_replicated_by_boto3(&s.source, &sb, &s.dest, &db);
     });
 }

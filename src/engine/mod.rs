@@ -48,6 +48,90 @@ pub struct Site {
 /// partitions, far below the ~5 MiB per partition it keeps.
 pub const EMBEDDED_OUTSTANDING: u64 = 2000;
 
+/// The brokers to use: the configured ones, whose topics are created if missing, or an
+/// embedded in-process broker (with its topics) when none is configured.
+fn connect_kafka(
+    cfg: &Config,
+    topics: &Topics,
+) -> Result<(String, Option<EmbeddedBroker>), EngineError> {
+    let (p, rf) = (cfg.kafka.partitions, cfg.kafka.replication_factor);
+    if cfg.kafka.brokers.is_empty() {
+        tracing::warn!("no Kafka brokers configured: using an embedded in-process broker, which is NOT durable (entries are lost when the process stops)");
+        let mock = rdkafka::mocking::MockCluster::new(1)
+            .map_err(|e| EngineError::Setup(format!("embedded broker: {e}")))?;
+        for t in [
+            &topics.events,
+            &topics.replication,
+            &topics.status,
+            &topics.failed,
+            &topics.control,
+        ] {
+            mock.create_topic(t, p, 1)
+                .map_err(|e| EngineError::Setup(format!("embedded broker topic {t}: {e}")))?;
+        }
+        return Ok((mock.bootstrap_servers(), Some(EmbeddedBroker(mock))));
+    }
+    let brokers = cfg.kafka.brokers.join(",");
+    let (b, t) = (brokers.clone(), topics.clone());
+    shard::block_on(async move {
+        let wanted = [
+            (t.events.as_str(), p, rf, false),
+            (t.replication.as_str(), p, rf, false),
+            (t.status.as_str(), p, rf, false),
+            (t.failed.as_str(), p, rf, true),
+            (t.control.as_str(), 1, rf, true),
+        ];
+        kafka::ensure_topics(&b, &wanted).await
+    })??;
+    Ok((brokers, None))
+}
+
+/// Checks every bucket once, so a missing bucket or rejected credentials is said at start:
+/// the source must be usable; a site that is not is warned about (its entries fail, and are
+/// listed, until it is fixed). Records whether each site's buckets keep versions.
+fn check_buckets(
+    cfg: &Config,
+    source: &Arc<Endpoint>,
+    sites: &mut BTreeMap<String, Site>,
+) -> Result<(), EngineError> {
+    let buckets = &cfg.source.buckets;
+    let checks: Vec<(String, Arc<Endpoint>, String)> = buckets
+        .iter()
+        .map(|b| ("source".to_string(), source.clone(), b.clone()))
+        .chain(sites.iter().flat_map(|(n, s)| {
+            buckets.iter().map(move |b| {
+                let dest = s.buckets.get(b).cloned().unwrap_or_else(|| b.clone());
+                (format!("site {n}"), s.endpoint.clone(), dest)
+            })
+        }))
+        .collect();
+    let versioning = shard::block_on(async move {
+        let mut out = Vec::new();
+        for (who, ep, bucket) in checks {
+            let c = Client::new(ep.clone(), None);
+            match c.get_bucket_versioning(&bucket).await {
+                Ok(v) => out.push((who, v)),
+                Err(e) if e.code() == "NotImplemented" => out.push((who, Versioning::Unversioned)),
+                Err(e) if who == "source" => {
+                    return Err(format!("{who}: bucket {bucket:?} at {}: {e}", ep.label()))
+                }
+                Err(e) => {
+                    tracing::warn!("{who}: bucket {bucket:?} at {} is not usable: {e}; its entries will fail until this is fixed", ep.label());
+                }
+            }
+        }
+        Ok(out)
+    })?
+    .map_err(EngineError::Setup)?;
+    for (who, v) in versioning {
+        let site = who.strip_prefix("site ").and_then(|n| sites.get_mut(n));
+        if let Some(s) = site {
+            s.versioned &= v == Versioning::Enabled;
+        }
+    }
+    Ok(())
+}
+
 /// Everything resolved from the configuration.
 pub struct Engine {
     pub cfg: Config,
@@ -94,116 +178,23 @@ impl Engine {
         if cfg.source.s3.endpoint.is_empty() {
             return Err(EngineError::Setup("source.endpoint is not set".into()));
         }
-        let source = endpoint(
-            "source",
-            &cfg.source.s3,
-            ChecksumTransport::Trailer,
-            false,
-            &cfg.replication,
-        )?;
+        let tuning = &cfg.replication;
+        let trailer = ChecksumTransport::Trailer;
+        let source = endpoint("source", &cfg.source.s3, trailer, false, tuning)?;
         let topics = Topics::new(&cfg.kafka.topic_prefix);
-        let (brokers, embedded) = if cfg.kafka.brokers.is_empty() {
-            tracing::warn!("no Kafka brokers configured: using an embedded in-process broker, which is NOT durable (entries are lost when the process stops)");
-            let mock = rdkafka::mocking::MockCluster::new(1)
-                .map_err(|e| EngineError::Setup(format!("embedded broker: {e}")))?;
-            for t in [
-                &topics.events,
-                &topics.replication,
-                &topics.status,
-                &topics.failed,
-                &topics.control,
-            ] {
-                mock.create_topic(t, cfg.kafka.partitions, 1)
-                    .map_err(|e| EngineError::Setup(format!("embedded broker topic {t}: {e}")))?;
-            }
-            (mock.bootstrap_servers(), Some(EmbeddedBroker(mock)))
-        } else {
-            (cfg.kafka.brokers.join(","), None)
-        };
-        if embedded.is_none() {
-            let (b, t, p, rf) = (
-                brokers.clone(),
-                topics.clone(),
-                cfg.kafka.partitions,
-                cfg.kafka.replication_factor,
-            );
-            shard::block_on(async move {
-                kafka::ensure_topics(
-                    &b,
-                    &[
-                        (&t.events, p, rf, false),
-                        (&t.replication, p, rf, false),
-                        (&t.status, p, rf, false),
-                        (&t.failed, p, rf, true),
-                        (&t.control, 1, rf, true),
-                    ],
-                )
-                .await
-            })??;
-        }
+        let (brokers, embedded) = connect_kafka(&cfg, &topics)?;
         let mut sites = BTreeMap::new();
         for (name, s) in &cfg.sites {
-            let ep = endpoint(
-                &format!("site {name}"),
-                &s.s3,
-                s.checksum,
-                s.verify_after_write,
-                &cfg.replication,
-            )?;
-            sites.insert(
-                name.clone(),
-                Site {
-                    endpoint: ep,
-                    buckets: s.buckets.clone(),
-                    versioned: true,
-                },
-            );
+            let who = format!("site {name}");
+            let ep = endpoint(&who, &s.s3, s.checksum, s.verify_after_write, tuning)?;
+            let site = Site {
+                endpoint: ep,
+                buckets: s.buckets.clone(),
+                versioned: true,
+            };
+            sites.insert(name.clone(), site);
         }
-        // Check every bucket once: a missing bucket or rejected credentials is said now.
-        let checks: Vec<(String, Arc<Endpoint>, String)> = cfg
-            .source
-            .buckets
-            .iter()
-            .map(|b| ("source".to_string(), source.clone(), b.clone()))
-            .chain(sites.iter().flat_map(|(n, s)| {
-                cfg.source.buckets.iter().map(move |b| {
-                    (
-                        format!("site {n}"),
-                        s.endpoint.clone(),
-                        s.buckets.get(b).cloned().unwrap_or_else(|| b.clone()),
-                    )
-                })
-            }))
-            .collect();
-        let versioning = shard::block_on(async move {
-            let mut out = Vec::new();
-            for (who, ep, bucket) in checks {
-                let c = Client::new(ep.clone(), None);
-                match c.get_bucket_versioning(&bucket).await {
-                    Ok(v) => out.push((who, v)),
-                    Err(e) if e.code() == "NotImplemented" => {
-                        out.push((who, Versioning::Unversioned))
-                    }
-                    // The source must be usable; a site that is not is said now, and its
-                    // entries fail (and are listed) until it is fixed.
-                    Err(e) if who == "source" => {
-                        return Err(format!("{who}: bucket {bucket:?} at {}: {e}", ep.label()))
-                    }
-                    Err(e) => {
-                        tracing::warn!("{who}: bucket {bucket:?} at {} is not usable: {e}; its entries will fail until this is fixed", ep.label());
-                    }
-                }
-            }
-            Ok(out)
-        })?
-        .map_err(EngineError::Setup)?;
-        for (who, v) in versioning {
-            if let Some(name) = who.strip_prefix("site ") {
-                if let Some(s) = sites.get_mut(name) {
-                    s.versioned &= v == Versioning::Enabled;
-                }
-            }
-        }
+        check_buckets(&cfg, &source, &mut sites)?;
         let site_stats: BTreeMap<String, Arc<Stats>> =
             sites.keys().map(|n| (n.clone(), Stats::new())).collect();
         let backpressure = embedded

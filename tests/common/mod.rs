@@ -334,3 +334,48 @@ pub fn sync(
         .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {out}\nstderr: {err}"));
     (code, json, err)
 }
+
+/// What a bucket holds, read with boto3 (`tests/common/snapshot.py`): an independent client,
+/// so a bug in backbeat's own client or XML parser cannot cancel itself out.
+pub fn boto3_snapshot(url: &str, bucket: &str) -> serde_json::Value {
+    let python = std::env::var("BACKBEAT_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("BACKBEAT_TEST_PYTHON is not set: it names the Python with boto3 (moto's virtualenv); run the tests with `bash tests/run.sh`")
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/snapshot.py");
+    let out = std::process::Command::new(&python)
+        .args([script, url, bucket])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "boto3 snapshot of {bucket} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("snapshot JSON")
+}
+
+/// Asserts with boto3 that bucket `db` at `dst_url` replicates `sb` at `src_url`: the same
+/// keys; per key the same versions newest first (bytes by SHA-256, size, metadata, tags),
+/// each replica naming its source version; the same number of delete markers and whether the
+/// latest entry is one. (moto lists versions and delete markers apart and stamps them to the
+/// second, so their interleaving cannot be read back.)
+pub fn assert_replicated_by_boto3(src_url: &str, sb: &str, dst_url: &str, db: &str) {
+    let (s, d) = (boto3_snapshot(src_url, sb), boto3_snapshot(dst_url, db));
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&s), keys(&d), "same keys (boto3)");
+    assert!(!keys(&s).is_empty(), "the source bucket {sb} is empty");
+    for (key, sv) in s.as_object().unwrap() {
+        let dv = &d[key];
+        for field in ["delete_markers", "latest_is_marker"] {
+            assert_eq!(sv[field], dv[field], "{field} of {key:?} (boto3)");
+        }
+        let (sr, dr) = (sv["versions"].as_array().unwrap(), dv["versions"].as_array().unwrap());
+        assert_eq!(sr.len(), dr.len(), "versions of {key:?} (boto3)");
+        for (a, b) in sr.iter().zip(dr) {
+            for field in ["size", "sha256", "metadata", "tags"] {
+                assert_eq!(a[field], b[field], "{field} of {key:?} {} (boto3)", a["version_id"]);
+            }
+            assert_eq!(b["source_version"], a["version_id"], "source version of {key:?} (boto3)");
+        }
+    }
+}
