@@ -5,14 +5,33 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+
+use event_listener::Event;
 
 /// Entries produced, and entries each site's workers have finished with.
 #[derive(Debug)]
 pub struct Backpressure {
     produced: AtomicU64,
-    consumed: Vec<Arc<AtomicU64>>,
+    consumed: Vec<AtomicU64>,
     limit: u64,
+    /// Notified whenever a site finishes entries: what a waiting [`Backpressure::admit`]
+    /// wakes on.
+    progress: Event,
+}
+
+/// What site `i`'s workers count the messages they are done with on.
+#[derive(Debug, Clone)]
+pub struct SiteCounter {
+    gate: Arc<Backpressure>,
+    site: usize,
+}
+
+impl SiteCounter {
+    /// `n` more messages done with: wakes a populator waiting for room.
+    pub fn add(&self, n: u64) {
+        self.gate.consumed[self.site].fetch_add(n, Ordering::AcqRel);
+        self.gate.progress.notify(usize::MAX);
+    }
 }
 
 impl Backpressure {
@@ -20,14 +39,18 @@ impl Backpressure {
     pub fn new(sites: usize, limit: u64) -> Arc<Self> {
         Arc::new(Self {
             produced: AtomicU64::new(0),
-            consumed: (0..sites).map(|_| Arc::new(AtomicU64::new(0))).collect(),
+            consumed: (0..sites).map(|_| AtomicU64::new(0)).collect(),
             limit,
+            progress: Event::new(),
         })
     }
 
-    /// The counter site `i`'s workers increment for each message they are done with.
-    pub fn site_counter(&self, i: usize) -> Arc<AtomicU64> {
-        self.consumed[i].clone()
+    /// The counter site `i`'s workers add to for each message they are done with.
+    pub fn site_counter(self: &Arc<Self>, i: usize) -> SiteCounter {
+        SiteCounter {
+            gate: self.clone(),
+            site: i,
+        }
     }
 
     /// Entries produced and not yet consumed by the slowest site.
@@ -43,12 +66,21 @@ impl Backpressure {
             .saturating_sub(slowest)
     }
 
-    /// Waits until one more entry may be produced, and counts it. Returns false on shutdown.
+    /// Waits until one more entry may be produced, and counts it; woken by the sites'
+    /// progress, not by polling. Returns false on shutdown.
     pub async fn admit(&self, shutdown: &crate::shard::Shutdown) -> bool {
-        while self.outstanding() >= self.limit {
-            if !shutdown.sleep(Duration::from_millis(20)).await {
+        loop {
+            if shutdown.is_set() {
                 return false;
             }
+            if self.outstanding() < self.limit {
+                break;
+            }
+            let progress = self.progress.listen();
+            if self.outstanding() < self.limit {
+                break;
+            }
+            futures_lite::future::or(progress, shutdown.wait()).await;
         }
         self.produced.fetch_add(1, Ordering::AcqRel);
         true
@@ -63,15 +95,16 @@ impl Backpressure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn outstanding_follows_the_slowest_site() {
         let b = Backpressure::new(2, 3);
         b.produced.store(5, Ordering::SeqCst);
-        b.site_counter(0).store(5, Ordering::SeqCst);
-        b.site_counter(1).store(1, Ordering::SeqCst);
+        b.site_counter(0).add(5);
+        b.site_counter(1).add(1);
         assert_eq!(b.outstanding(), 4);
-        b.site_counter(1).store(4, Ordering::SeqCst);
+        b.site_counter(1).add(3);
         assert_eq!(b.outstanding(), 1);
     }
 
@@ -89,7 +122,7 @@ mod tests {
             glommio::spawn_local(async move {
                 glommio::timer::sleep(Duration::from_millis(50)).await;
                 flag.set(true);
-                c.fetch_add(1, Ordering::SeqCst);
+                c.add(1);
             })
             .detach();
             assert!(b.admit(&shutdown).await);

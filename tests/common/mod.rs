@@ -369,13 +369,23 @@ pub fn assert_replicated_by_boto3(src_url: &str, sb: &str, dst_url: &str, db: &s
         for field in ["delete_markers", "latest_is_marker"] {
             assert_eq!(sv[field], dv[field], "{field} of {key:?} (boto3)");
         }
-        let (sr, dr) = (sv["versions"].as_array().unwrap(), dv["versions"].as_array().unwrap());
+        let (sr, dr) = (
+            sv["versions"].as_array().unwrap(),
+            dv["versions"].as_array().unwrap(),
+        );
         assert_eq!(sr.len(), dr.len(), "versions of {key:?} (boto3)");
         for (a, b) in sr.iter().zip(dr) {
             for field in ["size", "sha256", "metadata", "tags"] {
-                assert_eq!(a[field], b[field], "{field} of {key:?} {} (boto3)", a["version_id"]);
+                assert_eq!(
+                    a[field], b[field],
+                    "{field} of {key:?} {} (boto3)",
+                    a["version_id"]
+                );
             }
-            assert_eq!(b["source_version"], a["version_id"], "source version of {key:?} (boto3)");
+            assert_eq!(
+                b["source_version"], a["version_id"],
+                "source version of {key:?} (boto3)"
+            );
         }
     }
 }

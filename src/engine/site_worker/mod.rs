@@ -24,7 +24,7 @@ mod rebalance;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -66,7 +66,7 @@ pub struct WorkerConfig {
     /// How long in-flight entries may take to finish at shutdown.
     pub drain_deadline: Duration,
     /// Counts the messages this site is done with (embedded broker backpressure).
-    pub consumed: Option<Arc<AtomicU64>>,
+    pub consumed: Option<crate::queue::backpressure::SiteCounter>,
 }
 
 /// An entry parked behind an earlier version of its key, with when it was received.
@@ -128,7 +128,7 @@ impl Shared {
 
     fn count_consumed(&self) {
         if let Some(c) = &self.cfg.consumed {
-            c.fetch_add(1, Ordering::AcqRel);
+            c.add(1);
         }
     }
 
