@@ -71,79 +71,26 @@ fn run_tune(a: TuneArgs) -> anyhow::Result<ExitCode> {
     let m = Machine::inspect();
     let r = recommend(&m);
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "machine": {
-                    "cores": m.cores,
-                    "numa_nodes": m.numa_nodes,
-                    "nics": m.nics,
-                    "memlock_bytes": m.memlock,
-                    "nofile": m.nofile,
-                    "io_uring": m.io_uring.as_ref().map(|_| "available".to_string()).unwrap_or_else(|e| e.clone()),
-                    "rmem_max": m.rmem_max,
-                    "wmem_max": m.wmem_max,
-                    "tcp_rmem_max": m.tcp_rmem_max,
-                    "tcp_wmem_max": m.tcp_wmem_max,
-                },
-                "recommendation": r,
-            }))?
-        );
+        let io_uring = m.io_uring.as_ref().map(|_| "available".to_string());
+        let doc = serde_json::json!({
+            "machine": {
+                "cores": m.cores,
+                "numa_nodes": m.numa_nodes,
+                "nics": m.nics,
+                "memlock_bytes": m.memlock,
+                "nofile": m.nofile,
+                "io_uring": io_uring.unwrap_or_else(|e| e.clone()),
+                "rmem_max": m.rmem_max,
+                "wmem_max": m.wmem_max,
+                "tcp_rmem_max": m.tcp_rmem_max,
+                "tcp_wmem_max": m.tcp_wmem_max,
+            },
+            "recommendation": r,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        let opt = |v: Option<u64>| {
-            v.map(|n| n.to_string())
-                .unwrap_or_else(|| "unlimited/unknown".into())
-        };
-        println!("machine");
-        println!(
-            "  cores            {} ({} NUMA node(s))",
-            m.cores, m.numa_nodes
-        );
-        for n in &m.nics {
-            println!(
-                "  nic {:<12} {} {}",
-                n.name,
-                n.speed_mbps
-                    .map(|s| format!("{s} Mbit/s"))
-                    .unwrap_or_else(|| "speed not reported".into()),
-                if n.up { "up" } else { "down" }
-            );
-        }
-        println!("  memlock          {}", opt(m.memlock));
-        println!("  open files       {}", opt(m.nofile));
-        println!(
-            "  io_uring         {}",
-            m.io_uring
-                .as_ref()
-                .map(|_| "available".to_string())
-                .unwrap_or_else(|e| format!("NOT available: {e}"))
-        );
-        println!(
-            "  net.core.rmem_max/wmem_max   {} / {}",
-            opt(m.rmem_max),
-            opt(m.wmem_max)
-        );
-        println!(
-            "  tcp_rmem/tcp_wmem max        {} / {}",
-            opt(m.tcp_rmem_max),
-            opt(m.tcp_wmem_max)
-        );
-        println!();
-        println!("recommended profile: {} ({})", r.profile, r.why);
-        println!();
-        print!("{}", r.toml);
-        println!();
-        if r.sysctl.is_empty() && r.ulimit.is_empty() {
-            println!("system limits: nothing to change");
-        } else {
-            println!("system changes it wants (as root; persist them in /etc/sysctl.d and the service unit):");
-            for l in r.sysctl.iter().chain(&r.ulimit) {
-                println!("  {l}");
-            }
-        }
-        for w in &r.warnings {
-            println!("warning: {w}");
-        }
+        print_machine(&m);
+        print_recommendation(&r);
     }
     if let Some(path) = &a.apply_profile {
         if path.exists() && !a.force {
@@ -161,6 +108,62 @@ fn run_tune(a: TuneArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `backbeat tune`'s reading of the machine, as text.
+fn print_machine(m: &backbeat::config::tune::Machine) {
+    let opt = |v: Option<u64>| {
+        v.map(|n| n.to_string())
+            .unwrap_or_else(|| "unlimited/unknown".into())
+    };
+    println!("machine");
+    println!(
+        "  cores            {} ({} NUMA node(s))",
+        m.cores, m.numa_nodes
+    );
+    for n in &m.nics {
+        let speed = n.speed_mbps.map(|s| format!("{s} Mbit/s"));
+        let speed = speed.unwrap_or_else(|| "speed not reported".into());
+        let state = if n.up { "up" } else { "down" };
+        println!("  nic {:<12} {speed} {state}", n.name);
+    }
+    println!("  memlock          {}", opt(m.memlock));
+    println!("  open files       {}", opt(m.nofile));
+    let io_uring = m.io_uring.as_ref().map(|_| "available".to_string());
+    println!(
+        "  io_uring         {}",
+        io_uring.unwrap_or_else(|e| format!("NOT available: {e}"))
+    );
+    println!(
+        "  net.core.rmem_max/wmem_max   {} / {}",
+        opt(m.rmem_max),
+        opt(m.wmem_max)
+    );
+    println!(
+        "  tcp_rmem/tcp_wmem max        {} / {}",
+        opt(m.tcp_rmem_max),
+        opt(m.tcp_wmem_max)
+    );
+    println!();
+}
+
+/// `backbeat tune`'s recommendation, as text.
+fn print_recommendation(r: &backbeat::config::tune::Recommendation) {
+    println!("recommended profile: {} ({})", r.profile, r.why);
+    println!();
+    print!("{}", r.toml);
+    println!();
+    if r.sysctl.is_empty() && r.ulimit.is_empty() {
+        println!("system limits: nothing to change");
+    } else {
+        println!("system changes it wants (as root; persist them in /etc/sysctl.d and the service unit):");
+        for l in r.sysctl.iter().chain(&r.ulimit) {
+            println!("  {l}");
+        }
+    }
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
 }
 
 #[derive(Subcommand)]
