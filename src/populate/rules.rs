@@ -5,8 +5,7 @@
 //! may be listed, separated by commas); the site maps to an endpoint and bucket in the
 //! configuration file.
 
-use quick_xml::events::Event;
-use quick_xml::Reader;
+use serde::Deserialize;
 
 /// A rule's filter.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -49,17 +48,100 @@ pub struct Decision {
     pub rule_id: String,
 }
 
-#[derive(Default)]
-struct RuleBuilder {
+/// The document as read: its children in document order (Role, Rule, and whatever else).
+#[derive(Deserialize)]
+struct Document {
+    #[serde(rename = "$value", default)]
+    children: Vec<Child>,
+}
+
+#[derive(Deserialize)]
+enum Child {
+    Role(String),
+    Rule(RuleDoc),
+    #[serde(other)]
+    Other,
+}
+
+/// A `<Rule>` as written; [`ReplicationConfig::finish_rule`] validates it.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RuleDoc {
+    #[serde(rename = "ID")]
     id: String,
     status: String,
-    priority: Option<i64>,
-    filter: Filter,
-    legacy_prefix: Option<String>,
-    dmr: Option<String>,
+    priority: Option<String>,
+    /// The legacy top-level prefix (before `<Filter>`).
+    prefix: Option<String>,
+    filter: FilterDoc,
+    delete_marker_replication: Option<StatusDoc>,
+    destination: DestinationDoc,
+}
+
+/// `<Filter>` and `<And>`: prefixes and tags in any order.
+#[derive(Deserialize, Default)]
+struct FilterDoc {
+    #[serde(rename = "$value", default)]
+    parts: Vec<FilterPart>,
+}
+
+#[derive(Deserialize)]
+enum FilterPart {
+    Prefix(String),
+    Tag(TagDoc),
+    And(FilterDoc),
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct TagDoc {
+    key: String,
+    value: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct StatusDoc {
+    status: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct DestinationDoc {
     bucket: String,
     storage_class: String,
-    tag: (String, String),
+}
+
+impl FilterDoc {
+    /// Adds this filter's prefix and tags to `into` (an `<And>` adds its own).
+    fn collect(self, into: &mut Filter) {
+        for part in self.parts {
+            match part {
+                FilterPart::Prefix(p) => into.prefix = p,
+                FilterPart::Tag(t) => into.tags.push((t.key, t.value)),
+                FilterPart::And(and) => and.collect(into),
+                FilterPart::Other => {}
+            }
+        }
+    }
+}
+
+/// The name of the document's root element.
+fn root_name(xml: &str) -> Result<String, RulesError> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
+                return Ok(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())
+            }
+            Ok(Event::Eof) => return Err(RulesError("empty document".into())),
+            Err(e) => return Err(RulesError(format!("not well-formed XML: {e}"))),
+            Ok(_) => {}
+        }
+    }
 }
 
 /// The document's root must be a ReplicationConfiguration.
@@ -73,57 +155,30 @@ fn check_root(name: &str) -> Result<(), RulesError> {
     }
 }
 
+/// The sites a rule's `StorageClass` names, separated by commas.
+fn sites(storage_class: &str) -> Vec<String> {
+    storage_class
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 impl ReplicationConfig {
     /// Parses the XML document.
     pub fn parse(xml: &str) -> Result<Self, RulesError> {
-        let mut reader = Reader::from_str(xml);
-        let mut path: Vec<String> = Vec::new();
+        check_root(&root_name(xml)?)?;
+        let doc: Document = quick_xml::de::from_str(xml).map_err(|e| match e {
+            quick_xml::DeError::InvalidXml(e) => RulesError(format!("not well-formed XML: {e}")),
+            e => RulesError(format!("unexpected content: {e}")),
+        })?;
         let mut cfg = ReplicationConfig::default();
-        let mut cur: Option<RuleBuilder> = None;
-        let mut text = String::new();
-        let mut saw_root = false;
-        loop {
-            match reader.read_event() {
-                Ok(Event::Start(e)) => {
-                    let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                    if path.is_empty() {
-                        check_root(&name)?;
-                        saw_root = true;
-                    }
-                    if path.len() == 1 && name == "Rule" {
-                        cur = Some(RuleBuilder::default());
-                    }
-                    path.push(name);
-                    text.clear();
-                }
-                Ok(Event::Empty(e)) => {
-                    // e.g. <Prefix/>: an empty value
-                    let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                    if path.is_empty() {
-                        check_root(&name)?;
-                        saw_root = true;
-                        continue;
-                    }
-                    path.push(name);
-                    text.clear();
-                    Self::end(&path, "", &mut cur, &mut cfg)?;
-                    path.pop();
-                }
-                Ok(Event::Text(t)) => {
-                    text.push_str(&t.unescape().map_err(|e| RulesError(e.to_string()))?);
-                }
-                Ok(Event::End(_)) => {
-                    let t = std::mem::take(&mut text);
-                    Self::end(&path, t.trim(), &mut cur, &mut cfg)?;
-                    path.pop();
-                }
-                Ok(Event::Eof) => break,
-                Err(e) => return Err(RulesError(format!("not well-formed XML: {e}"))),
-                _ => {}
+        for child in doc.children {
+            match child {
+                Child::Role(role) => cfg.role = role,
+                Child::Rule(rule) => cfg.rules.push(Self::finish_rule(rule, cfg.rules.len())?),
+                Child::Other => {}
             }
-        }
-        if !saw_root {
-            return Err(RulesError("empty document".into()));
         }
         if cfg.rules.is_empty() {
             return Err(RulesError("no <Rule>".into()));
@@ -131,66 +186,19 @@ impl ReplicationConfig {
         Ok(cfg)
     }
 
-    fn end(
-        path: &[String],
-        t: &str,
-        cur: &mut Option<RuleBuilder>,
-        cfg: &mut ReplicationConfig,
-    ) -> Result<(), RulesError> {
-        let p: Vec<&str> = path.iter().map(String::as_str).collect();
-        match p.as_slice() {
-            ["ReplicationConfiguration", "Role"] => cfg.role = t.to_string(),
-            ["ReplicationConfiguration", "Rule"] => {
-                let b = cur
-                    .take()
-                    .ok_or_else(|| RulesError("unbalanced <Rule>".into()))?;
-                cfg.rules.push(Self::finish_rule(b, cfg.rules.len())?);
-            }
-            ["ReplicationConfiguration", "Rule", rest @ ..] => {
-                let b = cur
-                    .as_mut()
-                    .ok_or_else(|| RulesError("unbalanced <Rule>".into()))?;
-                match rest {
-                    ["ID"] => b.id = t.to_string(),
-                    ["Status"] => b.status = t.to_string(),
-                    ["Priority"] => {
-                        b.priority =
-                            Some(t.parse().map_err(|_| {
-                                RulesError(format!("Priority {t:?} is not a number"))
-                            })?)
-                    }
-                    ["Prefix"] => b.legacy_prefix = Some(t.to_string()),
-                    ["Filter", "Prefix"] | ["Filter", "And", "Prefix"] => {
-                        b.filter.prefix = t.to_string()
-                    }
-                    ["Filter", "Tag", "Key"] | ["Filter", "And", "Tag", "Key"] => {
-                        b.tag.0 = t.to_string()
-                    }
-                    ["Filter", "Tag", "Value"] | ["Filter", "And", "Tag", "Value"] => {
-                        b.tag.1 = t.to_string()
-                    }
-                    ["Filter", "Tag"] | ["Filter", "And", "Tag"] => {
-                        let tag = std::mem::take(&mut b.tag);
-                        b.filter.tags.push(tag);
-                    }
-                    ["DeleteMarkerReplication", "Status"] => b.dmr = Some(t.to_string()),
-                    ["Destination", "Bucket"] => b.bucket = t.to_string(),
-                    ["Destination", "StorageClass"] => b.storage_class = t.to_string(),
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn finish_rule(b: RuleBuilder, index: usize) -> Result<Rule, RulesError> {
-        let id = if b.id.is_empty() {
+    fn finish_rule(r: RuleDoc, index: usize) -> Result<Rule, RulesError> {
+        let id = if r.id.is_empty() {
             format!("rule-{}", index + 1)
         } else {
-            b.id
+            r.id
         };
-        let enabled = match b.status.as_str() {
+        let priority = match r.priority {
+            None => 0,
+            Some(p) => p
+                .parse()
+                .map_err(|_| RulesError(format!("rule {id:?}: Priority {p:?} is not a number")))?,
+        };
+        let enabled = match r.status.as_str() {
             "Enabled" => true,
             "Disabled" => false,
             other => {
@@ -199,22 +207,18 @@ impl ReplicationConfig {
                 )))
             }
         };
-        if b.bucket.is_empty() {
+        if r.destination.bucket.is_empty() {
             return Err(RulesError(format!("rule {id:?}: no Destination/Bucket")));
         }
-        let sites: Vec<String> = b
-            .storage_class
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let sites = sites(&r.destination.storage_class);
         if sites.is_empty() {
             return Err(RulesError(format!(
                 "rule {id:?}: Destination/StorageClass must name the destination site"
             )));
         }
-        let mut filter = b.filter;
-        if let Some(p) = b.legacy_prefix {
+        let mut filter = Filter::default();
+        r.filter.collect(&mut filter);
+        if let Some(p) = r.prefix {
             if filter.prefix.is_empty() {
                 filter.prefix = p;
             }
@@ -222,10 +226,12 @@ impl ReplicationConfig {
         Ok(Rule {
             id,
             enabled,
-            priority: b.priority.unwrap_or(0),
+            priority,
             filter,
-            delete_marker_replication: b.dmr.as_deref() == Some("Enabled"),
-            destination_bucket: b.bucket,
+            delete_marker_replication: r
+                .delete_marker_replication
+                .is_some_and(|d| d.status == "Enabled"),
+            destination_bucket: r.destination.bucket,
             sites,
         })
     }
@@ -376,6 +382,66 @@ mod tests {
     }
 
     #[test]
+    fn parses_moto_and_aws_documents() {
+        // moto: Role after the rules, values on their own lines, an empty prefix.
+        let moto = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+    <Rule>
+        <ID>r1</ID>
+        <Priority>1</Priority>
+        <Status>Enabled</Status>
+        <DeleteMarkerReplication>
+            <Status>Enabled</Status>
+        </DeleteMarkerReplication>
+        <Filter>
+            <Prefix></Prefix>
+        </Filter>
+        <Destination>
+            <Bucket>
+                arn:aws:s3:::dst
+            </Bucket>
+            <StorageClass>site-a, site-b</StorageClass>
+        </Destination>
+    </Rule>
+    <Role>arn:aws:iam::123456789012:role/r</Role>
+</ReplicationConfiguration>"#;
+        let c = ReplicationConfig::parse(moto).unwrap();
+        assert_eq!(c.role, "arn:aws:iam::123456789012:role/r");
+        let r = &c.rules[0];
+        assert_eq!((r.id.as_str(), r.priority, r.enabled), ("r1", 1, true));
+        assert_eq!(r.destination_bucket, "arn:aws:s3:::dst");
+        assert_eq!(r.sites, ["site-a", "site-b"]);
+        assert!(r.delete_marker_replication && r.filter == Filter::default());
+        // AWS: elements backbeat does not use, a tag before the prefix in <And>, an empty
+        // <Prefix/>, no ID (named by position).
+        let aws = r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Role>arn:aws:iam::1:role/r</Role>
+  <Rule><Status>Enabled</Status><Priority>3</Priority>
+    <Filter><And><Tag><Key>k</Key><Value>v</Value></Tag><Prefix>p/</Prefix><Tag><Key>k2</Key><Value></Value></Tag></And></Filter>
+    <SourceSelectionCriteria><SseKmsEncryptedObjects><Status>Enabled</Status></SseKmsEncryptedObjects></SourceSelectionCriteria>
+    <ExistingObjectReplication><Status>Enabled</Status></ExistingObjectReplication>
+    <Destination><Bucket>arn:aws:s3:::d</Bucket><Account>1</Account><StorageClass>site-a</StorageClass>
+      <ReplicationTime><Status>Enabled</Status><Time><Minutes>15</Minutes></Time></ReplicationTime></Destination>
+    <DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication>
+  </Rule>
+  <Rule><ID>l</ID><Status>Enabled</Status><Prefix>old/</Prefix><Filter><Prefix/></Filter>
+    <Destination><Bucket>arn:aws:s3:::d</Bucket><StorageClass>site-b</StorageClass></Destination></Rule>
+</ReplicationConfiguration>"#;
+        let c = ReplicationConfig::parse(aws).unwrap();
+        let r = &c.rules[0];
+        assert_eq!((r.id.as_str(), r.priority), ("rule-1", 3));
+        assert_eq!(
+            r.filter,
+            Filter {
+                prefix: "p/".into(),
+                tags: tags(&[("k", "v"), ("k2", "")])
+            }
+        );
+        assert!(!r.delete_marker_replication);
+        assert_eq!(c.rules[1].filter.prefix, "old/");
+    }
+
+    #[test]
     fn errors_say_what_is_wrong() {
         for (xml, want) in [
             ("<Other/>", "root element"),
@@ -383,7 +449,11 @@ mod tests {
             ("<ReplicationConfiguration><Rule><ID>a</ID><Status>On</Status></Rule></ReplicationConfiguration>", "Status must be"),
             ("<ReplicationConfiguration><Rule><ID>a</ID><Status>Enabled</Status><Destination><Bucket>b</Bucket></Destination></Rule></ReplicationConfiguration>", "StorageClass"),
             ("<ReplicationConfiguration><Rule><ID>a</ID><Status>Enabled</Status><Priority>x</Priority></Rule></ReplicationConfiguration>", "Priority"),
-            ("<ReplicationConfiguration><Rule>", "no <Rule>"),
+            ("<ReplicationConfiguration><Rule>", "not well-formed"),
+            ("<ReplicationConfiguration><Rule><ID>a</ID><Status>Enabled</Status><Destination><Bucket>b</Bucket><StorageClass>s</StorageClass></Destination></Rule>", "not well-formed"),
+            ("<ReplicationConfiguration><Rule><ID>a</ID></Rule></Other>", "not well-formed"),
+            ("<ReplicationConfiguration><Rule><ID>a</ID><Status><X/></Status></Rule></ReplicationConfiguration>", "unexpected content"),
+            ("", "empty document"),
         ] {
             let e = ReplicationConfig::parse(xml).unwrap_err();
             assert!(e.to_string().contains(want), "{xml}: {e}");

@@ -1,9 +1,6 @@
 //! Errors shared by every S3 operation: transport failures, service errors parsed from the
 //! XML body, and integrity failures, each classified retryable or permanent.
 
-use quick_xml::events::Event;
-use quick_xml::Reader;
-
 /// An S3 request that did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -117,35 +114,32 @@ impl RequestError {
     }
 }
 
-/// Extracts `<Code>` and `<Message>` from an S3 `<Error>` document.
+/// An S3 error document: `<Error><Code>..</Code><Message>..</Message></Error>`, or the same
+/// `<Error>` wrapped in another element (`<ErrorResponse>`, as some servers answer).
+#[derive(serde::Deserialize)]
+struct ErrorDocument {
+    #[serde(rename = "Code", default)]
+    code: Option<String>,
+    #[serde(rename = "Message", default)]
+    message: Option<String>,
+    #[serde(rename = "Error", default)]
+    error: Option<Box<ErrorDocument>>,
+}
+
+/// Extracts `<Code>` and `<Message>` from an S3 `<Error>` document; `None` when the body is
+/// empty, not XML, or has no code.
 pub fn parse_error_xml(body: &[u8]) -> Option<(String, String)> {
     if body.is_empty() {
         return None;
     }
-    let mut reader = Reader::from_reader(body);
-    let mut code = None;
-    let mut message = String::new();
-    let mut current = Vec::new();
-    let mut buf = Vec::new();
+    let text = std::str::from_utf8(body).ok()?;
+    let mut doc: ErrorDocument = quick_xml::de::from_str(text).ok()?;
     loop {
-        match reader.read_event_into(&mut buf) {
-            Ok(Event::Start(e)) => current = e.name().as_ref().to_vec(),
-            Ok(Event::Text(t)) => {
-                let text = t.unescape().ok()?.into_owned();
-                match current.as_slice() {
-                    b"Code" => code = Some(text),
-                    b"Message" => message = text,
-                    _ => {}
-                }
-            }
-            Ok(Event::End(_)) => current.clear(),
-            Ok(Event::Eof) => break,
-            Err(_) => return None,
-            _ => {}
+        match doc.code.filter(|c| !c.is_empty()) {
+            Some(code) => return Some((code, doc.message.unwrap_or_default())),
+            None => doc = *doc.error?,
         }
-        buf.clear();
     }
-    code.map(|c| (c, message))
 }
 
 /// Why a request body could not be produced.
@@ -243,6 +237,42 @@ mod tests {
         assert_eq!(e.code(), "NoSuchKey");
         assert!(!e.is_retryable());
         assert!(e.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn error_documents() {
+        let wrapped = b"<ErrorResponse><Error><Code>SlowDown</Code><Message>m</Message></Error></ErrorResponse>";
+        assert_eq!(
+            parse_error_xml(wrapped),
+            Some(("SlowDown".to_string(), "m".to_string()))
+        );
+        let no_message = b"<Error><Code>NoSuchUpload</Code><UploadId>u</UploadId></Error>";
+        assert_eq!(
+            parse_error_xml(no_message),
+            Some(("NoSuchUpload".to_string(), String::new()))
+        );
+        let result =
+            b"<CompleteMultipartUploadResult><ETag>e</ETag></CompleteMultipartUploadResult>";
+        for body in [
+            &result[..],
+            b"<Error><Code></Code></Error>",
+            b"<html><body>502 Bad Gateway</body></html>",
+            b"Bad Gateway",
+            b"<Error><Code>x",
+            b"\xff",
+            b"",
+        ] {
+            assert_eq!(
+                parse_error_xml(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            RequestError::from_response(502, b"<html>", "").code(),
+            "Unknown"
+        );
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! PutBucketVersioning that tests and the demo use to prepare sites.
 
 use http::Method;
+use serde::{Deserialize, Serialize};
 
-use super::walk_xml;
+use super::xml::{from_xml, to_xml, S3_XMLNS};
 use crate::s3::client::{Client, Req};
 use crate::s3::error::op_error;
 use crate::s3::http::ReqBody;
@@ -26,6 +27,27 @@ pub enum Versioning {
     Suspended,
 }
 
+/// The `VersioningConfiguration` document: read from GetBucketVersioning (whatever its root
+/// is called: moto answers `GetBucketVersioningResponse`), sent to PutBucketVersioning.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "VersioningConfiguration")]
+struct VersioningConfiguration {
+    #[serde(rename = "@xmlns", default, skip_deserializing)]
+    xmlns: &'static str,
+    #[serde(rename = "Status", default)]
+    status: Option<String>,
+}
+
+/// Parses a GetBucketVersioning response.
+fn parse_versioning(body: &[u8]) -> Result<Versioning, crate::s3::error::RequestError> {
+    let doc: VersioningConfiguration = from_xml(body, "VersioningConfiguration")?;
+    Ok(match doc.status.as_deref().map(str::trim) {
+        Some("Enabled") => Versioning::Enabled,
+        Some("Suspended") => Versioning::Suspended,
+        _ => Versioning::Unversioned,
+    })
+}
+
 fn map_bucket_err(e: crate::s3::error::RequestError) -> BucketError {
     match e.code() {
         "NoSuchBucket" => BucketError::NoSuchBucket,
@@ -42,17 +64,7 @@ impl Client {
             .await
             .map_err(map_bucket_err)?;
         let body = resp.body.collect(64 * 1024).await?;
-        let mut v = Versioning::Unversioned;
-        walk_xml(&body, |path, text| {
-            if path == "Status" {
-                match text.map(str::trim) {
-                    Some("Enabled") => v = Versioning::Enabled,
-                    Some("Suspended") => v = Versioning::Suspended,
-                    _ => {}
-                }
-            }
-        })?;
-        Ok(v)
+        Ok(parse_versioning(&body)?)
     }
 
     /// The ReplicationConfiguration XML document, as stored.
@@ -85,9 +97,11 @@ impl Client {
         enabled: bool,
     ) -> Result<(), BucketError> {
         let status = if enabled { "Enabled" } else { "Suspended" };
-        let xml = format!(
-            "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Status>{status}</Status></VersioningConfiguration>"
-        );
+        let doc = VersioningConfiguration {
+            xmlns: S3_XMLNS,
+            status: Some(status.to_string()),
+        };
+        let xml = to_xml(&doc, "VersioningConfiguration")?;
         let crc = crate::s3::checksum::crc32c(xml.as_bytes());
         let req = Req::new(Method::PUT, bucket, None)
             .query("versioning", "")
@@ -134,5 +148,31 @@ impl Client {
             return Err(BucketError::NoSuchBucket);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioning_documents() {
+        let doc = VersioningConfiguration {
+            xmlns: S3_XMLNS,
+            status: Some("Enabled".into()),
+        };
+        assert_eq!(
+            to_xml(&doc, "VersioningConfiguration").unwrap(),
+            "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Status>Enabled</Status></VersioningConfiguration>"
+        );
+        for (xml, want) in [
+            (&br#"<?xml version="1.0" encoding="UTF-8"?>
+<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>Enabled</Status></VersioningConfiguration>"#[..], Versioning::Enabled),
+            (b"<GetBucketVersioningResponse><Status>Suspended</Status><MfaDelete>Disabled</MfaDelete></GetBucketVersioningResponse>", Versioning::Suspended),
+            (b"<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"/>", Versioning::Unversioned),
+        ] {
+            assert_eq!(parse_versioning(xml).unwrap(), want);
+        }
+        assert!(parse_versioning(b"<VersioningConfiguration>").is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! CreateMultipartUpload: starts an upload with the object's metadata and tags.
 
 use http::Method;
+use serde::Deserialize;
 
-use super::{apply_metadata, encode_tagging, walk_xml, ObjectMetadata};
+use super::xml::{from_xml, non_empty};
+use super::{apply_metadata, encode_tagging, ObjectMetadata};
 use crate::s3::client::{Client, Req};
 use crate::s3::error::{op_error, RequestError};
 
@@ -12,6 +14,13 @@ op_error! {
         #[error("destination bucket does not exist")]
         NoSuchBucket => false, "NoSuchBucket";
     }
+}
+
+/// The `InitiateMultipartUploadResult` document (Bucket and Key are not used).
+#[derive(Deserialize)]
+struct InitiateMultipartUploadResult {
+    #[serde(rename = "UploadId", default, deserialize_with = "non_empty")]
+    upload_id: Option<String>,
 }
 
 impl Client {
@@ -40,15 +49,8 @@ impl Client {
             Err(e) => return Err(e.into()),
         };
         let body = resp.body.collect(64 * 1024).await?;
-        let mut upload_id = None;
-        walk_xml(&body, |path, text| {
-            if path == "UploadId" {
-                if let Some(t) = text {
-                    upload_id = Some(t.to_string());
-                }
-            }
-        })?;
-        upload_id.ok_or_else(|| {
+        let doc: InitiateMultipartUploadResult = from_xml(&body, "InitiateMultipartUploadResult")?;
+        doc.upload_id.ok_or_else(|| {
             RequestError::BadResponse("no UploadId in CreateMultipartUpload response".into()).into()
         })
     }

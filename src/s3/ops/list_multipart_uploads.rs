@@ -1,8 +1,9 @@
 //! ListMultipartUploads: uploads started and neither completed nor aborted.
 
 use http::Method;
+use serde::Deserialize;
 
-use super::walk_xml;
+use super::xml::from_xml;
 use crate::s3::client::{Client, Req};
 use crate::s3::error::op_error;
 
@@ -11,11 +12,39 @@ op_error! {
     ListMultipartUploadsError {}
 }
 
-/// An upload in progress.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// An upload in progress (an `<Upload>` element).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct OpenUpload {
     pub key: String,
     pub upload_id: String,
+}
+
+/// The `ListMultipartUploadsResult` document: its uploads, whatever elements surround them.
+#[derive(Deserialize)]
+struct ListMultipartUploadsResult {
+    #[serde(rename = "$value", default)]
+    children: Vec<Child>,
+}
+
+#[derive(Deserialize)]
+enum Child {
+    Upload(OpenUpload),
+    #[serde(other)]
+    Other,
+}
+
+/// Parses a `ListMultipartUploadsResult` document.
+fn parse_uploads(body: &[u8]) -> Result<Vec<OpenUpload>, crate::s3::error::RequestError> {
+    let doc: ListMultipartUploadsResult = from_xml(body, "ListMultipartUploadsResult")?;
+    Ok(doc
+        .children
+        .into_iter()
+        .filter_map(|c| match c {
+            Child::Upload(u) => Some(u),
+            Child::Other => None,
+        })
+        .collect())
 }
 
 impl Client {
@@ -31,15 +60,33 @@ impl Client {
         }
         let resp = self.send("ListMultipartUploads", req, &[]).await?;
         let body = resp.body.collect(16 * 1024 * 1024).await?;
-        let mut out = Vec::new();
-        let mut cur = OpenUpload::default();
-        walk_xml(&body, |path, text| match (path, text) {
-            ("Upload", None) => cur = OpenUpload::default(),
-            ("Upload/Key", Some(t)) => cur.key = t.to_string(),
-            ("Upload/UploadId", Some(t)) => cur.upload_id = t.to_string(),
-            ("Upload/", None) => out.push(std::mem::take(&mut cur)),
-            _ => {}
-        })?;
-        Ok(out)
+        Ok(parse_uploads(&body)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_uploads() {
+        let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>b</Bucket><KeyMarker></KeyMarker><IsTruncated>false</IsTruncated>
+  <Upload><Key>a b</Key><UploadId>u1</UploadId><Initiator><ID>i</ID></Initiator><StorageClass>STANDARD</StorageClass></Upload>
+  <Upload><Key>c&amp;</Key><UploadId>u2</UploadId></Upload>
+</ListMultipartUploadsResult>"#;
+        let u = parse_uploads(xml).unwrap();
+        let got: Vec<_> = u
+            .iter()
+            .map(|u| (u.key.as_str(), u.upload_id.as_str()))
+            .collect();
+        assert_eq!(got, [("a b", "u1"), ("c&", "u2")]);
+        assert!(
+            parse_uploads(b"<ListMultipartUploadsResult></ListMultipartUploadsResult>")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(parse_uploads(b"<ListMultipartUploadsResult><Upload>").is_err());
     }
 }

@@ -2,8 +2,9 @@
 //! (keys ascending, each key's versions newest first).
 
 use http::Method;
+use serde::Deserialize;
 
-use super::walk_xml;
+use super::xml::{flag, from_xml, non_empty, number};
 use crate::s3::client::{Client, Req};
 use crate::s3::error::op_error;
 
@@ -15,15 +16,21 @@ op_error! {
     }
 }
 
-/// A version or a delete marker, as listed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A version or a delete marker, as listed (its `<Version>` or `<DeleteMarker>` element).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct ListedVersion {
     pub key: String,
     pub version_id: String,
+    #[serde(deserialize_with = "flag")]
     pub is_latest: bool,
+    /// Set from the element's name, not from its content.
+    #[serde(skip)]
     pub delete_marker: bool,
     pub last_modified: String,
+    #[serde(rename = "ETag")]
     pub etag: String,
+    #[serde(deserialize_with = "number")]
     pub size: u64,
 }
 
@@ -58,40 +65,46 @@ pub fn sort_newest_first(entries: &mut [ListedVersion]) {
     });
 }
 
+/// The `ListVersionsResult` document as one list of its children, so that versions and
+/// delete markers keep their document order relative to each other.
+#[derive(Deserialize)]
+struct ListVersionsResult {
+    #[serde(rename = "$value", default)]
+    children: Vec<Child>,
+}
+
+#[derive(Deserialize)]
+enum Child {
+    Version(ListedVersion),
+    DeleteMarker(ListedVersion),
+    #[serde(deserialize_with = "flag")]
+    IsTruncated(bool),
+    #[serde(deserialize_with = "non_empty")]
+    NextKeyMarker(Option<String>),
+    #[serde(deserialize_with = "non_empty")]
+    NextVersionIdMarker(Option<String>),
+    /// Name, Prefix, KeyMarker, MaxKeys, CommonPrefixes and whatever servers add.
+    #[serde(other)]
+    Other,
+}
+
 /// Parses a `ListVersionsResult` document.
 pub fn parse_page(body: &[u8]) -> Result<ListObjectVersionsPage, crate::s3::error::RequestError> {
+    let doc: ListVersionsResult = from_xml(body, "ListVersionsResult")?;
     let mut page = ListObjectVersionsPage::default();
-    let mut cur = ListedVersion::default();
-    walk_xml(body, |path, text| match (path, text) {
-        ("Version", None) => cur = ListedVersion::default(),
-        ("DeleteMarker", None) => {
-            cur = ListedVersion {
+    for child in doc.children {
+        match child {
+            Child::Version(v) => page.versions.push(v),
+            Child::DeleteMarker(v) => page.versions.push(ListedVersion {
                 delete_marker: true,
-                ..Default::default()
-            }
+                ..v
+            }),
+            Child::IsTruncated(t) => page.is_truncated = t,
+            Child::NextKeyMarker(m) => page.next_key_marker = m,
+            Child::NextVersionIdMarker(m) => page.next_version_id_marker = m,
+            Child::Other => {}
         }
-        ("Version/", None) | ("DeleteMarker/", None) => {
-            page.versions.push(std::mem::take(&mut cur))
-        }
-        ("IsTruncated", Some(t)) => page.is_truncated = t.trim() == "true",
-        ("NextKeyMarker", Some(t)) => page.next_key_marker = Some(t.to_string()),
-        ("NextVersionIdMarker", Some(t)) => page.next_version_id_marker = Some(t.to_string()),
-        (p, Some(t)) => {
-            let field = p.rsplit('/').next().unwrap_or("");
-            if p.starts_with("Version/") || p.starts_with("DeleteMarker/") {
-                match field {
-                    "Key" => cur.key = t.to_string(),
-                    "VersionId" => cur.version_id = t.to_string(),
-                    "IsLatest" => cur.is_latest = t.trim() == "true",
-                    "LastModified" => cur.last_modified = t.to_string(),
-                    "ETag" => cur.etag = t.to_string(),
-                    "Size" => cur.size = t.trim().parse().unwrap_or(0),
-                    _ => {}
-                }
-            }
-        }
-        _ => {}
-    })?;
+    }
     Ok(page)
 }
 
@@ -149,5 +162,61 @@ mod tests {
         assert_eq!(p.versions[1].size, 3);
         assert_eq!(p.versions[2].key, "k&2");
         assert_eq!(p.versions[2].etag, "\"e9\"");
+    }
+
+    #[test]
+    fn keeps_the_order_of_versions_and_delete_markers_of_a_key() {
+        let xml = br#"<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Name>b</Name><IsTruncated>false</IsTruncated><MaxKeys>1000</MaxKeys>
+  <Version><Key>a</Key><VersionId>v3</VersionId><IsLatest>true</IsLatest><LastModified>2026-01-01T00:00:01.000Z</LastModified><ETag>"e3"</ETag><Size>3</Size><Owner><ID>o</ID></Owner><StorageClass>STANDARD</StorageClass></Version>
+  <DeleteMarker><Key>a</Key><VersionId>d2</VersionId><IsLatest>false</IsLatest><LastModified>2026-01-01T00:00:01.000Z</LastModified><Owner><ID>o</ID></Owner></DeleteMarker>
+  <Version><Key>a</Key><VersionId>v1</VersionId><IsLatest>false</IsLatest><LastModified>2026-01-01T00:00:01.000Z</LastModified><ETag>"e1"</ETag><Size>1</Size></Version>
+  <DeleteMarker><Key>b</Key><VersionId>d9</VersionId><IsLatest>true</IsLatest><LastModified>2026-01-01T00:00:01.000Z</LastModified></DeleteMarker>
+  <Version><Key>b</Key><VersionId>v8</VersionId><IsLatest>false</IsLatest><LastModified>2026-01-01T00:00:01.000Z</LastModified><ETag>"e8"</ETag><Size>8</Size></Version>
+  <CommonPrefixes><Prefix>c/</Prefix></CommonPrefixes>
+</ListVersionsResult>"#;
+        let p = parse_page(xml).unwrap();
+        let got: Vec<_> = p
+            .versions
+            .iter()
+            .map(|v| (v.key.as_str(), v.version_id.as_str(), v.delete_marker))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", "v3", false),
+                ("a", "d2", true),
+                ("a", "v1", false),
+                ("b", "d9", true),
+                ("b", "v8", false)
+            ]
+        );
+        assert!(!p.is_truncated && p.next_key_marker.is_none());
+        assert_eq!(
+            (p.versions[2].size, p.versions[2].etag.as_str()),
+            (1, "\"e1\"")
+        );
+        // Equal timestamps: the stable sort keeps the listing order after the latest.
+        let mut a = p.versions[..3].to_vec();
+        sort_newest_first(&mut a);
+        let ids: Vec<_> = a.iter().map(|v| v.version_id.as_str()).collect();
+        assert_eq!(ids, ["v3", "d2", "v1"]);
+    }
+
+    #[test]
+    fn keys_keep_their_whitespace_and_bad_documents_are_errors() {
+        let xml = b"<ListVersionsResult><Version><Key> a </Key><VersionId>v</VersionId><Size> 2 </Size></Version><DeleteMarker><Key> </Key></DeleteMarker><NextKeyMarker></NextKeyMarker></ListVersionsResult>";
+        let p = parse_page(xml).unwrap();
+        assert_eq!((p.versions[0].key.as_str(), p.versions[0].size), (" a ", 2));
+        assert_eq!(p.versions[1].key, " ");
+        assert_eq!(p.next_key_marker, None);
+        for bad in [
+            &b"<ListVersionsResult><Version><Key>a</Key>"[..],
+            b"<ListVersionsResult><Version><Size>x</Size></Version></ListVersionsResult>",
+            b"not xml",
+        ] {
+            let e = parse_page(bad).unwrap_err();
+            assert!(e.to_string().contains("ListVersionsResult"), "{e}");
+        }
     }
 }

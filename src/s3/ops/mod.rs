@@ -1,4 +1,5 @@
-//! One file per S3 operation, each with its request, output and error types.
+//! One file per S3 operation, each with its request, output and error types, and `xml`: the
+//! serde reading and writing of S3 XML documents their models share.
 
 pub mod abort_multipart_upload;
 pub mod bucket;
@@ -12,6 +13,7 @@ pub mod list_object_versions;
 pub mod put_object;
 pub mod tagging;
 pub mod upload_part;
+pub(crate) mod xml;
 
 use http::HeaderMap;
 
@@ -150,86 +152,4 @@ pub fn encode_tagging(tags: &[(String, String)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
-}
-
-/// Escapes text for an XML element.
-pub(crate) fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A tiny reader of S3 XML documents, in document order. Paths are relative to the root
-/// element, whose name servers disagree on (moto answers GetBucketVersioning with
-/// `GetBucketVersioningResponse`): `f(path, None)` when an element starts (e.g.
-/// `Version`), `f(path, Some(text))` for its text (`Version/Key`), and `f(path + "/", None)`
-/// when it ends (`Version/`). The root itself is reported as the empty path.
-pub(crate) fn walk_xml(
-    body: &[u8],
-    mut f: impl FnMut(&str, Option<&str>),
-) -> Result<(), RequestError> {
-    use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_reader(body);
-    let mut path = String::new();
-    let mut depth = 0usize;
-    let mut buf = Vec::new();
-    loop {
-        match reader.read_event_into(&mut buf) {
-            Ok(Event::Start(e)) => {
-                depth += 1;
-                if depth > 1 {
-                    if !path.is_empty() {
-                        path.push('/');
-                    }
-                    path.push_str(&String::from_utf8_lossy(e.local_name().as_ref()));
-                }
-                f(&path, None);
-            }
-            Ok(Event::Empty(e)) if depth > 0 => {
-                let mut p = path.clone();
-                if !p.is_empty() {
-                    p.push('/');
-                }
-                p.push_str(&String::from_utf8_lossy(e.local_name().as_ref()));
-                f(&p, None);
-                f(&p, Some(""));
-                f(&format!("{p}/"), None);
-            }
-            Ok(Event::Text(t)) => {
-                let text = t
-                    .unescape()
-                    .map_err(|e| RequestError::BadResponse(format!("bad XML text: {e}")))?;
-                f(&path, Some(&text));
-            }
-            Ok(Event::CData(t)) => {
-                f(&path, Some(&String::from_utf8_lossy(&t)));
-            }
-            Ok(Event::End(_)) => {
-                // Signal the end of an element with a trailing `/`.
-                if depth > 1 {
-                    let ended = format!("{path}/");
-                    f(&ended, None);
-                    match path.rfind('/') {
-                        Some(i) => path.truncate(i),
-                        None => path.clear(),
-                    }
-                }
-                depth = depth.saturating_sub(1);
-            }
-            Ok(Event::Eof) => break,
-            Err(e) => return Err(RequestError::BadResponse(format!("bad XML: {e}"))),
-            _ => {}
-        }
-        buf.clear();
-    }
-    Ok(())
 }
