@@ -154,178 +154,250 @@ fn shard_of(key: &str, shards: usize) -> usize {
 /// Runs the job to completion (or until `shutdown`), showing progress on a terminal.
 pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
     let stats = Stats::new();
-    // Preflight: both buckets reachable, credentials accepted.
+    let dest_versioned = preflight(&job)?;
+    let queues = Arc::new(KeyQueues::new(job.shards.max(1)));
+    let started = Instant::now();
+    let job = Arc::new(job);
+    let shared = ShardShared {
+        job: job.clone(),
+        stats: stats.clone(),
+        shutdown: shutdown.clone(),
+        scan_error: Arc::default(),
+        dest_versioned,
+    };
+    let runner = spawn_shards(shared.clone(), queues);
+    wait_with_progress(&runner, &stats, job.progress);
+    runner
+        .join()
+        .map_err(|_| SyncError::Shard(shard::ShardError::Panicked(0)))??;
+    if let Some(e) = shared.scan_error.lock().expect("scan error").take() {
+        return Err(SyncError::Scan(e));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(summarize(&job, &stats, seconds, shutdown.is_set()))
+}
+
+/// Preflight: both buckets reachable, credentials accepted. Returns whether the destination
+/// keeps versions.
+fn preflight(job: &SyncJob) -> Result<bool, SyncError> {
     let (src_ep, dst_ep) = (
         job.source_endpoint.clone(),
         job.destination_endpoint.clone(),
     );
     let (sb, db) = (job.source.bucket.clone(), job.destination.bucket.clone());
-    let dest_versioned = shard::block_on(async move {
+    shard::block_on(async move {
         let src = Client::new(src_ep, None);
         let dst = Client::new(dst_ep, None);
         check_bucket("source", &src, &sb).await?;
         let v = check_bucket("destination", &dst, &db).await?;
         Ok::<_, String>(v == Versioning::Enabled)
     })?
-    .map_err(SyncError::Preflight)?;
+    .map_err(SyncError::Preflight)
+}
 
-    let shards = job.shards.max(1);
-    let mut senders = Vec::with_capacity(shards);
-    let mut receivers = Vec::with_capacity(shards);
-    for _ in 0..shards {
-        let (tx, rx) = async_channel::bounded::<KeyVersions>(256);
-        senders.push(tx);
-        receivers.push(rx);
+/// What every shard of a sync job shares.
+#[derive(Clone)]
+struct ShardShared {
+    job: Arc<SyncJob>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+    /// Set by the scan when listing the source fails.
+    scan_error: Arc<std::sync::Mutex<Option<String>>>,
+    dest_versioned: bool,
+}
+
+/// One bounded queue of keys per shard; the scan (on shard 0) takes every sender.
+struct KeyQueues {
+    senders: std::sync::Mutex<Option<Vec<async_channel::Sender<KeyVersions>>>>,
+    receivers: Vec<async_channel::Receiver<KeyVersions>>,
+}
+
+impl KeyQueues {
+    /// A queue of 256 keys for each of `shards` shards.
+    fn new(shards: usize) -> Self {
+        let mut senders = Vec::with_capacity(shards);
+        let mut receivers = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = async_channel::bounded::<KeyVersions>(256);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        KeyQueues {
+            senders: std::sync::Mutex::new(Some(senders)),
+            receivers,
+        }
     }
-    let senders = Arc::new(std::sync::Mutex::new(Some(senders)));
-    let receivers = Arc::new(receivers);
-    let scan_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let started = Instant::now();
+}
 
-    let job = Arc::new(job);
-    let runner = {
-        let (stats, shutdown, job, scan_error) = (
-            stats.clone(),
-            shutdown.clone(),
-            job.clone(),
-            scan_error.clone(),
-        );
-        std::thread::spawn(move || {
-            shard::run(shards, job.placement, move |i| {
-                let (stats, shutdown, job, scan_error) = (
-                    stats.clone(),
-                    shutdown.clone(),
-                    job.clone(),
-                    scan_error.clone(),
-                );
-                let rx = receivers[i].clone();
-                let senders = if i == 0 {
-                    senders.lock().expect("senders").take()
-                } else {
-                    None
-                };
-                async move {
-                    let route = Rc::new(Route {
-                        source: Client::new(job.source_endpoint.clone(), None),
-                        source_bucket: job.source.bucket.clone(),
-                        dest: Client::new(job.destination_endpoint.clone(), None),
-                        dest_bucket: job.destination.bucket.clone(),
-                        dest_versioned,
-                    });
-                    let data = Rc::new(DataPath::new(
-                        job.options.clone(),
-                        job.shard_parts,
-                        stats.clone(),
-                        shutdown.clone(),
-                    ));
-                    if let Some(senders) = senders {
-                        let (route, stats, job, scan_error, shutdown) = (
-                            route.clone(),
-                            stats.clone(),
-                            job.clone(),
-                            scan_error.clone(),
-                            shutdown.clone(),
-                        );
-                        glommio::spawn_local(async move {
-                            let r = scan(
-                                &route.source,
-                                &job.source.bucket,
-                                job.source.prefix.as_deref(),
-                                &shutdown,
-                                |kv| {
-                                    let stats = stats.clone();
-                                    let tx = senders[shard_of(&kv.key, senders.len())].clone();
-                                    async move {
-                                        Stats::add(&stats.versions_seen, kv.versions.len() as u64);
-                                        Stats::add(
-                                            &stats.bytes_seen,
-                                            kv.versions.iter().map(|v| v.size).sum(),
-                                        );
-                                        tx.send(kv).await.is_ok()
-                                    }
-                                },
-                            )
-                            .await;
-                            if let Err(e) = r {
-                                *scan_error.lock().expect("scan error") = Some(e.to_string());
-                            }
-                            stats
-                                .scan_done
-                                .store(true, std::sync::atomic::Ordering::SeqCst);
-                            drop(senders);
-                        })
-                        .detach();
-                    }
-                    let concurrency = job.concurrency.max(1) as u64;
-                    let slots = Rc::new(glommio::sync::Semaphore::new(concurrency));
-                    let latency = Rc::new(RefCell::new(latency_histogram()));
-                    while let Ok(kv) = rx.recv().await {
-                        let Ok(permit) = Rc::clone(&slots).acquire_static_permit(1).await else {
-                            break;
-                        };
-                        let (route, data, latency) = (route.clone(), data.clone(), latency.clone());
-                        glommio::spawn_local(async move {
-                            replicate_key(&route, &data, &kv.key, &kv.versions, &latency).await;
-                            drop(permit);
-                        })
-                        .detach();
-                    }
-                    // Wait for every key in flight.
-                    let _ = slots.acquire(concurrency).await;
-                    stats.latency.merge(&latency.borrow());
-                }
-            })
+/// Starts one shard per queue on a thread of its own; the thread ends when every shard has.
+fn spawn_shards(
+    shared: ShardShared,
+    queues: Arc<KeyQueues>,
+) -> std::thread::JoinHandle<Result<Vec<()>, shard::ShardError>> {
+    let shards = queues.receivers.len();
+    let placement = shared.job.placement;
+    std::thread::spawn(move || {
+        shard::run(shards, placement, move |i| {
+            let shared = shared.clone();
+            let rx = queues.receivers[i].clone();
+            let senders = if i == 0 {
+                queues.senders.lock().expect("senders").take()
+            } else {
+                None
+            };
+            shard_task(shared, rx, senders)
         })
-    };
+    })
+}
 
-    let bar = job.progress.then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar
+/// One shard: scans the source if it holds the senders (shard 0), and replicates the keys of
+/// its own queue.
+async fn shard_task(
+    shared: ShardShared,
+    rx: async_channel::Receiver<KeyVersions>,
+    senders: Option<Vec<async_channel::Sender<KeyVersions>>>,
+) {
+    let job = &shared.job;
+    let route = Rc::new(Route {
+        source: Client::new(job.source_endpoint.clone(), None),
+        source_bucket: job.source.bucket.clone(),
+        dest: Client::new(job.destination_endpoint.clone(), None),
+        dest_bucket: job.destination.bucket.clone(),
+        dest_versioned: shared.dest_versioned,
     });
+    let data = Rc::new(DataPath::new(
+        job.options.clone(),
+        job.shard_parts,
+        shared.stats.clone(),
+        shared.shutdown.clone(),
+    ));
+    if let Some(senders) = senders {
+        glommio::spawn_local(scan_source(route.clone(), shared.clone(), senders)).detach();
+    }
+    replicate_queue(route, data, &shared, rx).await;
+}
+
+/// Lists the source and sends each key to the queue of the shard its hash chooses, counting
+/// what it finds; records a listing failure and marks the scan done.
+async fn scan_source(
+    route: Rc<Route>,
+    shared: ShardShared,
+    senders: Vec<async_channel::Sender<KeyVersions>>,
+) {
+    let ShardShared {
+        job,
+        stats,
+        shutdown,
+        scan_error,
+        ..
+    } = shared;
+    let r = scan(
+        &route.source,
+        &job.source.bucket,
+        job.source.prefix.as_deref(),
+        &shutdown,
+        |kv| {
+            let stats = stats.clone();
+            let tx = senders[shard_of(&kv.key, senders.len())].clone();
+            async move {
+                Stats::add(&stats.versions_seen, kv.versions.len() as u64);
+                Stats::add(&stats.bytes_seen, kv.versions.iter().map(|v| v.size).sum());
+                tx.send(kv).await.is_ok()
+            }
+        },
+    )
+    .await;
+    if let Err(e) = r {
+        *scan_error.lock().expect("scan error") = Some(e.to_string());
+    }
+    stats
+        .scan_done
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(senders);
+}
+
+/// Replicates the keys of one shard's queue, up to `concurrency` at once, until the queue
+/// closes; then waits for every key in flight and merges the shard's latencies.
+async fn replicate_queue(
+    route: Rc<Route>,
+    data: Rc<DataPath>,
+    shared: &ShardShared,
+    rx: async_channel::Receiver<KeyVersions>,
+) {
+    let concurrency = shared.job.concurrency.max(1) as u64;
+    let slots = Rc::new(glommio::sync::Semaphore::new(concurrency));
+    let latency = Rc::new(RefCell::new(latency_histogram()));
+    while let Ok(kv) = rx.recv().await {
+        let Ok(permit) = Rc::clone(&slots).acquire_static_permit(1).await else {
+            break;
+        };
+        let (route, data, latency) = (route.clone(), data.clone(), latency.clone());
+        glommio::spawn_local(async move {
+            replicate_key(&route, &data, &kv.key, &kv.versions, &latency).await;
+            drop(permit);
+        })
+        .detach();
+    }
+    // Wait for every key in flight.
+    let _ = slots.acquire(concurrency).await;
+    shared.stats.latency.merge(&latency.borrow());
+}
+
+/// Waits for the shards' thread to finish, drawing progress meanwhile if `progress`.
+fn wait_with_progress<T>(runner: &std::thread::JoinHandle<T>, stats: &Stats, progress: bool) {
+    let bar = progress.then(progress_bar);
     while !runner.is_finished() {
         if let Some(bar) = &bar {
-            let done_versions = Stats::get(&stats.versions_copied)
-                + Stats::get(&stats.delete_markers)
-                + Stats::get(&stats.skipped)
-                + Stats::get(&stats.failed);
-            bar.set_length(Stats::get(&stats.bytes_seen));
-            bar.set_position(Stats::get(&stats.bytes_moved).min(Stats::get(&stats.bytes_seen)));
-            let scanning = if stats.scan_done.load(std::sync::atomic::Ordering::Relaxed) {
-                ""
-            } else {
-                " (scanning)"
-            };
-            bar.set_message(format!(
-                "{done_versions}/{} versions{scanning}, {} failed",
-                Stats::get(&stats.versions_seen),
-                Stats::get(&stats.failed)
-            ));
-            bar.tick();
+            draw_progress(bar, stats);
         }
         std::thread::sleep(Duration::from_millis(if bar.is_some() { 100 } else { 5 }));
     }
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    runner
-        .join()
-        .map_err(|_| SyncError::Shard(shard::ShardError::Panicked(0)))??;
-    if let Some(e) = scan_error.lock().expect("scan error").take() {
-        return Err(SyncError::Scan(e));
-    }
-    let secs = started.elapsed().as_secs_f64();
+}
+
+/// The progress bar: versions done, bytes moved, throughput and ETA.
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Redraws the progress bar from the job's counters.
+fn draw_progress(bar: &indicatif::ProgressBar, stats: &Stats) {
+    let done_versions = Stats::get(&stats.versions_copied)
+        + Stats::get(&stats.delete_markers)
+        + Stats::get(&stats.skipped)
+        + Stats::get(&stats.failed);
+    bar.set_length(Stats::get(&stats.bytes_seen));
+    bar.set_position(Stats::get(&stats.bytes_moved).min(Stats::get(&stats.bytes_seen)));
+    let scanning = if stats.scan_done.load(std::sync::atomic::Ordering::Relaxed) {
+        ""
+    } else {
+        " (scanning)"
+    };
+    bar.set_message(format!(
+        "{done_versions}/{} versions{scanning}, {} failed",
+        Stats::get(&stats.versions_seen),
+        Stats::get(&stats.failed)
+    ));
+    bar.tick();
+}
+
+/// The summary of a finished (or interrupted) job, from its counters.
+fn summarize(job: &SyncJob, stats: &Stats, secs: f64, interrupted: bool) -> Summary {
     let bytes = Stats::get(&stats.bytes_copied);
     let copied = Stats::get(&stats.versions_copied) + Stats::get(&stats.delete_markers);
     let mut failures = stats.failures.lock().expect("failures").clone();
     failures.sort_by(|a, b| (&a.key, &a.version_id).cmp(&(&b.key, &b.version_id)));
-    Ok(Summary {
+    Summary {
         source: job.source.to_string(),
         destination: job.destination.to_string(),
         versions_found: Stats::get(&stats.versions_seen),
@@ -348,9 +420,9 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
                 max: d.as_secs_f64() * 1e3,
             }),
         latency_cdf_ms: crate::metrics::cdf_ms(&stats.latency.snapshot()),
-        interrupted: shutdown.is_set(),
+        interrupted,
         failures,
-    })
+    }
 }
 
 /// Whether progress should be drawn (standard error is a terminal).

@@ -189,34 +189,51 @@ fn size_of(v: Option<toml::Value>) -> u64 {
 /// Picks a profile for `m` and lists the system changes it wants.
 pub fn recommend(m: &Machine) -> Recommendation {
     let speed = m.nic_speed();
-    let (name, why) = match speed {
-        Some(s) if s >= 100_000 || (s >= 40_000 && m.cores >= 48) => {
-            ("100gbe-64core", format!("a {} Gbit/s NIC", s / 1000))
-        }
-        Some(s) if s >= 25_000 => ("25gbe-16core", format!("a {} Gbit/s NIC", s / 1000)),
-        Some(s) if s >= 10_000 => ("10gbe-8core", format!("a {} Gbit/s NIC", s / 1000)),
-        Some(s) => ("small-vm", format!("the fastest NIC runs at {s} Mbit/s")),
-        None if m.cores >= 8 => (
-            "10gbe-8core",
-            format!(
-                "no NIC reports its speed (virtual NICs do not); {} cores",
-                m.cores
-            ),
-        ),
-        None => (
-            "small-vm",
-            format!(
-                "no NIC reports its speed (virtual NICs do not); {} cores",
-                m.cores
-            ),
-        ),
-    };
+    let (name, why) = choose_profile(m.cores, speed);
     let text = PROFILES
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, t)| *t)
         .unwrap_or(PROFILES[0].1);
-    // One shard per core of this machine, whatever the profile was written for.
+    let toml = adapt_profile(m, name, &why, text);
+    let socket_buffer = size_of(profile_value(text, "socket_buffer"));
+    let concurrency = profile_value(text, "concurrency")
+        .and_then(|v| v.as_integer())
+        .unwrap_or(32) as u64;
+    Recommendation {
+        profile: name.into(),
+        why,
+        toml,
+        sysctl: sysctl_changes(m, speed, socket_buffer),
+        ulimit: ulimit_changes(m, concurrency),
+        warnings: machine_warnings(m),
+    }
+}
+
+/// The profile for a machine with `cores` cores whose fastest NIC runs at `speed` Mbit/s,
+/// and why.
+fn choose_profile(cores: usize, speed: Option<u64>) -> (&'static str, String) {
+    match speed {
+        Some(s) if s >= 100_000 || (s >= 40_000 && cores >= 48) => {
+            ("100gbe-64core", format!("a {} Gbit/s NIC", s / 1000))
+        }
+        Some(s) if s >= 25_000 => ("25gbe-16core", format!("a {} Gbit/s NIC", s / 1000)),
+        Some(s) if s >= 10_000 => ("10gbe-8core", format!("a {} Gbit/s NIC", s / 1000)),
+        Some(s) => ("small-vm", format!("the fastest NIC runs at {s} Mbit/s")),
+        None if cores >= 8 => (
+            "10gbe-8core",
+            format!("no NIC reports its speed (virtual NICs do not); {cores} cores"),
+        ),
+        None => (
+            "small-vm",
+            format!("no NIC reports its speed (virtual NICs do not); {cores} cores"),
+        ),
+    }
+}
+
+/// The profile's TOML with a header saying where it came from and one shard per core of
+/// this machine, whatever the profile was written for.
+fn adapt_profile(m: &Machine, name: &str, why: &str, text: &str) -> String {
     let mut toml = String::new();
     toml.push_str(&format!(
         "# Written by `backbeat tune` from the {name} profile ({why}); shards set to this machine's {} cores ({} NUMA node(s)).\n",
@@ -230,12 +247,13 @@ pub fn recommend(m: &Machine) -> Recommendation {
             toml.push('\n');
         }
     }
-    let socket_buffer = size_of(profile_value(text, "socket_buffer"));
-    let concurrency = profile_value(text, "concurrency")
-        .and_then(|v| v.as_integer())
-        .unwrap_or(32) as u64;
+    toml
+}
+
+/// The sysctl commands raising socket buffer limits below what the profile (and the NIC
+/// `speed`) wants.
+fn sysctl_changes(m: &Machine, speed: Option<u64>, socket_buffer: u64) -> Vec<String> {
     let mut sysctl = Vec::new();
-    let mut warnings = Vec::new();
     if socket_buffer > 0 {
         for (key, have) in [
             ("net.core.rmem_max", m.rmem_max),
@@ -259,6 +277,12 @@ pub fn recommend(m: &Machine) -> Recommendation {
             sysctl.push(format!("sysctl -w {key}=\"4096 131072 {want_tcp}\""));
         }
     }
+    sysctl
+}
+
+/// The ulimit commands raising the memlock and open-file limits below what the shards and
+/// `concurrency` transfers each need.
+fn ulimit_changes(m: &Machine, concurrency: u64) -> Vec<String> {
     let mut ulimit = Vec::new();
     // Each shard's io_uring rings count against memlock on kernels before 5.12 (about 1 MiB a
     // shard with glommio's ring sizes; the 8 MiB default is enough for a small VM).
@@ -278,6 +302,12 @@ pub fn recommend(m: &Machine) -> Recommendation {
             "ulimit -n {files_want}   # open files: two connections per transfer in flight, per site; LimitNOFILE= in a systemd unit"
         ));
     }
+    ulimit
+}
+
+/// What no setting fixes: io_uring missing, several NUMA nodes.
+fn machine_warnings(m: &Machine) -> Vec<String> {
+    let mut warnings = Vec::new();
     if let Err(e) = &m.io_uring {
         warnings.push(format!(
             "io_uring is not available ({e}): backbeat cannot run here; use Linux 5.8 or later with io_uring enabled"
@@ -289,14 +319,7 @@ pub fn recommend(m: &Machine) -> Recommendation {
             m.numa_nodes
         ));
     }
-    Recommendation {
-        profile: name.into(),
-        why,
-        toml,
-        sysctl,
-        ulimit,
-        warnings,
-    }
+    warnings
 }
 
 #[cfg(test)]

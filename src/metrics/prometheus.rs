@@ -12,13 +12,111 @@ const BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
-fn counter(out: &mut String, name: &str, help: &str, values: &[(&str, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-    for (site, v) in values {
-        let _ = writeln!(out, "{name}{{site=\"{site}\"}} {v}");
+/// A counter family exported per site.
+struct Counter {
+    name: &'static str,
+    help: &'static str,
+    read: fn(&Stats) -> u64,
+}
+
+/// The counters exported per site, in exposition order.
+const COUNTERS: &[Counter] = &[
+    Counter {
+        name: VERSIONS_COPIED,
+        help: "Object versions replicated.",
+        read: |s| Stats::get(&s.versions_copied),
+    },
+    Counter {
+        name: DELETE_MARKERS,
+        help: "Delete markers replicated.",
+        read: |s| Stats::get(&s.delete_markers),
+    },
+    Counter {
+        name: SKIPPED,
+        help: "Versions already at the destination.",
+        read: |s| Stats::get(&s.skipped),
+    },
+    Counter {
+        name: FAILED,
+        help: "Versions (and malformed messages) that failed.",
+        read: |s| Stats::get(&s.failed),
+    },
+    Counter {
+        name: BYTES_COPIED,
+        help: "Bytes of completed copies.",
+        read: |s| Stats::get(&s.bytes_copied),
+    },
+    Counter {
+        name: RETRIES,
+        help: "Attempts retried after a retryable error.",
+        read: |s| Stats::get(&s.retries),
+    },
+    Counter {
+        name: CHECKSUM_MISMATCHES,
+        help: "Copies whose checksum did not match.",
+        read: |s| Stats::get(&s.checksum_mismatches),
+    },
+];
+
+/// Writes the `# HELP` and `# TYPE` lines of one metric family.
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes one counter family: a sample per site.
+fn counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    sites: &BTreeMap<String, Arc<Stats>>,
+    read: fn(&Stats) -> u64,
+) {
+    header(out, name, help, "counter");
+    for (site, s) in sites {
+        let _ = writeln!(out, "{name}{{site=\"{site}\"}} {}", read(s));
     }
 }
 
+/// Writes one gauge family with a sample per site.
+fn gauge<V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    sites: &BTreeMap<String, Arc<Stats>>,
+    read: impl Fn(&Stats) -> V,
+) {
+    header(out, name, help, "gauge");
+    for (site, s) in sites {
+        let _ = writeln!(out, "{name}{{site=\"{site}\"}} {}", read(s));
+    }
+}
+
+/// Writes the partitions-owned gauge: a sample per site and shard.
+fn partitions_owned(out: &mut String, sites: &BTreeMap<String, Arc<Stats>>) {
+    header(
+        out,
+        PARTITIONS_OWNED,
+        "Replication topic partitions owned, per shard of this process.",
+        "gauge",
+    );
+    for (site, st) in sites {
+        for (i, p) in st
+            .shard_partitions
+            .lock()
+            .expect("partition gauges")
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "{PARTITIONS_OWNED}{{site=\"{site}\",shard=\"{i}\"}} {}",
+                p.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// Writes one histogram family: cumulative buckets, sum and count per site.
 fn histogram(
     out: &mut String,
     name: &str,
@@ -26,7 +124,7 @@ fn histogram(
     sites: &BTreeMap<String, Arc<Stats>>,
     get: impl Fn(&Stats) -> hdrhistogram::Histogram<u64>,
 ) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    header(out, name, help, "histogram");
     for (site, s) in sites {
         let h = get(s);
         for le in BUCKETS {
@@ -56,98 +154,27 @@ fn histogram(
 /// hdrhistograms merged now).
 pub fn render(sites: &BTreeMap<String, Arc<Stats>>) -> String {
     let mut out = String::new();
-    let get = |f: fn(&Stats) -> u64| {
-        sites
-            .iter()
-            .map(|(n, s)| (n.as_str(), f(s)))
-            .collect::<Vec<_>>()
-    };
-    counter(
-        &mut out,
-        VERSIONS_COPIED,
-        "Object versions replicated.",
-        &get(|s| Stats::get(&s.versions_copied)),
-    );
-    counter(
-        &mut out,
-        DELETE_MARKERS,
-        "Delete markers replicated.",
-        &get(|s| Stats::get(&s.delete_markers)),
-    );
-    counter(
-        &mut out,
-        SKIPPED,
-        "Versions already at the destination.",
-        &get(|s| Stats::get(&s.skipped)),
-    );
-    counter(
-        &mut out,
-        FAILED,
-        "Versions (and malformed messages) that failed.",
-        &get(|s| Stats::get(&s.failed)),
-    );
-    counter(
-        &mut out,
-        BYTES_COPIED,
-        "Bytes of completed copies.",
-        &get(|s| Stats::get(&s.bytes_copied)),
-    );
-    counter(
-        &mut out,
-        RETRIES,
-        "Attempts retried after a retryable error.",
-        &get(|s| Stats::get(&s.retries)),
-    );
-    counter(
-        &mut out,
-        CHECKSUM_MISMATCHES,
-        "Copies whose checksum did not match.",
-        &get(|s| Stats::get(&s.checksum_mismatches)),
-    );
-    let _ = writeln!(out, "# HELP {PARTITIONS_OWNED} Replication topic partitions owned, per shard of this process.\n# TYPE {PARTITIONS_OWNED} gauge");
-    for (site, st) in sites {
-        for (i, p) in st
-            .shard_partitions
-            .lock()
-            .expect("partition gauges")
-            .iter()
-            .enumerate()
-        {
-            let _ = writeln!(
-                out,
-                "{PARTITIONS_OWNED}{{site=\"{site}\",shard=\"{i}\"}} {}",
-                p.load(std::sync::atomic::Ordering::Relaxed)
-            );
-        }
+    for c in COUNTERS {
+        counter(&mut out, c.name, c.help, sites, c.read);
     }
-    let _ = writeln!(
-        out,
-        "# HELP {IN_FLIGHT} Entries being replicated now.\n# TYPE {IN_FLIGHT} gauge"
+    partitions_owned(&mut out, sites);
+    gauge(
+        &mut out,
+        IN_FLIGHT,
+        "Entries being replicated now.",
+        sites,
+        |s| Stats::get(&s.in_flight),
     );
-    for (site, st) in sites {
-        let _ = writeln!(
-            out,
-            "{IN_FLIGHT}{{site=\"{site}\"}} {}",
-            Stats::get(&st.in_flight)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP {OLDEST_CHANGE_IN_FLIGHT} Age of the oldest source change being replicated now.\n# TYPE {OLDEST_CHANGE_IN_FLIGHT} gauge"
+    gauge(
+        &mut out,
+        OLDEST_CHANGE_IN_FLIGHT,
+        "Age of the oldest source change being replicated now.",
+        sites,
+        |s| {
+            let objects = s.objects.lock().expect("object tracker");
+            objects.oldest_in_flight().unwrap_or_default().as_secs_f64()
+        },
     );
-    for (site, st) in sites {
-        let age = st
-            .objects
-            .lock()
-            .expect("object tracker")
-            .oldest_in_flight()
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{OLDEST_CHANGE_IN_FLIGHT}{{site=\"{site}\"}} {}",
-            age.as_secs_f64()
-        );
-    }
     histogram(
         &mut out,
         REPLICATION_LATENCY,

@@ -146,25 +146,8 @@ async fn entry_for(
     v: &Version,
     event_time: Option<String>,
 ) -> Result<Option<ReplicationEntry>, PopulateError> {
-    let needs_tags = !v.delete_marker
-        && rules
-            .rules
-            .iter()
-            .any(|r| r.enabled && !r.filter.tags.is_empty());
-    let tags = if needs_tags {
-        let vid = (v.version_id != "null").then_some(v.version_id.as_str());
-        match source.get_object_tagging(bucket, &v.key, vid).await {
-            Ok(t) => t,
-            Err(TaggingError::NotFound) => return Ok(None),
-            Err(e) => {
-                return Err(PopulateError::Rules {
-                    bucket: bucket.into(),
-                    message: format!("tags of {}: {e}", v.key),
-                })
-            }
-        }
-    } else {
-        Vec::new()
+    let Some(tags) = tags_for(source, rules, bucket, v).await? else {
+        return Ok(None);
     };
     let Some(decision) = rules.decide(&v.key, &tags, v.delete_marker) else {
         return Ok(None);
@@ -201,6 +184,34 @@ async fn entry_for(
     }))
 }
 
+/// The version's tags when a rule filters on tags (none otherwise), or `None` when the
+/// version is gone from the source.
+async fn tags_for(
+    source: &Client,
+    rules: &ReplicationConfig,
+    bucket: &str,
+    v: &Version,
+) -> Result<Option<Vec<(String, String)>>, PopulateError> {
+    let needs_tags = !v.delete_marker
+        && rules
+            .rules
+            .iter()
+            .any(|r| r.enabled && !r.filter.tags.is_empty());
+    if !needs_tags {
+        return Ok(Some(Vec::new()));
+    }
+    let vid = (v.version_id != "null").then_some(v.version_id.as_str());
+    match source.get_object_tagging(bucket, &v.key, vid).await {
+        Ok(t) => Ok(Some(t)),
+        Err(TaggingError::NotFound) => Ok(None),
+        Err(e) => Err(PopulateError::Rules {
+            bucket: bucket.into(),
+            message: format!("tags of {}: {e}", v.key),
+        }),
+    }
+}
+
+/// Sends one entry to the replication topic, once backpressure (if any) admits it.
 async fn produce(
     cfg: &PopulateConfig,
     p: &Producer,
@@ -230,6 +241,9 @@ async fn produce(
     r
 }
 
+/// One message of the events topic: partition, offset and payload.
+type EventMessage = (i32, i64, Vec<u8>);
+
 /// Consumes the events topic until shutdown.
 pub async fn run_events(
     cfg: PopulateConfig,
@@ -248,35 +262,20 @@ pub async fn run_events(
     let producer = kafka::producer(&cfg.brokers)?;
     let source = Client::new(cfg.source.clone(), None);
     let rules = RulesCache::new(&cfg)?;
+    let intake = EventIntake {
+        cfg,
+        source,
+        producer,
+        rules,
+        stats,
+    };
     while !shutdown.is_set() {
-        // A batch: the first message waits, then whatever is already there (up to 512).
-        let mut batch: Vec<(i32, i64, Vec<u8>)> = Vec::new();
-        match kafka::recv_within(&consumer, Duration::from_millis(200)).await {
-            None => continue,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "consume error");
-                glommio::timer::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            Some(Ok(m)) => batch.push((
-                m.partition(),
-                m.offset(),
-                m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            )),
-        }
-        while batch.len() < 512 {
-            match futures_lite::future::poll_once(consumer.recv()).await {
-                Some(Ok(m)) => batch.push((
-                    m.partition(),
-                    m.offset(),
-                    m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                )),
-                _ => break,
-            }
-        }
+        let Some(batch) = next_batch(&consumer).await else {
+            continue;
+        };
         // Retry the batch until its entries are produced (or shutdown): never skip one.
         // Entries are sent in message order, so an object's versions keep their order.
-        let attempt = |_| handle_batch(&cfg, &source, &producer, &rules, &stats, &batch);
+        let attempt = |_| intake.handle_batch(&batch);
         let what = "turning events into entries";
         let never = |_: &PopulateError| false;
         if retry(&RetryPolicy::UNTIL_DONE, &shutdown, what, never, attempt)
@@ -285,59 +284,131 @@ pub async fn run_events(
         {
             return Ok(());
         }
-        let mut next: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
-        for (p, o, _) in &batch {
-            let e = next.entry(*p).or_insert(0);
-            *e = (*e).max(o + 1);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in next {
-            let _ = tpl.add_partition_offset(&cfg.topics.events, p, Offset::Offset(o));
-        }
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            tracing::warn!(error = %e, "commit failed");
-        }
+        commit_batch(&consumer, &intake.cfg.topics.events, &batch);
     }
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
     consumer.unsubscribe();
     Ok(())
 }
 
-async fn handle_batch(
-    cfg: &PopulateConfig,
-    source: &Client,
-    producer: &Producer,
-    rules: &RulesCache,
-    stats: &Stats,
-    batch: &[(i32, i64, Vec<u8>)],
-) -> Result<(), PopulateError> {
-    let mut entries = Vec::new();
-    for (partition, offset, payload) in batch {
-        let changes = match events::parse(payload) {
-            Ok(c) => c,
-            Err(e) => {
-                let doc = serde_json::json!({
-                    "v": VERSION, "kind": "malformed-event", "topic": cfg.topics.events, "partition": partition,
-                    "offset": offset, "reason": e.0, "payload": String::from_utf8_lossy(payload),
-                });
-                let k = format!("malformed/{}/{partition}/{offset}", cfg.topics.events);
-                kafka::send(
-                    producer,
-                    &cfg.topics.failed,
-                    &k,
-                    Some(doc.to_string().as_bytes()),
-                )
-                .await?;
-                Stats::add(&stats.failed, 1);
-                tracing::warn!(partition, offset, reason = %e, "malformed event sent to the failed topic");
-                continue;
+/// A batch: the first message waits (up to 200 ms), then whatever is already there (up to
+/// 512). `None` when no message came (after a pause on a consume error).
+async fn next_batch(
+    consumer: &kafka::Consumer<DefaultConsumerContext>,
+) -> Option<Vec<EventMessage>> {
+    let message = |m: &rdkafka::message::BorrowedMessage<'_>| {
+        (
+            m.partition(),
+            m.offset(),
+            m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        )
+    };
+    let mut batch: Vec<EventMessage> = Vec::new();
+    match kafka::recv_within(consumer, Duration::from_millis(200)).await {
+        None => return None,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "consume error");
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            return None;
+        }
+        Some(Ok(m)) => batch.push(message(&m)),
+    }
+    while batch.len() < 512 {
+        match futures_lite::future::poll_once(consumer.recv()).await {
+            Some(Ok(m)) => batch.push(message(&m)),
+            _ => break,
+        }
+    }
+    Some(batch)
+}
+
+/// Commits (asynchronously) the offset after each partition's last message of `batch`.
+fn commit_batch(
+    consumer: &kafka::Consumer<DefaultConsumerContext>,
+    topic: &str,
+    batch: &[EventMessage],
+) {
+    let mut next: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
+    for (p, o, _) in batch {
+        let e = next.entry(*p).or_insert(0);
+        *e = (*e).max(o + 1);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in next {
+        let _ = tpl.add_partition_offset(topic, p, Offset::Offset(o));
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::warn!(error = %e, "commit failed");
+    }
+}
+
+/// What turning event notifications into entries needs, for every batch.
+struct EventIntake {
+    cfg: PopulateConfig,
+    source: Client,
+    producer: Producer,
+    rules: RulesCache,
+    stats: Arc<Stats>,
+}
+
+impl EventIntake {
+    /// Turns a batch of messages into entries and produces them all, in message order;
+    /// malformed messages go to the failed topic.
+    async fn handle_batch(&self, batch: &[EventMessage]) -> Result<(), PopulateError> {
+        let mut entries = Vec::new();
+        for (partition, offset, payload) in batch {
+            match events::parse(payload) {
+                Ok(changes) => self.add_entries(changes, &mut entries).await?,
+                Err(e) => {
+                    self.send_malformed(*partition, *offset, payload, &e)
+                        .await?
+                }
             }
-        };
+        }
+        self.admit_all(entries.len()).await?;
+        self.send_all(&entries).await?;
+        Stats::add(&self.stats.versions_seen, entries.len() as u64);
+        Ok(())
+    }
+
+    /// Sends a message that is not an event notification to the failed topic, with why.
+    async fn send_malformed(
+        &self,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+        e: &events::MalformedEvent,
+    ) -> Result<(), PopulateError> {
+        let topics = &self.cfg.topics;
+        let doc = serde_json::json!({
+            "v": VERSION, "kind": "malformed-event", "topic": topics.events, "partition": partition,
+            "offset": offset, "reason": e.0, "payload": String::from_utf8_lossy(payload),
+        });
+        let k = format!("malformed/{}/{partition}/{offset}", topics.events);
+        kafka::send(
+            &self.producer,
+            &topics.failed,
+            &k,
+            Some(doc.to_string().as_bytes()),
+        )
+        .await?;
+        Stats::add(&self.stats.failed, 1);
+        tracing::warn!(partition, offset, reason = %e, "malformed event sent to the failed topic");
+        Ok(())
+    }
+
+    /// Appends the entries of the changes (of configured buckets with rules) to `entries`.
+    async fn add_entries(
+        &self,
+        changes: Vec<events::Change>,
+        entries: &mut Vec<ReplicationEntry>,
+    ) -> Result<(), PopulateError> {
+        let (cfg, source) = (&self.cfg, &self.source);
         for c in changes {
             if !cfg.buckets.is_empty() && !cfg.buckets.contains(&c.bucket) {
                 continue;
             }
-            let Some(r) = rules.get(source, &c.bucket).await? else {
+            let Some(r) = self.rules.get(source, &c.bucket).await? else {
                 continue;
             };
             let v = Version {
@@ -352,44 +423,55 @@ async fn handle_batch(
                 entries.push(e);
             }
         }
+        Ok(())
     }
-    // Admissions first, one by one, then every send at once: librdkafka enqueues them in
-    // this order, so an object's versions stay in order in their partition.
-    if let Some(b) = &cfg.backpressure {
-        for admitted in 0..entries.len() {
-            if !b.admit(&cfg.shutdown).await {
+
+    /// Waits for backpressure (if any) to admit `n` entries, one by one; on shutdown gives
+    /// the admissions back and fails.
+    async fn admit_all(&self, n: usize) -> Result<(), PopulateError> {
+        let Some(b) = &self.cfg.backpressure else {
+            return Ok(());
+        };
+        for admitted in 0..n {
+            if !b.admit(&self.cfg.shutdown).await {
                 for _ in 0..admitted {
                     b.cancel();
                 }
                 return Err(QueueError::Produce {
-                    topic: cfg.topics.replication.clone(),
+                    topic: self.cfg.topics.replication.clone(),
                     error: rdkafka::error::KafkaError::Canceled,
                 }
                 .into());
             }
         }
+        Ok(())
     }
-    let encoded: Vec<(String, Vec<u8>)> = entries
-        .iter()
-        .map(|e| (e.kafka_key(), e.encode()))
-        .collect();
-    let sends = encoded
-        .iter()
-        .map(|(k, v)| kafka::send(producer, &cfg.topics.replication, k, Some(v)));
-    let results = futures_util::future::join_all(sends).await;
-    let failed = results.iter().filter(|r| r.is_err()).count();
-    if failed > 0 {
-        if let Some(b) = &cfg.backpressure {
-            for _ in 0..failed {
-                b.cancel();
+
+    /// Sends every (admitted) entry at once. Admissions come first: librdkafka enqueues the
+    /// sends in this order, so an object's versions stay in order in their partition.
+    async fn send_all(&self, entries: &[ReplicationEntry]) -> Result<(), PopulateError> {
+        let encoded: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .map(|e| (e.kafka_key(), e.encode()))
+            .collect();
+        let topic = &self.cfg.topics.replication;
+        let sends = encoded
+            .iter()
+            .map(|(k, v)| kafka::send(&self.producer, topic, k, Some(v)));
+        let results = futures_util::future::join_all(sends).await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed > 0 {
+            if let Some(b) = &self.cfg.backpressure {
+                for _ in 0..failed {
+                    b.cancel();
+                }
+            }
+            for r in results {
+                r?;
             }
         }
-        for r in results {
-            r?;
-        }
+        Ok(())
     }
-    Stats::add(&stats.versions_seen, entries.len() as u64);
-    Ok(())
 }
 
 /// What a scan enqueued.
@@ -417,8 +499,42 @@ pub async fn scan_enqueue(
     let Some(r) = rules.get(&source, bucket).await? else {
         return Err(PopulateError::Rules { bucket: bucket.into(), message: "no replication configuration (set source.rules_file or the bucket's ReplicationConfiguration)".into() });
     };
-    let routes: BTreeMap<String, Route> = cfg
-        .sites
+    let job = ScanJob {
+        cfg,
+        routes: site_routes(cfg, &source, bucket),
+        source: &source,
+        producer: &producer,
+        rules: &r,
+        bucket,
+        missing_only,
+        summary: std::cell::RefCell::new(ScanSummary::default()),
+    };
+    let failure: std::cell::RefCell<Option<PopulateError>> = std::cell::RefCell::new(None);
+    let progress = std::cell::RefCell::new(&mut progress);
+    let started = Instant::now();
+    let result = scan(&source, bucket, prefix, shutdown, |kv: KeyVersions| {
+        let (job, failure, progress) = (&job, &failure, &progress);
+        async move {
+            if let Err(e) = job.enqueue_key(&kv).await {
+                *failure.borrow_mut() = Some(e);
+                return false;
+            }
+            (progress.borrow_mut())(&job.summary.borrow());
+            true
+        }
+    })
+    .await;
+    if let Some(f) = failure.into_inner() {
+        return Err(f);
+    }
+    result.map_err(|e| PopulateError::Scan(e.to_string()))?;
+    tracing::info!(elapsed = ?started.elapsed(), "scan done");
+    Ok(job.summary.into_inner())
+}
+
+/// The route from `bucket` to each configured site (for `--missing-only`).
+fn site_routes(cfg: &PopulateConfig, source: &Client, bucket: &str) -> BTreeMap<String, Route> {
+    cfg.sites
         .iter()
         .map(|(name, s)| {
             let dest_bucket = s.buckets.get(bucket).map_or(bucket, |b| b.as_str());
@@ -431,66 +547,65 @@ pub async fn scan_enqueue(
             };
             (name.clone(), route)
         })
-        .collect();
-    let summary = std::cell::RefCell::new(ScanSummary::default());
-    let failure: std::cell::RefCell<Option<PopulateError>> = std::cell::RefCell::new(None);
-    let progress = std::cell::RefCell::new(&mut progress);
-    let started = Instant::now();
-    let result = scan(&source, bucket, prefix, shutdown, |kv: KeyVersions| {
-        let (r, producer, routes, source) = (&r, &producer, &routes, &source);
-        let (summary, failure, progress) = (&summary, &failure, &progress);
-        async move {
-            let mut applied: HashMap<&str, usize> = HashMap::new();
-            if missing_only {
-                for (name, route) in routes {
-                    match route.applied_prefix(&kv.key, &kv.versions).await {
-                        Ok(n) => {
-                            applied.insert(name.as_str(), n);
-                        }
-                        Err(e) => {
-                            *failure.borrow_mut() = Some(PopulateError::Scan(format!(
-                                "checking {} at site {name}: {e}",
-                                kv.key
-                            )));
-                            return false;
-                        }
-                    }
+        .collect()
+}
+
+/// What a scan needs for every key, and what it has enqueued so far.
+struct ScanJob<'a> {
+    cfg: &'a PopulateConfig,
+    source: &'a Client,
+    producer: &'a Producer,
+    rules: &'a ReplicationConfig,
+    routes: BTreeMap<String, Route>,
+    bucket: &'a str,
+    missing_only: bool,
+    summary: std::cell::RefCell<ScanSummary>,
+}
+
+impl ScanJob<'_> {
+    /// Enqueues the entries of one key's versions (with `missing_only`, each to the sites
+    /// that lack it), counting them in the summary.
+    async fn enqueue_key(&self, kv: &KeyVersions) -> Result<(), PopulateError> {
+        let applied = if self.missing_only {
+            self.applied_prefixes(kv).await?
+        } else {
+            HashMap::new()
+        };
+        for (i, v) in kv.versions.iter().enumerate() {
+            self.summary.borrow_mut().versions_found += 1;
+            let entry = entry_for(self.cfg, self.source, self.rules, self.bucket, v, None).await?;
+            let Some(mut e) = entry else {
+                continue;
+            };
+            if self.missing_only {
+                e.sites
+                    .retain(|s| applied.get(s.as_str()).is_none_or(|n| i >= *n));
+                if e.sites.is_empty() {
+                    self.summary.borrow_mut().already_present += 1;
+                    continue;
                 }
             }
-            for (i, v) in kv.versions.iter().enumerate() {
-                summary.borrow_mut().versions_found += 1;
-                let e = match entry_for(cfg, source, r, bucket, v, None).await {
-                    Ok(Some(e)) => e,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        *failure.borrow_mut() = Some(e);
-                        return false;
-                    }
-                };
-                let mut e = e;
-                if missing_only {
-                    e.sites
-                        .retain(|s| applied.get(s.as_str()).is_none_or(|n| i >= *n));
-                    if e.sites.is_empty() {
-                        summary.borrow_mut().already_present += 1;
-                        continue;
-                    }
-                }
-                if let Err(err) = produce(cfg, producer, &e).await {
-                    *failure.borrow_mut() = Some(err.into());
-                    return false;
-                }
-                summary.borrow_mut().entries_enqueued += 1;
-            }
-            (progress.borrow_mut())(&summary.borrow());
-            true
+            produce(self.cfg, self.producer, &e).await?;
+            self.summary.borrow_mut().entries_enqueued += 1;
         }
-    })
-    .await;
-    if let Some(f) = failure.into_inner() {
-        return Err(f);
+        Ok(())
     }
-    result.map_err(|e| PopulateError::Scan(e.to_string()))?;
-    tracing::info!(elapsed = ?started.elapsed(), "scan done");
-    Ok(summary.into_inner())
+
+    /// How many of the key's versions (oldest first) each site already holds.
+    async fn applied_prefixes(
+        &self,
+        kv: &KeyVersions,
+    ) -> Result<HashMap<&str, usize>, PopulateError> {
+        let mut applied = HashMap::new();
+        for (name, route) in &self.routes {
+            let n = route
+                .applied_prefix(&kv.key, &kv.versions)
+                .await
+                .map_err(|e| {
+                    PopulateError::Scan(format!("checking {} at site {name}: {e}", kv.key))
+                })?;
+            applied.insert(name.as_str(), n);
+        }
+        Ok(applied)
+    }
 }
