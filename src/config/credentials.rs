@@ -1,9 +1,11 @@
 //! Credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, or from a profile of the
-//! AWS shared credentials and config files.
+//! AWS shared credentials and config files; and the other settings every AWS tool reads from
+//! the environment or a profile: region, endpoint URL and CA bundle.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::file::Origin;
 use crate::s3::Credentials;
 
 /// Why credentials could not be found.
@@ -150,19 +152,66 @@ pub fn resolve(profile: Option<&str>, env: &dyn Env) -> Result<Credentials, Cred
     }
 }
 
-/// The region of a profile in the config file, if set.
-pub fn profile_region(profile: &str, env: &dyn Env) -> Option<String> {
-    let conf_file = env
+/// An S3 setting that AWS tools read from the environment, then from a profile of the AWS
+/// config file, when neither the command line nor a configuration file gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsSetting {
+    Region,
+    EndpointUrl,
+    CaBundle,
+}
+
+impl AwsSetting {
+    /// The environment variables that set it; the first one set wins (the S3-specific
+    /// `AWS_ENDPOINT_URL_S3` before `AWS_ENDPOINT_URL`).
+    pub fn env_vars(self) -> &'static [&'static str] {
+        match self {
+            AwsSetting::Region => &["AWS_REGION", "AWS_DEFAULT_REGION"],
+            AwsSetting::EndpointUrl => &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
+            AwsSetting::CaBundle => &["AWS_CA_BUNDLE"],
+        }
+    }
+
+    /// Its key in a profile of the AWS config file.
+    pub fn profile_key(self) -> &'static str {
+        match self {
+            AwsSetting::Region => "region",
+            AwsSetting::EndpointUrl => "endpoint_url",
+            AwsSetting::CaBundle => "ca_bundle",
+        }
+    }
+}
+
+/// `setting` from the environment, else from the AWS config file's profile (`profile`, else
+/// `AWS_PROFILE`, else `default`), with where it was found.
+pub fn aws_setting(
+    setting: AwsSetting,
+    profile: Option<&str>,
+    env: &dyn Env,
+) -> Option<(String, Origin)> {
+    for var in setting.env_vars() {
+        if let Some(v) = env.var(var) {
+            return Some((v, Origin::Env(var)));
+        }
+    }
+    let name = profile
+        .map(str::to_string)
+        .or_else(|| env.var("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".into());
+    let file = env
         .var("AWS_CONFIG_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| home(env).join(".aws/config"));
-    let ini = parse_ini(&read(&conf_file)?);
-    let section = if profile == "default" {
+    let section = if name == "default" {
         "default".to_string()
     } else {
-        format!("profile {profile}")
+        format!("profile {name}")
     };
-    ini.get(&section)?.get("region").cloned()
+    let value = parse_ini(&read(&file)?)
+        .get(&section)?
+        .get(setting.profile_key())?
+        .clone();
+    Some((value, Origin::AwsProfile { name, file }))
 }
 
 #[cfg(test)]
@@ -200,7 +249,16 @@ mod tests {
         let e = env(&base);
         assert_eq!(resolve(None, &e).unwrap().access_key_id, "D");
         assert_eq!(resolve(Some("dst"), &e).unwrap().access_key_id, "X");
-        assert_eq!(profile_region("dst", &e).as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            aws_setting(AwsSetting::Region, Some("dst"), &e),
+            Some((
+                "eu-west-1".into(),
+                Origin::AwsProfile {
+                    name: "dst".into(),
+                    file: conf.clone()
+                }
+            ))
+        );
         assert!(matches!(
             resolve(Some("nope"), &e),
             Err(CredentialsError::NoProfile { .. })
