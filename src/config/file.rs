@@ -367,8 +367,36 @@ fn mark(table: &toml::Table, prefix: &str, origin: &Origin, out: &mut BTreeMap<S
 }
 
 /// Applies a `[replication]` table read from `path` to `t`.
-fn apply_tuning(path: &Path, f: TuningFile, t: &mut ReplicationTuning) -> Result<(), ConfigError> {
-    f.apply(t).map_err(|(key, m)| error(path, key, m))
+/// The line of `[section]`'s `key = ...` in `text` (the plain layout; `None` otherwise).
+fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
+    let (section, key) = dotted.rsplit_once('.')?;
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_string();
+        } else if current == section
+            && line
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// Applies a `[replication]` table read from `path` (whose text is `text`) to `t`.
+fn apply_tuning(
+    path: &Path,
+    text: &str,
+    f: TuningFile,
+    t: &mut ReplicationTuning,
+) -> Result<(), ConfigError> {
+    f.apply(t).map_err(|(key, m)| ConfigError {
+        line: line_of_key(text, key),
+        ..error(path, key, m)
+    })
 }
 
 /// Loads the tuning profile at `path` into `t`.
@@ -381,9 +409,12 @@ fn load_profile(
     let p: ProfileModel = model(path, &text)?;
     if p.replication.profile.is_some() {
         let m = "a tuning profile cannot name another profile";
-        return Err(error(path, "replication.profile", m));
+        return Err(ConfigError {
+            line: line_of_key(&text, "replication.profile"),
+            ..error(path, "replication.profile", m)
+        });
     }
-    apply_tuning(path, p.replication, t)?;
+    apply_tuning(path, &text, p.replication, t)?;
     mark(&table, "", &Origin::Profile(path.to_path_buf()), origins);
     Ok(())
 }
@@ -408,6 +439,7 @@ impl Config {
         mark(&table, "", &Origin::File(path.to_path_buf()), &mut origins);
         apply_tuning(
             path,
+            &text,
             std::mem::take(&mut file.replication),
             &mut replication,
         )?;
@@ -852,17 +884,19 @@ mod more_tests {
             "b.toml",
             "[replication]\nprofile = \"p.toml\"\n",
         );
-        for (text, key) in [
-            ("[replication]\nattempts = 0\n", "replication.attempts"),
-            ("[kafka]\npartitions = 2\n", "kafka"),
+        for (text, key, line) in [
+            ("[replication]\nattempts = 0\n", "replication.attempts", 2),
+            ("[kafka]\npartitions = 2\n", "kafka", 1),
             (
                 "[replication]\nprofile = \"q.toml\"\n",
                 "replication.profile",
+                2,
             ),
         ] {
             write(dir.path(), "p.toml", text);
             let e = Config::load_with_env(&cfg, &home).unwrap_err();
             assert!(e.file.ends_with("p.toml") && e.key == key, "{text}: {e}");
+            assert_eq!(e.line, Some(line), "{e}");
         }
     }
 
