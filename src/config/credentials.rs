@@ -49,6 +49,30 @@ fn home(env: &dyn Env) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
+/// The profile: the one named, else `AWS_PROFILE`, else `default`.
+fn profile_name(profile: Option<&str>, env: &dyn Env) -> String {
+    profile
+        .map(str::to_string)
+        .or_else(|| env.var("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".into())
+}
+
+/// The AWS config file: `AWS_CONFIG_FILE`, else `~/.aws/config`.
+fn config_file(env: &dyn Env) -> PathBuf {
+    env.var("AWS_CONFIG_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home(env).join(".aws/config"))
+}
+
+/// A profile's section in the config file (`[profile NAME]`, but `[default]`).
+fn config_section(name: &str) -> String {
+    if name == "default" {
+        "default".into()
+    } else {
+        format!("profile {name}")
+    }
+}
+
 /// Parses an INI file into sections of key/value pairs.
 fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
     let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
@@ -75,6 +99,28 @@ fn read(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
+/// Credentials from a profile's section of `file`: both keys, or an error naming the missing one.
+fn from_section(
+    sec: &HashMap<String, String>,
+    profile: &str,
+    file: &Path,
+) -> Result<Credentials, CredentialsError> {
+    let get = |key: &'static str| {
+        sec.get(key)
+            .cloned()
+            .ok_or_else(|| CredentialsError::Incomplete {
+                profile: profile.to_string(),
+                file: file.display().to_string(),
+                key,
+            })
+    };
+    Ok(Credentials {
+        access_key_id: get("aws_access_key_id")?,
+        secret_access_key: get("aws_secret_access_key")?,
+        session_token: sec.get("aws_session_token").cloned(),
+    })
+}
+
 /// Resolves credentials: a named profile if given, else the environment variables, else
 /// `AWS_PROFILE` or the `default` profile.
 pub fn resolve(profile: Option<&str>, env: &dyn Env) -> Result<Credentials, CredentialsError> {
@@ -91,28 +137,15 @@ pub fn resolve(profile: Option<&str>, env: &dyn Env) -> Result<Credentials, Cred
         }
     }
     let explicit = profile.is_some() || env.var("AWS_PROFILE").is_some();
-    let name = profile
-        .map(str::to_string)
-        .or_else(|| env.var("AWS_PROFILE"))
-        .unwrap_or_else(|| "default".into());
+    let name = profile_name(profile, env);
     let cred_file = env
         .var("AWS_SHARED_CREDENTIALS_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| home(env).join(".aws/credentials"));
-    let conf_file = env
-        .var("AWS_CONFIG_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home(env).join(".aws/config"));
+    let conf_file = config_file(env);
     let candidates = [
         (cred_file.clone(), name.clone()),
-        (
-            conf_file.clone(),
-            if name == "default" {
-                "default".into()
-            } else {
-                format!("profile {name}")
-            },
-        ),
+        (conf_file.clone(), config_section(&name)),
     ];
     for (file, section) in &candidates {
         let Some(text) = read(file) else { continue };
@@ -120,27 +153,7 @@ pub fn resolve(profile: Option<&str>, env: &dyn Env) -> Result<Credentials, Cred
         let Some(sec) = ini.get(section) else {
             continue;
         };
-        let file_s = file.display().to_string();
-        let ak =
-            sec.get("aws_access_key_id")
-                .cloned()
-                .ok_or_else(|| CredentialsError::Incomplete {
-                    profile: name.clone(),
-                    file: file_s.clone(),
-                    key: "aws_access_key_id",
-                })?;
-        let sk = sec.get("aws_secret_access_key").cloned().ok_or_else(|| {
-            CredentialsError::Incomplete {
-                profile: name.clone(),
-                file: file_s.clone(),
-                key: "aws_secret_access_key",
-            }
-        })?;
-        return Ok(Credentials {
-            access_key_id: ak,
-            secret_access_key: sk,
-            session_token: sec.get("aws_session_token").cloned(),
-        });
+        return from_section(sec, &name, file);
     }
     if explicit {
         Err(CredentialsError::NoProfile {
@@ -194,21 +207,10 @@ pub fn aws_setting(
             return Some((v, Origin::Env(var)));
         }
     }
-    let name = profile
-        .map(str::to_string)
-        .or_else(|| env.var("AWS_PROFILE"))
-        .unwrap_or_else(|| "default".into());
-    let file = env
-        .var("AWS_CONFIG_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home(env).join(".aws/config"));
-    let section = if name == "default" {
-        "default".to_string()
-    } else {
-        format!("profile {name}")
-    };
+    let name = profile_name(profile, env);
+    let file = config_file(env);
     let value = parse_ini(&read(&file)?)
-        .get(&section)?
+        .get(&config_section(&name))?
         .get(setting.profile_key())?
         .clone();
     Some((value, Origin::AwsProfile { name, file }))
