@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use backbeat::config::{credentials, parse_size};
+use backbeat::config::credentials::{self, AwsSetting};
+use backbeat::config::file::layered;
+use backbeat::config::parse_size;
 use backbeat::replication::{Options, RetryPolicy};
 use backbeat::s3::{ChecksumTransport, Endpoint, EndpointConfig};
 use backbeat::shard::{Placement, Shutdown};
@@ -264,21 +266,23 @@ struct SyncArgs {
     source: S3Url,
     /// Destination: s3://BUCKET
     destination: S3Url,
-    /// Source endpoint URL, e.g. http://127.0.0.1:9000
+    /// Source endpoint URL, e.g. http://127.0.0.1:9000 (else AWS_ENDPOINT_URL_S3,
+    /// AWS_ENDPOINT_URL, or endpoint_url of the source's AWS profile)
     #[arg(long)]
-    source_endpoint: String,
-    /// Destination endpoint URL
+    source_endpoint: Option<String>,
+    /// Destination endpoint URL (else as for the source, with the destination's profile)
     #[arg(long)]
-    destination_endpoint: String,
+    destination_endpoint: Option<String>,
     /// Profile of the AWS shared credentials/config files for the source
     #[arg(long)]
     source_profile: Option<String>,
     /// Profile of the AWS shared credentials/config files for the destination
     #[arg(long)]
     destination_profile: Option<String>,
-    /// Region used for signing (both sides)
-    #[arg(long, default_value = "us-east-1")]
-    region: String,
+    /// Region used for signing, both sides (else AWS_REGION, AWS_DEFAULT_REGION, the side's
+    /// AWS profile region, else us-east-1)
+    #[arg(long)]
+    region: Option<String>,
     /// Shards (glommio executors); default one per core
     #[arg(long)]
     shards: Option<usize>,
@@ -310,10 +314,11 @@ struct SyncArgs {
     /// Attempts per version, the first included
     #[arg(long, default_value_t = 5)]
     attempts: u32,
-    /// PEM file of CA certificates for a https source endpoint
+    /// PEM file of CA certificates for a https source endpoint (else AWS_CA_BUNDLE, or
+    /// ca_bundle of the source's AWS profile)
     #[arg(long)]
     source_ca_file: Option<PathBuf>,
-    /// PEM file of CA certificates for a https destination endpoint
+    /// PEM file of CA certificates for a https destination endpoint (else as for the source)
     #[arg(long)]
     destination_ca_file: Option<PathBuf>,
     /// Virtual-hosted addressing (bucket.host) instead of path-style
@@ -342,7 +347,8 @@ fn parse_checksum(s: &str) -> Result<ChecksumTransport, String> {
 /// One side of a sync, as the flags give it.
 struct SideArgs<'a> {
     name: &'a str,
-    url: &'a str,
+    url: Option<&'a str>,
+    region: Option<&'a str>,
     profile: Option<&'a str>,
     ca: Option<PathBuf>,
     checksum: ChecksumTransport,
@@ -351,15 +357,26 @@ struct SideArgs<'a> {
     socket_buffer: u64,
 }
 
-fn endpoint(
-    side: SideArgs<'_>,
-    region: &str,
-    virtual_hosted: bool,
-) -> anyhow::Result<std::sync::Arc<Endpoint>> {
+/// A side's endpoint: its URL, region and CA file from the flags, else the environment, else
+/// the side's AWS profile (as every S3 tool reads them); its credentials.
+fn endpoint(side: SideArgs<'_>, virtual_hosted: bool) -> anyhow::Result<std::sync::Arc<Endpoint>> {
+    let pick = |flag: Option<String>, setting| {
+        layered(flag, None, setting, side.profile, &credentials::ProcessEnv).map(|(v, _)| v)
+    };
+    let url = pick(side.url.map(str::to_string), AwsSetting::EndpointUrl).with_context(|| {
+        format!(
+            "--{}-endpoint is required (or AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or \
+             endpoint_url in the AWS profile)",
+            side.name
+        )
+    })?;
+    let region = pick(side.region.map(str::to_string), AwsSetting::Region)
+        .unwrap_or_else(|| "us-east-1".into());
+    let ca = side.ca.map(|p| p.display().to_string());
     let creds = credentials::resolve(side.profile, &credentials::ProcessEnv)
         .with_context(|| format!("{} credentials", side.name))?;
-    let mut cfg = EndpointConfig::new(side.url, region, creds);
-    cfg.ca_file = side.ca;
+    let mut cfg = EndpointConfig::new(&url, &region, creds);
+    cfg.ca_file = pick(ca, AwsSetting::CaBundle).map(PathBuf::from);
     cfg.path_style = !virtual_hosted;
     cfg.checksum = side.checksum;
     cfg.verify_after_write = side.verify_after_write;
@@ -384,7 +401,8 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
     let src = endpoint(
         SideArgs {
             name: "source",
-            url: &a.source_endpoint,
+            url: a.source_endpoint.as_deref(),
+            region: a.region.as_deref(),
             profile: a.source_profile.as_deref(),
             ca: a.source_ca_file.clone(),
             checksum: ChecksumTransport::Trailer,
@@ -392,13 +410,13 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
             read_buffer: a.read_buffer,
             socket_buffer: a.socket_buffer,
         },
-        &a.region,
         a.virtual_hosted,
     )?;
     let dst = endpoint(
         SideArgs {
             name: "destination",
-            url: &a.destination_endpoint,
+            url: a.destination_endpoint.as_deref(),
+            region: a.region.as_deref(),
             profile: a.destination_profile.as_deref(),
             ca: a.destination_ca_file.clone(),
             checksum: a.destination_checksum,
@@ -406,7 +424,6 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
             read_buffer: a.read_buffer,
             socket_buffer: a.socket_buffer,
         },
-        &a.region,
         a.virtual_hosted,
     )?;
     let shards = a.shards.unwrap_or_else(|| {

@@ -126,3 +126,104 @@ fn tune_recommends_a_profile_and_writes_one_that_loads() {
     );
     assert!(out.contains("replication.read_buffer = "), "{out}");
 }
+
+/// Runs backbeat with only `vars` (and PATH) in its environment.
+fn backbeat_env(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_backbeat"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn aws_environment_fills_in_endpoints_regions_and_ca_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().to_str().unwrap();
+    let aws = dir.path().join("aws-config");
+    std::fs::write(
+        &aws,
+        "[profile dr]\nregion = eu-west-3\nendpoint_url = https://dr.example\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("b.toml");
+    std::fs::write(
+        &cfg,
+        "[source]\nendpoint = \"http://127.0.0.1:9000\"\n[sites.dr]\nprofile = \"dr\"\n",
+    )
+    .unwrap();
+    let vars = [
+        ("HOME", home),
+        ("AWS_CONFIG_FILE", aws.to_str().unwrap()),
+        ("AWS_REGION", "us-west-2"),
+        ("AWS_CA_BUNDLE", "/etc/ca.pem"),
+        ("AWS_SECRET_ACCESS_KEY", "do-not-print"),
+    ];
+    let (code, out, err) = backbeat_env(&["config", "check", cfg.to_str().unwrap()], &vars);
+    assert_eq!(code, 0, "{err}");
+    let line = |key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key} in {out}"))
+            .to_string()
+    };
+    assert!(line("source.endpoint").contains("# file "), "{out}");
+    assert!(
+        line("source.region").contains("\"us-west-2\"")
+            && line("source.region").contains("# env AWS_REGION"),
+        "{out}"
+    );
+    assert!(
+        line("sites.dr.region").contains("# env AWS_REGION"),
+        "the environment wins over the profile: {out}"
+    );
+    assert!(
+        line("sites.dr.endpoint").contains("\"https://dr.example\"")
+            && line("sites.dr.endpoint").contains("# aws profile \"dr\""),
+        "{out}"
+    );
+    assert!(
+        line("sites.dr.ca_file").contains("# env AWS_CA_BUNDLE"),
+        "{out}"
+    );
+    assert!(!out.contains("do-not-print"), "{out}");
+    // sync: no endpoint from any source is one clear line, exit code 2.
+    let (code, _, err) = backbeat_env(
+        &[
+            "sync",
+            "s3://a",
+            "s3://b",
+            "--destination-endpoint",
+            "http://127.0.0.1:1",
+        ],
+        &[
+            ("HOME", home),
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--source-endpoint is required"), "{err}");
+    // ... and AWS_ENDPOINT_URL gives both sides theirs (here a bad one, to fail early).
+    let (code, _, err) = backbeat_env(
+        &["sync", "s3://a", "s3://b"],
+        &[
+            ("HOME", home),
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_ENDPOINT_URL", "ftp://nowhere"),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("scheme must be http or https") && !err.contains("required"),
+        "{err}"
+    );
+}

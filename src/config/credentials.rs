@@ -1,9 +1,11 @@
 //! Credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, or from a profile of the
-//! AWS shared credentials and config files.
+//! AWS shared credentials and config files; and the other settings every AWS tool reads from
+//! the environment or a profile: region, endpoint URL and CA bundle.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::file::Origin;
 use crate::s3::Credentials;
 
 /// Why credentials could not be found.
@@ -47,6 +49,30 @@ fn home(env: &dyn Env) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
+/// The profile: the one named, else `AWS_PROFILE`, else `default`.
+fn profile_name(profile: Option<&str>, env: &dyn Env) -> String {
+    profile
+        .map(str::to_string)
+        .or_else(|| env.var("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".into())
+}
+
+/// The AWS config file: `AWS_CONFIG_FILE`, else `~/.aws/config`.
+fn config_file(env: &dyn Env) -> PathBuf {
+    env.var("AWS_CONFIG_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home(env).join(".aws/config"))
+}
+
+/// A profile's section in the config file (`[profile NAME]`, but `[default]`).
+fn config_section(name: &str) -> String {
+    if name == "default" {
+        "default".into()
+    } else {
+        format!("profile {name}")
+    }
+}
+
 /// Parses an INI file into sections of key/value pairs.
 fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
     let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
@@ -73,6 +99,28 @@ fn read(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
+/// Credentials from a profile's section of `file`: both keys, or an error naming the missing one.
+fn from_section(
+    sec: &HashMap<String, String>,
+    profile: &str,
+    file: &Path,
+) -> Result<Credentials, CredentialsError> {
+    let get = |key: &'static str| {
+        sec.get(key)
+            .cloned()
+            .ok_or_else(|| CredentialsError::Incomplete {
+                profile: profile.to_string(),
+                file: file.display().to_string(),
+                key,
+            })
+    };
+    Ok(Credentials {
+        access_key_id: get("aws_access_key_id")?,
+        secret_access_key: get("aws_secret_access_key")?,
+        session_token: sec.get("aws_session_token").cloned(),
+    })
+}
+
 /// Resolves credentials: a named profile if given, else the environment variables, else
 /// `AWS_PROFILE` or the `default` profile.
 pub fn resolve(profile: Option<&str>, env: &dyn Env) -> Result<Credentials, CredentialsError> {
@@ -89,28 +137,15 @@ pub fn resolve(profile: Option<&str>, env: &dyn Env) -> Result<Credentials, Cred
         }
     }
     let explicit = profile.is_some() || env.var("AWS_PROFILE").is_some();
-    let name = profile
-        .map(str::to_string)
-        .or_else(|| env.var("AWS_PROFILE"))
-        .unwrap_or_else(|| "default".into());
+    let name = profile_name(profile, env);
     let cred_file = env
         .var("AWS_SHARED_CREDENTIALS_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| home(env).join(".aws/credentials"));
-    let conf_file = env
-        .var("AWS_CONFIG_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home(env).join(".aws/config"));
+    let conf_file = config_file(env);
     let candidates = [
         (cred_file.clone(), name.clone()),
-        (
-            conf_file.clone(),
-            if name == "default" {
-                "default".into()
-            } else {
-                format!("profile {name}")
-            },
-        ),
+        (conf_file.clone(), config_section(&name)),
     ];
     for (file, section) in &candidates {
         let Some(text) = read(file) else { continue };
@@ -118,27 +153,7 @@ pub fn resolve(profile: Option<&str>, env: &dyn Env) -> Result<Credentials, Cred
         let Some(sec) = ini.get(section) else {
             continue;
         };
-        let file_s = file.display().to_string();
-        let ak =
-            sec.get("aws_access_key_id")
-                .cloned()
-                .ok_or_else(|| CredentialsError::Incomplete {
-                    profile: name.clone(),
-                    file: file_s.clone(),
-                    key: "aws_access_key_id",
-                })?;
-        let sk = sec.get("aws_secret_access_key").cloned().ok_or_else(|| {
-            CredentialsError::Incomplete {
-                profile: name.clone(),
-                file: file_s.clone(),
-                key: "aws_secret_access_key",
-            }
-        })?;
-        return Ok(Credentials {
-            access_key_id: ak,
-            secret_access_key: sk,
-            session_token: sec.get("aws_session_token").cloned(),
-        });
+        return from_section(sec, &name, file);
     }
     if explicit {
         Err(CredentialsError::NoProfile {
@@ -150,19 +165,55 @@ pub fn resolve(profile: Option<&str>, env: &dyn Env) -> Result<Credentials, Cred
     }
 }
 
-/// The region of a profile in the config file, if set.
-pub fn profile_region(profile: &str, env: &dyn Env) -> Option<String> {
-    let conf_file = env
-        .var("AWS_CONFIG_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home(env).join(".aws/config"));
-    let ini = parse_ini(&read(&conf_file)?);
-    let section = if profile == "default" {
-        "default".to_string()
-    } else {
-        format!("profile {profile}")
-    };
-    ini.get(&section)?.get("region").cloned()
+/// An S3 setting that AWS tools read from the environment, then from a profile of the AWS
+/// config file, when neither the command line nor a configuration file gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsSetting {
+    Region,
+    EndpointUrl,
+    CaBundle,
+}
+
+impl AwsSetting {
+    /// The environment variables that set it; the first one set wins (the S3-specific
+    /// `AWS_ENDPOINT_URL_S3` before `AWS_ENDPOINT_URL`).
+    pub fn env_vars(self) -> &'static [&'static str] {
+        match self {
+            AwsSetting::Region => &["AWS_REGION", "AWS_DEFAULT_REGION"],
+            AwsSetting::EndpointUrl => &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
+            AwsSetting::CaBundle => &["AWS_CA_BUNDLE"],
+        }
+    }
+
+    /// Its key in a profile of the AWS config file.
+    pub fn profile_key(self) -> &'static str {
+        match self {
+            AwsSetting::Region => "region",
+            AwsSetting::EndpointUrl => "endpoint_url",
+            AwsSetting::CaBundle => "ca_bundle",
+        }
+    }
+}
+
+/// `setting` from the environment, else from the AWS config file's profile (`profile`, else
+/// `AWS_PROFILE`, else `default`), with where it was found.
+pub fn aws_setting(
+    setting: AwsSetting,
+    profile: Option<&str>,
+    env: &dyn Env,
+) -> Option<(String, Origin)> {
+    for var in setting.env_vars() {
+        if let Some(v) = env.var(var) {
+            return Some((v, Origin::Env(var)));
+        }
+    }
+    let name = profile_name(profile, env);
+    let file = config_file(env);
+    let value = parse_ini(&read(&file)?)
+        .get(&config_section(&name))?
+        .get(setting.profile_key())?
+        .clone();
+    Some((value, Origin::AwsProfile { name, file }))
 }
 
 #[cfg(test)]
@@ -200,7 +251,16 @@ mod tests {
         let e = env(&base);
         assert_eq!(resolve(None, &e).unwrap().access_key_id, "D");
         assert_eq!(resolve(Some("dst"), &e).unwrap().access_key_id, "X");
-        assert_eq!(profile_region("dst", &e).as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            aws_setting(AwsSetting::Region, Some("dst"), &e),
+            Some((
+                "eu-west-1".into(),
+                Origin::AwsProfile {
+                    name: "dst".into(),
+                    file: conf.clone()
+                }
+            ))
+        );
         assert!(matches!(
             resolve(Some("nope"), &e),
             Err(CredentialsError::NoProfile { .. })

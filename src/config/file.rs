@@ -1,13 +1,21 @@
-//! The TOML configuration file: every key has a default, unknown keys are errors, and every
-//! error names the file and the key. The effective configuration records where each value
-//! came from: default, tuning profile, file or command-line flag.
+//! The TOML configuration file, read through serde models: every key has a default, unknown
+//! keys are errors, and every error names the file and the dotted key. The effective
+//! configuration records where each value came from: default, tuning profile, file,
+//! command-line flag, or, for an endpoint's URL, region and CA file, the environment
+//! (`AWS_ENDPOINT_URL_S3`, `AWS_REGION` ...) or the AWS profile, as every S3 tool reads them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::credentials::{self, AwsSetting, Env};
+use super::de;
+use super::tuning::TuningFile;
+pub use super::tuning::{ReplicationTuning, TUNING_KEYS};
 use crate::s3::ChecksumTransport;
-use crate::shard::Placement;
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +24,13 @@ pub enum Origin {
     Profile(PathBuf),
     File(PathBuf),
     Flag,
+    /// An environment variable.
+    Env(&'static str),
+    /// A profile of the AWS config file.
+    AwsProfile {
+        name: String,
+        file: PathBuf,
+    },
 }
 
 impl std::fmt::Display for Origin {
@@ -25,27 +40,67 @@ impl std::fmt::Display for Origin {
             Origin::Profile(p) => write!(f, "profile {}", p.display()),
             Origin::File(p) => write!(f, "file {}", p.display()),
             Origin::Flag => f.write_str("flag"),
+            Origin::Env(var) => write!(f, "env {var}"),
+            Origin::AwsProfile { name, file } => {
+                write!(f, "aws profile {name:?} in {}", file.display())
+            }
         }
     }
 }
 
-/// A configuration error: the file, the key, and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {key}: {message}")]
+/// A configuration error: the file, the key, what is wrong, and the line when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: String,
     pub key: String,
     pub message: String,
+    pub line: Option<usize>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}: {}", self.file, self.key, self.message),
+            None => write!(f, "{}: {}: {}", self.file, self.key, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(file: &Path, key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.display().to_string(),
+        key: key.to_string(),
+        message: message.into(),
+        line: None,
+    }
 }
 
 /// Kafka settings. No brokers means the embedded, non-durable broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     pub brokers: Vec<String>,
     pub topic_prefix: String,
+    #[serde(deserialize_with = "de::int::<_, _, 1, 10_000>")]
     pub partitions: i32,
+    #[serde(deserialize_with = "de::int::<_, _, 1, 16>")]
     pub replication_factor: i32,
+    #[serde(deserialize_with = "de::int::<_, _, 1000, 3_600_000>")]
     pub session_timeout_ms: u32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: Vec::new(),
+            topic_prefix: "backbeat-".into(),
+            partitions: 8,
+            replication_factor: 1,
+            session_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// An S3 endpoint with its credentials reference (never the secret itself).
@@ -81,38 +136,22 @@ pub struct SiteConfig {
     pub buckets: BTreeMap<String, String>,
 }
 
-/// Data path sizes and bounds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicationTuning {
-    /// 0 means one shard per core.
-    pub shards: usize,
-    pub placement: Placement,
-    pub concurrency: usize,
-    pub part_size: u64,
-    pub multipart_threshold: u64,
-    pub part_concurrency: usize,
-    pub attempts: u32,
-    /// Object bytes in flight per shard (0: only `concurrency` bounds it); objects of
-    /// 1 MiB or more take their size from it.
-    pub window: u64,
-    /// Read buffer of each S3 connection: the largest frame the data path moves at once.
-    pub read_buffer: u64,
-    /// SO_SNDBUF and SO_RCVBUF of S3 connections (0: the kernel's autotuning).
-    pub socket_buffer: u64,
-}
-
-impl ReplicationTuning {
-    /// Parts in flight per shard, across objects.
-    pub fn shard_parts(&self) -> usize {
-        self.part_concurrency * 4
-    }
-}
-
 /// The operations API.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
+    #[serde(deserialize_with = "de::listen")]
     pub listen: SocketAddr,
     pub token_file: Option<PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8900".parse().expect("valid address"),
+            token_file: None,
+        }
+    }
 }
 
 /// The whole configuration.
@@ -127,433 +166,387 @@ pub struct Config {
     pub origins: BTreeMap<String, Origin>,
 }
 
-fn default_endpoint() -> EndpointSettings {
-    EndpointSettings {
-        endpoint: String::new(),
-        region: "us-east-1".into(),
-        profile: None,
-        ca_file: None,
-        path_style: true,
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
-            kafka: KafkaConfig {
-                brokers: Vec::new(),
-                topic_prefix: "backbeat-".into(),
-                partitions: 8,
-                replication_factor: 1,
-                session_timeout_ms: 10_000,
-            },
+            kafka: KafkaConfig::default(),
             source: SourceConfig {
-                s3: default_endpoint(),
+                s3: EndpointFile::default().settled(),
                 buckets: Vec::new(),
                 rules_file: None,
                 scan_interval_seconds: 0,
             },
             sites: BTreeMap::new(),
-            replication: ReplicationTuning {
-                shards: 0,
-                placement: Placement::Unbound,
-                concurrency: 32,
-                part_size: 16 << 20,
-                multipart_threshold: 64 << 20,
-                part_concurrency: 4,
-                attempts: 5,
-                window: 64 << 20,
-                read_buffer: 256 << 10,
-                socket_buffer: 0,
-            },
-            api: ApiConfig {
-                listen: "127.0.0.1:8900".parse().expect("valid address"),
-                token_file: None,
-            },
+            replication: ReplicationTuning::default(),
+            api: ApiConfig::default(),
             origins: BTreeMap::new(),
         }
     }
 }
 
-/// The keys of the tuning section, which a profile may set.
-pub const TUNING_KEYS: &[&str] = &[
-    "shards",
-    "placement",
-    "concurrency",
-    "part_size",
-    "multipart_threshold",
-    "part_concurrency",
-    "attempts",
-    "window",
-    "read_buffer",
-    "socket_buffer",
-];
+/// The file as written (serde model); `into_config` adds defaults, the environment, the
+/// AWS profile and the cross-key checks.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileModel {
+    kafka: KafkaConfig,
+    source: SourceFile,
+    sites: BTreeMap<String, SiteFile>,
+    replication: TuningFile,
+    api: ApiConfig,
+}
 
-struct Ctx<'a> {
+/// A tuning profile: only a `[replication]` table.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ProfileModel {
+    replication: TuningFile,
+}
+
+/// The `[source]` table. (serde's `flatten` cannot be combined with `deny_unknown_fields`,
+/// so the endpoint keys are listed here and in `SiteFile`.)
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SourceFile {
+    #[serde(deserialize_with = "de::url")]
+    endpoint: Option<String>,
+    region: Option<String>,
+    profile: Option<String>,
+    ca_file: Option<PathBuf>,
+    path_style: Option<bool>,
+    buckets: Vec<String>,
+    rules_file: Option<PathBuf>,
+    #[serde(deserialize_with = "de::int::<_, _, 0, 2_592_000>")]
+    scan_interval_seconds: u64,
+}
+
+/// A `[sites.NAME]` table.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SiteFile {
+    #[serde(deserialize_with = "de::url")]
+    endpoint: Option<String>,
+    region: Option<String>,
+    profile: Option<String>,
+    ca_file: Option<PathBuf>,
+    path_style: Option<bool>,
+    #[serde(deserialize_with = "de::checksum")]
+    checksum: Option<ChecksumTransport>,
+    verify_after_write: bool,
+    buckets: BTreeMap<String, String>,
+}
+
+/// An endpoint's keys as the file gives them.
+#[derive(Default)]
+struct EndpointFile {
+    endpoint: Option<String>,
+    region: Option<String>,
+    profile: Option<String>,
+    ca_file: Option<PathBuf>,
+    path_style: Option<bool>,
+}
+
+/// The value of an AWS setting by precedence: a command-line flag, then the configuration
+/// file, then the environment, then the AWS profile (`profile`, else `AWS_PROFILE`, else
+/// `default`). `None` when none gives it: the caller's default applies.
+pub fn layered(
+    flag: Option<String>,
+    file: Option<(String, &Path)>,
+    setting: AwsSetting,
+    profile: Option<&str>,
+    env: &dyn Env,
+) -> Option<(String, Origin)> {
+    flag.map(|v| (v, Origin::Flag))
+        .or_else(|| file.map(|(v, p)| (v, Origin::File(p.to_path_buf()))))
+        .or_else(|| credentials::aws_setting(setting, profile, env))
+}
+
+/// Settles one endpoint's keys for `config`: its file's values, else the environment's and
+/// the AWS profile's, else the defaults.
+struct Settle<'a> {
     file: &'a Path,
-    origin: Origin,
+    env: &'a dyn Env,
     origins: &'a mut BTreeMap<String, Origin>,
 }
 
-impl Ctx<'_> {
-    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+impl Settle<'_> {
+    fn endpoint(&mut self, prefix: &str, e: EndpointFile) -> Result<EndpointSettings, ConfigError> {
+        let file = self.file;
+        let profile = e.profile.as_deref();
+        let mut pick = |key: &str, value: Option<String>, setting| {
+            let (v, origin) = layered(None, value.map(|v| (v, file)), setting, profile, self.env)?;
+            self.origins
+                .insert(format!("{prefix}.{key}"), origin.clone());
+            Some((v, origin))
+        };
+        let endpoint = pick("endpoint", e.endpoint, AwsSetting::EndpointUrl);
+        let region = pick("region", e.region, AwsSetting::Region);
+        let ca = e.ca_file.map(|p| p.display().to_string());
+        let ca_file = pick("ca_file", ca, AwsSetting::CaBundle);
+        if let Some((url, origin)) = &endpoint {
+            de::check_url(url).map_err(|m| {
+                error(
+                    file,
+                    &format!("{prefix}.endpoint"),
+                    format!("{m} (from {origin})"),
+                )
+            })?;
+        }
+        let mut s = EndpointFile::default().settled();
+        s.endpoint = endpoint.map(|(v, _)| v).unwrap_or_default();
+        s.region = region.map(|(v, _)| v).unwrap_or(s.region);
+        s.profile = e.profile;
+        s.ca_file = ca_file.map(|(v, _)| PathBuf::from(v));
+        s.path_style = e.path_style.unwrap_or(s.path_style);
+        Ok(s)
+    }
+}
+
+impl EndpointFile {
+    /// The defaults, for keys that nothing sets.
+    fn settled(self) -> EndpointSettings {
+        EndpointSettings {
+            endpoint: self.endpoint.unwrap_or_default(),
+            region: self.region.unwrap_or_else(|| "us-east-1".into()),
+            profile: self.profile,
+            ca_file: self.ca_file,
+            path_style: self.path_style.unwrap_or(true),
+        }
+    }
+}
+
+/// A path as written in `file`: relative paths are relative to the file that names them.
+fn relative_to(file: &Path, p: PathBuf) -> PathBuf {
+    if p.is_relative() {
+        file.parent().unwrap_or(Path::new(".")).join(p)
+    } else {
+        p
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Reads and parses a file: the text and its table (for origins).
+fn read(path: &Path) -> Result<(String, toml::Table), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| error(path, "(file)", format!("cannot read: {e}")))?;
+    let table = text.parse::<toml::Table>().map_err(|e| ConfigError {
+        line: e.span().map(|s| line_of(&text, s.start)),
+        ..error(path, "(syntax)", de::reword(e.message(), "(syntax)"))
+    })?;
+    Ok((text, table))
+}
+
+/// Deserializes a model from `text`; an error names the dotted key and its line.
+fn model<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
         ConfigError {
-            file: self.file.display().to_string(),
-            key: key.to_string(),
-            message: message.into(),
+            line: inner.span().map(|s| line_of(text, s.start)),
+            ..error(path, &key, de::reword(inner.message(), &key))
         }
-    }
+    })
+}
 
-    fn set(&mut self, key: &str) {
-        self.origins.insert(key.to_string(), self.origin.clone());
-    }
-
-    fn string(&mut self, key: &str, v: &toml::Value) -> Result<String, ConfigError> {
-        self.set(key);
-        v.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| self.err(key, "expected a string"))
-    }
-
-    fn int(&mut self, key: &str, v: &toml::Value, min: i64, max: i64) -> Result<i64, ConfigError> {
-        self.set(key);
-        let n = v
-            .as_integer()
-            .ok_or_else(|| self.err(key, "expected an integer"))?;
-        if n < min || n > max {
-            return Err(self.err(key, format!("must be between {min} and {max}, not {n}")));
-        }
-        Ok(n)
-    }
-
-    fn boolean(&mut self, key: &str, v: &toml::Value) -> Result<bool, ConfigError> {
-        self.set(key);
-        v.as_bool()
-            .ok_or_else(|| self.err(key, "expected true or false"))
-    }
-
-    fn size(&mut self, key: &str, v: &toml::Value) -> Result<u64, ConfigError> {
-        self.set(key);
-        match v {
-            toml::Value::Integer(n) if *n >= 0 => Ok(*n as u64),
-            toml::Value::String(s) => super::parse_size(s).map_err(|e| self.err(key, e)),
-            _ => Err(self.err(key, "expected a size such as 8388608 or \"8MiB\"")),
-        }
-    }
-
-    fn strings(&mut self, key: &str, v: &toml::Value) -> Result<Vec<String>, ConfigError> {
-        self.set(key);
-        let arr = v
-            .as_array()
-            .ok_or_else(|| self.err(key, "expected a list of strings"))?;
-        arr.iter()
-            .map(|x| {
-                x.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| self.err(key, "expected a list of strings"))
-            })
-            .collect()
-    }
-
-    fn path(&mut self, key: &str, v: &toml::Value) -> Result<PathBuf, ConfigError> {
-        let s = self.string(key, v)?;
-        let p = PathBuf::from(s);
-        // Relative paths are relative to the file that names them.
-        Ok(if p.is_relative() {
-            self.file.parent().unwrap_or(Path::new(".")).join(p)
+/// Records `origin` for every dotted key of `table` (sections included).
+fn mark(table: &toml::Table, prefix: &str, origin: &Origin, out: &mut BTreeMap<String, Origin>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
         } else {
-            p
+            format!("{prefix}.{k}")
+        };
+        if let toml::Value::Table(t) = v {
+            mark(t, &key, origin, out);
+        }
+        out.insert(key, origin.clone());
+    }
+}
+
+/// Applies a `[replication]` table read from `path` to `t`.
+/// The line of `[section]`'s `key = ...` in `text` (the plain layout; `None` otherwise).
+fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
+    let (section, key) = dotted.rsplit_once('.')?;
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_string();
+        } else if current == section
+            && line
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// Applies a `[replication]` table read from `path` (whose text is `text`) to `t`.
+fn apply_tuning(
+    path: &Path,
+    text: &str,
+    f: TuningFile,
+    t: &mut ReplicationTuning,
+) -> Result<(), ConfigError> {
+    f.apply(t).map_err(|(key, m)| ConfigError {
+        line: line_of_key(text, key),
+        ..error(path, key, m)
+    })
+}
+
+/// Loads the tuning profile at `path` into `t`.
+fn load_profile(
+    path: &Path,
+    t: &mut ReplicationTuning,
+    origins: &mut BTreeMap<String, Origin>,
+) -> Result<(), ConfigError> {
+    let (text, table) = read(path)?;
+    let p: ProfileModel = model(path, &text)?;
+    if p.replication.profile.is_some() {
+        let m = "a tuning profile cannot name another profile";
+        return Err(ConfigError {
+            line: line_of_key(&text, "replication.profile"),
+            ..error(path, "replication.profile", m)
+        });
+    }
+    apply_tuning(path, &text, p.replication, t)?;
+    mark(&table, "", &Origin::Profile(path.to_path_buf()), origins);
+    Ok(())
+}
+
+impl Config {
+    /// Loads a configuration file (and the tuning profile it names), with the process
+    /// environment and the AWS config file filling in what it leaves out.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, &credentials::ProcessEnv)
+    }
+
+    /// `load` with the environment given (tests inject one).
+    pub fn load_with_env(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+        let (text, table) = read(path)?;
+        let mut file: FileModel = model(path, &text)?;
+        let mut origins = BTreeMap::new();
+        let mut replication = ReplicationTuning::default();
+        // A tuning profile first, so the file's own values win over it.
+        if let Some(p) = file.replication.profile.take() {
+            load_profile(&relative_to(path, p), &mut replication, &mut origins)?;
+        }
+        mark(&table, "", &Origin::File(path.to_path_buf()), &mut origins);
+        apply_tuning(
+            path,
+            &text,
+            std::mem::take(&mut file.replication),
+            &mut replication,
+        )?;
+        let mut settle = Settle {
+            file: path,
+            env,
+            origins: &mut origins,
+        };
+        let mut cfg = file.into_config(&mut settle)?;
+        cfg.replication = replication;
+        cfg.origins = origins;
+        Ok(cfg)
+    }
+}
+
+impl FileModel {
+    /// The configuration: paths made absolute, endpoints settled, cross-key checks done.
+    fn into_config(self, settle: &mut Settle<'_>) -> Result<Config, ConfigError> {
+        let file = settle.file;
+        let s = self.source;
+        let source = SourceConfig {
+            s3: settle.endpoint(
+                "source",
+                EndpointFile {
+                    endpoint: s.endpoint,
+                    region: s.region,
+                    profile: s.profile,
+                    ca_file: s.ca_file.map(|p| relative_to(file, p)),
+                    path_style: s.path_style,
+                },
+            )?,
+            buckets: s.buckets,
+            rules_file: s.rules_file.map(|p| relative_to(file, p)),
+            scan_interval_seconds: s.scan_interval_seconds,
+        };
+        let mut sites = BTreeMap::new();
+        for (name, site) in self.sites {
+            sites.insert(name.clone(), site.into_site(&name, settle)?);
+        }
+        let mut api = self.api;
+        api.token_file = api.token_file.map(|p| relative_to(file, p));
+        if !api.listen.ip().is_loopback() && api.token_file.is_none() {
+            let m = format!(
+                "required when api.listen ({}) is not a loopback address",
+                api.listen
+            );
+            return Err(error(file, "api.token_file", m));
+        }
+        Ok(Config {
+            kafka: self.kafka,
+            source,
+            sites,
+            api,
+            ..Config::default()
         })
     }
 }
 
-fn table<'a>(ctx: &Ctx<'_>, key: &str, v: &'a toml::Value) -> Result<&'a toml::Table, ConfigError> {
-    v.as_table().ok_or_else(|| ctx.err(key, "expected a table"))
-}
-
-fn endpoint_key(
-    ctx: &mut Ctx<'_>,
-    e: &mut EndpointSettings,
-    prefix: &str,
-    k: &str,
-    v: &toml::Value,
-) -> Result<bool, ConfigError> {
-    let key = format!("{prefix}.{k}");
-    match k {
-        "endpoint" => {
-            let s = ctx.string(&key, v)?;
-            if !(s.starts_with("http://") || s.starts_with("https://")) {
-                return Err(ctx.err(&key, format!("{s:?} must start with http:// or https://")));
-            }
-            e.endpoint = s;
+impl SiteFile {
+    fn into_site(self, name: &str, settle: &mut Settle<'_>) -> Result<SiteConfig, ConfigError> {
+        let prefix = format!("sites.{name}");
+        let file = settle.file;
+        let s3 = settle.endpoint(
+            &prefix,
+            EndpointFile {
+                endpoint: self.endpoint,
+                region: self.region,
+                profile: self.profile,
+                ca_file: self.ca_file.map(|p| relative_to(file, p)),
+                path_style: self.path_style,
+            },
+        )?;
+        if s3.endpoint.is_empty() {
+            return Err(error(
+                file,
+                &format!("{prefix}.endpoint"),
+                "missing: every site needs an endpoint (here, in AWS_ENDPOINT_URL_S3 or \
+                 AWS_ENDPOINT_URL, or as endpoint_url in its AWS profile)",
+            ));
         }
-        "region" => e.region = ctx.string(&key, v)?,
-        "profile" => e.profile = Some(ctx.string(&key, v)?),
-        "ca_file" => e.ca_file = Some(ctx.path(&key, v)?),
-        "path_style" => e.path_style = ctx.boolean(&key, v)?,
-        _ => return Ok(false),
+        Ok(SiteConfig {
+            s3,
+            checksum: self.checksum.unwrap_or(ChecksumTransport::Trailer),
+            verify_after_write: self.verify_after_write,
+            buckets: self.buckets,
+        })
     }
-    Ok(true)
 }
 
-fn apply_tuning(
-    ctx: &mut Ctx<'_>,
-    t: &mut ReplicationTuning,
-    tbl: &toml::Table,
-    section: &str,
-) -> Result<(), ConfigError> {
-    for (k, v) in tbl {
-        let key = format!("{section}.{k}");
-        match k.as_str() {
-            "shards" => t.shards = ctx.int(&key, v, 0, 1024)? as usize,
-            "placement" => {
-                t.placement = match ctx.string(&key, v)?.as_str() {
-                    "unbound" => Placement::Unbound,
-                    "pinned" => Placement::Pinned,
-                    other => {
-                        return Err(
-                            ctx.err(&key, format!("{other:?}: use \"unbound\" or \"pinned\""))
-                        )
-                    }
-                }
-            }
-            "concurrency" => t.concurrency = ctx.int(&key, v, 1, 100_000)? as usize,
-            "part_size" => {
-                t.part_size = ctx.size(&key, v)?;
-                if t.part_size < 5 << 20 {
-                    return Err(ctx.err(&key, "must be at least 5MiB (S3's minimum part size)"));
-                }
-            }
-            "multipart_threshold" => t.multipart_threshold = ctx.size(&key, v)?,
-            "part_concurrency" => t.part_concurrency = ctx.int(&key, v, 1, 1024)? as usize,
-            "attempts" => t.attempts = ctx.int(&key, v, 1, 100)? as u32,
-            "window" => {
-                t.window = ctx.size(&key, v)?;
-                if t.window != 0 && t.window < 1 << 20 {
-                    return Err(ctx.err(&key, "must be 0 (no bound) or at least 1MiB"));
-                }
-            }
-            "read_buffer" => {
-                t.read_buffer = ctx.size(&key, v)?;
-                if !(8 << 10..=16 << 20).contains(&t.read_buffer) {
-                    return Err(ctx.err(&key, "must be between 8KiB and 16MiB"));
-                }
-            }
-            "socket_buffer" => {
-                t.socket_buffer = ctx.size(&key, v)?;
-                if t.socket_buffer > 1 << 30 {
-                    return Err(ctx.err(&key, "must be at most 1GiB (0: kernel autotuning)"));
-                }
-            }
-            "profile" if section == "replication" => {}
-            _ => {
-                return Err(ctx.err(
-                    &key,
-                    format!("unknown key (known: {})", TUNING_KEYS.join(", ")),
-                ))
-            }
-        }
-    }
-    Ok(())
+/// A path shown quoted, or `none` when unset.
+fn show_path(p: &Option<PathBuf>, none: &str) -> String {
+    p.as_ref()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .unwrap_or_else(|| none.into())
 }
 
-fn read(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.display().to_string(),
-        key: "(file)".into(),
-        message: format!("cannot read: {e}"),
-    })?;
-    text.parse::<toml::Table>().map_err(|e| ConfigError {
-        file: path.display().to_string(),
-        key: "(syntax)".into(),
-        message: e.to_string().lines().next().unwrap_or("").to_string(),
-    })
+fn show_endpoint(lines: &mut Vec<(String, String)>, p: &str, e: &EndpointSettings) {
+    let mut push = |k: &str, v: String| lines.push((format!("{p}.{k}"), v));
+    push("endpoint", format!("{:?}", e.endpoint));
+    push("region", format!("{:?}", e.region));
+    let profile = e.profile.as_ref().map(|p| format!("{p:?}"));
+    push("profile", profile.unwrap_or_else(|| "(environment)".into()));
+    push("ca_file", show_path(&e.ca_file, "(system roots)"));
+    push("path_style", e.path_style.to_string());
 }
 
 impl Config {
-    /// Loads a configuration file (and the tuning profile it names).
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let tbl = read(path)?;
-        Self::from_table(path, &tbl)
-    }
-
-    /// Builds a configuration from parsed TOML read from `path`.
-    pub fn from_table(path: &Path, tbl: &toml::Table) -> Result<Self, ConfigError> {
-        let mut cfg = Config::default();
-        let mut origins = BTreeMap::new();
-        // A tuning profile first, so the file's own values win over it.
-        if let Some(p) = tbl
-            .get("replication")
-            .and_then(|r| r.as_table())
-            .and_then(|r| r.get("profile"))
-        {
-            let mut ctx = Ctx {
-                file: path,
-                origin: Origin::File(path.to_path_buf()),
-                origins: &mut origins,
-            };
-            let profile_path = ctx.path("replication.profile", p)?;
-            let ptbl = read(&profile_path)?;
-            let mut pctx = Ctx {
-                file: &profile_path,
-                origin: Origin::Profile(profile_path.clone()),
-                origins: &mut origins,
-            };
-            for (k, v) in &ptbl {
-                match k.as_str() {
-                    "replication" => {
-                        let t = table(&pctx, "replication", v)?;
-                        apply_tuning(&mut pctx, &mut cfg.replication, t, "replication")?
-                    }
-                    _ => {
-                        return Err(
-                            pctx.err(k, "a tuning profile may only hold a [replication] table")
-                        )
-                    }
-                }
-            }
-        }
-        let mut ctx = Ctx {
-            file: path,
-            origin: Origin::File(path.to_path_buf()),
-            origins: &mut origins,
-        };
-        for (section, v) in tbl {
-            match section.as_str() {
-                "kafka" => {
-                    for (k, v) in table(&ctx, "kafka", v)? {
-                        let key = format!("kafka.{k}");
-                        match k.as_str() {
-                            "brokers" => cfg.kafka.brokers = ctx.strings(&key, v)?,
-                            "topic_prefix" => cfg.kafka.topic_prefix = ctx.string(&key, v)?,
-                            "partitions" => {
-                                cfg.kafka.partitions = ctx.int(&key, v, 1, 10_000)? as i32
-                            }
-                            "replication_factor" => {
-                                cfg.kafka.replication_factor = ctx.int(&key, v, 1, 16)? as i32
-                            }
-                            "session_timeout_ms" => {
-                                cfg.kafka.session_timeout_ms =
-                                    ctx.int(&key, v, 1000, 3_600_000)? as u32
-                            }
-                            _ => return Err(ctx.err(&key, "unknown key")),
-                        }
-                    }
-                }
-                "source" => {
-                    for (k, v) in table(&ctx, "source", v)? {
-                        let key = format!("source.{k}");
-                        if endpoint_key(&mut ctx, &mut cfg.source.s3, "source", k, v)? {
-                            continue;
-                        }
-                        match k.as_str() {
-                            "buckets" => cfg.source.buckets = ctx.strings(&key, v)?,
-                            "rules_file" => cfg.source.rules_file = Some(ctx.path(&key, v)?),
-                            "scan_interval_seconds" => {
-                                cfg.source.scan_interval_seconds =
-                                    ctx.int(&key, v, 0, 86_400 * 30)? as u64
-                            }
-                            _ => return Err(ctx.err(&key, "unknown key")),
-                        }
-                    }
-                }
-                "sites" => {
-                    for (name, sv) in table(&ctx, "sites", v)? {
-                        let prefix = format!("sites.{name}");
-                        let mut site = SiteConfig {
-                            s3: default_endpoint(),
-                            checksum: ChecksumTransport::Trailer,
-                            verify_after_write: false,
-                            buckets: BTreeMap::new(),
-                        };
-                        for (k, v) in table(&ctx, &prefix, sv)? {
-                            let key = format!("{prefix}.{k}");
-                            if endpoint_key(&mut ctx, &mut site.s3, &prefix, k, v)? {
-                                continue;
-                            }
-                            match k.as_str() {
-                                "checksum" => {
-                                    site.checksum = match ctx.string(&key, v)?.as_str() {
-                                        "trailer" => ChecksumTransport::Trailer,
-                                        "header" => ChecksumTransport::Header,
-                                        other => {
-                                            return Err(ctx.err(
-                                                &key,
-                                                format!("{other:?}: use \"trailer\" or \"header\""),
-                                            ))
-                                        }
-                                    }
-                                }
-                                "verify_after_write" => {
-                                    site.verify_after_write = ctx.boolean(&key, v)?
-                                }
-                                "buckets" => {
-                                    ctx.set(&key);
-                                    for (src, dst) in table(&ctx, &key, v)? {
-                                        let d = dst.as_str().ok_or_else(|| {
-                                            ctx.err(
-                                                &format!("{key}.{src}"),
-                                                "expected a bucket name",
-                                            )
-                                        })?;
-                                        site.buckets.insert(src.clone(), d.to_string());
-                                    }
-                                }
-                                _ => return Err(ctx.err(&key, "unknown key")),
-                            }
-                        }
-                        if site.s3.endpoint.is_empty() {
-                            return Err(ctx.err(
-                                &format!("{prefix}.endpoint"),
-                                "missing: every site needs an endpoint",
-                            ));
-                        }
-                        cfg.sites.insert(name.clone(), site);
-                    }
-                }
-                "replication" => {
-                    let t = table(&ctx, "replication", v)?;
-                    apply_tuning(&mut ctx, &mut cfg.replication, t, "replication")?
-                }
-                "api" => {
-                    for (k, v) in table(&ctx, "api", v)? {
-                        let key = format!("api.{k}");
-                        match k.as_str() {
-                            "listen" => {
-                                let s = ctx.string(&key, v)?;
-                                cfg.api.listen = s.parse().map_err(|_| {
-                                    ctx.err(
-                                        &key,
-                                        format!("{s:?} is not an address such as 127.0.0.1:8900"),
-                                    )
-                                })?;
-                            }
-                            "token_file" => cfg.api.token_file = Some(ctx.path(&key, v)?),
-                            _ => return Err(ctx.err(&key, "unknown key")),
-                        }
-                    }
-                }
-                other => {
-                    return Err(ctx.err(
-                        other,
-                        "unknown section (known: kafka, source, sites, replication, api)",
-                    ))
-                }
-            }
-        }
-        if !cfg.api.listen.ip().is_loopback() && cfg.api.token_file.is_none() {
-            return Err(ctx.err(
-                "api.token_file",
-                format!(
-                    "required when api.listen ({}) is not a loopback address",
-                    cfg.api.listen
-                ),
-            ));
-        }
-        cfg.origins = origins;
-        Ok(cfg)
-    }
-
     /// Where `key` (dotted) came from.
     pub fn origin(&self, key: &str) -> Origin {
         self.origins.get(key).cloned().unwrap_or(Origin::Default)
@@ -564,120 +557,56 @@ impl Config {
         self.origins.insert(key.to_string(), Origin::Flag);
     }
 
+    /// `(dotted key, value as shown)` of the kafka and source sections.
+    fn shown_kafka_and_source(&self) -> Vec<(String, String)> {
+        let k = &self.kafka;
+        let brokers = if k.brokers.is_empty() {
+            "[] (embedded broker, not durable)".into()
+        } else {
+            format!("{:?}", k.brokers)
+        };
+        let mut lines = vec![
+            ("kafka.brokers".into(), brokers),
+            ("kafka.topic_prefix".into(), format!("{:?}", k.topic_prefix)),
+            ("kafka.partitions".into(), k.partitions.to_string()),
+            (
+                "kafka.replication_factor".into(),
+                k.replication_factor.to_string(),
+            ),
+            (
+                "kafka.session_timeout_ms".into(),
+                k.session_timeout_ms.to_string(),
+            ),
+        ];
+        let s = &self.source;
+        show_endpoint(&mut lines, "source", &s.s3);
+        lines.push(("source.buckets".into(), format!("{:?}", s.buckets)));
+        let interval = s.scan_interval_seconds.to_string();
+        lines.push(("source.scan_interval_seconds".into(), interval));
+        let rules = show_path(&s.rules_file, "(GetBucketReplication)");
+        lines.push(("source.rules_file".into(), rules));
+        lines
+    }
+
     /// The effective configuration, one `key = value  # origin` line per setting.
     /// Credentials are never shown: only the profile name, or "environment".
     pub fn render(&self) -> String {
-        let mut lines: Vec<(String, String)> = Vec::new();
-        let mut push = |k: &str, v: String| lines.push((k.to_string(), v));
-        let k = &self.kafka;
-        push(
-            "kafka.brokers",
-            if k.brokers.is_empty() {
-                "[] (embedded broker, not durable)".into()
-            } else {
-                format!("{:?}", k.brokers)
-            },
-        );
-        push("kafka.topic_prefix", format!("{:?}", k.topic_prefix));
-        push("kafka.partitions", k.partitions.to_string());
-        push("kafka.replication_factor", k.replication_factor.to_string());
-        push("kafka.session_timeout_ms", k.session_timeout_ms.to_string());
-        let ep = |push: &mut dyn FnMut(&str, String), p: &str, e: &EndpointSettings| {
-            push(&format!("{p}.endpoint"), format!("{:?}", e.endpoint));
-            push(&format!("{p}.region"), format!("{:?}", e.region));
-            push(
-                &format!("{p}.profile"),
-                e.profile
-                    .as_ref()
-                    .map(|p| format!("{p:?}"))
-                    .unwrap_or_else(|| "(environment)".into()),
-            );
-            push(
-                &format!("{p}.ca_file"),
-                e.ca_file
-                    .as_ref()
-                    .map(|p| format!("{:?}", p.display().to_string()))
-                    .unwrap_or_else(|| "(system roots)".into()),
-            );
-            push(&format!("{p}.path_style"), e.path_style.to_string());
-        };
-        ep(&mut push, "source", &self.source.s3);
-        push("source.buckets", format!("{:?}", self.source.buckets));
-        push(
-            "source.scan_interval_seconds",
-            self.source.scan_interval_seconds.to_string(),
-        );
-        push(
-            "source.rules_file",
-            self.source
-                .rules_file
-                .as_ref()
-                .map(|p| format!("{:?}", p.display().to_string()))
-                .unwrap_or_else(|| "(GetBucketReplication)".into()),
-        );
+        let mut lines = self.shown_kafka_and_source();
         for (name, s) in &self.sites {
             let p = format!("sites.{name}");
-            ep(&mut push, &p, &s.s3);
-            push(
-                &format!("{p}.checksum"),
-                format!("{:?}", s.checksum).to_lowercase(),
-            );
-            push(
-                &format!("{p}.verify_after_write"),
-                s.verify_after_write.to_string(),
-            );
-            push(&format!("{p}.buckets"), format!("{:?}", s.buckets));
+            show_endpoint(&mut lines, &p, &s.s3);
+            let checksum = format!("{:?}", s.checksum).to_lowercase();
+            lines.push((format!("{p}.checksum"), checksum));
+            let verify = s.verify_after_write.to_string();
+            lines.push((format!("{p}.verify_after_write"), verify));
+            lines.push((format!("{p}.buckets"), format!("{:?}", s.buckets)));
         }
-        let r = &self.replication;
-        push(
-            "replication.shards",
-            if r.shards == 0 {
-                "0 (one per core)".into()
-            } else {
-                r.shards.to_string()
-            },
-        );
-        push(
-            "replication.placement",
-            format!("{:?}", r.placement).to_lowercase(),
-        );
-        push("replication.concurrency", r.concurrency.to_string());
-        push("replication.part_size", r.part_size.to_string());
-        push(
-            "replication.multipart_threshold",
-            r.multipart_threshold.to_string(),
-        );
-        push(
-            "replication.part_concurrency",
-            r.part_concurrency.to_string(),
-        );
-        push("replication.attempts", r.attempts.to_string());
-        push(
-            "replication.window",
-            if r.window == 0 {
-                "0 (no bound)".into()
-            } else {
-                r.window.to_string()
-            },
-        );
-        push("replication.read_buffer", r.read_buffer.to_string());
-        push(
-            "replication.socket_buffer",
-            if r.socket_buffer == 0 {
-                "0 (kernel autotuning)".into()
-            } else {
-                r.socket_buffer.to_string()
-            },
-        );
-        push("api.listen", format!("{:?}", self.api.listen.to_string()));
-        push(
-            "api.token_file",
-            self.api
-                .token_file
-                .as_ref()
-                .map(|p| format!("{:?}", p.display().to_string()))
-                .unwrap_or_else(|| "(none)".into()),
-        );
+        let tuning = self.replication.shown().into_iter();
+        lines.extend(tuning.map(|(k, v)| (k.to_string(), v)));
+        let listen = format!("{:?}", self.api.listen.to_string());
+        lines.push(("api.listen".into(), listen));
+        let token = show_path(&self.api.token_file, "(none)");
+        lines.push(("api.token_file".into(), token));
         let width = lines
             .iter()
             .map(|(k, v)| k.len() + v.len())
@@ -687,9 +616,8 @@ impl Config {
         lines
             .iter()
             .map(|(k, v)| {
-                let origin = self.origin(k);
                 let kv = format!("{k} = {v}");
-                format!("{kv:<width$}# {origin}\n")
+                format!("{kv:<width$}# {}\n", self.origin(k))
             })
             .collect()
     }
@@ -698,6 +626,13 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::collections::HashMap;
+
+    /// An environment with nothing set but HOME (an empty directory).
+    fn no_env(dir: &Path) -> HashMap<String, String> {
+        HashMap::from([("HOME".to_string(), dir.display().to_string())])
+    }
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
@@ -708,7 +643,7 @@ mod tests {
             "[replication]\nshards = 2\nconcurrency = 8\npart_size = \"8MiB\"\n",
         )
         .unwrap();
-        Config::load(&p)
+        Config::load_with_env(&p, &no_env(dir.path()))
     }
 
     #[test]
@@ -760,7 +695,9 @@ concurrency = 64
     #[test]
     fn shipped_example_and_profiles_load() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let c = Config::load(&root.join("docs/backbeat.example.toml")).unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let env = no_env(home.path());
+        let c = Config::load_with_env(&root.join("docs/backbeat.example.toml"), &env).unwrap();
         assert!(c.sites.contains_key("site-b"));
         let mut n = 0;
         for entry in std::fs::read_dir(root.join("tuning")).unwrap() {
@@ -778,7 +715,8 @@ concurrency = 64
                 ),
             )
             .unwrap();
-            let c = Config::load(&cfg).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let c = Config::load_with_env(&cfg, &env)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(
                 matches!(c.origin("replication.shards"), Origin::Profile(_)),
                 "{} sets shards",
@@ -826,11 +764,289 @@ concurrency = 64
                 "required",
             ),
             ("[kafka\n", "(syntax)", ""),
+            (
+                "[replication]\nattempts = 101\n",
+                "replication.attempts",
+                "between 1 and 100, not 101",
+            ),
+            (
+                "[replication]\nwindow = \"10KiB\"\n",
+                "replication.window",
+                "at least 1MiB",
+            ),
+            (
+                "[kafka]\npartitions = 0\n",
+                "kafka.partitions",
+                "between 1 and 10000",
+            ),
+            (
+                "[kafka]\nbrokers = \"a:9092\"\n",
+                "kafka.brokers",
+                "expected a sequence",
+            ),
+            (
+                "[api]\nlisten = \"nowhere\"\n",
+                "api.listen",
+                "not an address",
+            ),
+            (
+                "[sites.a]\nendpoint = \"http://x\"\nchecksum = \"md5\"\n",
+                "sites.a.checksum",
+                "\"trailer\" or \"header\"",
+            ),
+            (
+                "[sites.a]\nendpoint = \"http://x\"\nbuckets = { a = 1 }\n",
+                "sites.a.buckets.a",
+                "expected a string",
+            ),
+            (
+                "[source]\nscan_interval_seconds = -1\n",
+                "source.scan_interval_seconds",
+                "between 0 and",
+            ),
         ] {
             let e = load(text).unwrap_err();
             assert_eq!(e.key, key, "{text}: {e}");
             assert!(e.message.contains(want), "{text}: {e}");
             assert!(e.to_string().contains("backbeat.toml"), "{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn errors_give_the_line_of_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = env(&[("HOME", dir.path().to_str().unwrap())]);
+        let p = write(
+            dir.path(),
+            "b.toml",
+            "[kafka]\n\n[replication]\nshards = \"two\"\n",
+        );
+        let e = Config::load_with_env(&p, &home).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("replication.shards", Some(4)));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}:4: replication.shards: ", p.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_known_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = env(&[("HOME", dir.path().to_str().unwrap())]);
+        for (text, key, known) in [
+            (
+                "[replication]\nconcurency = 4\n",
+                "replication.concurency",
+                "concurrency",
+            ),
+            (
+                "[sites.a]\nendpoint = \"http://x\"\nbuckts = {}\n",
+                "sites.a.buckts",
+                "buckets",
+            ),
+            ("[source]\nca = \"x\"\n", "source.ca", "ca_file"),
+            ("[api]\ntoken = \"x\"\n", "api.token", "token_file"),
+        ] {
+            let p = write(dir.path(), "b.toml", text);
+            let e = Config::load_with_env(&p, &home).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.message.starts_with("unknown key (known: "), "{e}");
+            assert!(e.message.contains(known), "{e}");
+        }
+    }
+
+    #[test]
+    fn profiles_name_their_own_file_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = env(&[("HOME", dir.path().to_str().unwrap())]);
+        let cfg = write(
+            dir.path(),
+            "b.toml",
+            "[replication]\nprofile = \"p.toml\"\n",
+        );
+        for (text, key, line) in [
+            ("[replication]\nattempts = 0\n", "replication.attempts", 2),
+            ("[kafka]\npartitions = 2\n", "kafka", 1),
+            (
+                "[replication]\nprofile = \"q.toml\"\n",
+                "replication.profile",
+                2,
+            ),
+        ] {
+            write(dir.path(), "p.toml", text);
+            let e = Config::load_with_env(&cfg, &home).unwrap_err();
+            assert!(e.file.ends_with("p.toml") && e.key == key, "{text}: {e}");
+            assert_eq!(e.line, Some(line), "{e}");
+        }
+    }
+
+    #[test]
+    fn every_compiled_profile_sets_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = env(&[("HOME", dir.path().to_str().unwrap())]);
+        for (name, text) in super::super::tune::PROFILES {
+            write(dir.path(), "p.toml", text);
+            let cfg = write(
+                dir.path(),
+                "b.toml",
+                "[replication]\nprofile = \"p.toml\"\n",
+            );
+            let c = Config::load_with_env(&cfg, &home).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for key in TUNING_KEYS {
+                let origin = c.origin(&format!("replication.{key}"));
+                assert!(
+                    matches!(origin, Origin::Profile(_)),
+                    "{name}: {key}: {origin}"
+                );
+            }
+        }
+    }
+
+    /// Flag > file > environment > AWS profile, for each of the three settings.
+    #[test]
+    fn aws_settings_by_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = write(
+            dir.path(),
+            "config",
+            "[default]\nregion = d-1\n[profile dr]\nregion = p-1\nendpoint_url = http://p\nca_bundle = /p.pem\n",
+        );
+        let file = dir.path().join("b.toml");
+        let conf_s = conf.to_str().unwrap();
+        let full = env(&[
+            ("AWS_CONFIG_FILE", conf_s),
+            ("AWS_REGION", "e-1"),
+            ("AWS_DEFAULT_REGION", "e-2"),
+            ("AWS_ENDPOINT_URL", "http://e"),
+            ("AWS_ENDPOINT_URL_S3", "http://e-s3"),
+            ("AWS_CA_BUNDLE", "/e.pem"),
+        ]);
+        let profile_only = env(&[("AWS_CONFIG_FILE", conf_s)]);
+        let aws = Origin::AwsProfile {
+            name: "dr".into(),
+            file: conf.clone(),
+        };
+        for (setting, from_env, var, from_profile) in [
+            (AwsSetting::Region, "e-1", "AWS_REGION", "p-1"),
+            (
+                AwsSetting::EndpointUrl,
+                "http://e-s3",
+                "AWS_ENDPOINT_URL_S3",
+                "http://p",
+            ),
+            (AwsSetting::CaBundle, "/e.pem", "AWS_CA_BUNDLE", "/p.pem"),
+        ] {
+            let get = |flag: Option<&str>, in_file: Option<&str>, env: &HashMap<String, String>| {
+                let in_file = in_file.map(|v| (v.to_string(), file.as_path()));
+                layered(flag.map(str::to_string), in_file, setting, Some("dr"), env)
+            };
+            let f = Origin::File(file.clone());
+            assert_eq!(
+                get(Some("F"), Some("C"), &full),
+                Some(("F".into(), Origin::Flag))
+            );
+            assert_eq!(get(None, Some("C"), &full), Some(("C".into(), f)));
+            assert_eq!(
+                get(None, None, &full),
+                Some((from_env.into(), Origin::Env(var)))
+            );
+            assert_eq!(
+                get(None, None, &profile_only),
+                Some((from_profile.into(), aws.clone()))
+            );
+            assert_eq!(get(None, None, &env(&[])), None);
+        }
+        // AWS_DEFAULT_REGION when AWS_REGION is unset; AWS_PROFILE, else `default`, names the profile.
+        let e = env(&[("AWS_DEFAULT_REGION", "e-2")]);
+        let r = credentials::aws_setting(AwsSetting::Region, None, &e);
+        assert_eq!(r, Some(("e-2".into(), Origin::Env("AWS_DEFAULT_REGION"))));
+        let r = credentials::aws_setting(AwsSetting::Region, None, &profile_only);
+        assert_eq!(r.map(|(v, _)| v).as_deref(), Some("d-1"));
+        let e = env(&[("AWS_CONFIG_FILE", conf_s), ("AWS_PROFILE", "dr")]);
+        let r = credentials::aws_setting(AwsSetting::Region, None, &e);
+        assert_eq!(r.map(|(v, _)| v).as_deref(), Some("p-1"));
+    }
+
+    /// The configuration file wins over the environment, which wins over the AWS profile;
+    /// `config check` shows which gave each value.
+    #[test]
+    fn config_file_then_env_then_aws_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = write(
+            dir.path(),
+            "config",
+            "[profile dr]\nregion = p-1\nendpoint_url = https://dr.example\nca_bundle = /p.pem\n",
+        );
+        let cfg = write(
+            dir.path(),
+            "b.toml",
+            "[source]\nregion = \"c-1\"\n[sites.dr]\nprofile = \"dr\"\n[sites.here]\nendpoint = \"http://h\"\nca_file = \"h.pem\"\n",
+        );
+        let e = env(&[
+            ("AWS_CONFIG_FILE", conf.to_str().unwrap()),
+            ("AWS_DEFAULT_REGION", "e-1"),
+            ("AWS_SECRET_ACCESS_KEY", "never-shown"),
+        ]);
+        let c = Config::load_with_env(&cfg, &e).unwrap();
+        assert_eq!(
+            c.source.s3.region, "c-1",
+            "the file wins over the environment"
+        );
+        assert_eq!(
+            c.source.s3.endpoint, "",
+            "nothing gives the source's endpoint"
+        );
+        assert_eq!(
+            c.sites["dr"].s3.region, "e-1",
+            "the environment wins over the profile"
+        );
+        assert_eq!(c.sites["dr"].s3.endpoint, "https://dr.example");
+        assert_eq!(
+            c.sites["dr"].s3.ca_file.as_deref(),
+            Some(Path::new("/p.pem"))
+        );
+        assert_eq!(c.sites["here"].s3.ca_file, Some(dir.path().join("h.pem")));
+        assert_eq!(
+            c.origin("sites.dr.region"),
+            Origin::Env("AWS_DEFAULT_REGION")
+        );
+        assert!(matches!(
+            c.origin("sites.dr.endpoint"),
+            Origin::AwsProfile { .. }
+        ));
+        assert!(matches!(c.origin("sites.here.ca_file"), Origin::File(_)));
+        assert_eq!(c.origin("source.endpoint"), Origin::Default);
+        let shown = c.render();
+        assert!(shown.contains("# env AWS_DEFAULT_REGION"), "{shown}");
+        assert!(shown.contains("# aws profile \"dr\" in "), "{shown}");
+        assert!(!shown.contains("never-shown"), "{shown}");
+        // A site whose endpoint nothing gives is an error naming the key.
+        let e = env(&[("HOME", dir.path().to_str().unwrap())]);
+        let err = Config::load_with_env(&cfg, &e).unwrap_err();
+        assert_eq!(err.key, "sites.dr.endpoint", "{err}");
+        // A URL from the environment is checked too, and the error says where it came from.
+        let e = env(&[("AWS_ENDPOINT_URL", "ftp://x")]);
+        let err = Config::load_with_env(&cfg, &e).unwrap_err();
+        assert!(err.message.contains("from env AWS_ENDPOINT_URL"), "{err}");
     }
 }

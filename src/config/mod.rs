@@ -1,11 +1,14 @@
-//! Configuration: credentials from the environment or AWS profiles, and value parsing.
+//! Configuration: the TOML file (serde models, origins of values), credentials and the AWS
+//! settings (region, endpoint, CA bundle) from the environment or AWS profiles, value parsing.
 //!
 //! Owns: where settings come from and their validation. May call: `s3` (its config types),
 //! `shard` (placement).
 
 pub mod credentials;
+mod de;
 pub mod file;
 pub mod tune;
+mod tuning;
 
 /// Parses a byte size: `1048576`, `64KiB`, `8MiB`, `1GiB`, `5MB`, `10k`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
