@@ -171,6 +171,13 @@ impl ApiClient {
                 addr,
                 message: e.to_string(),
             },
+            // A handshake refused while reading or writing comes as an I/O error.
+            ureq::Error::Io(io) if io.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => {
+                CliError::Tls {
+                    addr,
+                    message: io.to_string(),
+                }
+            }
             ureq::Error::Timeout(_) => CliError::Connect {
                 addr,
                 message: format!("no answer within {} s ({e})", REQUEST_LIMIT.as_secs()),

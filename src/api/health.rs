@@ -1,7 +1,9 @@
 //! Liveness, readiness, the health check and the Prometheus exposition (with each site's
 //! backlog, its consumer group's Kafka lag, asked at scrape time).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +12,7 @@ use http_body_util::Full;
 
 use super::model::{EndpointHealth, Health, KafkaHealth, Probe};
 use super::{reply, ApiState, Reply};
+use crate::metrics::Stats;
 use crate::s3::Client;
 
 fn probe(status: StatusCode, s: &str) -> Reply {
@@ -48,7 +51,7 @@ async fn kafka_brokers(brokers: String) -> Result<usize, String> {
 /// `GET /_/healthcheck`: Kafka and every S3 endpoint reachable? 200, else 503.
 pub(super) async fn health(state: &ApiState) -> Reply {
     let kafka = kafka_brokers(state.brokers.clone()).await;
-    let mut endpoints = std::collections::BTreeMap::new();
+    let mut endpoints = BTreeMap::new();
     for (name, ep, bucket) in &state.endpoints {
         let r = Client::new(ep.clone(), None).head_bucket(bucket).await;
         let h = EndpointHealth {
@@ -126,19 +129,32 @@ pub(super) async fn backlog(state: &ApiState, site: &str, limit: Duration) -> Re
     futures_lite::future::or(lag, timeout).await
 }
 
-/// `GET /metrics`: the Prometheus text exposition.
-pub(super) async fn prometheus(state: &ApiState) -> Reply {
-    let mut text = crate::metrics::prometheus::render(&state.sites);
+/// The Prometheus text exposition of `/metrics`: every site's counters and histograms, and
+/// the backlogs given (a site whose backlog is unknown has no sample).
+pub fn exposition(
+    sites: &BTreeMap<String, Arc<Stats>>,
+    backlogs: &BTreeMap<String, u64>,
+) -> String {
+    let mut text = crate::metrics::prometheus::render(sites);
     let name = crate::metrics::names::BACKLOG;
     text.push_str(&format!("# HELP {name} Replication entries not yet committed by the site's consumer group.\n# TYPE {name} gauge\n"));
+    for (site, n) in backlogs {
+        text.push_str(&format!("{name}{{site=\"{site}\"}} {n}\n"));
+    }
+    text
+}
+
+/// `GET /metrics`, each site's backlog asked at scrape time.
+pub(super) async fn prometheus(state: &ApiState) -> Reply {
+    let mut backlogs = BTreeMap::new();
     for site in state.sites.keys() {
         if let Ok(n) = backlog(state, site, Duration::from_secs(5)).await {
-            text.push_str(&format!("{name}{{site=\"{site}\"}} {n}\n"));
+            backlogs.insert(site.clone(), n);
         }
     }
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain; version=0.0.4")
-        .body(Full::new(Bytes::from(text)))
+        .body(Full::new(Bytes::from(exposition(&state.sites, &backlogs))))
         .expect("response")
 }

@@ -37,6 +37,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Serialize;
 
+pub use health::exposition;
+
 use crate::metrics::Stats;
 use crate::s3::transport::{HyperIo, Stream};
 use crate::s3::Endpoint;
