@@ -1375,7 +1375,11 @@ fn cli_commands_drive_a_running_engine() {
     assert_eq!(code, 0);
     let row = out.lines().find(|l| l.starts_with("site-a")).expect(&out);
     let cols: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!((cols[0], cols[1], cols[3]), ("site-a", "enabled", "1"), "{out}");
+    assert_eq!(
+        (cols[0], cols[1], cols[3]),
+        ("site-a", "enabled", "1"),
+        "{out}"
+    );
     let (code, out, _) = cli(&["failed", "list", "--api", &api, "--json"]);
     assert_eq!((code, out.trim()), (0, "[]"));
     e.stop();
