@@ -187,12 +187,16 @@ struct FailedArgs {
 
 #[derive(clap::Args, Clone)]
 struct ApiArgs {
-    /// The operations API address
+    /// The operations API: an address (plain HTTP) or an http:// or https:// URL
     #[arg(long, default_value = "127.0.0.1:8900")]
     api: String,
     /// File holding the API's bearer token
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// With an https:// API: the CA certificate(s) to verify it with (PEM; default: the
+    /// system's roots)
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     /// Print JSON
     #[arg(long)]
     json: bool,
@@ -578,155 +582,66 @@ fn run_all(a: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn api_token(a: &ApiArgs) -> anyhow::Result<Option<String>> {
-    a.token_file
+/// A client of the API the command names, with its token and CA file.
+fn api_client(a: &ApiArgs) -> anyhow::Result<backbeat::api::cli::ApiClient> {
+    let token = a
+        .token_file
         .as_deref()
         .map(backbeat::api::read_token)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        .transpose()?;
+    Ok(backbeat::api::cli::ApiClient::new(
+        &a.api,
+        token,
+        a.ca_file.as_deref(),
+    )?)
 }
 
 fn run_status(a: ApiArgs) -> anyhow::Result<ExitCode> {
-    use backbeat::api::cli::request;
-    let token = api_token(&a)?;
-    let status = request(&a.api, token.as_deref(), "GET", "/_/crr/status", "")?;
-    let mut metrics = serde_json::Map::new();
-    if let Some(sites) = status.as_object() {
-        for site in sites.keys() {
-            metrics.insert(
-                site.clone(),
-                request(
-                    &a.api,
-                    token.as_deref(),
-                    "GET",
-                    &format!("/_/metrics/crr/{site}/all"),
-                    "",
-                )?,
-            );
-        }
-    }
+    let report = api_client(&a)?.status()?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({ "status": status, "metrics": metrics })
-        );
+        println!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", backbeat::api::cli::status_table(&status, &metrics));
+        print!("{}", backbeat::api::cli::status_table(&report));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn run_pause(a: SiteArgs) -> anyhow::Result<ExitCode> {
-    let token = api_token(&a.api)?;
-    let path = if a.site == "all" {
-        "/_/crr/pause".to_string()
-    } else {
-        format!("/_/crr/pause/{}", a.site)
-    };
-    backbeat::api::cli::request(&a.api.api, token.as_deref(), "POST", &path, "")?;
+    api_client(&a.api)?.pause(&a.site, true)?;
     println!("{}: paused", a.site);
     Ok(ExitCode::SUCCESS)
 }
 
 fn run_resume(a: ResumeArgs) -> anyhow::Result<ExitCode> {
-    let token = api_token(&a.api)?;
+    let api = api_client(&a.api)?;
     match a.in_hours {
         None => {
-            let path = if a.site == "all" {
-                "/_/crr/resume".to_string()
-            } else {
-                format!("/_/crr/resume/{}", a.site)
-            };
-            backbeat::api::cli::request(&a.api.api, token.as_deref(), "POST", &path, "")?;
+            api.pause(&a.site, false)?;
             println!("{}: resumed", a.site);
         }
         Some(h) => {
-            let v = backbeat::api::cli::request(
-                &a.api.api,
-                token.as_deref(),
-                "POST",
-                &format!("/_/crr/resume/{}/schedule", a.site),
-                &serde_json::json!({ "hours": h }).to_string(),
-            )?;
-            println!(
-                "{}: resumes at {}",
-                a.site,
-                v["scheduledResume"].as_str().unwrap_or("?")
-            );
+            let s = api.schedule_resume(&a.site, h)?;
+            println!("{}: resumes at {}", a.site, s.scheduled_resume);
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every failed entry, following the API's pages.
-fn failed_all(a: &FailedArgs, token: Option<&str>) -> anyhow::Result<Vec<serde_json::Value>> {
-    let mut out = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let mut q = Vec::new();
-        if let Some(s) = &a.site {
-            q.push(format!("site={s}"));
-        }
-        if let Some(m) = &marker {
-            q.push(format!(
-                "marker={}",
-                percent_encoding::utf8_percent_encode(m, percent_encoding::NON_ALPHANUMERIC)
-            ));
-        }
-        let path = if q.is_empty() {
-            "/_/crr/failed".to_string()
-        } else {
-            format!("/_/crr/failed?{}", q.join("&"))
-        };
-        let page = backbeat::api::cli::request(&a.api.api, token, "GET", &path, "")?;
-        out.extend(page["Versions"].as_array().cloned().unwrap_or_default());
-        match (page["IsTruncated"].as_bool(), page["NextMarker"].as_str()) {
-            (Some(true), Some(m)) => marker = Some(m.to_string()),
-            _ => return Ok(out),
-        }
-    }
-}
-
 fn run_failed(c: FailedCommand) -> anyhow::Result<ExitCode> {
     match c {
         FailedCommand::List(a) => {
-            let token = api_token(&a.api)?;
-            let all = failed_all(&a, token.as_deref())?;
+            let all = api_client(&a.api)?.failed(a.site.as_deref())?;
             if a.api.json {
-                println!("{}", serde_json::Value::Array(all));
+                println!("{}", serde_json::to_string(&all)?);
             } else {
-                println!(
-                    "{:<10} {:<20} {:<40} {:<24} error",
-                    "site", "bucket", "key", "version"
-                );
-                for v in &all {
-                    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-                    println!(
-                        "{:<10} {:<20} {:<40} {:<24} {}",
-                        s("StorageClass"),
-                        s("Bucket"),
-                        s("Key"),
-                        s("VersionId"),
-                        v["Error"]["code"].as_str().unwrap_or("")
-                    );
-                }
-                println!("{} failed", all.len());
+                print!("{}", backbeat::api::cli::failed_table(&all));
             }
         }
         FailedCommand::Retry(a) => {
-            let token = api_token(&a.api)?;
-            let all = failed_all(&a, token.as_deref())?;
-            let r = backbeat::api::cli::request(
-                &a.api.api,
-                token.as_deref(),
-                "POST",
-                "/_/crr/failed",
-                &serde_json::Value::Array(all).to_string(),
-            )?;
-            println!(
-                "{} entries queued again",
-                r.as_array().map(|a| a.len()).unwrap_or(0)
-            );
+            let api = api_client(&a.api)?;
+            let all = api.failed(a.site.as_deref())?;
+            let retried = api.retry(&all)?;
+            println!("{} entries queued again", retried.len());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,4 +1,5 @@
-//! Command-line behaviour that needs no server: configuration checks.
+//! Command-line behaviour that needs no engine: configuration checks, tuning, exported
+//! metric names, and the API commands against a stand-in API server (plain and TLS).
 
 use std::process::Command;
 
@@ -44,15 +45,33 @@ fn config_check_prints_origins_and_names_bad_keys() {
     );
 }
 
+/// The metric names `/metrics` exports: what the exporter writes for a site, parsed as
+/// Prometheus text (names of HELP lines and of samples).
+fn exported_metric_names() -> Vec<String> {
+    use std::collections::BTreeMap;
+    let sites = BTreeMap::from([("site-a".to_string(), backbeat::metrics::Stats::new())]);
+    let backlogs = BTreeMap::from([("site-a".to_string(), 3)]);
+    let text = backbeat::api::exposition(&sites, &backlogs);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format");
+    let mut names: Vec<String> = scrape.docs.keys().cloned().collect();
+    names.extend(scrape.samples.iter().map(|s| s.metric.clone()));
+    names.sort();
+    names.dedup();
+    names
+}
+
 #[test]
 fn alert_rules_and_dashboard_use_exported_metric_names() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let names = std::fs::read_to_string(format!("{root}/src/metrics/names.rs")).unwrap();
-    let exported: Vec<String> = names
-        .lines()
-        .filter_map(|l| l.split('"').nth(1).map(str::to_string))
-        .collect();
-    assert!(exported.len() >= 8, "{exported:?}");
+    let exported = exported_metric_names();
+    for name in [
+        "backbeat_versions_copied_total",
+        "backbeat_backlog_entries",
+        "backbeat_rpo_seconds",
+    ] {
+        assert!(exported.iter().any(|n| n == name), "{name}: {exported:?}");
+    }
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(format!("{root}/docs/grafana-dashboard.json")).unwrap(),
     )
@@ -226,4 +245,194 @@ fn aws_environment_fills_in_endpoints_regions_and_ca_files() {
         err.contains("scheme must be http or https") && !err.contains("required"),
         "{err}"
     );
+}
+
+/// A stand-in operations API on 127.0.0.1 (TLS with a certificate for `localhost` when
+/// `tls` is given): answers `/_/crr/status` and `/_/metrics/crr/site-a/all` to requests
+/// bearing `Bearer good-token`, 401 to others. Returns its port; it serves until the test
+/// process ends.
+fn stand_in_api(tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answer = |request: &str| -> (u16, &'static str) {
+        if !request
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("authorization: bearer good-token"))
+        {
+            return (401, r#"{"error":"a bearer token is required"}"#);
+        }
+        match request.split(' ').nth(1) {
+            Some("/_/crr/status") => (200, r#"{"site-a":"disabled"}"#),
+            Some("/_/metrics/crr/site-a/all") => (
+                200,
+                r#"{"backlog":{"description":"b","results":{"count":7,"size":70}},"completions":{"description":"c","results":{"count":4,"size":40}},"failures":{"description":"f","results":{"count":1,"size":10}},"pending":{"description":"p","results":{"count":0,"size":0}},"throughput":{"description":"t","results":{"count":"0.01","size":"0.04"}}}"#,
+            ),
+            _ => (404, r#"{"error":"no route"}"#),
+        }
+    };
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let tls = tls.clone();
+            std::thread::spawn(move || {
+                let mut conn: Box<dyn ReadWrite> = match tls {
+                    Some(cfg) => {
+                        let server = rustls::ServerConnection::new(cfg).unwrap();
+                        Box::new(rustls::StreamOwned::new(server, stream))
+                    }
+                    None => Box::new(stream),
+                };
+                let mut request = String::new();
+                {
+                    let mut r = BufReader::new(&mut conn);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        request.push_str(line.trim_end());
+                        request.push('\n');
+                    }
+                }
+                if request.is_empty() {
+                    return;
+                }
+                let (status, body) = answer(&request);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.flush();
+            });
+        }
+    });
+    port
+}
+
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
+/// A server configuration for `localhost` signed by a fresh CA; and the CA's PEM.
+fn tls_server() -> (std::sync::Arc<rustls::ServerConfig>, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    (std::sync::Arc::new(cfg), ca_cert.pem())
+}
+
+#[test]
+fn status_reads_the_api_documents_and_prints_a_table() {
+    let port = stand_in_api(None);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "good-token\n").unwrap();
+    let api = format!("127.0.0.1:{port}");
+    let t = token.to_str().unwrap();
+    let (code, out, err) = backbeat(&["status", "--api", &api, "--token-file", t]);
+    assert_eq!(code, 0, "{err}");
+    let row = out.lines().find(|l| l.starts_with("site-a")).expect(&out);
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cols,
+        ["site-a", "disabled", "7", "4", "1", "0", "0.01"],
+        "{out}"
+    );
+    let url = format!("http://127.0.0.1:{port}/");
+    let (code, out, err) = backbeat(&["status", "--api", &url, "--token-file", t, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"]["site-a"], "disabled", "{v}");
+    assert_eq!(
+        v["metrics"]["site-a"]["backlog"]["results"]["size"], 70,
+        "{v}"
+    );
+    assert_eq!(
+        v["metrics"]["site-a"]["throughput"]["results"]["count"], "0.01",
+        "{v}"
+    );
+}
+
+#[test]
+fn api_commands_say_what_to_do_when_refused_or_unreachable() {
+    let port = stand_in_api(None);
+    let api = format!("127.0.0.1:{port}");
+    let (code, _, err) = backbeat(&["pause", "site-a", "--api", &api]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("requires a bearer token") && err.contains("--token-file"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "wrong-s3cr3t\n").unwrap();
+    let (code, out, err) = backbeat(&[
+        "status",
+        "--api",
+        &api,
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("refused the token") && err.contains("--token-file"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("s3cr3t") && !out.contains("s3cr3t"),
+        "the token was printed: {out}{err}"
+    );
+    let (code, _, err) = backbeat(&["status", "--api", "127.0.0.1:1"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cannot reach the operations API at http://127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(err.contains("backbeat run"), "{err}");
+}
+
+#[test]
+fn status_over_https_trusts_the_ca_file_given() {
+    let (cfg, ca_pem) = tls_server();
+    let port = stand_in_api(Some(cfg));
+    let dir = tempfile::tempdir().unwrap();
+    let (token, ca) = (dir.path().join("token"), dir.path().join("ca.pem"));
+    std::fs::write(&token, "good-token\n").unwrap();
+    std::fs::write(&ca, ca_pem).unwrap();
+    let url = format!("https://localhost:{port}");
+    let t = token.to_str().unwrap();
+    let (code, out, err) = backbeat(&[
+        "status",
+        "--api",
+        &url,
+        "--token-file",
+        t,
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("site-a") && l.contains("disabled")),
+        "{out}"
+    );
+    // Without the CA, the server's certificate is not trusted: the error names --ca-file.
+    let (code, _, err) = backbeat(&["status", "--api", &url, "--token-file", t]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("TLS") && err.contains("--ca-file"), "{err}");
 }

@@ -1018,23 +1018,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn api_health_and_prometheus_metrics_and_token() {
+/// An engine (`backbeat run`) replicating a fresh source bucket to a fresh destination
+/// bucket as `site-a`, its API on a free loopback port, once ready.
+struct ApiEngine {
+    port: u16,
+    st: Setup,
+    run: Proc,
+    sb: String,
+    da: String,
+    src: Client,
+    dst: Client,
+}
+
+fn api_engine(name: &str) -> ApiEngine {
     let s = servers();
-    let (sb, da) = (bucket("api-src"), bucket("api-a"));
+    let (sb, da) = (bucket(&format!("{name}-src")), bucket(&format!("{name}-a")));
     let src = Client::new(endpoint(&s.source), None);
     let dst = Client::new(endpoint(&s.dest), None);
-    let mut events = Vec::new();
     block_on(async {
         make_bucket(&src, &sb, true).await;
         make_bucket(&dst, &da, true).await;
-        for k in ["m1", "m2", "m3"] {
-            let vid = put(&src, &sb, k, &data(900, 9), &[]).await;
-            events.push((
-                format!("{sb}/{k}"),
-                event("ObjectCreated:Put", &sb, k, &vid, 900),
-            ));
-        }
     });
     let port = free_port();
     let st = setup(
@@ -1043,37 +1046,168 @@ fn api_health_and_prometheus_metrics_and_token() {
         &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
         &format!("\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
     );
-    let topics = kafka::Topics::new(&st.prefix);
     let run = spawn(&["run"], &st.config);
-    wait_until(60, "the API", || {
+    wait_until(60, "the API ready", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http_get(port, "/_/ready", None).0 == 200
     });
-    assert_eq!(http_get(port, "/_/live", None).0, 200);
-    wait_until(60, "ready", || http_get(port, "/_/ready", None).0 == 200);
-    let (code, body) = http_get(port, "/_/healthcheck", None);
-    assert_eq!(code, 200, "{body}");
-    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(h["kafka"]["ok"], true, "{h}");
-    assert_eq!(h["endpoints"]["site-a"]["ok"], true, "{h}");
-    assert_eq!(http_get(port, "/nope", None).0, 404);
-    produce(&topics.events, &events);
-    for k in ["m1", "m2", "m3"] {
-        wait_until(90, k, || real_versions(&dst, &da, k).len() == 1);
+    ApiEngine {
+        port,
+        st,
+        run,
+        sb,
+        da,
+        src,
+        dst,
     }
-    wait_until(30, "metrics", || {
-        http_get(port, "/metrics", None)
-            .1
-            .contains("backbeat_versions_copied_total{site=\"site-a\"} 3")
+}
+
+impl ApiEngine {
+    /// Writes `keys` (`size` bytes each) to the source and announces them.
+    fn announce(&self, keys: &[&str], size: usize) {
+        let topics = kafka::Topics::new(&self.st.prefix);
+        let events: Vec<(String, String)> = block_on(async {
+            let mut events = Vec::new();
+            for k in keys {
+                let vid = put(&self.src, &self.sb, k, &data(size, 9), &[]).await;
+                let e = event("ObjectCreated:Put", &self.sb, k, &vid, size);
+                events.push((format!("{}/{k}", self.sb), e));
+            }
+            events
+        });
+        produce(&topics.events, &events);
+    }
+
+    fn replicated(&self, key: &str) -> bool {
+        real_versions(&self.dst, &self.da, key).len() == 1
+    }
+
+    /// GET `path`: the status and the JSON document.
+    fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let (code, body) = http_get(self.port, path, None);
+        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        (code, v)
+    }
+
+    fn send(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let (code, text) = http_req(self.port, method, path, body);
+        let v =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"));
+        (code, v)
+    }
+
+    fn backlog(&self) -> serde_json::Value {
+        let (code, v) = self.get("/_/metrics/crr/site-a/backlog");
+        assert_eq!(code, 200, "{v}");
+        v["backlog"]["results"].clone()
+    }
+
+    fn stop(self) {
+        stop(self.run);
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.fff]Z`, read here
+/// rather than with the engine's own parser.
+fn utc_seconds(t: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().unwrap_or_else(|_| panic!("{t}"));
+    assert!(
+        t.ends_with('Z') && &t[4..5] == "-" && &t[10..11] == "T",
+        "{t}"
+    );
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+    days * 86400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn api_probes_health_and_route_errors() {
+    let e = api_engine("probe");
+    assert_eq!(e.get("/_/live"), (200, serde_json::json!({"status": "ok"})));
+    assert_eq!(
+        e.get("/_/ready"),
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    let (code, h) = e.get("/_/healthcheck");
+    assert_eq!(code, 200, "{h}");
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["kafka"]["ok"], true, "{h}");
+    assert!(
+        h["kafka"]["brokers"].as_u64().is_some_and(|n| n >= 1),
+        "{h}"
+    );
+    assert_eq!(h["endpoints"]["site-a"]["ok"], true, "{h}");
+    assert_eq!(h["endpoints"]["site-a"]["bucket"], e.da.as_str(), "{h}");
+    // Unknown paths 404, other methods 405, missing parts 400: each says what to use.
+    let (code, v) = e.get("/nope");
+    assert_eq!((code, v["error"].as_str()), (404, Some("no route /nope")));
+    let (code, v) = e.get("/_/metrics/crr/site-a/nosuch");
+    assert_eq!(code, 404, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("backlog"), "{v}");
+    assert_eq!(e.get("/_/metrics/crr/nosuch/backlog").0, 404);
+    let (code, v) = e.send("POST", "/_/live", "");
+    assert_eq!(code, 405, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("GET"), "{v}");
+    assert_eq!(e.get("/_/crr/pause/site-a").0, 405);
+    let (code, v) = e.get("/_/crr/failed/only-a-bucket");
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("{versionId}"), "{v}");
+    let (code, v) = e.send(
+        "POST",
+        "/_/crr/resume/site-a/schedule",
+        "{\"hours\": \"soon\"}",
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("hours"), "{v}");
+    let (code, v) = e.send("POST", "/_/crr/resume/site-a/schedule", "{\"hours\": -1}");
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = e.send("POST", "/_/crr/failed", "{\"not\": \"a list\"}");
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(
+        e.get("/_/crr/status"),
+        (200, serde_json::json!({"site-a": "enabled"}))
+    );
+    e.stop();
+}
+
+#[test]
+fn api_metric_routes_count_what_was_replicated() {
+    let e = api_engine("metrics");
+    e.announce(&["m1", "m2", "m3"], 900);
+    for k in ["m1", "m2", "m3"] {
+        wait_until(90, k, || e.replicated(k));
+    }
+    wait_until(30, "completions", || {
+        e.get("/_/metrics/crr/site-a/completions").1["completions"]["results"]["count"] == 3
     });
-    // Backbeat's metric routes and response shapes.
-    let (code, body) = http_get(port, "/_/metrics/crr/site-a/completions", None);
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["completions"]["results"]["count"], 3, "{v}");
-    assert_eq!(v["completions"]["results"]["size"], 2700, "{v}");
-    let (code, body) = http_get(port, "/_/metrics/crr/all/all", None);
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (code, v) = e.get("/_/metrics/crr/site-a/completions");
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["completions"]["results"],
+        serde_json::json!({"count": 3, "size": 2700})
+    );
+    assert_eq!(
+        v.as_object().unwrap().len(),
+        1,
+        "only the family asked for: {v}"
+    );
+    // Committed once replicated: no backlog (its size estimated from the average copy).
+    wait_until(30, "the backlog drained", || e.backlog()["count"] == 0);
+    assert_eq!(e.backlog(), serde_json::json!({"count": 0, "size": 0}));
+    let (code, v) = e.get("/_/metrics/crr/all/all");
+    assert_eq!(code, 200, "{v}");
     for m in [
         "backlog",
         "completions",
@@ -1081,191 +1215,219 @@ fn api_health_and_prometheus_metrics_and_token() {
         "throughput",
         "pending",
     ] {
-        assert!(
-            v[m]["description"].is_string() && v[m]["results"].is_object(),
-            "{m}: {v}"
-        );
+        assert!(v[m]["description"].is_string(), "{m}: {v}");
     }
-    assert_eq!(v["failures"]["results"]["count"], 0, "{v}");
-    assert_eq!(v["pending"]["results"]["count"], 0, "{v}");
-    assert!(
-        v["backlog"]["results"]["count"]
-            .as_i64()
-            .is_some_and(|n| n >= 0),
-        "{v}"
-    );
-    assert_eq!(http_get(port, "/_/metrics/crr/nosuch/backlog", None).0, 404);
-    // Pause: new objects are not replicated; resume: they are.
-    assert_eq!(http_req(port, "POST", "/_/crr/pause/site-a", "").0, 200);
-    let (_, body) = http_get(port, "/_/crr/status/site-a", None);
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["site-a"],
-        "disabled",
-        "{body}"
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let vid = block_on(async { put(&src, &sb, "during-pause", &data(800, 8), &[]).await });
-    produce(
-        &topics.events,
-        &[(
-            format!("{sb}/during-pause"),
-            event("ObjectCreated:Put", &sb, "during-pause", &vid, 800),
-        )],
-    );
-    // The paused site's entry waits in Kafka: the backlog (its group's lag) counts it.
-    wait_until(30, "a backlog while paused", || {
-        let (_, body) = http_get(port, "/_/metrics/crr/site-a/backlog", None);
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["backlog"]["results"]["count"]
-            .as_i64()
-            .is_some_and(|n| n >= 1)
-    });
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        real_versions(&dst, &da, "during-pause").is_empty(),
-        "replicated while paused"
-    );
-    let (code, body) = http_req(
-        port,
-        "POST",
-        "/_/crr/resume/site-a/schedule",
-        r#"{"hours": 2}"#,
-    );
-    assert_eq!(code, 200, "{body}");
-    let (_, body) = http_get(port, "/_/crr/resume/site-a", None);
-    assert!(
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["site-a"]
-            .as_str()
-            .unwrap()
-            .ends_with('Z'),
-        "{body}"
+        v["failures"]["results"],
+        serde_json::json!({"count": 0, "size": 0})
     );
     assert_eq!(
-        http_req(port, "DELETE", "/_/crr/resume/site-a/schedule", "").0,
-        200
+        v["pending"]["results"],
+        serde_json::json!({"count": 0, "size": 0})
     );
-    let (_, body) = http_get(port, "/_/crr/resume/site-a", None);
+    // 3 in the last 900 s, per second, as Backbeat writes it.
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["site-a"],
-        "none",
-        "{body}"
+        v["throughput"]["results"],
+        serde_json::json!({"count": "0.00", "size": "3.00"})
     );
-    assert_eq!(http_req(port, "POST", "/_/crr/resume/site-a", "").0, 200);
-    wait_until(60, "replication after resume", || {
-        real_versions(&dst, &da, "during-pause").len() == 1
-    });
-    // Once replicated, its offset is committed: the backlog drains.
-    wait_until(30, "the backlog drained", || {
-        let (_, body) = http_get(port, "/_/metrics/crr/site-a/backlog", None);
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["backlog"]["results"]["count"]
-            == 0
-    });
-    let (_, body) = http_get(port, "/_/crr/status", None);
+    let m = scrape(e.port);
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["site-a"],
-        "enabled",
-        "{body}"
+        sample(&m, "backbeat_versions_copied_total", "site-a"),
+        Some(3.0)
     );
-    let (code, text) = http_get(port, "/metrics", None);
-    assert_eq!(code, 200);
-    assert!(
-        text.contains("backbeat_backlog_entries{site=\"site-a\"}"),
-        "{text}"
+    assert_eq!(
+        sample(&m, "backbeat_replication_latency_seconds", "site-a"),
+        Some(3.0)
     );
-    let lines = text.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
-    let copied = scrape
+    assert_eq!(sample(&m, "backbeat_backlog_entries", "site-a"), Some(0.0));
+    let owned: f64 = m
         .samples
         .iter()
-        .find(|m| {
-            m.metric == "backbeat_versions_copied_total" && m.labels.get("site") == Some("site-a")
-        })
-        .expect("copied counter");
-    assert!(
-        matches!(copied.value, prometheus_parse::Value::Counter(v) if v == 4.0),
-        "{:?}",
-        copied.value
-    );
-    let owned: f64 = scrape
-        .samples
-        .iter()
-        .filter(|m| m.metric == "backbeat_partitions_owned")
-        .map(|m| match m.value {
+        .filter(|s| s.metric == "backbeat_partitions_owned")
+        .map(|s| match s.value {
             prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
             _ => 0.0,
         })
         .sum();
     assert_eq!(owned, 4.0, "the shards own the topic's 4 partitions");
-    let hist = scrape
-        .samples
-        .iter()
-        .find(|m| m.metric == "backbeat_replication_latency_seconds")
-        .expect("latency histogram");
-    match &hist.value {
-        prometheus_parse::Value::Histogram(buckets) => {
-            assert_eq!(buckets.last().unwrap().count, 4.0)
-        }
-        other => panic!("latency is not a histogram: {other:?}"),
-    }
-    // The same through the command line.
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_backbeat"))
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let api = format!("127.0.0.1:{port}");
+    e.stop();
+}
+
+#[test]
+fn api_pause_holds_entries_in_the_backlog_until_resume() {
+    let e = api_engine("pause");
+    let (code, v) = e.send("POST", "/_/crr/pause/site-a", "");
+    assert_eq!((code, &v), (200, &serde_json::json!({})));
+    assert_eq!(
+        e.get("/_/crr/status/site-a").1,
+        serde_json::json!({"site-a": "disabled"})
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    e.announce(&["during-pause"], 800);
+    // The paused site's entry waits in Kafka: its group's lag counts it.
+    wait_until(30, "a backlog while paused", || e.backlog()["count"] == 1);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!e.replicated("during-pause"), "replicated while paused");
+    assert_eq!(e.backlog()["count"], 1);
+    assert_eq!(
+        sample(&scrape(e.port), "backbeat_backlog_entries", "site-a"),
+        Some(1.0)
+    );
+    assert_eq!(e.send("POST", "/_/crr/resume/site-a", "").0, 200);
+    assert_eq!(
+        e.get("/_/crr/status").1,
+        serde_json::json!({"site-a": "enabled"})
+    );
+    wait_until(60, "replication after resume", || {
+        e.replicated("during-pause")
+    });
+    wait_until(30, "the backlog drained", || e.backlog()["count"] == 0);
+    e.stop();
+}
+
+#[test]
+fn api_scheduled_resume_is_hours_from_now_and_can_be_cancelled() {
+    let e = api_engine("sched");
+    let asked = now_seconds();
+    let (code, v) = e.send("POST", "/_/crr/resume/site-a/schedule", r#"{"hours": 2}"#);
+    assert_eq!(code, 200, "{v}");
+    let at = v["scheduledResume"]
+        .as_str()
+        .expect("scheduledResume")
+        .to_string();
+    let from_now = utc_seconds(&at) - asked;
+    assert!(
+        (7200 - 60..=7200 + 60).contains(&from_now),
+        "{at} is {from_now} s from now"
+    );
+    assert_eq!(
+        e.get("/_/crr/resume/site-a").1,
+        serde_json::json!({"site-a": at})
+    );
+    assert_eq!(e.get("/_/crr/resume").1, serde_json::json!({"site-a": at}));
+    // A scheduled resume pauses the site until then.
+    assert_eq!(e.get("/_/crr/status/site-a").1["site-a"], "disabled");
+    let (code, v) = e.send("DELETE", "/_/crr/resume/site-a/schedule", "");
+    assert_eq!((code, &v), (200, &serde_json::json!({})));
+    assert_eq!(
+        e.get("/_/crr/resume/site-a").1,
+        serde_json::json!({"site-a": "none"})
+    );
+    assert_eq!(
+        e.get("/_/crr/status/site-a").1["site-a"],
+        "disabled",
+        "still paused"
+    );
+    assert_eq!(e.send("POST", "/_/crr/resume", "").0, 200);
+    assert_eq!(e.get("/_/crr/status/site-a").1["site-a"], "enabled");
+    e.stop();
+}
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_backbeat"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_commands_drive_a_running_engine() {
+    let e = api_engine("cli");
+    e.announce(&["c1"], 700);
+    wait_until(90, "c1", || e.replicated("c1"));
+    let api = format!("127.0.0.1:{}", e.port);
     let (code, out, err) = cli(&["pause", "site-a", "--api", &api]);
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!((code, out.trim()), (0, "site-a: paused"), "{err}");
+    assert_eq!(e.get("/_/crr/status").1["site-a"], "disabled");
+    wait_until(30, "the completion counted", || {
+        let (_, out, _) = cli(&["status", "--api", &api, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        v["metrics"]["site-a"]["completions"]["results"]["count"] == 1
+    });
     let (code, out, err) = cli(&["status", "--api", &api, "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["status"]["site-a"], "disabled", "{v}");
     assert_eq!(
-        v["metrics"]["site-a"]["completions"]["results"]["count"], 4,
+        v["status"],
+        serde_json::json!({"site-a": "disabled"}),
         "{v}"
     );
-    let (code, out, _) = cli(&["resume", "site-a", "--in", "1", "--api", &api]);
-    assert!(code == 0 && out.contains("resumes at"), "{out}");
-    let (code, _, _) = cli(&["resume", "site-a", "--api", &api]);
-    assert_eq!(code, 0);
-    let (code, out, _) = cli(&["status", "--api", &api]);
+    assert_eq!(
+        v["metrics"]["site-a"]["completions"]["results"]["size"], 700,
+        "{v}"
+    );
+    let asked = now_seconds();
+    let (code, out, err) = cli(&["resume", "site-a", "--in", "1", "--api", &api]);
+    assert_eq!(code, 0, "{err}");
+    let at = out.trim().strip_prefix("site-a: resumes at ").expect(&out);
+    let from_now = utc_seconds(at) - asked;
     assert!(
-        code == 0 && out.contains("site-a") && out.contains("enabled"),
+        (3600 - 60..=3600 + 60).contains(&from_now),
+        "{at} is {from_now} s from now"
+    );
+    assert_eq!(e.get("/_/crr/resume/site-a").1["site-a"], at);
+    let (code, out, _) = cli(&["resume", "all", "--api", &api]);
+    assert_eq!((code, out.trim()), (0, "all: resumed"));
+    assert_eq!(e.get("/_/crr/resume/site-a").1["site-a"], "none");
+    let (code, out, _) = cli(&["status", "--api", &api]);
+    assert_eq!(code, 0);
+    let row = out.lines().find(|l| l.starts_with("site-a")).expect(&out);
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        (cols[0], cols[1], cols[3]),
+        ("site-a", "enabled", "1"),
         "{out}"
     );
-    let (code, _, err) = cli(&["status", "--api", "127.0.0.1:1"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("cannot reach the operations API"), "{err}");
-    stop(run);
+    let (code, out, _) = cli(&["failed", "list", "--api", &api, "--json"]);
+    assert_eq!((code, out.trim()), (0, "[]"));
+    e.stop();
+}
 
+#[test]
+fn api_off_loopback_requires_the_token() {
+    let s = servers();
+    let sb = bucket("token-src");
+    let src = Client::new(endpoint(&s.source), None);
+    block_on(async { make_bucket(&src, &sb, true).await });
+    let port = free_port();
+    let st = setup(
+        &sb,
+        &[("site-a", &s.dest, &bucket("token-a"))],
+        &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
+        &format!("\n[api]\nlisten = \"0.0.0.0:{port}\"\ntoken_file = \"token\"\n"),
+    );
+    let token_file = st.config.with_file_name("token");
+    std::fs::write(&token_file, "s3cr3t-token\n").unwrap();
+    let run = spawn(&["run"], &st.config);
+    wait_until(60, "the API", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (code, body) = http_get(port, "/_/live", None);
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.contains("s3cr3t"), "{body}");
+    assert_eq!(http_get(port, "/_/live", Some("wrong")).0, 401);
+    assert_eq!(http_get(port, "/_/live", Some("s3cr3t-token")).0, 200);
+    let api = format!("127.0.0.1:{port}");
+    let (code, _, err) = cli(&["status", "--api", &api]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--token-file"), "{err}");
+    let t = token_file.to_str().unwrap();
+    wait_until(60, "ready", || {
+        http_get(port, "/_/ready", Some("s3cr3t-token")).0 == 200
+    });
+    let (code, out, err) = cli(&["status", "--api", &api, "--token-file", t]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("site-a") && !out.contains("s3cr3t"), "{out}");
+    stop(run);
     let log = std::fs::read_to_string(st.config.with_file_name("run.log")).unwrap();
     assert!(log.contains("operations API listening"), "{log}");
     assert!(!log.contains("SKTEST/secret"), "a secret reached the log");
-    // On a non-loopback address a token is required, and requests without it are refused.
-    let port2 = free_port();
-    let token_file = st.config.with_file_name("token");
-    std::fs::write(&token_file, "s3cr3t-token\n").unwrap();
-    let mut text = std::fs::read_to_string(&st.config).unwrap();
-    text = text.replace(
-        &format!("listen = \"127.0.0.1:{port}\""),
-        &format!("listen = \"0.0.0.0:{port2}\"\ntoken_file = \"token\""),
-    );
-    std::fs::write(&st.config, &text).unwrap();
-    let run = spawn(&["run"], &st.config);
-    wait_until(60, "the API", || {
-        std::net::TcpStream::connect(("127.0.0.1", port2)).is_ok()
-    });
-    let (code, body) = http_get(port2, "/_/live", None);
-    assert_eq!(code, 401, "{body}");
-    assert!(!body.contains("s3cr3t"), "{body}");
-    assert_eq!(http_get(port2, "/_/live", Some("wrong")).0, 401);
-    assert_eq!(http_get(port2, "/_/live", Some("s3cr3t-token")).0, 200);
-    stop(run);
+    assert!(!log.contains("s3cr3t"), "the token reached the log");
 }
 
 #[test]

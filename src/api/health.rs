@@ -1,0 +1,160 @@
+//! Liveness, readiness, the health check and the Prometheus exposition (with each site's
+//! backlog, its consumer group's Kafka lag, asked at scrape time).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use super::model::{EndpointHealth, Health, KafkaHealth, Probe};
+use super::{reply, ApiState, Reply};
+use crate::metrics::Stats;
+use crate::s3::Client;
+
+fn probe(status: StatusCode, s: &str) -> Reply {
+    reply(status, &Probe { status: s.into() })
+}
+
+/// `GET /_/live`.
+pub(super) fn live() -> Reply {
+    probe(StatusCode::OK, "ok")
+}
+
+/// `GET /_/ready`: 200 once every role has started.
+pub(super) fn ready(state: &ApiState) -> Reply {
+    if state.ready.load(Ordering::SeqCst) {
+        probe(StatusCode::OK, "ok")
+    } else {
+        probe(StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+/// How many brokers the cluster's metadata names (asked off the executor).
+async fn kafka_brokers(brokers: String) -> Result<usize, String> {
+    glommio::executor()
+        .spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer as _};
+            let c: BaseConsumer = crate::queue::kafka::client_config(&brokers)
+                .create()
+                .map_err(|e| e.to_string())?;
+            c.fetch_metadata(None, Duration::from_secs(3))
+                .map(|m| m.brokers().len())
+                .map_err(|e| e.to_string())
+        })
+        .await
+}
+
+/// `GET /_/healthcheck`: Kafka and every S3 endpoint reachable? 200, else 503.
+pub(super) async fn health(state: &ApiState) -> Reply {
+    let kafka = kafka_brokers(state.brokers.clone()).await;
+    let mut endpoints = BTreeMap::new();
+    for (name, ep, bucket) in &state.endpoints {
+        let r = Client::new(ep.clone(), None).head_bucket(bucket).await;
+        let h = EndpointHealth {
+            bucket: bucket.clone(),
+            endpoint: ep.label().to_string(),
+            error: r.as_ref().err().map(|e| e.to_string()),
+            ok: r.is_ok(),
+        };
+        endpoints.insert(name.clone(), h);
+    }
+    let ok = kafka.is_ok() && endpoints.values().all(|e| e.ok);
+    let doc = Health {
+        endpoints,
+        kafka: KafkaHealth {
+            brokers: kafka.as_ref().ok().copied(),
+            ok: kafka.is_ok(),
+            error: kafka.err(),
+        },
+        status: if ok { "ok" } else { "degraded" }.into(),
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    reply(status, &doc)
+}
+
+/// Entries of the replication topic not yet committed by `group` (its lag).
+fn kafka_lag(brokers: &str, topic: &str, group: &str) -> Result<u64, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let c: BaseConsumer = crate::queue::kafka::client_config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let t = Duration::from_secs(3);
+    let md = c
+        .fetch_metadata(Some(topic), t)
+        .map_err(|e| e.to_string())?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|tp| tp.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = c.committed_offsets(tpl, t).map_err(|e| e.to_string())?;
+    let mut lag = 0;
+    for p in parts {
+        let (low, high) = c.fetch_watermarks(topic, p, t).map_err(|e| e.to_string())?;
+        let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(rdkafka::Offset::Offset(o)) => o,
+            _ => low,
+        };
+        lag += (high - at).max(0) as u64;
+    }
+    Ok(lag)
+}
+
+/// A site's backlog (its group's lag), asked off the executor, within `limit`.
+pub(super) async fn backlog(state: &ApiState, site: &str, limit: Duration) -> Result<u64, String> {
+    let (b, t, g) = (
+        state.brokers.clone(),
+        state.replication_topic.clone(),
+        state.groups.get(site).cloned().unwrap_or_default(),
+    );
+    let lag = glommio::executor().spawn_blocking(move || kafka_lag(&b, &t, &g));
+    let timeout = async {
+        glommio::timer::sleep(limit).await;
+        Err(format!("Kafka did not answer within {} s", limit.as_secs()))
+    };
+    futures_lite::future::or(lag, timeout).await
+}
+
+/// The Prometheus text exposition of `/metrics`: every site's counters and histograms, and
+/// the backlogs given (a site whose backlog is unknown has no sample).
+pub fn exposition(
+    sites: &BTreeMap<String, Arc<Stats>>,
+    backlogs: &BTreeMap<String, u64>,
+) -> String {
+    let mut text = crate::metrics::prometheus::render(sites);
+    let name = crate::metrics::names::BACKLOG;
+    text.push_str(&format!("# HELP {name} Replication entries not yet committed by the site's consumer group.\n# TYPE {name} gauge\n"));
+    for (site, n) in backlogs {
+        text.push_str(&format!("{name}{{site=\"{site}\"}} {n}\n"));
+    }
+    text
+}
+
+/// `GET /metrics`, each site's backlog asked at scrape time.
+pub(super) async fn prometheus(state: &ApiState) -> Reply {
+    let mut backlogs = BTreeMap::new();
+    for site in state.sites.keys() {
+        if let Ok(n) = backlog(state, site, Duration::from_secs(5)).await {
+            backlogs.insert(site.clone(), n);
+        }
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/plain; version=0.0.4")
+        .body(Full::new(Bytes::from(exposition(&state.sites, &backlogs))))
+        .expect("response")
+}
