@@ -51,6 +51,69 @@ pub struct ReplicationEntry {
     pub attempt: u32,
 }
 
+/// A record of the failed topic for an entry that failed at a site after its retry budget
+/// (keyed `bucket/key/versionId/site`; a tombstone clears it once a retry completes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedRecord {
+    pub v: u32,
+    /// Always `"failed"`.
+    pub kind: String,
+    pub entry: ReplicationEntry,
+    pub site: String,
+    pub error: Option<ErrorRecord>,
+    pub at: String,
+}
+
+impl FailedRecord {
+    pub fn new(
+        entry: ReplicationEntry,
+        site: &str,
+        error: Option<ErrorRecord>,
+        at: String,
+    ) -> Self {
+        Self {
+            v: VERSION,
+            kind: "failed".into(),
+            entry,
+            site: site.to_string(),
+            error,
+            at,
+        }
+    }
+
+    /// The failed topic's key of an entry at a site.
+    pub fn key(entry: &ReplicationEntry, site: &str) -> String {
+        format!("{}/{}/{}/{site}", entry.bucket, entry.key, entry.version_id)
+    }
+}
+
+/// A record of the failed topic for a message of `topic` that did not decode (keyed
+/// `malformed/TOPIC/PARTITION/OFFSET`), with the reason and the payload as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MalformedRecord {
+    pub v: u32,
+    /// Always `"malformed"`.
+    pub kind: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub reason: String,
+    pub payload: String,
+    pub site: String,
+    pub at: String,
+}
+
+impl MalformedRecord {
+    /// The failed topic's key of this record.
+    pub fn record_key(&self) -> String {
+        format!(
+            "malformed/{}/{}/{}",
+            self.topic, self.partition, self.offset
+        )
+    }
+}
+
 /// Outcome of an entry at one site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -192,6 +255,43 @@ mod tests {
             source_event_time: None,
             attempt: 0,
         }
+    }
+
+    #[test]
+    fn failed_and_malformed_records_round_trip_with_their_keys() {
+        let error = ErrorRecord {
+            code: "NoSuchBucket".into(),
+            message: "gone".into(),
+            retryable: false,
+        };
+        let r = FailedRecord::new(
+            entry(),
+            "site-a",
+            Some(error),
+            "2026-12-02T10:00:00.000Z".into(),
+        );
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains("\"kind\":\"failed\""), "{text}");
+        assert_eq!(serde_json::from_str::<FailedRecord>(&text).unwrap(), r);
+        let e = entry();
+        let key = format!("{}/{}/{}/site-a", e.bucket, e.key, e.version_id);
+        assert_eq!(FailedRecord::key(&e, "site-a"), key);
+        let m = MalformedRecord {
+            v: VERSION,
+            kind: "malformed".into(),
+            topic: "t-replication".into(),
+            partition: 3,
+            offset: 42,
+            key: "b/k".into(),
+            reason: "not JSON".into(),
+            payload: "{".into(),
+            site: "site-a".into(),
+            at: "2026-12-02T10:00:00.000Z".into(),
+        };
+        assert_eq!(m.record_key(), "malformed/t-replication/3/42");
+        let back: MalformedRecord =
+            serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use super::Shared;
 use crate::failure::ErrorRecord;
 use crate::metrics::objects::ObjectId;
 use crate::metrics::{Failure, Stats};
-use crate::queue::codec::{Durations, ReplicationEntry, Status, StatusEvent, VERSION};
+use crate::queue::codec::{
+    Durations, FailedRecord, MalformedRecord, ReplicationEntry, Status, StatusEvent, VERSION,
+};
 use crate::queue::kafka::{self, QueueError};
 use crate::replication::{Outcome, ReplicationError};
 use crate::retry::{retry, GaveUp, RetryPolicy};
@@ -180,12 +182,6 @@ pub async fn record(
     .is_ok()
 }
 
-/// The failed topic's key of an entry at this site.
-fn failed_key(sh: &Shared, entry: &ReplicationEntry) -> String {
-    let site = &sh.cfg.site;
-    format!("{}/{}/{}/{site}", entry.bucket, entry.key, entry.version_id)
-}
-
 /// Writes the status event, and the failed record (or its tombstone once a retried entry
 /// completes).
 async fn publish(
@@ -202,23 +198,17 @@ async fn publish(
         Some(&event.encode()),
     )
     .await?;
+    let site = &sh.cfg.site;
     let failed = match event.status {
         Status::Completed if entry.attempt > 0 => None,
-        Status::Failed => Some(serde_json::json!({
-            "v": VERSION, "kind": "failed", "entry": entry, "site": sh.cfg.site,
-            "error": event.error, "at": event.at,
-        })),
+        Status::Failed => {
+            let r = FailedRecord::new(entry.clone(), site, event.error.clone(), event.at.clone());
+            Some(serde_json::to_vec(&r).expect("a failed record serializes"))
+        }
         _ => return Ok(()),
     };
-    let body = failed.map(|d| d.to_string());
-    let key = failed_key(sh, entry);
-    kafka::send(
-        &sh.producer,
-        &topics.failed,
-        &key,
-        body.as_deref().map(str::as_bytes),
-    )
-    .await?;
+    let key = FailedRecord::key(entry, site);
+    kafka::send(&sh.producer, &topics.failed, &key, failed.as_deref()).await?;
     Ok(())
 }
 
@@ -238,17 +228,22 @@ pub async fn record_malformed(
     m: &Malformed<'_>,
     shutdown: &crate::shard::Shutdown,
 ) -> bool {
-    let topic = &sh.cfg.topics.replication;
-    let doc = serde_json::json!({
-        "v": VERSION, "kind": "malformed", "topic": topic, "partition": m.partition,
-        "offset": m.offset, "key": m.key, "reason": m.reason,
-        "payload": String::from_utf8_lossy(m.payload), "site": sh.cfg.site,
-        "at": rfc3339(SystemTime::now()),
-    });
-    let k = format!("malformed/{topic}/{}/{}", m.partition, m.offset);
-    let body = doc.to_string();
+    let record = MalformedRecord {
+        v: VERSION,
+        kind: "malformed".into(),
+        topic: sh.cfg.topics.replication.clone(),
+        partition: m.partition,
+        offset: m.offset,
+        key: m.key.to_string(),
+        reason: m.reason.to_string(),
+        payload: String::from_utf8_lossy(m.payload).into_owned(),
+        site: sh.cfg.site.clone(),
+        at: rfc3339(SystemTime::now()),
+    };
+    let k = record.record_key();
+    let body = serde_json::to_vec(&record).expect("a malformed record serializes");
     let failed = &sh.cfg.topics.failed;
-    let send = |_| kafka::send(&sh.producer, failed, &k, Some(body.as_bytes()));
+    let send = |_| kafka::send(&sh.producer, failed, &k, Some(&body));
     let what = "recording a malformed entry";
     let never = |_: &QueueError| false;
     if retry(&RetryPolicy::UNTIL_DONE, shutdown, what, never, send)
