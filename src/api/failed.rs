@@ -7,25 +7,20 @@ use serde::Deserialize;
 use super::model::{FailedItem, FailedPage, RetryRequest};
 use super::router::query;
 use super::{answer, Local, Refusal, Reply};
-use crate::failure::ErrorRecord;
-use crate::queue::codec::ReplicationEntry;
+use crate::queue::codec::FailedRecord;
 
 /// A page's length.
 const PAGE: usize = 100;
 
 /// A record of the failed topic, as the site worker writes it.
-#[derive(Deserialize)]
-struct Record {
-    kind: String,
-    site: String,
-    entry: ReplicationEntry,
-    #[serde(default)]
-    error: Option<ErrorRecord>,
-    #[serde(default)]
-    at: String,
+type Record = FailedRecord;
+
+/// A failed record as the API lists it.
+trait AsItem {
+    fn item(&self) -> FailedItem;
 }
 
-impl Record {
+impl AsItem for Record {
     fn item(&self) -> FailedItem {
         FailedItem {
             bucket: self.entry.bucket.clone(),

@@ -60,7 +60,9 @@ pub struct FailedRecord {
     pub kind: String,
     pub entry: ReplicationEntry,
     pub site: String,
+    #[serde(default)]
     pub error: Option<ErrorRecord>,
+    #[serde(default)]
     pub at: String,
 }
 
