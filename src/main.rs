@@ -390,76 +390,12 @@ fn endpoint(side: SideArgs<'_>, virtual_hosted: bool) -> anyhow::Result<std::syn
 }
 
 fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
-    if a.destination.prefix.is_some() {
-        anyhow::bail!("the destination is a bucket: s3://BUCKET (keys keep their names)");
-    }
-    if a.part_size < 5 * 1024 * 1024 {
-        anyhow::bail!("--part-size must be at least 5MiB (S3's minimum part size)");
-    }
-    if !(8 << 10..=16 << 20).contains(&a.read_buffer) {
-        anyhow::bail!("--read-buffer must be between 8KiB and 16MiB");
-    }
-    if a.window != 0 && a.window < 1 << 20 {
-        anyhow::bail!("--window must be 0 (no bound) or at least 1MiB");
-    }
-    let src = endpoint(
-        SideArgs {
-            name: "source",
-            url: a.source_endpoint.as_deref(),
-            region: a.region.as_deref(),
-            profile: a.source_profile.as_deref(),
-            ca: a.source_ca_file.clone(),
-            checksum: ChecksumTransport::Trailer,
-            verify_after_write: false,
-            read_buffer: a.read_buffer,
-            socket_buffer: a.socket_buffer,
-        },
-        a.virtual_hosted,
-    )?;
-    let dst = endpoint(
-        SideArgs {
-            name: "destination",
-            url: a.destination_endpoint.as_deref(),
-            region: a.region.as_deref(),
-            profile: a.destination_profile.as_deref(),
-            ca: a.destination_ca_file.clone(),
-            checksum: a.destination_checksum,
-            verify_after_write: a.destination_verify_after_write,
-            read_buffer: a.read_buffer,
-            socket_buffer: a.socket_buffer,
-        },
-        a.virtual_hosted,
-    )?;
-    let shards = a.shards.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let job = SyncJob {
-        source: a.source,
-        destination: a.destination,
-        source_endpoint: src,
-        destination_endpoint: dst,
-        shards,
-        placement: if a.pin {
-            Placement::Pinned
-        } else {
-            Placement::Unbound
-        },
-        concurrency: a.concurrency,
-        shard_parts: a.part_concurrency * 4,
-        options: Options {
-            multipart_threshold: a.multipart_threshold,
-            part_size: a.part_size,
-            part_concurrency: a.part_concurrency,
-            window: a.window,
-            retry: RetryPolicy::with_attempts(a.attempts),
-        },
-        progress: !a.json && sync::progress_wanted(),
-    };
+    check_sync_args(&a)?;
+    let json = a.json;
+    let job = sync_job(a)?;
     match sync::run(job, Shutdown::with_signals()) {
         Ok(summary) => {
-            if a.json {
+            if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 print!("{}", summary.render());
@@ -476,6 +412,79 @@ fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The bounds of `sync`'s flags, each refused with what to pass instead.
+fn check_sync_args(a: &SyncArgs) -> anyhow::Result<()> {
+    if a.destination.prefix.is_some() {
+        anyhow::bail!("the destination is a bucket: s3://BUCKET (keys keep their names)");
+    }
+    if a.part_size < 5 * 1024 * 1024 {
+        anyhow::bail!("--part-size must be at least 5MiB (S3's minimum part size)");
+    }
+    if !(8 << 10..=16 << 20).contains(&a.read_buffer) {
+        anyhow::bail!("--read-buffer must be between 8KiB and 16MiB");
+    }
+    if a.window != 0 && a.window < 1 << 20 {
+        anyhow::bail!("--window must be 0 (no bound) or at least 1MiB");
+    }
+    Ok(())
+}
+
+/// The sync job the flags describe: both endpoints resolved (flags, environment, profile).
+fn sync_job(a: SyncArgs) -> anyhow::Result<SyncJob> {
+    let side = |name, url, profile, ca, checksum, verify_after_write| SideArgs {
+        name,
+        url,
+        region: a.region.as_deref(),
+        profile,
+        ca,
+        checksum,
+        verify_after_write,
+        read_buffer: a.read_buffer,
+        socket_buffer: a.socket_buffer,
+    };
+    let src = side(
+        "source",
+        a.source_endpoint.as_deref(),
+        a.source_profile.as_deref(),
+        a.source_ca_file.clone(),
+        ChecksumTransport::Trailer,
+        false,
+    );
+    let src = endpoint(src, a.virtual_hosted)?;
+    let dst = side(
+        "destination",
+        a.destination_endpoint.as_deref(),
+        a.destination_profile.as_deref(),
+        a.destination_ca_file.clone(),
+        a.destination_checksum,
+        a.destination_verify_after_write,
+    );
+    let dst = endpoint(dst, a.virtual_hosted)?;
+    let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(SyncJob {
+        shards: a.shards.unwrap_or_else(cores),
+        placement: if a.pin {
+            Placement::Pinned
+        } else {
+            Placement::Unbound
+        },
+        concurrency: a.concurrency,
+        shard_parts: a.part_concurrency * 4,
+        options: Options {
+            multipart_threshold: a.multipart_threshold,
+            part_size: a.part_size,
+            part_concurrency: a.part_concurrency,
+            window: a.window,
+            retry: RetryPolicy::with_attempts(a.attempts),
+        },
+        progress: !a.json && sync::progress_wanted(),
+        source: a.source,
+        destination: a.destination,
+        source_endpoint: src,
+        destination_endpoint: dst,
+    })
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<backbeat::config::file::Config> {
