@@ -41,6 +41,30 @@ struct Setup {
     config: std::path::PathBuf,
 }
 
+/// A failing test keeps its directory and prints the end of each engine log it holds, so an
+/// intermittent failure (in CI too) leaves what the engine was doing.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        self.dir.disable_cleanup(true);
+        eprintln!("test directory kept: {}", self.dir.path().display());
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                eprintln!("--- last lines of {}:\n{tail}", path.display());
+            }
+        }
+    }
+}
+
 /// A configuration with its own topics (unique prefix), a rules file and the given sites.
 fn setup(src_bucket: &str, sites: &[(&str, &str, &str)], rules: &str, extra: &str) -> Setup {
     let prefix = format!("t{}-{}-", std::process::id(), bucket("x"));
@@ -323,7 +347,7 @@ fn events_reach_every_site_in_order() {
         .collect();
     assert_eq!(completed.len(), 18, "{status:?}");
     stop(run);
-    drop(st.dir);
+    drop(st);
 }
 
 #[test]
