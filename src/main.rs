@@ -316,7 +316,7 @@ struct SyncArgs {
     #[arg(long, default_value = "0", value_parser = parse_size)]
     socket_buffer: u64,
     /// Attempts per version, the first included
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = backbeat::retry::DEFAULT_ATTEMPTS)]
     attempts: u32,
     /// PEM file of CA certificates for a https source endpoint (else AWS_CA_BUNDLE, or
     /// ca_bundle of the source's AWS profile)

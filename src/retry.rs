@@ -12,6 +12,10 @@ use rand::Rng;
 
 use crate::shard::Shutdown;
 
+/// Attempts per version, the first included, unless configured (`replication.attempts`,
+/// `sync --attempts`).
+pub const DEFAULT_ATTEMPTS: u32 = 5;
+
 /// How often and how patiently an operation is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -27,7 +31,7 @@ impl Default for RetryPolicy {
     /// A version's copy: `replication.attempts` and `sync --attempts` default to this.
     fn default() -> Self {
         Self {
-            max_attempts: 5,
+            max_attempts: DEFAULT_ATTEMPTS,
             base: Duration::from_millis(200),
             max: Duration::from_secs(20),
             warn_after: 3,

@@ -2,7 +2,7 @@
 //! settings (region, endpoint, CA bundle) from the environment or AWS profiles, value parsing.
 //!
 //! Owns: where settings come from and their validation. May call: `s3` (its config types),
-//! `shard` (placement).
+//! `shard` (placement), `retry` (the default number of attempts).
 
 pub mod credentials;
 mod de;

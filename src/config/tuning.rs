@@ -109,7 +109,7 @@ tuning_keys! {
         read Size, check |_| Ok(()), show |v| v.to_string();
     part_concurrency: usize = 4,
         read Int<usize>, check |v| within(*v, 1, 1024), show |v| v.to_string();
-    attempts: u32 = 5,
+    attempts: u32 = crate::retry::DEFAULT_ATTEMPTS,
         read Int<u32>, check |v| within(*v, 1, 100), show |v| v.to_string();
     /// Object bytes in flight per shard (0: only `concurrency` bounds it); objects of
     /// 1 MiB or more take their size from it.
