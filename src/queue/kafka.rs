@@ -16,6 +16,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::AsyncRuntime;
 
+use crate::retry::{retry, RetryPolicy};
+
 /// Runs rdkafka's futures on the current glommio executor.
 pub struct GlommioRuntime;
 
@@ -152,7 +154,6 @@ pub async fn send(
     key: &str,
     payload: Option<&[u8]>,
 ) -> Result<(i32, i64), QueueError> {
-    let started = std::time::Instant::now();
     let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
     if let Some(b) = payload {
         rec = rec.payload(b);
@@ -161,18 +162,42 @@ pub async fn send(
         topic: topic.to_string(),
         error,
     };
-    let delivery = loop {
-        match p.send_result(rec) {
-            Ok(d) => break d,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                if started.elapsed() < Duration::from_secs(30) =>
-            {
-                rec = back;
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-            }
-            Err((e, _)) => return Err(err(e)),
-        }
+    // librdkafka's queue is full: wait for room (every 100 ms, for 30 s at most). The record
+    // comes back with the error, so it is kept between attempts.
+    let record = std::cell::RefCell::new(Some(rec));
+    let enqueue = |_| {
+        let rec = record
+            .borrow_mut()
+            .take()
+            .expect("the record is put back on failure");
+        let sent = p.send_result(rec).map_err(|(e, back)| {
+            *record.borrow_mut() = Some(back);
+            e
+        });
+        std::future::ready(sent)
     };
+    let queue_full = RetryPolicy {
+        max_attempts: 300,
+        base: Duration::from_millis(100),
+        max: Duration::from_millis(100),
+        warn_after: 50,
+    };
+    let permanent = |e: &KafkaError| {
+        !matches!(
+            e,
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+        )
+    };
+    let never = crate::shard::Shutdown::new();
+    let delivery = retry(
+        &queue_full,
+        &never,
+        "producing: waiting for room",
+        permanent,
+        enqueue,
+    )
+    .await
+    .map_err(|g| err(g.error))?;
     match repoll(delivery).await {
         Ok(Ok(d)) => Ok((d.partition, d.offset)),
         Ok(Err((e, _))) => Err(err(e)),

@@ -3,7 +3,7 @@
 //! topic (the site worker) lives in `engine`.
 //!
 //! Owns: the replication entry and status event formats, and which offsets may be
-//! committed. May call: `shard` (shutdown signal), `s3` (only the CRC32C text form, to
+//! committed. May call: `shard` (shutdown signal), `retry`, `s3` (only the CRC32C text form, to
 //! validate an entry's checksum), `failure` (errors in status events); nothing of S3
 //! requests or of replication.
 

@@ -8,8 +8,14 @@ pub enum RequestError {
     Connect { endpoint: String, message: String },
     #[error("TLS handshake with {endpoint} failed: {message} (check the endpoint's CA file)")]
     Tls { endpoint: String, message: String },
-    #[error("connection error: {0}")]
-    Io(String),
+    /// The connection failed mid-request; `message` spells out the causes, `source` keeps
+    /// the error itself.
+    #[error("connection error: {message}")]
+    Io {
+        message: String,
+        #[source]
+        source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("request timed out")]
     Timeout,
     #[error("{status} {code}: {message}")]
@@ -34,7 +40,7 @@ impl RequestError {
     pub fn is_retryable(&self) -> bool {
         match self {
             RequestError::Connect { .. }
-            | RequestError::Io(_)
+            | RequestError::Io { .. }
             | RequestError::Timeout
             | RequestError::ChecksumMismatch { .. }
             | RequestError::Body(_) => true,
@@ -76,7 +82,7 @@ impl RequestError {
             RequestError::Service { code, .. } => code,
             RequestError::Connect { .. } => "ConnectError",
             RequestError::Tls { .. } => "TlsError",
-            RequestError::Io(_) => "ConnectionError",
+            RequestError::Io { .. } => "ConnectionError",
             RequestError::Timeout => "Timeout",
             RequestError::ChecksumMismatch { .. } => "ChecksumMismatch",
             RequestError::Body(_) => "SourceBodyError",

@@ -474,5 +474,8 @@ pub(crate) fn request_error(e: hyper::Error) -> RequestError {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    RequestError::Io(msg)
+    RequestError::Io {
+        message: msg,
+        source: Some(Arc::new(e)),
+    }
 }
