@@ -153,20 +153,30 @@ impl Shared {
         }
     }
 
-    /// Commits the partition's position (sent again even if it did not move) and waits for
-    /// the broker, off the executor: before a partition is released.
-    async fn commit_and_wait(&self, partition: i32) {
-        let pos = self
-            .partitions
-            .borrow_mut()
-            .commit_position(partition, true);
-        let Some(tpl) = pos.and_then(|pos| self.offsets(partition, pos)) else {
+    /// Releases `revoked` from the ledgers and commits their positions (sent again even if
+    /// they did not move), waiting for the broker off the executor. The partitions are
+    /// forgotten before the first await: an entry still running past the drain deadline that
+    /// finishes meanwhile must not start the next version of its key on a partition being
+    /// released (its new owner replays it).
+    async fn release_and_commit(&self, revoked: &[i32]) {
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut partitions = self.partitions.borrow_mut();
+            let topic = &self.cfg.topics.replication;
+            for p in revoked {
+                if let Some(pos) = partitions.commit_position(*p, true) {
+                    let _ = tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(pos));
+                }
+                partitions.remove(*p);
+            }
+        }
+        if tpl.count() == 0 {
             return;
-        };
+        }
         let consumer = self.consumer.clone();
         let commit = move || consumer.commit(&tpl, CommitMode::Sync);
         if let Err(e) = glommio::executor().spawn_blocking(commit).await {
-            tracing::warn!(partition, error = %e, "commit failed");
+            tracing::warn!(partitions = ?revoked, error = %e, "commit failed");
         }
     }
 
@@ -437,10 +447,7 @@ async fn drain_revoked(sh: &Shared, revoked: &[i32], deadline: Instant) {
             "drain deadline passed on a rebalance: the new owner replays what is left"
         );
     }
-    for p in revoked {
-        sh.commit_and_wait(*p).await;
-        sh.partitions.borrow_mut().remove(*p);
-    }
+    sh.release_and_commit(revoked).await;
     if let Err(e) = sh.consumer.unassign() {
         tracing::warn!(error = %e, "unassign failed");
     }
