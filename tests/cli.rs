@@ -1,18 +1,15 @@
 //! Command-line behaviour that needs no engine: configuration checks, tuning, exported
 //! metric names, and the API commands against a stand-in API server (plain and TLS).
 
+mod common;
+
 use std::process::Command;
 
+use common::output;
+
+/// Runs backbeat with the test's own environment.
 fn backbeat(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_backbeat"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    output(Command::new(env!("CARGO_BIN_EXE_backbeat")).args(args))
 }
 
 #[test]
@@ -148,18 +145,12 @@ fn tune_recommends_a_profile_and_writes_one_that_loads() {
 
 /// Runs backbeat with only `vars` (and PATH) in its environment.
 fn backbeat_env(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_backbeat"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backbeat"));
+    cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(vars.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .envs(vars.iter().copied());
+    output(&mut cmd)
 }
 
 #[test]

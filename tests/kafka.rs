@@ -1347,33 +1347,21 @@ fn api_scheduled_resume_is_hours_from_now_and_can_be_cancelled() {
     e.stop();
 }
 
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_backbeat"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn cli_commands_drive_a_running_engine() {
     let e = api_engine("cli");
     e.announce(&["c1"], 700);
     wait_until(90, "c1", || e.replicated("c1"));
     let api = format!("127.0.0.1:{}", e.port);
-    let (code, out, err) = cli(&["pause", "site-a", "--api", &api]);
+    let (code, out, err) = backbeat(&["pause", "site-a", "--api", &api]);
     assert_eq!((code, out.trim()), (0, "site-a: paused"), "{err}");
     assert_eq!(e.get("/_/crr/status").1["site-a"], "disabled");
     wait_until(30, "the completion counted", || {
-        let (_, out, _) = cli(&["status", "--api", &api, "--json"]);
+        let (_, out, _) = backbeat(&["status", "--api", &api, "--json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
         v["metrics"]["site-a"]["completions"]["results"]["count"] == 1
     });
-    let (code, out, err) = cli(&["status", "--api", &api, "--json"]);
+    let (code, out, err) = backbeat(&["status", "--api", &api, "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -1386,7 +1374,7 @@ fn cli_commands_drive_a_running_engine() {
         "{v}"
     );
     let asked = now_seconds();
-    let (code, out, err) = cli(&["resume", "site-a", "--in", "1", "--api", &api]);
+    let (code, out, err) = backbeat(&["resume", "site-a", "--in", "1", "--api", &api]);
     assert_eq!(code, 0, "{err}");
     let at = out.trim().strip_prefix("site-a: resumes at ").expect(&out);
     let from_now = utc_seconds(at) - asked;
@@ -1395,10 +1383,10 @@ fn cli_commands_drive_a_running_engine() {
         "{at} is {from_now} s from now"
     );
     assert_eq!(e.get("/_/crr/resume/site-a").1["site-a"], at);
-    let (code, out, _) = cli(&["resume", "all", "--api", &api]);
+    let (code, out, _) = backbeat(&["resume", "all", "--api", &api]);
     assert_eq!((code, out.trim()), (0, "all: resumed"));
     assert_eq!(e.get("/_/crr/resume/site-a").1["site-a"], "none");
-    let (code, out, _) = cli(&["status", "--api", &api]);
+    let (code, out, _) = backbeat(&["status", "--api", &api]);
     assert_eq!(code, 0);
     let row = out.lines().find(|l| l.starts_with("site-a")).expect(&out);
     let cols: Vec<&str> = row.split_whitespace().collect();
@@ -1407,7 +1395,7 @@ fn cli_commands_drive_a_running_engine() {
         ("site-a", "enabled", "1"),
         "{out}"
     );
-    let (code, out, _) = cli(&["failed", "list", "--api", &api, "--json"]);
+    let (code, out, _) = backbeat(&["failed", "list", "--api", &api, "--json"]);
     assert_eq!((code, out.trim()), (0, "[]"));
     e.stop();
 }
@@ -1437,14 +1425,14 @@ fn api_off_loopback_requires_the_token() {
     assert_eq!(http_get(port, "/_/live", Some("wrong")).0, 401);
     assert_eq!(http_get(port, "/_/live", Some("s3cr3t-token")).0, 200);
     let api = format!("127.0.0.1:{port}");
-    let (code, _, err) = cli(&["status", "--api", &api]);
+    let (code, _, err) = backbeat(&["status", "--api", &api]);
     assert_eq!(code, 2);
     assert!(err.contains("--token-file"), "{err}");
     let t = token_file.to_str().unwrap();
     wait_until(60, "ready", || {
         http_get(port, "/_/ready", Some("s3cr3t-token")).0 == 200
     });
-    let (code, out, err) = cli(&["status", "--api", &api, "--token-file", t]);
+    let (code, out, err) = backbeat(&["status", "--api", &api, "--token-file", t]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("site-a") && !out.contains("s3cr3t"), "{out}");
     stop(run);

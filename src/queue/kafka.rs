@@ -188,10 +188,12 @@ pub async fn send(
             KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
         )
     };
-    let never = crate::shard::Shutdown::new();
+    // Never set: a produce waits for room whatever the shutdown (bounded by the policy).
+    static NEVER: std::sync::LazyLock<crate::shard::Shutdown> =
+        std::sync::LazyLock::new(crate::shard::Shutdown::new);
     let delivery = retry(
         &queue_full,
-        &never,
+        &NEVER,
         "producing: waiting for room",
         permanent,
         enqueue,

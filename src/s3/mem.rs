@@ -774,14 +774,7 @@ impl<S: ObjectStore> ObjectStore for Flaky<S> {
         key: &str,
         r: PutObjectRequest<'_>,
     ) -> Result<PutObjectOutput, PutObjectError> {
-        match self.strike("put_object") {
-            Some((When::Before, e)) => Err(e.into()),
-            Some((When::After, e)) => {
-                let _ = self.inner.put_object(bucket, key, r).await;
-                Err(e.into())
-            }
-            None => self.inner.put_object(bucket, key, r).await,
-        }
+        flaky!(self, "put_object", self.inner.put_object(bucket, key, r))
     }
 
     async fn delete_object(
@@ -843,14 +836,7 @@ impl<S: ObjectStore> ObjectStore for Flaky<S> {
         key: &str,
         r: UploadPartRequest<'_>,
     ) -> Result<CompletedPart, UploadPartError> {
-        match self.strike("upload_part") {
-            Some((When::Before, e)) => Err(e.into()),
-            Some((When::After, e)) => {
-                let _ = self.inner.upload_part(bucket, key, r).await;
-                Err(e.into())
-            }
-            None => self.inner.upload_part(bucket, key, r).await,
-        }
+        flaky!(self, "upload_part", self.inner.upload_part(bucket, key, r))
     }
 
     async fn complete_multipart_upload(

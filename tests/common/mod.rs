@@ -293,14 +293,18 @@ pub fn backbeat(args: &[&str]) -> (i32, String, String) {
 
 /// Runs the backbeat binary with extra environment variables.
 pub fn backbeat_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backbeat"))
-        .args(args)
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_backbeat"));
+    cmd.args(args)
         .envs(env.iter().copied())
         .env("AWS_ACCESS_KEY_ID", "AKTEST")
         .env("AWS_SECRET_ACCESS_KEY", "SKTEST/secret")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .expect("run backbeat");
+        .env_remove("AWS_PROFILE");
+    output(&mut cmd)
+}
+
+/// Runs a command to its end: (exit code, stdout, stderr).
+pub fn output(cmd: &mut std::process::Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run the command");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
