@@ -92,6 +92,9 @@ pub struct Summary {
     pub versions_copied: u64,
     pub delete_markers: u64,
     pub skipped: u64,
+    /// Not written: a later version of the key is at the destination, or the source no
+    /// longer holds them.
+    pub superseded: u64,
     pub failed: u64,
     pub bytes: u64,
     pub seconds: f64,
@@ -375,6 +378,7 @@ fn draw_progress(bar: &indicatif::ProgressBar, stats: &Stats) {
     let done_versions = Stats::get(&stats.versions_copied)
         + Stats::get(&stats.delete_markers)
         + Stats::get(&stats.skipped)
+        + Stats::get(&stats.superseded)
         + Stats::get(&stats.failed);
     bar.set_length(Stats::get(&stats.bytes_seen));
     bar.set_position(Stats::get(&stats.bytes_moved).min(Stats::get(&stats.bytes_seen)));
@@ -404,6 +408,7 @@ fn summarize(job: &SyncJob, stats: &Stats, secs: f64, interrupted: bool) -> Summ
         versions_copied: Stats::get(&stats.versions_copied),
         delete_markers: Stats::get(&stats.delete_markers),
         skipped: Stats::get(&stats.skipped),
+        superseded: Stats::get(&stats.superseded),
         failed: Stats::get(&stats.failed),
         bytes,
         seconds: secs,
@@ -434,12 +439,13 @@ impl Summary {
     /// The human-readable summary.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "{} -> {}\n  versions copied   {}\n  delete markers    {}\n  skipped (present) {}\n  failed            {}\n  bytes             {} ({:.3} GB/s, {:.1} objects/s, {:.2} s)\n",
+            "{} -> {}\n  versions copied   {}\n  delete markers    {}\n  skipped (present) {}\n  superseded        {}\n  failed            {}\n  bytes             {} ({:.3} GB/s, {:.1} objects/s, {:.2} s)\n",
             self.source,
             self.destination,
             self.versions_copied,
             self.delete_markers,
             self.skipped,
+            self.superseded,
             self.failed,
             self.bytes,
             self.gb_per_s,

@@ -172,8 +172,10 @@ async fn at_destination(
         delete_marker,
         size,
         etag: String::new(),
+        order: Default::default(),
     };
-    route.is_applied(&v).await
+    let verdict = route.decide(&v).await;
+    verdict.map(|v| v != crate::replication::Verdict::Apply)
 }
 
 fn source_error(bucket: &str, key: &str, e: &HeadObjectError) -> Refusal {

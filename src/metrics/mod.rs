@@ -35,6 +35,9 @@ pub struct Stats {
     pub versions_copied: AtomicU64,
     pub delete_markers: AtomicU64,
     pub skipped: AtomicU64,
+    /// Versions not written because the destination reflects a later version of the key
+    /// (or the source no longer holds them).
+    pub superseded: AtomicU64,
     pub failed: AtomicU64,
     /// Bytes of completed copies.
     pub bytes_copied: AtomicU64,

@@ -37,6 +37,11 @@ const COUNTERS: &[Counter] = &[
         read: |s| Stats::get(&s.skipped),
     },
     Counter {
+        name: SUPERSEDED,
+        help: "Versions not written: a later version of the key is at the destination, or the source no longer holds them.",
+        read: |s| Stats::get(&s.superseded),
+    },
+    Counter {
         name: FAILED,
         help: "Versions (and malformed messages) that failed.",
         read: |s| Stats::get(&s.failed),

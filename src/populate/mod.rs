@@ -2,7 +2,8 @@
 //!
 //! Owns: the bucket scan, S3 event notification parsing, and the bucket's replication rules.
 //! May call: `s3`, `replication` (its `Version` type and the destination check of
-//! `--missing-only`), `queue` (the topics entries go to), `metrics`, `shard`, `retry`.
+//! `--missing-only`), `queue` (the topics entries go to), `metrics`, `shard`, `retry`,
+//! `time` (an entry's LastModified written out).
 
 pub mod events;
 pub mod rules;

@@ -1,6 +1,7 @@
 //! Bucket scan: ListObjectVersions page by page, grouped by key, each key's versions and
 //! delete markers oldest first (the reverse of the listing's order, which is reliable even
-//! where timestamps have one-second resolution).
+//! where timestamps have one-second resolution). Servers without ListObjectVersions are
+//! listed with ListObjectsV2 (current objects, as unversioned).
 
 use std::future::Future;
 
@@ -8,6 +9,7 @@ use crate::replication::Version;
 use crate::s3::ops::list_object_versions::{
     sort_newest_first, ListObjectVersionsError, ListObjectVersionsRequest, ListedVersion,
 };
+use crate::s3::ops::list_objects_v2::ListObjectsV2Request;
 use crate::s3::Client;
 use crate::shard::Shutdown;
 
@@ -24,6 +26,7 @@ fn to_version(l: ListedVersion) -> Version {
         version_id: l.version_id,
         delete_marker: l.delete_marker,
         size: l.size,
+        order: crate::replication::SourceOrder::new(Some(&l.last_modified), None),
         etag: l.etag,
     }
 }
@@ -64,13 +67,83 @@ pub fn flush(pending: &mut Pending) -> Option<KeyVersions> {
 }
 
 /// Scans `bucket` under `prefix`, calling `emit` for each key once all its versions are
-/// known. Stops early when `emit` returns false or on shutdown.
+/// known. Stops early when `emit` returns false or on shutdown. A server without
+/// ListObjectVersions is listed with ListObjectsV2: each current object as version `null`.
 pub async fn scan<F, Fut>(
     client: &Client,
     bucket: &str,
     prefix: Option<&str>,
     shutdown: &Shutdown,
     mut emit: F,
+) -> Result<(), ListObjectVersionsError>
+where
+    F: FnMut(KeyVersions) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    match scan_versions(client, bucket, prefix, shutdown, &mut emit).await {
+        Err(e) if e.code() == "NotImplemented" => {
+            tracing::info!(
+                bucket,
+                "the source does not implement ListObjectVersions: listing its current objects \
+                 with ListObjectsV2, replicated as unversioned"
+            );
+            scan_objects(client, bucket, prefix, shutdown, &mut emit).await
+        }
+        other => other,
+    }
+}
+
+/// [`scan`] with ListObjectsV2: one version (`null`) per key.
+async fn scan_objects<F, Fut>(
+    client: &Client,
+    bucket: &str,
+    prefix: Option<&str>,
+    shutdown: &Shutdown,
+    emit: &mut F,
+) -> Result<(), ListObjectVersionsError>
+where
+    F: FnMut(KeyVersions) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut token: Option<String> = None;
+    loop {
+        if shutdown.is_set() {
+            return Ok(());
+        }
+        let r = ListObjectsV2Request {
+            prefix,
+            continuation_token: token.as_deref(),
+            max_keys: Some(1000),
+        };
+        let page = client.list_objects_v2(bucket, r).await?;
+        for o in page.objects {
+            let kv = KeyVersions {
+                key: o.key.clone(),
+                versions: vec![to_version(o)],
+            };
+            if !emit(kv).await {
+                return Ok(());
+            }
+        }
+        match page.next_continuation_token {
+            Some(t) if page.is_truncated => token = Some(t),
+            None if page.is_truncated => {
+                return Err(crate::s3::RequestError::BadResponse(
+                    "truncated ListObjectsV2 page without NextContinuationToken".into(),
+                )
+                .into())
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+async fn scan_versions<F, Fut>(
+    client: &Client,
+    bucket: &str,
+    prefix: Option<&str>,
+    shutdown: &Shutdown,
+    emit: &mut F,
 ) -> Result<(), ListObjectVersionsError>
 where
     F: FnMut(KeyVersions) -> Fut,

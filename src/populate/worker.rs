@@ -20,7 +20,7 @@ use super::scan::{scan, KeyVersions};
 use crate::metrics::Stats;
 use crate::queue::codec::{EntryType, ReplicationEntry, VERSION};
 use crate::queue::kafka::{self, Producer, QueueError, Topics};
-use crate::replication::{Route, Version};
+use crate::replication::{Route, SourceOrder, Version};
 use crate::retry::{retry, RetryPolicy};
 use crate::s3::ops::bucket::BucketError;
 use crate::s3::ops::tagging::TaggingError;
@@ -172,7 +172,8 @@ async fn entry_for(
         version_id: v.version_id.clone(),
         size: v.size,
         etag: v.etag.clone(),
-        last_modified: None,
+        last_modified: v.order.last_modified.map(rfc3339_secs),
+        sequencer: v.order.sequencer.clone(),
         content_type: None,
         user_metadata: Vec::new(),
         tags,
@@ -182,6 +183,12 @@ async fn entry_for(
         source_event_time: event_time,
         attempt: 0,
     }))
+}
+
+/// A LastModified in seconds as RFC 3339, for the entry.
+fn rfc3339_secs(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
+    crate::time::rfc3339(t)
 }
 
 /// The version's tags when a rule filters on tags (none otherwise), or `None` when the
@@ -417,6 +424,7 @@ impl EventIntake {
                 delete_marker: c.kind == ChangeKind::DeleteMarker,
                 size: c.size,
                 etag: c.etag.clone(),
+                order: SourceOrder::new(None, Some(&c.sequencer)),
             };
             if let Some(e) = entry_for(cfg, source, &r, &c.bucket, &v, c.event_time.clone()).await?
             {

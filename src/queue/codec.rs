@@ -30,8 +30,12 @@ pub struct ReplicationEntry {
     pub size: u64,
     #[serde(default)]
     pub etag: String,
+    /// The source version's LastModified (RFC 3339), when the scan listed it.
     #[serde(default)]
     pub last_modified: Option<String>,
+    /// The sequencer of the event that announced the version (S3's per-key event order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequencer: Option<String>,
     #[serde(default)]
     pub content_type: Option<String>,
     #[serde(default)]
@@ -155,6 +159,10 @@ pub struct StatusEvent {
     /// replication latency (RPO) of this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// Why a completed entry wrote nothing ("already at the destination", "superseded:
+    /// ..."): absent when it copied or wrote a delete marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Why a message is not a valid entry.
@@ -248,6 +256,7 @@ mod tests {
             size: 5,
             etag: "\"e\"".into(),
             last_modified: Some("2026-11-25T00:00:00Z".into()),
+            sequencer: Some("0055AED6DCD90281E5".into()),
             content_type: Some("text/plain".into()),
             user_metadata: vec![("a".into(), "b".into())],
             tags: vec![],
@@ -379,6 +388,7 @@ mod tests {
                 durations: Durations { queue_wait_ms: 1, transfer_ms: 2 },
                 error: failed.then(|| ErrorRecord { code: "X".into(), message: msg, retryable: true }),
                 attempt: 1, at: "2026-11-25T00:00:00Z".into(), latency_ms: Some(bytes % 1000),
+                reason: (!failed).then(|| "superseded: x".into()),
             };
             prop_assert_eq!(StatusEvent::decode(&s.encode()).unwrap(), s);
         }

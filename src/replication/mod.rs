@@ -3,13 +3,15 @@
 //! and ordering checks; a [`DataPath`] says how (sizes, the shard's bounds, counters,
 //! cancellation); the pipeline takes both.
 //!
-//! Owns: the idempotence check, the streaming copy, multipart copies, metadata and tag
+//! Owns: the source's order of a key's versions and the decision it drives (`order`,
+//! `Route::decide`), the streaming copy, multipart copies, metadata and tag
 //! preservation, checksum verification, retry with backoff. Knows nothing of Kafka.
 //! May call: `s3` (clients), `metrics` (counters), `shard` (shutdown signal), `retry`,
-//! `failure` (the recorded form of its errors).
+//! `failure` (the recorded form of its errors), `time` (LastModified read back).
 
 mod error;
 pub mod multipart;
+pub mod order;
 mod pipeline;
 mod route;
 
@@ -19,8 +21,9 @@ use crate::metrics::Stats;
 pub use crate::retry::RetryPolicy;
 use crate::shard::Shutdown;
 pub use error::{ErrorKind, ReplicationError, Stage};
+pub use order::SourceOrder;
 pub use pipeline::{replicate, replicate_key, replicate_once, window_units};
-pub use route::{list_key, Route};
+pub use route::{list_key, Route, Verdict, GONE_FROM_SOURCE, NEWER_AT_DESTINATION};
 
 /// User metadata the destination object carries: the source version it came from.
 pub const META_SOURCE_VERSION: &str = "backbeat-source-version-id";
@@ -91,6 +94,8 @@ pub struct Version {
     pub delete_marker: bool,
     pub size: u64,
     pub etag: String,
+    /// Where it stands in its key's history, as far as the entry (or listing) says.
+    pub order: SourceOrder,
 }
 
 /// What happened to a version.
@@ -102,6 +107,9 @@ pub enum Outcome {
     DeleteMarker,
     /// Already at the destination.
     Skipped,
+    /// Not written: the destination reflects a later version of the key, or the source no
+    /// longer holds this one (the reason).
+    Superseded(&'static str),
 }
 
 /// An ETag of the form `"...-N"`: the object was uploaded in N parts.
@@ -115,6 +123,8 @@ pub(crate) fn source_version_id(v: &str) -> Option<&str> {
     (v != "null" && !v.is_empty()).then_some(v)
 }
 
+#[cfg(test)]
+mod order_tests;
 #[cfg(test)]
 mod pipeline_tests;
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-    multipart, multipart_etag_parts, DataPath, ErrorKind, Options, Outcome, ReplicationError,
-    Route, Stage, Version, META_SOURCE_ETAG, META_SOURCE_VERSION,
+    multipart, multipart_etag_parts, order, DataPath, ErrorKind, Options, Outcome,
+    ReplicationError, Route, Stage, Verdict, Version, META_SOURCE_ETAG, META_SOURCE_VERSION,
 };
 use crate::metrics::{Failure, Stats};
 use crate::retry::{retry, GaveUp};
@@ -20,17 +20,26 @@ use crate::s3::ops::{ObjectHead, ObjectMetadata};
 use crate::s3::store::ObjectStore;
 use crate::s3::{checksum, ChecksumTransport};
 
-/// Metadata to write at the destination: the source's, plus where it came from.
+/// Metadata to write at the destination: the source's, plus where it came from and where
+/// it stands in the key's history (see [`super::order`]).
 fn destination_metadata(head: &ObjectHead, v: &Version) -> ObjectMetadata {
+    let ours = [
+        META_SOURCE_VERSION,
+        META_SOURCE_ETAG,
+        order::META_SOURCE_LAST_MODIFIED,
+        order::META_SOURCE_SEQUENCER,
+    ];
     let mut m = head.metadata.clone();
-    m.user
-        .retain(|(k, _)| k != META_SOURCE_VERSION && k != META_SOURCE_ETAG);
+    m.user.retain(|(k, _)| !ours.contains(&k.as_str()));
     m.user
         .push((META_SOURCE_VERSION.to_string(), v.version_id.clone()));
-    m.user.push((
-        META_SOURCE_ETAG.to_string(),
-        head.etag.trim_matches('"').to_string(),
-    ));
+    let etag = head.etag.trim_matches('"');
+    m.user
+        .push((META_SOURCE_ETAG.to_string(), etag.to_string()));
+    // An unversioned source may have been overwritten since the entry was made: the bytes
+    // read are then those of a later object, and the entry's sequencer is not theirs.
+    let same = v.version_id != "null" || (!v.etag.is_empty() && v.etag.trim_matches('"') == etag);
+    m.user.extend(order::recorded(head, &v.order, same));
     m
 }
 
@@ -109,7 +118,15 @@ pub(crate) async fn discard_version<S: ObjectStore>(
             tracing::warn!(key, version = vid, error = %e, "could not delete a corrupt destination version");
         }
     } else if !route.dest_versioned {
-        // Unversioned: the next attempt overwrites it.
+        // Unversioned: no earlier version survives under it, and a reader must never get
+        // corrupt bytes; the next attempt writes the object again.
+        if let Err(e) = route
+            .dest
+            .delete_object(&route.dest_bucket, key, None)
+            .await
+        {
+            tracing::warn!(key, error = %e, "could not delete a corrupt destination object");
+        }
     }
 }
 
@@ -436,8 +453,9 @@ impl std::fmt::Display for VersionLabel<'_> {
     }
 }
 
-/// One attempt of [`replicate`]. A retry first checks whether the previous attempt landed
-/// after all (its response lost), so a retry never writes a duplicate version.
+/// One attempt of [`replicate`]. A retry first decides again (the previous attempt may have
+/// landed, its response lost, or a later version may have landed meanwhile), so a retry
+/// never writes a duplicate version, a second delete marker, or older data over newer.
 async fn attempt_once<S: ObjectStore>(
     route: &Route<S>,
     dp: &DataPath,
@@ -446,8 +464,10 @@ async fn attempt_once<S: ObjectStore>(
 ) -> Result<Outcome, ReplicationError> {
     if attempt > 1 {
         Stats::add(&dp.stats.retries, 1);
-        if !v.delete_marker && route.already_at_destination(v).await? {
-            return Ok(Outcome::Skipped);
+        match route.decide(v).await? {
+            Verdict::Apply => {}
+            Verdict::Applied => return Ok(Outcome::Skipped),
+            Verdict::Superseded(why) => return Ok(Outcome::Superseded(why)),
         }
     }
     let result = replicate_once(route, dp, v).await;
@@ -517,6 +537,7 @@ pub async fn replicate_key<S: ObjectStore>(
                     .saturating_record(t.elapsed().as_micros().max(1) as u64);
             }
             Ok(Outcome::Skipped) => Stats::add(&dp.stats.skipped, 1),
+            Ok(Outcome::Superseded(_)) => Stats::add(&dp.stats.superseded, 1),
             Err(GaveUp {
                 error: e, attempts, ..
             }) => {

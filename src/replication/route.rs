@@ -1,12 +1,17 @@
 //! Where versions go: a source bucket and a destination bucket with their clients, and what
-//! the destination already holds of a key (the idempotence and ordering checks that make a
-//! replayed, repeated or retried entry harmless).
+//! the destination already reflects of a key: the decision, by the source's order, to write
+//! a version or not ([`Route::decide`]), which makes a replayed, repeated, reordered or
+//! retried entry harmless.
 
-use super::{ReplicationError, Stage, Version, META_SOURCE_VERSION};
+use std::cmp::Ordering;
+
+use super::order::{Replica, SourceOrder};
+use super::{ReplicationError, Stage, Version};
 use crate::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
 use crate::s3::ops::list_object_versions::{
     sort_newest_first, ListObjectVersionsError, ListObjectVersionsRequest, ListedVersion,
 };
+use crate::s3::ops::list_objects_v2::ListObjectsV2Request;
 use crate::s3::store::ObjectStore;
 use crate::s3::Client;
 
@@ -22,38 +27,133 @@ pub struct Route<S = Client> {
     pub dest_versioned: bool,
 }
 
-impl<S: ObjectStore> Route<S> {
-    /// Whether the destination already reflects `v`: one HEAD for a version, the key's
-    /// history for a delete marker (which carries no metadata).
-    pub async fn is_applied(&self, v: &Version) -> Result<bool, ReplicationError> {
-        if v.delete_marker {
-            self.version_applied(v).await
-        } else {
-            self.already_at_destination(v).await
-        }
-    }
+/// What the destination's state means for a version about to be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write it: the destination reflects only earlier versions of the key (or none).
+    Apply,
+    /// The destination already holds it.
+    Applied,
+    /// Never to be written: the destination reflects a later version of the key, or the
+    /// source no longer holds this one. The reason, for status records and logs.
+    Superseded(&'static str),
+}
 
-    /// True when the destination's current object came from source version `v`.
-    pub async fn already_at_destination(&self, v: &Version) -> Result<bool, ReplicationError> {
+/// The destination reflects a later version of the key.
+pub const NEWER_AT_DESTINATION: &str = "a later version of the key is at the destination";
+/// The source no longer holds the version (deleted by version id, or an undone delete).
+pub const GONE_FROM_SOURCE: &str = "the source no longer holds this version";
+
+impl<S: ObjectStore> Route<S> {
+    /// Whether to write `v`, decided by the source's order. The common case (the
+    /// destination's current object is a replica whose recorded order compares with `v`'s)
+    /// costs one HEAD; a tie, a delete marker at either end, or an unversioned destination
+    /// without the key adds a listing of the key at the source (and, under destination
+    /// delete markers, at the destination).
+    pub async fn decide(&self, v: &Version) -> Result<Verdict, ReplicationError> {
+        if v.delete_marker {
+            // A marker carries no metadata: written only while the source still holds it and
+            // the destination reflects nothing at or after it.
+            return self.by_history(v).await;
+        }
         match self.head_dest(&v.key, None).await {
-            Ok(h) => Ok(h.user_meta(META_SOURCE_VERSION) == Some(v.version_id.as_str())),
-            Err(HeadObjectError::NotFound) => Ok(false),
-            Err(HeadObjectError::DeleteMarker { .. }) => Ok(false),
+            Ok(h) => match Replica::of(&h) {
+                None => Ok(Verdict::Apply),
+                Some(r) if r.is_of(&v.version_id, &v.etag) => Ok(if r.intact {
+                    Verdict::Applied
+                } else {
+                    Verdict::Apply
+                }),
+                Some(r) => self.against_replica(v, &r).await,
+            },
+            Err(HeadObjectError::NotFound) if self.dest_versioned || v.version_id == "null" => {
+                Ok(Verdict::Apply)
+            }
+            Err(HeadObjectError::NotFound) | Err(HeadObjectError::DeleteMarker { .. }) => {
+                self.by_history(v).await
+            }
             Err(e) => Err(ReplicationError::op(Stage::CheckDestination, e)),
         }
     }
 
-    /// How many of a key's versions (oldest first) the destination already holds, found with
-    /// one HEAD (plus a listing when the destination's latest is a delete marker).
+    /// `v` against the replica of another source version that is the destination's
+    /// current object: their recorded order, else their places in the source's listing.
+    async fn against_replica(&self, v: &Version, r: &Replica) -> Result<Verdict, ReplicationError> {
+        match r.order.compare(&v.order) {
+            Some(Ordering::Greater) => return Ok(Verdict::Superseded(NEWER_AT_DESTINATION)),
+            Some(Ordering::Less) => return Ok(Verdict::Apply),
+            _ => {}
+        }
+        if v.version_id == "null" {
+            return self.against_current(&v.key, r).await;
+        }
+        let history = self.source_history(&v.key).await?;
+        let Some(i) = history.iter().position(|x| x.version_id == v.version_id) else {
+            return Ok(Verdict::Superseded(GONE_FROM_SOURCE));
+        };
+        let at_dest = history.iter().position(|x| r.is_of(&x.version_id, &x.etag));
+        Ok(match at_dest {
+            Some(j) if j > i => Verdict::Superseded(NEWER_AT_DESTINATION),
+            _ => Verdict::Apply,
+        })
+    }
+
+    /// An unversioned source holds one object per key, and a copy reads what it holds now:
+    /// nothing to write when the destination already holds that object.
+    async fn against_current(&self, key: &str, r: &Replica) -> Result<Verdict, ReplicationError> {
+        let req = HeadObjectRequest::default();
+        match self.source.head_object(&self.source_bucket, key, req).await {
+            Ok(h) if r.is_of("null", &h.etag) && r.intact => {
+                Ok(Verdict::Superseded(NEWER_AT_DESTINATION))
+            }
+            Ok(_) => Ok(Verdict::Apply),
+            Err(HeadObjectError::NotFound) | Err(HeadObjectError::DeleteMarker { .. }) => {
+                Ok(Verdict::Superseded(GONE_FROM_SOURCE))
+            }
+            Err(e) => Err(ReplicationError::op(Stage::HeadSource, e)),
+        }
+    }
+
+    /// `v` against the key's whole history: how much of it the destination reflects, and
+    /// where `v` stands in it.
+    async fn by_history(&self, v: &Version) -> Result<Verdict, ReplicationError> {
+        let history = self.source_history(&v.key).await?;
+        let Some(i) = history
+            .iter()
+            .position(|x| x.version_id == v.version_id && x.delete_marker == v.delete_marker)
+        else {
+            return Ok(Verdict::Superseded(GONE_FROM_SOURCE));
+        };
+        let reflected = self.applied_prefix(&v.key, &history).await?;
+        Ok(if i + 1 == reflected {
+            Verdict::Applied
+        } else if i < reflected {
+            Verdict::Superseded(NEWER_AT_DESTINATION)
+        } else {
+            Verdict::Apply
+        })
+    }
+
+    /// The key's history at the source, oldest first.
+    pub async fn source_history(&self, key: &str) -> Result<Vec<Version>, ReplicationError> {
+        let mut entries = list_key(&self.source, &self.source_bucket, key)
+            .await
+            .map_err(|e| ReplicationError::op(Stage::HeadSource, e))?;
+        sort_newest_first(&mut entries);
+        entries.reverse();
+        Ok(entries.into_iter().map(Version::from).collect())
+    }
+
+    /// How many of a key's versions (oldest first) the destination reflects: its current
+    /// object's place in `versions` (one HEAD), or when that is a delete marker, its newest
+    /// real version's place plus the markers above it (a listing of the destination).
     pub async fn applied_prefix(
         &self,
         key: &str,
         versions: &[Version],
     ) -> Result<usize, ReplicationError> {
         match self.head_dest(key, None).await {
-            Ok(h) => Ok(position(versions, h.user_meta(META_SOURCE_VERSION))
-                .map(|p| p + 1)
-                .unwrap_or(0)),
+            Ok(h) => Ok(Replica::of(&h).map_or(0, |r| place(versions, &r))),
             Err(HeadObjectError::NotFound) => {
                 // On an unversioned destination a replicated delete removes the object.
                 let ends_deleted = versions.last().map(|v| v.delete_marker).unwrap_or(false);
@@ -71,7 +171,8 @@ impl<S: ObjectStore> Route<S> {
     }
 
     /// The destination's latest is a delete marker: find its newest real version under the
-    /// markers, then count the source's markers that follow that version.
+    /// markers, then walk the source's history after that version, one source marker for
+    /// each destination marker (versions in between were superseded).
     async fn applied_under_markers(
         &self,
         key: &str,
@@ -89,33 +190,19 @@ impl<S: ObjectStore> Route<S> {
                     .head_dest(key, Some(&entries[i].version_id))
                     .await
                     .map_err(|e| ReplicationError::op(Stage::CheckDestination, e))?;
-                match position(versions, h.user_meta(META_SOURCE_VERSION)) {
-                    Some(p) => p + 1,
-                    None => return Ok(0),
-                }
+                Replica::of(&h).map_or(0, |r| place(versions, &r))
             }
             None => 0,
         };
-        while markers > 0 && applied < versions.len() && versions[applied].delete_marker {
-            applied += 1;
-            markers -= 1;
+        let mut j = applied;
+        while markers > 0 && j < versions.len() {
+            if versions[j].delete_marker {
+                markers -= 1;
+                applied = j + 1;
+            }
+            j += 1;
         }
         Ok(applied)
-    }
-
-    /// Whether the destination already reflects source version `v` (or a later one), judged
-    /// from the key's whole history: used for delete markers, which carry no metadata.
-    pub async fn version_applied(&self, v: &Version) -> Result<bool, ReplicationError> {
-        let mut entries = list_key(&self.source, &self.source_bucket, &v.key)
-            .await
-            .map_err(|e| ReplicationError::op(Stage::HeadSource, e))?;
-        sort_newest_first(&mut entries);
-        entries.reverse();
-        let versions: Vec<Version> = entries.into_iter().map(Version::from).collect();
-        let Some(i) = versions.iter().position(|x| x.version_id == v.version_id) else {
-            return Ok(false);
-        };
-        Ok(i < self.applied_prefix(&v.key, &versions).await?)
     }
 
     async fn head_dest(
@@ -131,12 +218,22 @@ impl<S: ObjectStore> Route<S> {
     }
 }
 
-/// The position (oldest first) of the newest real version with source version id `sid`.
-fn position(versions: &[Version], sid: Option<&str>) -> Option<usize> {
-    let sid = sid?;
-    versions
+/// How many of `versions` (oldest first) replica `r` reflects: up to and including the
+/// version it replicates (excluded when its bytes are corrupt, so it is copied again), or,
+/// when the source no longer lists that version, the versions its recorded order says are
+/// older.
+fn place(versions: &[Version], r: &Replica) -> usize {
+    let found = versions
         .iter()
-        .rposition(|v| !v.delete_marker && v.version_id == sid)
+        .rposition(|v| !v.delete_marker && r.is_of(&v.version_id, &v.etag));
+    match found {
+        Some(p) if r.intact => p + 1,
+        Some(p) => p,
+        None => versions
+            .iter()
+            .take_while(|v| v.order.compare(&r.order) == Some(Ordering::Less))
+            .count(),
+    }
 }
 
 impl From<ListedVersion> for Version {
@@ -146,13 +243,33 @@ impl From<ListedVersion> for Version {
             version_id: l.version_id,
             delete_marker: l.delete_marker,
             size: l.size,
+            order: SourceOrder::new(Some(&l.last_modified), None),
             etag: l.etag,
         }
     }
 }
 
-/// Every listed entry of exactly `key` (versions and delete markers), in listing order.
+/// Every listed entry of exactly `key` (versions and delete markers), in listing order. A
+/// server without ListObjectVersions lists the current object only, as version `null`.
 pub async fn list_key(
+    client: &impl ObjectStore,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<ListedVersion>, ListObjectVersionsError> {
+    match list_key_versions(client, bucket, key).await {
+        Err(e) if e.code() == "NotImplemented" => {}
+        other => return other,
+    }
+    let r = ListObjectsV2Request {
+        prefix: Some(key),
+        max_keys: Some(1),
+        ..Default::default()
+    };
+    let page = client.list_objects_v2(bucket, r).await?;
+    Ok(page.objects.into_iter().filter(|o| o.key == key).collect())
+}
+
+async fn list_key_versions(
     client: &impl ObjectStore,
     bucket: &str,
     key: &str,

@@ -26,6 +26,7 @@ use super::ops::list_multipart_uploads::{ListMultipartUploadsError, OpenUpload};
 use super::ops::list_object_versions::{
     ListObjectVersionsError, ListObjectVersionsPage, ListObjectVersionsRequest, ListedVersion,
 };
+use super::ops::list_objects_v2::{ListObjectsV2Page, ListObjectsV2Request};
 use super::ops::put_object::{PutObjectError, PutObjectOutput, PutObjectRequest, UploadChecksum};
 use super::ops::tagging::TaggingError;
 use super::ops::upload_part::{CompletedPart, UploadPartError, UploadPartRequest};
@@ -66,6 +67,10 @@ struct Upload {
 pub struct MemStore {
     buckets: RefCell<BTreeMap<String, Bucket>>,
     seq: Cell<u64>,
+    /// Seconds since 1_790_000_000 of the next write (LastModified has whole seconds).
+    clock: Cell<u64>,
+    /// When set, writes do not move the clock (versions written in the same second).
+    clock_held: Cell<bool>,
     /// Calls per operation name (e.g. `"put_object"`), to assert round trips.
     calls: RefCell<BTreeMap<&'static str, u32>>,
 }
@@ -95,6 +100,8 @@ impl MemStore {
         Self {
             buckets: RefCell::default(),
             seq: Cell::new(0),
+            clock: Cell::new(0),
+            clock_held: Cell::new(false),
             calls: RefCell::default(),
         }
     }
@@ -116,10 +123,19 @@ impl MemStore {
         *self.calls.borrow_mut().entry(op).or_default() += 1;
     }
 
+    /// Holds the clock (`true`: the next writes share one LastModified second) or lets it
+    /// move again, one second per write.
+    pub fn hold_clock(&self, held: bool) {
+        self.clock_held.set(held);
+    }
+
     fn next_id(&self) -> (String, String) {
         let n = self.seq.get() + 1;
         self.seq.set(n);
-        let at = UNIX_EPOCH + Duration::from_secs(1_790_000_000 + n);
+        if !self.clock_held.get() || self.clock.get() == 0 {
+            self.clock.set(self.clock.get() + 1);
+        }
+        let at = UNIX_EPOCH + Duration::from_secs(1_790_000_000 + self.clock.get());
         (format!("v{n:06}"), crate::time::rfc3339(at))
     }
 
@@ -471,6 +487,36 @@ impl ObjectStore for MemStore {
         Ok(page(all, &r))
     }
 
+    async fn list_objects_v2(
+        &self,
+        bucket: &str,
+        r: ListObjectsV2Request<'_>,
+    ) -> Result<ListObjectsV2Page, ListObjectVersionsError> {
+        self.count("list_objects_v2");
+        let all = self
+            .list_object_versions(
+                bucket,
+                ListObjectVersionsRequest {
+                    prefix: r.prefix,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let objects = all
+            .versions
+            .into_iter()
+            .filter(|v| v.is_latest && !v.delete_marker)
+            .map(|v| ListedVersion {
+                version_id: "null".into(),
+                ..v
+            })
+            .collect();
+        Ok(ListObjectsV2Page {
+            objects,
+            ..Default::default()
+        })
+    }
+
     async fn list_multipart_uploads(
         &self,
         bucket: &str,
@@ -799,6 +845,18 @@ impl<S: ObjectStore> ObjectStore for Flaky<S> {
             self,
             "list_object_versions",
             self.inner.list_object_versions(bucket, r.clone())
+        )
+    }
+
+    async fn list_objects_v2(
+        &self,
+        bucket: &str,
+        r: ListObjectsV2Request<'_>,
+    ) -> Result<ListObjectsV2Page, ListObjectVersionsError> {
+        flaky!(
+            self,
+            "list_objects_v2",
+            self.inner.list_objects_v2(bucket, r.clone())
         )
     }
 

@@ -16,6 +16,7 @@ use super::ops::list_multipart_uploads::{ListMultipartUploadsError, OpenUpload};
 use super::ops::list_object_versions::{
     ListObjectVersionsError, ListObjectVersionsPage, ListObjectVersionsRequest,
 };
+use super::ops::list_objects_v2::{ListObjectsV2Page, ListObjectsV2Request};
 use super::ops::put_object::{PutObjectError, PutObjectOutput, PutObjectRequest};
 use super::ops::tagging::TaggingError;
 use super::ops::upload_part::{CompletedPart, UploadPartError, UploadPartRequest};
@@ -69,6 +70,13 @@ pub trait ObjectStore {
         bucket: &str,
         r: ListObjectVersionsRequest<'_>,
     ) -> Result<ListObjectVersionsPage, ListObjectVersionsError>;
+
+    /// Current objects only, for servers without ListObjectVersions.
+    async fn list_objects_v2(
+        &self,
+        bucket: &str,
+        r: ListObjectsV2Request<'_>,
+    ) -> Result<ListObjectsV2Page, ListObjectVersionsError>;
 
     async fn list_multipart_uploads(
         &self,
@@ -168,6 +176,14 @@ impl ObjectStore for Client {
         r: ListObjectVersionsRequest<'_>,
     ) -> Result<ListObjectVersionsPage, ListObjectVersionsError> {
         Client::list_object_versions(self, bucket, r).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        bucket: &str,
+        r: ListObjectsV2Request<'_>,
+    ) -> Result<ListObjectsV2Page, ListObjectVersionsError> {
+        Client::list_objects_v2(self, bucket, r).await
     }
 
     async fn list_multipart_uploads(

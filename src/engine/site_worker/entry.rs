@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::outcome::{self, EntryResult, Pending, Timings};
 use super::Shared;
 use crate::queue::codec::{EntryType, ReplicationEntry};
-use crate::replication::{replicate, Outcome, Version};
+use crate::replication::{replicate, Outcome, SourceOrder, Verdict, Version};
 use crate::retry::GaveUp;
 
 /// An entry ready to run, with where it came from.
@@ -25,10 +25,8 @@ pub struct Job {
 /// Starts `job` on the shard's executor. It holds one of the shard's entry slots (`permit`)
 /// until it ends, and hands it to the next version of its key if one waits.
 pub fn spawn(sh: &Rc<Shared>, job: Job, permit: StaticPermit) {
-    let running = (
-        sh.running.enter(),
-        sh.partitions.borrow_mut().enter(job.partition),
-    );
+    let (in_partition, fence) = sh.partitions.borrow_mut().enter_fenced(job.partition);
+    let running = (sh.running.enter(), in_partition);
     // A root span: the next version of a key starts from this one's task, and must not
     // become its child (a hot key would chain every entry's span).
     let span = tracing::info_span!(
@@ -49,7 +47,15 @@ pub fn spawn(sh: &Rc<Shared>, job: Job, permit: StaticPermit) {
             finish(&sh, &job, permit);
         }
     };
-    glommio::spawn_local(life.instrument(span)).detach();
+    // Past a revoked partition's drain deadline the task is dropped where it stands (its
+    // slot and counts released with it): it writes nothing after the new owner, and records
+    // nothing. An open multipart upload is aborted by the new owner's replay.
+    let fenced = async move {
+        fence.wait().await;
+        tracing::warn!("fenced: the partition was released; its new owner replays this entry");
+    };
+    let task = futures_lite::future::or(life, fenced);
+    glommio::spawn_local(task.instrument(span)).detach();
 }
 
 fn version_of(e: &ReplicationEntry) -> Version {
@@ -59,6 +65,7 @@ fn version_of(e: &ReplicationEntry) -> Version {
         delete_marker: e.kind == EntryType::DeleteMarker,
         size: e.size,
         etag: e.etag.clone(),
+        order: SourceOrder::new(e.last_modified.as_deref(), e.sequencer.as_deref()),
     }
 }
 
@@ -73,9 +80,10 @@ async fn run(sh: &Shared, job: &Job) -> bool {
     let route = sh.route(&entry.bucket);
     let v = version_of(entry);
     let start = Instant::now();
-    let result: EntryResult = match route.is_applied(&v).await {
-        Ok(true) => Ok(Outcome::Skipped),
-        Ok(false) => replicate(&route, &sh.data, &v).await,
+    let result: EntryResult = match route.decide(&v).await {
+        Ok(Verdict::Applied) => Ok(Outcome::Skipped),
+        Ok(Verdict::Superseded(why)) => Ok(Outcome::Superseded(why)),
+        Ok(Verdict::Apply) => replicate(&route, &sh.data, &v).await,
         Err(error) => Err(GaveUp {
             error,
             attempts: 1,

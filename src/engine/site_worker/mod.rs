@@ -431,7 +431,8 @@ async fn handle(
 
 /// A rebalance took partitions away: their entries in flight finish until the deadline, then
 /// the partitions are committed (waiting for the broker) and released. Entries still
-/// running past the deadline are forgotten: the new owner replays them.
+/// running past the deadline are fenced (their tasks dropped) before the release: the new
+/// owner replays them, and no stale task writes after it.
 async fn drain_revoked(sh: &Shared, revoked: &[i32], deadline: Instant) {
     let running = sh.partitions.borrow().running(revoked);
     let mut left = 0;
@@ -444,8 +445,12 @@ async fn drain_revoked(sh: &Shared, revoked: &[i32], deadline: Instant) {
     if left > 0 {
         tracing::warn!(
             in_flight = left,
-            "drain deadline passed on a rebalance: the new owner replays what is left"
+            "drain deadline passed on a rebalance: stopping what is left; the new owner replays it"
         );
+        sh.partitions.borrow().fence(revoked);
+        for r in &running {
+            r.idle_within(Duration::from_secs(5)).await;
+        }
     }
     sh.release_and_commit(revoked).await;
     if let Err(e) = sh.consumer.unassign() {

@@ -79,10 +79,20 @@ struct OutcomeEvent<'a> {
     result: &'a EntryResult,
 }
 
+/// What a status record says of an outcome.
+struct Recorded {
+    status: Status,
+    bytes: u64,
+    error: Option<ErrorRecord>,
+    attempts: u32,
+    /// Why nothing was written, for a completed entry that wrote nothing.
+    reason: Option<String>,
+}
+
 impl OutcomeEvent<'_> {
-    /// Logs and counts (counters, sliding windows, failure list); returns the status
-    /// record's fields: status, bytes, error, attempts.
-    fn emit(&self, stats: &Stats) -> (Status, u64, Option<ErrorRecord>, u32) {
+    /// Logs and counts (counters, sliding windows, failure list); returns what the status
+    /// record says.
+    fn emit(&self, stats: &Stats) -> Recorded {
         let (entry, result) = (self.entry, self.result);
         if let Ok(mut w) = stats.window.lock() {
             match result {
@@ -91,18 +101,35 @@ impl OutcomeEvent<'_> {
                 Err(_) => w.record(false, entry.size),
             }
         }
-        let done = |counter: &std::sync::atomic::AtomicU64, what: &str, bytes: u64| {
+        let done = |counter: &std::sync::atomic::AtomicU64, bytes: u64, reason: Option<String>| {
             Stats::add(counter, 1);
-            tracing::debug!(bytes, "{what}");
-            (Status::Completed, bytes, None, 1)
+            let status = Status::Completed;
+            Recorded {
+                status,
+                bytes,
+                error: None,
+                attempts: 1,
+                reason,
+            }
         };
         match result {
             Ok(Outcome::Copied { bytes }) => {
+                tracing::debug!(bytes, "copied");
                 Stats::add(&stats.bytes_copied, *bytes);
-                done(&stats.versions_copied, "copied", *bytes)
+                done(&stats.versions_copied, *bytes, None)
             }
-            Ok(Outcome::DeleteMarker) => done(&stats.delete_markers, "delete marker written", 0),
-            Ok(Outcome::Skipped) => done(&stats.skipped, "already at the destination", 0),
+            Ok(Outcome::DeleteMarker) => {
+                tracing::debug!("delete marker written");
+                done(&stats.delete_markers, 0, None)
+            }
+            Ok(Outcome::Skipped) => {
+                tracing::debug!("already at the destination");
+                done(&stats.skipped, 0, Some("already at the destination".into()))
+            }
+            Ok(Outcome::Superseded(why)) => {
+                tracing::info!(why, "superseded: not written");
+                done(&stats.superseded, 0, Some(format!("superseded: {why}")))
+            }
             Err(GaveUp {
                 error, attempts, ..
             }) => {
@@ -114,7 +141,14 @@ impl OutcomeEvent<'_> {
                     error: record.clone(),
                     attempts: *attempts,
                 });
-                (Status::Failed, 0, Some(record), *attempts)
+                let (status, attempts) = (Status::Failed, *attempts);
+                Recorded {
+                    status,
+                    bytes: 0,
+                    error: Some(record),
+                    attempts,
+                    reason: None,
+                }
             }
         }
     }
@@ -138,7 +172,7 @@ pub async fn record(
     pending: &mut Pending,
     t: Timings,
 ) -> bool {
-    let (status, bytes, error, attempts) = OutcomeEvent { entry, result }.emit(&sh.stats);
+    let out = OutcomeEvent { entry, result }.emit(&sh.stats);
     pending.finish(result.is_ok());
     let micros = |d: Duration| d.as_micros().max(1) as u64;
     if result.is_ok() {
@@ -157,14 +191,15 @@ pub async fn record(
         key: entry.key.clone(),
         version_id: entry.version_id.clone(),
         site: sh.cfg.site.clone(),
-        status,
-        bytes,
+        status: out.status,
+        bytes: out.bytes,
         durations: Durations {
             queue_wait_ms: t.queue_wait.as_millis() as u64,
             transfer_ms: t.transfer.as_millis() as u64,
         },
-        error,
-        attempt: entry.attempt + attempts,
+        error: out.error,
+        reason: out.reason,
+        attempt: entry.attempt + out.attempts,
         at: rfc3339(SystemTime::now()),
         latency_ms: event_time(entry)
             .and_then(|c| SystemTime::now().duration_since(c).ok())

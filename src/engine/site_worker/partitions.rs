@@ -3,11 +3,15 @@
 //!
 //! A partition revoked and assigned again is a new generation: a late completion from the
 //! old one finds a different generation and is ignored (the new owner replays the entry).
+//! Each generation has a fence: once triggered (a revoked partition's drain deadline
+//! passed), its entries' tasks are dropped where they stand, so a stale task never writes
+//! after the new owner, nor records an outcome.
 
 use std::collections::HashMap;
 
 use super::inflight::{Entered, InFlight};
 use crate::queue::ledger::{Ledger, LedgerError};
+use crate::shard::Shutdown;
 
 struct Partition<E> {
     ledger: Ledger,
@@ -15,6 +19,8 @@ struct Partition<E> {
     parked: HashMap<i64, E>,
     running: InFlight,
     generation: u64,
+    /// Stops this generation's entries (see the module's header).
+    fence: Shutdown,
 }
 
 /// What to do with a received entry.
@@ -49,6 +55,7 @@ impl<E> Partitions<E> {
             parked: HashMap::new(),
             running: InFlight::default(),
             generation: next,
+            fence: Shutdown::new(),
         });
         if p.generation == next {
             self.generation = next;
@@ -83,9 +90,18 @@ impl<E> Partitions<E> {
         self.get(partition).ledger.receive_done(offset)
     }
 
-    /// Counts an entry of `partition` as running until the returned guard is dropped.
-    pub fn enter(&mut self, partition: i32) -> Entered {
-        self.get(partition).running.enter()
+    /// Counts an entry of `partition` as running until the returned guard is dropped, and
+    /// gives the fence its task must stop at.
+    pub fn enter_fenced(&mut self, partition: i32) -> (Entered, Shutdown) {
+        let p = self.get(partition);
+        (p.running.enter(), p.fence.clone())
+    }
+
+    /// Stops the entries of `partitions` where they stand (their tasks are dropped).
+    pub fn fence(&self, partitions: &[i32]) {
+        for p in partitions.iter().filter_map(|p| self.map.get(p)) {
+            p.fence.trigger();
+        }
     }
 
     /// Entries of `partitions` running now, to wait on.
@@ -189,13 +205,16 @@ mod tests {
         ps.pass(1, 0).unwrap();
         assert_eq!(ps.commit_position(1, false), Some(1));
         assert!(ps.pass(1, 0).is_err(), "offsets must increase");
-        let guard = ps.enter(1);
+        let (guard, fence) = ps.enter_fenced(1);
         assert_eq!(
             ps.running(&[1, 2]).iter().map(|r| r.count()).sum::<usize>(),
             1
         );
         drop(guard);
         assert_eq!(ps.running(&[1]).iter().map(|r| r.count()).sum::<usize>(), 0);
+        assert!(!fence.is_set());
+        ps.fence(&[1]);
+        assert!(fence.is_set(), "a task of partition 1 stops");
         assert_eq!(ps.ids(), vec![1]);
     }
 }

@@ -13,6 +13,8 @@ op_error! {
     ListObjectVersionsError {
         #[error("bucket does not exist")]
         NoSuchBucket => false, "NoSuchBucket";
+        #[error("the server does not implement ListObjectVersions")]
+        NotImplemented => false, "NotImplemented";
     }
 }
 
@@ -131,6 +133,9 @@ impl Client {
             Ok(r) => r,
             Err(e) if e.code() == "NoSuchBucket" => {
                 return Err(ListObjectVersionsError::NoSuchBucket)
+            }
+            Err(e) if e.code() == "NotImplemented" => {
+                return Err(ListObjectVersionsError::NotImplemented)
             }
             Err(e) => return Err(e.into()),
         };

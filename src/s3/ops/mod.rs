@@ -10,6 +10,7 @@ pub mod get_object;
 pub mod head_object;
 pub mod list_multipart_uploads;
 pub mod list_object_versions;
+pub mod list_objects_v2;
 pub mod put_object;
 pub mod tagging;
 pub mod upload_part;

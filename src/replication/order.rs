@@ -1,0 +1,219 @@
+//! The source's order of a key's versions, and what a replica records of it.
+//!
+//! Every replica carries, in user metadata, the source version it came from, that version's
+//! ETag, its LastModified (whole seconds, as S3 gives it) and, when the entry came from an
+//! event, the event's sequencer. Two versions of a key are ordered by their sequencers when
+//! both have one (S3's per-key event order: hex strings compared after left-padding with
+//! zeros), else by LastModified when the seconds differ; otherwise the order is unknown from
+//! metadata alone and the source's listing of the key decides (see `Route::decide`).
+
+use std::cmp::Ordering;
+use std::time::UNIX_EPOCH;
+
+use super::{META_SOURCE_ETAG, META_SOURCE_VERSION};
+use crate::s3::ops::ObjectHead;
+
+/// User metadata: the source version's LastModified, in seconds since the epoch.
+pub const META_SOURCE_LAST_MODIFIED: &str = "backbeat-source-last-modified";
+/// User metadata: the sequencer of the event that announced the source version.
+pub const META_SOURCE_SEQUENCER: &str = "backbeat-source-sequencer";
+
+/// Where a version stands in its key's history, as far as it is known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceOrder {
+    /// LastModified, whole seconds since the epoch.
+    pub last_modified: Option<i64>,
+    /// The event's sequencer (upper-case hex, no leading zeros).
+    pub sequencer: Option<String>,
+}
+
+impl SourceOrder {
+    /// An order from a LastModified (HTTP date or RFC 3339) and a sequencer, either of which
+    /// may be missing or unreadable (then it is unknown, never guessed).
+    pub fn new(last_modified: Option<&str>, sequencer: Option<&str>) -> Self {
+        Self {
+            last_modified: last_modified.and_then(parse_time),
+            sequencer: sequencer.and_then(normalize_sequencer),
+        }
+    }
+
+    /// How `self` stands against `other`, when the metadata says: by sequencers when both
+    /// have one, else by LastModified when the seconds differ. `None`: unknown.
+    pub fn compare(&self, other: &SourceOrder) -> Option<Ordering> {
+        if let (Some(a), Some(b)) = (&self.sequencer, &other.sequencer) {
+            return Some(a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+        }
+        match (self.last_modified, other.last_modified) {
+            (Some(a), Some(b)) if a != b => Some(a.cmp(&b)),
+            _ => None,
+        }
+    }
+}
+
+/// Seconds since the epoch of an HTTP date (`Last-Modified`) or an RFC 3339 time
+/// (`LastModified` in listings).
+pub fn parse_time(s: &str) -> Option<i64> {
+    let t = httpdate::parse_http_date(s)
+        .ok()
+        .or_else(|| crate::time::parse_rfc3339(s))?;
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
+}
+
+/// A sequencer in a form where longer means later and equal lengths compare as strings:
+/// upper-case, leading zeros dropped. Not hex: `None`.
+fn normalize_sequencer(s: &str) -> Option<String> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let t = s.trim_start_matches('0');
+    Some(if t.is_empty() { "0" } else { t }.to_ascii_uppercase())
+}
+
+/// What a destination object says of the source version it replicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub source_version: String,
+    /// The source's ETag, unquoted (empty when not recorded).
+    pub source_etag: String,
+    pub order: SourceOrder,
+    /// False when the stored bytes are known to differ from the source's: both ETags are
+    /// plain MD5s and they differ (a corrupt copy on an unversioned destination).
+    pub intact: bool,
+}
+
+impl Replica {
+    /// The replica a destination object is, or `None` for an object we did not write.
+    pub fn of(h: &ObjectHead) -> Option<Self> {
+        let source_version = h.user_meta(META_SOURCE_VERSION)?.to_string();
+        let source_etag = h
+            .user_meta(META_SOURCE_ETAG)
+            .unwrap_or("")
+            .trim_matches('"')
+            .to_string();
+        let order = SourceOrder {
+            last_modified: h
+                .user_meta(META_SOURCE_LAST_MODIFIED)
+                .and_then(|s| s.parse().ok()),
+            sequencer: h
+                .user_meta(META_SOURCE_SEQUENCER)
+                .and_then(normalize_sequencer),
+        };
+        let intact = !differ_as_md5(&source_etag, &h.etag);
+        Some(Self {
+            source_version,
+            source_etag,
+            order,
+            intact,
+        })
+    }
+
+    /// Whether this replica is of the source version `version_id` with ETag `etag`. A `null`
+    /// version id (an unversioned source) names no single version: its ETag must match too.
+    pub fn is_of(&self, version_id: &str, etag: &str) -> bool {
+        if self.source_version != version_id {
+            return false;
+        }
+        let etag = etag.trim_matches('"');
+        version_id != "null" || etag.is_empty() || self.source_etag.eq_ignore_ascii_case(etag)
+    }
+}
+
+/// True when both are plain MD5 ETags (a single-part upload's content hash) and differ.
+fn differ_as_md5(a: &str, b: &str) -> bool {
+    let md5 = |e: &str| {
+        let e = e.trim_matches('"');
+        (e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())).then(|| e.to_string())
+    };
+    match (md5(a), md5(b)) {
+        (Some(a), Some(b)) => !a.eq_ignore_ascii_case(&b),
+        _ => false,
+    }
+}
+
+/// The order metadata a replica of source object `head` carries: its LastModified, and the
+/// announcing event's sequencer when the bytes read are those of the announced version.
+pub fn recorded(
+    head: &ObjectHead,
+    announced: &SourceOrder,
+    same_version: bool,
+) -> Vec<(String, String)> {
+    let mut m = Vec::new();
+    if let Some(t) = head.last_modified.as_deref().and_then(parse_time) {
+        m.push((META_SOURCE_LAST_MODIFIED.to_string(), t.to_string()));
+    }
+    if let Some(s) = announced.sequencer.as_ref().filter(|_| same_version) {
+        m.push((META_SOURCE_SEQUENCER.to_string(), s.clone()));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(s: &str) -> SourceOrder {
+        SourceOrder::new(None, Some(s))
+    }
+
+    #[test]
+    fn sequencers_compare_after_left_padding() {
+        assert_eq!(seq("0A").compare(&seq("9")), Some(Ordering::Greater));
+        assert_eq!(seq("00ff").compare(&seq("FF")), Some(Ordering::Equal));
+        assert_eq!(
+            seq("005F3B2C").compare(&seq("005F3B2D")),
+            Some(Ordering::Less)
+        );
+        assert_eq!(seq("not hex").sequencer, None);
+    }
+
+    #[test]
+    fn times_order_only_when_the_seconds_differ() {
+        let a = SourceOrder::new(Some("Wed, 25 Nov 2026 10:00:00 GMT"), None);
+        let b = SourceOrder::new(Some("2026-11-25T10:00:00.900Z"), None);
+        let c = SourceOrder::new(Some("2026-11-25T10:00:01.000Z"), None);
+        assert_eq!(a.compare(&b), None, "same second: unknown");
+        assert_eq!(a.compare(&c), Some(Ordering::Less));
+        assert_eq!(c.compare(&a), Some(Ordering::Greater));
+        assert_eq!(a.compare(&SourceOrder::default()), None);
+    }
+
+    #[test]
+    fn sequencers_win_over_times() {
+        let a = SourceOrder::new(Some("2026-11-25T10:00:05Z"), Some("01"));
+        let b = SourceOrder::new(Some("2026-11-25T10:00:01Z"), Some("02"));
+        assert_eq!(a.compare(&b), Some(Ordering::Less));
+    }
+
+    #[test]
+    fn null_versions_are_told_apart_by_etag() {
+        let r = Replica {
+            source_version: "null".into(),
+            source_etag: "abc".into(),
+            order: SourceOrder::default(),
+            intact: true,
+        };
+        assert!(r.is_of("null", "\"ABC\""));
+        assert!(!r.is_of("null", "\"abd\""));
+        assert!(!r.is_of("v1", "\"abc\""));
+        let v = Replica {
+            source_version: "v1".into(),
+            ..r
+        };
+        assert!(v.is_of("v1", "\"other\""), "a version id is enough");
+    }
+
+    #[test]
+    fn corrupt_copies_are_not_intact() {
+        assert!(differ_as_md5(
+            "0123456789abcdef0123456789abcdef",
+            "\"0123456789abcdef0123456789abcdee\""
+        ));
+        assert!(!differ_as_md5(
+            "0123456789abcdef0123456789abcdef",
+            "\"abc-2\""
+        ));
+        assert!(!differ_as_md5("", "\"0123456789abcdef0123456789abcdee\""));
+    }
+}
