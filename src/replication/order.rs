@@ -109,14 +109,25 @@ impl Replica {
         })
     }
 
-    /// Whether this replica is of the source version `version_id` with ETag `etag`. A `null`
-    /// version id (an unversioned source) names no single version: its ETag must match too.
-    pub fn is_of(&self, version_id: &str, etag: &str) -> bool {
+    /// Whether this replica is of the source version `version_id` with ETag `etag` (empty:
+    /// unknown) and LastModified `last_modified`. A `null` version id (an unversioned
+    /// source) names no single version: its ETag must match too, or when the source lists
+    /// none (s3s-fs), its LastModified.
+    pub fn is_of(&self, version_id: &str, etag: &str, last_modified: Option<i64>) -> bool {
         if self.source_version != version_id {
             return false;
         }
         let etag = etag.trim_matches('"');
-        version_id != "null" || etag.is_empty() || self.source_etag.eq_ignore_ascii_case(etag)
+        if version_id != "null" {
+            return true;
+        }
+        if !etag.is_empty() {
+            return self.source_etag.eq_ignore_ascii_case(etag);
+        }
+        match (last_modified, self.order.last_modified) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
     }
 }
 
@@ -194,14 +205,21 @@ mod tests {
             order: SourceOrder::default(),
             intact: true,
         };
-        assert!(r.is_of("null", "\"ABC\""));
-        assert!(!r.is_of("null", "\"abd\""));
-        assert!(!r.is_of("v1", "\"abc\""));
+        assert!(r.is_of("null", "\"ABC\"", None));
+        assert!(!r.is_of("null", "\"abd\"", None));
+        assert!(!r.is_of("v1", "\"abc\"", None));
+        let listed_without_etags = Replica {
+            order: SourceOrder::new(Some("2026-11-25T10:00:00Z"), None),
+            ..r.clone()
+        };
+        let t = listed_without_etags.order.last_modified;
+        assert!(listed_without_etags.is_of("null", "", t));
+        assert!(!listed_without_etags.is_of("null", "", t.map(|t| t + 1)));
         let v = Replica {
             source_version: "v1".into(),
             ..r
         };
-        assert!(v.is_of("v1", "\"other\""), "a version id is enough");
+        assert!(v.is_of("v1", "\"other\"", None), "a version id is enough");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! SlowDown, reset connections) with an optional TLS front end behind a self-signed CA.
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod proxy;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,34 @@ pub fn s3fs() -> (String, Credentials) {
             session_token: None,
         },
     )
+}
+
+/// A client of s3s-fs.
+pub fn s3fs_client(url: &str, creds: &Credentials) -> Client {
+    let config = EndpointConfig::new(url, "us-east-1", creds.clone());
+    Client::new(Endpoint::new(config).unwrap(), None)
+}
+
+/// The environment that makes `creds` the AWS profile `name` of a backbeat process (a
+/// shared credentials file in `dir`).
+pub fn profile_env(
+    dir: &std::path::Path,
+    name: &str,
+    creds: &Credentials,
+) -> Vec<(&'static str, String)> {
+    let file = dir.join("credentials");
+    let text = format!(
+        "[{name}]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        creds.access_key_id, creds.secret_access_key
+    );
+    std::fs::write(&file, text).unwrap();
+    vec![
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            file.to_string_lossy().into_owned(),
+        ),
+        ("AWS_CONFIG_FILE", "/nonexistent".to_string()),
+    ]
 }
 
 pub fn creds() -> Credentials {

@@ -1,0 +1,327 @@
+//! The Kafka side of the integration tests: the broker started by `tests/run.sh`, a
+//! configuration per test (its own topic prefix), backbeat processes killed when dropped,
+//! S3 events as MinIO publishes them, and topic reads.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backbeat::queue::kafka;
+use backbeat::s3::ops::ObjectMetadata;
+use backbeat::s3::Client;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::Message;
+
+use super::*;
+
+pub fn broker() -> String {
+    std::env::var("BACKBEAT_TEST_KAFKA").unwrap_or_else(|_| panic!("BACKBEAT_TEST_KAFKA is not set: run the tests with `bash tests/run.sh`, which installs and starts a Kafka-compatible broker (nisshi)"))
+}
+
+pub async fn put_version(
+    c: &Client,
+    b: &str,
+    key: &str,
+    body: &[u8],
+    tags: &[(String, String)],
+) -> String {
+    super::put(c, b, key, body, &ObjectMetadata::default(), tags)
+        .await
+        .expect("a versioned bucket returns a version id")
+}
+
+/// The S3 event JSON MinIO publishes, for one record (every one with sequencer 1).
+pub fn event(name: &str, bucket: &str, key: &str, version: &str, size: usize) -> String {
+    event_with(name, bucket, key, version, size, "x", "1")
+}
+
+/// [`event`] with the object's ETag and the event's sequencer.
+pub fn event_with(
+    name: &str,
+    bucket: &str,
+    key: &str,
+    version: &str,
+    size: usize,
+    etag: &str,
+    sequencer: &str,
+) -> String {
+    let k: String =
+        percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string();
+    format!(
+        r#"{{"EventName":"s3:{name}","Key":"{bucket}/{key}","Records":[{{"eventVersion":"2.0","eventSource":"minio:s3","eventTime":"2026-11-25T10:00:00.000Z","eventName":"s3:{name}","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{k}","size":{size},"eTag":"{etag}","versionId":"{version}","sequencer":"{sequencer}"}}}}}}]}}"#
+    )
+}
+
+pub struct Setup {
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+    pub config: std::path::PathBuf,
+}
+
+/// A failing test keeps its directory and prints the end of each engine log it holds, so an
+/// intermittent failure (in CI too) leaves what the engine was doing.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        self.dir.disable_cleanup(true);
+        eprintln!("test directory kept: {}", self.dir.path().display());
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                eprintln!("--- last lines of {}:\n{tail}", path.display());
+            }
+        }
+    }
+}
+
+/// A configuration with its own topics (unique prefix), a rules file and the given sites.
+pub fn setup(src_bucket: &str, sites: &[(&str, &str, &str)], rules: &str, extra: &str) -> Setup {
+    let prefix = format!("t{}-{}-", std::process::id(), bucket("x"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.xml"), rules).unwrap();
+    let s = servers();
+    let mut toml = format!(
+        "[kafka]\nbrokers = [\"{}\"]\ntopic_prefix = \"{prefix}\"\npartitions = 4\nsession_timeout_ms = 6000\n\n[source]\nendpoint = \"{}\"\nbuckets = [\"{src_bucket}\"]\nrules_file = \"rules.xml\"\n\n",
+        broker(),
+        s.source
+    );
+    for (name, endpoint, dst_bucket) in sites {
+        toml.push_str(&format!("[sites.{name}]\nendpoint = \"{endpoint}\"\nbuckets = {{ {src_bucket} = \"{dst_bucket}\" }}\nverify_after_write = true\n\n"));
+    }
+    toml.push_str("[replication]\nshards = 2\nconcurrency = 8\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\nattempts = 3\n");
+    if !extra.contains("[api]") {
+        toml.push_str("\n[api]\nlisten = \"127.0.0.1:0\"\n");
+    }
+    toml.push_str(extra);
+    let config = dir.path().join("backbeat.toml");
+    std::fs::write(&config, toml).unwrap();
+    Setup {
+        prefix,
+        dir,
+        config,
+    }
+}
+
+pub fn rule(id: &str, priority: i32, filter: &str, dm: bool, site: &str) -> String {
+    format!(
+        "<Rule><ID>{id}</ID><Status>Enabled</Status><Priority>{priority}</Priority><Filter>{filter}</Filter><DeleteMarkerReplication><Status>{}</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::x</Bucket><StorageClass>{site}</StorageClass></Destination></Rule>",
+        if dm { "Enabled" } else { "Disabled" }
+    )
+}
+
+pub fn rules(rs: &[String]) -> String {
+    format!(
+        "<ReplicationConfiguration><Role>r</Role>{}</ReplicationConfiguration>",
+        rs.concat()
+    )
+}
+
+/// A backbeat process of a test: killed when dropped, so a failing test leaves none behind.
+pub struct Proc(pub Option<Child>);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("running")
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+}
+
+pub fn spawn(args: &[&str], config: &std::path::Path) -> Proc {
+    spawn_named(args, config, args[0])
+}
+
+/// Starts backbeat with its log in `NAME.log` beside the configuration.
+pub fn spawn_named(args: &[&str], config: &std::path::Path, name: &str) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_backbeat"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("AWS_ACCESS_KEY_ID", "AKTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "SKTEST/secret")
+        .env("BACKBEAT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(config.with_file_name(format!("{name}.log"))).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    Proc(Some(child))
+}
+
+pub fn stop(mut p: Proc) {
+    let mut c = p.0.take().expect("running");
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline {
+        if c.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    panic!("backbeat did not stop within 40 s of SIGTERM");
+}
+
+pub fn produce(topic: &str, items: &[(String, String)]) {
+    let b = broker();
+    let topic = topic.to_string();
+    let items = items.to_vec();
+    block_on(async move {
+        let p = kafka::producer(&b).unwrap();
+        for (k, v) in &items {
+            kafka::send(&p, &topic, k, Some(v.as_bytes()))
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// Reads every message of a topic (from the start) until `n` arrived or 30 s passed.
+pub fn read_topic(topic: &str, n: usize) -> Vec<(String, String)> {
+    let b = broker();
+    let topic = topic.to_string();
+    block_on(async move {
+        let c = kafka::consumer(
+            &b,
+            &format!("reader-{}", bucket("g")),
+            6000,
+            rdkafka::consumer::DefaultConsumerContext,
+        )
+        .unwrap();
+        c.subscribe(&[&topic]).unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while out.len() < n && Instant::now() < deadline {
+            let recv = async { Some(c.recv().await) };
+            let tick = async {
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+                None
+            };
+            if let Some(Ok(m)) = futures_lite::future::or(recv, tick).await {
+                out.push((
+                    m.key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default(),
+                    m.payload()
+                        .map(|p| String::from_utf8_lossy(p).into_owned())
+                        .unwrap_or_default(),
+                ));
+            }
+        }
+        out
+    })
+}
+
+/// Waits until `f` holds (polling), or panics with `what` after `secs`.
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+pub fn real_versions(c: &Client, b: &str, key: &str) -> Vec<Vec<u8>> {
+    block_on(async {
+        let all = all_versions(c, b).await;
+        let mut out = Vec::new();
+        for v in all
+            .get(key)
+            .map(|l| {
+                l.iter()
+                    .filter(|v| !v.delete_marker)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+        {
+            out.push(read_all(c, b, key, Some(&v.version_id)).await);
+        }
+        out.reverse(); // oldest first
+        out
+    })
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+pub fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out)
+        .unwrap_or_else(|e| panic!("GET {path}: no complete answer within 60 s: {e}"));
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn http_req(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(c, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out)
+        .unwrap_or_else(|e| panic!("{method} {path}: no complete answer within 60 s: {e}"));
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
