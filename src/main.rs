@@ -309,6 +309,10 @@ struct SyncArgs {
     /// so many small objects but few large ones are copied at once (0: no bound)
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     window: u64,
+    /// Copy versions that are themselves replicas (chains A to B to C); by default they are
+    /// not, so two-way replication does not loop
+    #[arg(long)]
+    replicate_replicas: bool,
     /// Read buffer of each connection: the largest frame moved at once (8KiB to 16MiB)
     #[arg(long, default_value = "256KiB", value_parser = parse_size)]
     read_buffer: u64,
@@ -478,6 +482,7 @@ fn sync_job(a: SyncArgs) -> anyhow::Result<SyncJob> {
             part_concurrency: a.part_concurrency,
             window: a.window,
             retry: RetryPolicy::with_attempts(a.attempts),
+            replicate_replicas: a.replicate_replicas,
         },
         progress: !a.json && sync::progress_wanted(),
         source: a.source,

@@ -124,6 +124,9 @@ pub struct SourceConfig {
     /// For sources that publish no event notifications: every this many seconds, `run`
     /// scans the buckets and enqueues the versions missing at a site (0: never).
     pub scan_interval_seconds: u64,
+    /// Replicate versions that are themselves replicas (chains A to B to C). Off: a replica
+    /// is not sent on, which stops loops in two-way replication (A to B and B to A).
+    pub replicate_replicas: bool,
 }
 
 /// A destination site.
@@ -175,6 +178,7 @@ impl Default for Config {
                 buckets: Vec::new(),
                 rules_file: None,
                 scan_interval_seconds: 0,
+                replicate_replicas: false,
             },
             sites: BTreeMap::new(),
             replication: ReplicationTuning::default(),
@@ -218,6 +222,7 @@ struct SourceFile {
     rules_file: Option<PathBuf>,
     #[serde(deserialize_with = "de::int::<_, _, 0, 2_592_000>")]
     scan_interval_seconds: u64,
+    replicate_replicas: bool,
 }
 
 /// A `[sites.NAME]` table.
@@ -474,6 +479,7 @@ impl FileModel {
             buckets: s.buckets,
             rules_file: s.rules_file.map(|p| relative_to(file, p)),
             scan_interval_seconds: s.scan_interval_seconds,
+            replicate_replicas: s.replicate_replicas,
         };
         let mut sites = BTreeMap::new();
         for (name, site) in self.sites {
@@ -583,6 +589,8 @@ impl Config {
         lines.push(("source.buckets".into(), format!("{:?}", s.buckets)));
         let interval = s.scan_interval_seconds.to_string();
         lines.push(("source.scan_interval_seconds".into(), interval));
+        let replicas = s.replicate_replicas.to_string();
+        lines.push(("source.replicate_replicas".into(), replicas));
         let rules = show_path(&s.rules_file, "(GetBucketReplication)");
         lines.push(("source.rules_file".into(), rules));
         lines

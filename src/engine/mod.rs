@@ -222,6 +222,7 @@ impl Engine {
             part_concurrency: r.part_concurrency,
             window: r.window,
             retry: RetryPolicy::with_attempts(r.attempts),
+            replicate_replicas: self.cfg.source.replicate_replicas,
         }
     }
 

@@ -23,12 +23,17 @@ use crate::shard::Shutdown;
 pub use error::{ErrorKind, ReplicationError, Stage};
 pub use order::SourceOrder;
 pub use pipeline::{replicate, replicate_key, replicate_once, window_units};
-pub use route::{list_key, Route, Verdict, GONE_FROM_SOURCE, NEWER_AT_DESTINATION};
+pub use route::{
+    list_key, Route, Verdict, GONE_FROM_SOURCE, NEWER_AT_DESTINATION, REPLICA_AT_SOURCE,
+};
 
 /// User metadata the destination object carries: the source version it came from.
 pub const META_SOURCE_VERSION: &str = "backbeat-source-version-id";
 /// User metadata the destination object carries: the source ETag.
 pub const META_SOURCE_ETAG: &str = "backbeat-source-etag";
+/// User metadata the destination object carries: where the version was first written
+/// (`bucket/version-id` of the first source), kept across hops.
+pub const META_ORIGIN: &str = "backbeat-origin";
 
 /// Sizes and bounds of the data path.
 #[derive(Debug, Clone)]
@@ -44,6 +49,10 @@ pub struct Options {
     /// so a shard copies many small objects at once but few large ones.
     pub window: u64,
     pub retry: RetryPolicy,
+    /// Replicate versions that are themselves replicas (they carry our metadata). Off by
+    /// default: in two-way replication (A to B and B to A) a replica is not sent back, which
+    /// stops loops. On for chains (A to B to C), where the origin is kept across hops.
+    pub replicate_replicas: bool,
 }
 
 impl Default for Options {
@@ -54,6 +63,7 @@ impl Default for Options {
             part_concurrency: 4,
             window: 64 << 20,
             retry: RetryPolicy::default(),
+            replicate_replicas: false,
         }
     }
 }

@@ -280,3 +280,49 @@ fn a_delete_marker_gone_from_the_source_is_superseded() {
         assert_eq!(held(&r, "k").len(), 1, "the object is still there");
     });
 }
+
+/// A source version that is itself a replica is not sent back (two-way replication), unless
+/// replicas are to be replicated (chains), and then its origin travels with it.
+#[test]
+fn replicas_are_not_sent_back_and_keep_their_origin_when_chained() {
+    on_executor(|| async {
+        let (src, dst) = (MemStore::new(), MemStore::new());
+        src.create_bucket(SRC, true);
+        dst.create_bucket(DST, true);
+        let meta = crate::s3::ops::ObjectMetadata {
+            user: vec![
+                (META_SOURCE_VERSION.into(), "first".into()),
+                (META_ORIGIN.into(), "origin-bucket/first".into()),
+            ],
+            ..Default::default()
+        };
+        src.put_with(SRC, "k", b"a replica", meta, Vec::new());
+        let r = Route {
+            source: Flaky::new(src),
+            source_bucket: SRC.into(),
+            dest: Flaky::new(dst),
+            dest_bucket: DST.into(),
+            dest_versioned: true,
+        };
+        let v = r.source_history("k").await.unwrap().remove(0);
+        let mut dp = data_path();
+        let out = replicate(&r, &dp, &v).await.unwrap();
+        assert_eq!(out, Outcome::Superseded(REPLICA_AT_SOURCE));
+        assert!(held(&r, "k").is_empty(), "not sent back");
+        dp.opts.replicate_replicas = true;
+        assert_eq!(
+            replicate(&r, &dp, &v).await.unwrap(),
+            Outcome::Copied { bytes: 9 }
+        );
+        let copy = r.dest.inner.versions(DST, "k").remove(0);
+        let user = |k: &str| {
+            copy.metadata
+                .user
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(user(META_ORIGIN).as_deref(), Some("origin-bucket/first"));
+        assert_eq!(user(META_SOURCE_VERSION), Some(v.version_id.clone()));
+    });
+}

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use super::{
     multipart, multipart_etag_parts, order, DataPath, ErrorKind, Options, Outcome,
-    ReplicationError, Route, Stage, Verdict, Version, META_SOURCE_ETAG, META_SOURCE_VERSION,
+    ReplicationError, Route, Stage, Verdict, Version, META_ORIGIN, META_SOURCE_ETAG,
+    META_SOURCE_VERSION, REPLICA_AT_SOURCE,
 };
 use crate::metrics::{Failure, Stats};
 use crate::retry::{retry, GaveUp};
@@ -20,17 +21,24 @@ use crate::s3::ops::{ObjectHead, ObjectMetadata};
 use crate::s3::store::ObjectStore;
 use crate::s3::{checksum, ChecksumTransport};
 
-/// Metadata to write at the destination: the source's, plus where it came from and where
-/// it stands in the key's history (see [`super::order`]).
-fn destination_metadata(head: &ObjectHead, v: &Version) -> ObjectMetadata {
+/// Metadata to write at the destination: the source's, plus where it came from, where it
+/// stands in the key's history (see [`super::order`]) and its origin (kept when the source
+/// is itself a replica).
+fn destination_metadata(head: &ObjectHead, v: &Version, source_bucket: &str) -> ObjectMetadata {
     let ours = [
         META_SOURCE_VERSION,
         META_SOURCE_ETAG,
         order::META_SOURCE_LAST_MODIFIED,
         order::META_SOURCE_SEQUENCER,
+        META_ORIGIN,
     ];
+    let origin = match head.user_meta(META_ORIGIN) {
+        Some(o) => o.to_string(),
+        None => format!("{source_bucket}/{}", v.version_id),
+    };
     let mut m = head.metadata.clone();
     m.user.retain(|(k, _)| !ours.contains(&k.as_str()));
+    m.user.push((META_ORIGIN.to_string(), origin));
     m.user
         .push((META_SOURCE_VERSION.to_string(), v.version_id.clone()));
     let etag = head.etag.trim_matches('"');
@@ -181,6 +189,11 @@ pub async fn replicate_once<S: ObjectStore>(
     let Some(SourceVersion { head, get }) = read_source(route, dp, v, vid).await? else {
         return replicate_delete_marker(route, v).await;
     };
+    if head.user_meta(META_SOURCE_VERSION).is_some() && !dp.opts.replicate_replicas {
+        // Dropping an unread GET closes its connection; a replica is rarely small enough
+        // for that to matter more than reading it would.
+        return Ok(Outcome::Superseded(REPLICA_AT_SOURCE));
+    }
     let tags = if head.tag_count > 0 {
         let tags = route
             .source
@@ -190,7 +203,7 @@ pub async fn replicate_once<S: ObjectStore>(
     } else {
         Vec::new()
     };
-    let meta = destination_metadata(&head, v);
+    let meta = destination_metadata(&head, v, &route.source_bucket);
     let get = match get {
         Some(g) => g,
         None if multipart::wanted(&head, &dp.opts) => {

@@ -43,6 +43,9 @@ pub enum Verdict {
 pub const NEWER_AT_DESTINATION: &str = "a later version of the key is at the destination";
 /// The source no longer holds the version (deleted by version id, or an undone delete).
 pub const GONE_FROM_SOURCE: &str = "the source no longer holds this version";
+/// The source version is itself a replica: not sent back (two-way replication).
+pub const REPLICA_AT_SOURCE: &str =
+    "the source version is itself a replica (two-way replication): not replicated back";
 
 impl<S: ObjectStore> Route<S> {
     /// Whether to write `v`, decided by the source's order. The common case (the
