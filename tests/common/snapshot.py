@@ -40,8 +40,9 @@ def describe(s3, bucket, v):
     body = got["Body"].read()
     meta = dict(got.get("Metadata", {}))
     source_version = meta.pop("backbeat-source-version-id", None)
-    # what backbeat records of the source (ETag, LastModified, sequencer): not the user's
-    for k in [k for k in meta if k.startswith("backbeat-source-")]:
+    # what backbeat records of the source (ETag, LastModified, sequencer, origin): not the
+    # user's
+    for k in [k for k in meta if k.startswith("backbeat-")]:
         meta.pop(k)
     for h in ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage"):
         if got.get(h):
