@@ -89,6 +89,10 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     #[serde(deserialize_with = "de::int::<_, _, 1000, 3_600_000>")]
     pub session_timeout_ms: u32,
+    /// How long a shard lets its entries in flight finish when its partitions are revoked
+    /// or it stops; past it they are stopped (fenced) and their new owner replays them.
+    #[serde(deserialize_with = "de::int::<_, _, 1, 3600>")]
+    pub drain_deadline_seconds: u64,
 }
 
 impl Default for KafkaConfig {
@@ -99,6 +103,7 @@ impl Default for KafkaConfig {
             partitions: 8,
             replication_factor: 1,
             session_timeout_ms: 10_000,
+            drain_deadline_seconds: 30,
         }
     }
 }
@@ -582,6 +587,10 @@ impl Config {
             (
                 "kafka.session_timeout_ms".into(),
                 k.session_timeout_ms.to_string(),
+            ),
+            (
+                "kafka.drain_deadline_seconds".into(),
+                k.drain_deadline_seconds.to_string(),
             ),
         ];
         let s = &self.source;

@@ -256,7 +256,7 @@ impl Engine {
             opts: self.options(),
             concurrency: self.cfg.replication.concurrency,
             shard_parts: self.cfg.replication.shard_parts(),
-            drain_deadline: Duration::from_secs(30),
+            drain_deadline: Duration::from_secs(self.cfg.kafka.drain_deadline_seconds),
             consumed: self.backpressure.as_ref().and_then(|b| {
                 self.sites
                     .keys()

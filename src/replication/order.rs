@@ -78,6 +78,8 @@ pub struct Replica {
     /// The source's ETag, unquoted (empty when not recorded).
     pub source_etag: String,
     pub order: SourceOrder,
+    /// Bytes of the replica.
+    pub size: u64,
     /// False when the stored bytes are known to differ from the source's: both ETags are
     /// plain MD5s and they differ (a corrupt copy on an unversioned destination).
     pub intact: bool,
@@ -105,29 +107,37 @@ impl Replica {
             source_version,
             source_etag,
             order,
+            size: h.content_length,
             intact,
         })
     }
 
-    /// Whether this replica is of the source version `version_id` with ETag `etag` (empty:
-    /// unknown) and LastModified `last_modified`. A `null` version id (an unversioned
+    /// Whether this replica is of source version `v`. A `null` version id (an unversioned
     /// source) names no single version: its ETag must match too, or when the source lists
-    /// none (s3s-fs), its LastModified.
-    pub fn is_of(&self, version_id: &str, etag: &str, last_modified: Option<i64>) -> bool {
-        if self.source_version != version_id {
+    /// none (s3s-fs), its LastModified and size (two writes of one size within one second
+    /// are then told apart by nothing).
+    pub fn is_of(&self, v: &super::Version) -> bool {
+        if self.source_version != v.version_id {
             return false;
         }
-        let etag = etag.trim_matches('"');
-        if version_id != "null" {
+        if v.version_id != "null" {
             return true;
         }
-        if !etag.is_empty() {
-            return self.source_etag.eq_ignore_ascii_case(etag);
+        if !v.etag.trim_matches('"').is_empty() {
+            return self.is_of_etag(&v.etag);
         }
-        match (last_modified, self.order.last_modified) {
+        let same_time = match (v.order.last_modified, self.order.last_modified) {
             (Some(a), Some(b)) => a == b,
             _ => true,
-        }
+        };
+        same_time && (v.size == self.size || v.delete_marker)
+    }
+
+    /// Whether this replica's source ETag is `etag` (the current object of an unversioned
+    /// source).
+    pub fn is_of_etag(&self, etag: &str) -> bool {
+        self.source_etag
+            .eq_ignore_ascii_case(etag.trim_matches('"'))
     }
 }
 
@@ -199,27 +209,40 @@ mod tests {
 
     #[test]
     fn null_versions_are_told_apart_by_etag() {
+        let version = |id: &str, etag: &str, lm: Option<i64>, size: u64| super::super::Version {
+            key: "k".into(),
+            version_id: id.into(),
+            delete_marker: false,
+            size,
+            etag: etag.into(),
+            order: SourceOrder {
+                last_modified: lm,
+                sequencer: None,
+            },
+        };
         let r = Replica {
             source_version: "null".into(),
             source_etag: "abc".into(),
-            order: SourceOrder::default(),
+            order: SourceOrder::new(Some("2026-11-25T10:00:00Z"), None),
+            size: 5,
             intact: true,
         };
-        assert!(r.is_of("null", "\"ABC\"", None));
-        assert!(!r.is_of("null", "\"abd\"", None));
-        assert!(!r.is_of("v1", "\"abc\"", None));
-        let listed_without_etags = Replica {
-            order: SourceOrder::new(Some("2026-11-25T10:00:00Z"), None),
-            ..r.clone()
-        };
-        let t = listed_without_etags.order.last_modified;
-        assert!(listed_without_etags.is_of("null", "", t));
-        assert!(!listed_without_etags.is_of("null", "", t.map(|t| t + 1)));
+        let t = r.order.last_modified;
+        assert!(r.is_of(&version("null", "\"ABC\"", None, 9)));
+        assert!(!r.is_of(&version("null", "\"abd\"", t, 5)));
+        assert!(!r.is_of(&version("v1", "\"abc\"", t, 5)));
+        // listed without ETags (s3s-fs): LastModified and size
+        assert!(r.is_of(&version("null", "", t, 5)));
+        assert!(!r.is_of(&version("null", "", t.map(|t| t + 1), 5)));
+        assert!(!r.is_of(&version("null", "", t, 6)));
         let v = Replica {
             source_version: "v1".into(),
             ..r
         };
-        assert!(v.is_of("v1", "\"other\"", None), "a version id is enough");
+        assert!(
+            v.is_of(&version("v1", "\"other\"", None, 1)),
+            "a version id is enough"
+        );
     }
 
     #[test]

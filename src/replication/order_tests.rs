@@ -119,7 +119,7 @@ fn delivered(w: &Written, i: usize, how: Told) -> Version {
 
 /// The source's history as `held` names the destination's: bytes (or "marker"), version id.
 fn source_seq(w: &Written, c: &Case) -> Vec<(String, Option<String>)> {
-    let all = w.iter().map(|(id, marker, data, _, _)| {
+    let mut all = w.iter().map(|(id, marker, data, _, _)| {
         let what = if *marker {
             "marker".to_string()
         } else {
@@ -130,7 +130,7 @@ fn source_seq(w: &Written, c: &Case) -> Vec<(String, Option<String>)> {
     if c.source_versioned {
         all.collect()
     } else {
-        all.last().into_iter().collect()
+        all.next_back().into_iter().collect()
     }
 }
 

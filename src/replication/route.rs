@@ -62,13 +62,11 @@ impl<S: ObjectStore> Route<S> {
         match self.head_dest(&v.key, None).await {
             Ok(h) => match Replica::of(&h) {
                 None => Ok(Verdict::Apply),
-                Some(r) if r.is_of(&v.version_id, &v.etag, v.order.last_modified) => {
-                    Ok(if r.intact {
-                        Verdict::Applied
-                    } else {
-                        Verdict::Apply
-                    })
-                }
+                Some(r) if r.is_of(v) => Ok(if r.intact {
+                    Verdict::Applied
+                } else {
+                    Verdict::Apply
+                }),
                 Some(r) => self.against_replica(v, &r).await,
             },
             Err(HeadObjectError::NotFound) if self.dest_versioned || v.version_id == "null" => {
@@ -96,9 +94,7 @@ impl<S: ObjectStore> Route<S> {
         let Some(i) = history.iter().position(|x| x.version_id == v.version_id) else {
             return Ok(Verdict::Superseded(GONE_FROM_SOURCE));
         };
-        let at_dest = history
-            .iter()
-            .position(|x| r.is_of(&x.version_id, &x.etag, x.order.last_modified));
+        let at_dest = history.iter().position(|x| r.is_of(x));
         Ok(match at_dest {
             Some(j) if j > i => Verdict::Superseded(NEWER_AT_DESTINATION),
             _ => Verdict::Apply,
@@ -110,7 +106,7 @@ impl<S: ObjectStore> Route<S> {
     async fn against_current(&self, key: &str, r: &Replica) -> Result<Verdict, ReplicationError> {
         let req = HeadObjectRequest::default();
         match self.source.head_object(&self.source_bucket, key, req).await {
-            Ok(h) if r.is_of("null", &h.etag, None) && r.intact => {
+            Ok(h) if r.is_of_etag(&h.etag) && r.intact => {
                 Ok(Verdict::Superseded(NEWER_AT_DESTINATION))
             }
             Ok(_) => Ok(Verdict::Apply),
@@ -232,7 +228,7 @@ impl<S: ObjectStore> Route<S> {
 fn place(versions: &[Version], r: &Replica) -> usize {
     let found = versions
         .iter()
-        .rposition(|v| !v.delete_marker && r.is_of(&v.version_id, &v.etag, v.order.last_modified));
+        .rposition(|v| !v.delete_marker && r.is_of(v));
     match found {
         Some(p) if r.intact => p + 1,
         Some(p) => p,

@@ -5,7 +5,8 @@
 //! `Bytes`; they are handed unchanged to the PUT connection, which writes them with `writev`.
 //! No byte is copied in user space, CRC32C runs over each frame as it passes, and the PUT
 //! side only pulls the next frame once the previous one was written, so the bytes in flight
-//! per transfer are bounded by hyper's read buffer and the sockets' buffers.
+//! per transfer are bounded by hyper's read buffer and the sockets' buffers. A pipe whose
+//! owner is gone (its task stopped) fails instead of sending on.
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -164,6 +165,10 @@ impl PipeBody {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if self.abandoned() {
+            self.state = PipeState::Done;
+            return Poll::Ready(Some(Err(BodyError::Abandoned)));
+        }
         match self.poll_inner(cx) {
             Poll::Ready(Err(e)) => {
                 self.state = PipeState::Done;
@@ -259,6 +264,20 @@ impl PipeBody {
             self.state = PipeState::Crlf;
         }
         Poll::Ready(Ok(Some(b)))
+    }
+}
+
+impl PipeBody {
+    /// The request's owner dropped its [`PipeResult`] while bytes were still to be sent (its
+    /// task was stopped: fenced at a rebalance, or abandoned at shutdown). The connection
+    /// task that sends the body outlives it; failing the body makes it drop the request
+    /// unfinished (the socket is reset), so a stale write never completes late.
+    fn abandoned(&self) -> bool {
+        let emitting = matches!(
+            self.state,
+            PipeState::Header | PipeState::Data | PipeState::Crlf
+        );
+        emitting && Rc::strong_count(&self.result.0) == 1
     }
 }
 

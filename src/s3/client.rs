@@ -446,10 +446,10 @@ impl Client {
             };
             let request = self.build(&req, &host, body)?;
             let mut conn = pool.acquire(fresh).await?;
-            match conn.sender.send_request(request).await {
+            match conn.link.sender.send_request(request).await {
                 Ok(resp) => {
                     let (parts, incoming) = resp.into_parts();
-                    break Ok((parts, RespBody::new(incoming, pool.clone(), conn.sender)));
+                    break Ok((parts, RespBody::new(incoming, pool.clone(), conn.link)));
                 }
                 Err(e) => {
                     // A pooled connection the server had closed: once more on a new one.

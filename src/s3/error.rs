@@ -159,6 +159,9 @@ pub enum BodyError {
     Long { expected: u64 },
     #[error("CRC32C of the bytes read ({actual}) differs from the source's ({expected})")]
     Checksum { expected: String, actual: String },
+    /// The transfer was abandoned (its task stopped) before the body was sent.
+    #[error("the transfer was abandoned before its body was sent")]
+    Abandoned,
 }
 
 impl BodyError {

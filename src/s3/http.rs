@@ -38,13 +38,62 @@ pub enum Stream {
 /// only writes into the slice, never reads it, as tokio's own `TcpStream` relies on too.
 /// Writes of a plain socket are vectored (`sendmsg` with several buffers), so hyper queues request body frames
 /// instead of flattening them into its own buffer: body bytes are never copied in user space.
+///
+/// A client connection dropped while it was sending (a request abandoned mid-body: a task
+/// fenced at a rebalance, a shutdown past its deadline) is reset (RST) rather than closed,
+/// so the bytes still in the socket buffers are discarded instead of delivered: the server
+/// sees a broken request, never a complete stale write arriving late.
 pub struct HyperIo {
     stream: Stream,
+    /// A client connection whose last transfer was a write (see above).
+    reset_if_abandoned: bool,
+    sending: bool,
 }
 
 impl HyperIo {
+    /// The server side of a connection (the operations API).
     pub fn new(stream: Stream) -> Self {
-        Self { stream }
+        Self {
+            stream,
+            reset_if_abandoned: false,
+            sending: false,
+        }
+    }
+
+    /// The client side of a connection to an S3 endpoint.
+    pub fn client(stream: Stream) -> Self {
+        let mut io = Self::new(stream);
+        io.reset_if_abandoned = true;
+        io
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        match &self.stream {
+            Stream::Plain(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.get_ref().0.as_raw_fd(),
+        }
+    }
+}
+
+impl Drop for HyperIo {
+    fn drop(&mut self) {
+        if !(self.reset_if_abandoned && self.sending) {
+            return;
+        }
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid socket and a linger value; close then sends RST.
+        unsafe {
+            libc::setsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
     }
 }
 
@@ -54,16 +103,20 @@ impl hyper::rt::Read for HyperIo {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
         let n = {
             // SAFETY: the slice is only written to by recv(2)/rustls before `advance`, and
             // `advance` is called with exactly the number of bytes written.
             let dst: &mut [MaybeUninit<u8>] = unsafe { buf.as_mut() };
             let dst: &mut [u8] = unsafe { &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8]) };
-            match &mut self.get_mut().stream {
+            match &mut this.stream {
                 Stream::Plain(s) => ready!(Pin::new(s).poll_read(cx, dst))?,
                 Stream::Tls(s) => ready!(Pin::new(s.as_mut()).poll_read(cx, dst))?,
             }
         };
+        if n > 0 {
+            this.sending = false;
+        }
         // SAFETY: n bytes were just written.
         unsafe { buf.advance(n) };
         Poll::Ready(Ok(()))
@@ -76,7 +129,9 @@ impl hyper::rt::Write for HyperIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().stream {
+        let this = self.get_mut();
+        this.sending = true;
+        match &mut this.stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
@@ -87,7 +142,9 @@ impl hyper::rt::Write for HyperIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().stream {
+        let this = self.get_mut();
+        this.sending = true;
+        match &mut this.stream {
             Stream::Plain(s) => {
                 let iov = &bufs[..bufs.len().min(64)];
                 // glommio sockets are blocking file descriptors that it drives with
@@ -216,13 +273,22 @@ async fn connect(spec: &ConnectSpec) -> Result<Stream, RequestError> {
 /// Idle HTTP/1.1 connections to one endpoint, owned by one shard.
 pub struct Pool {
     spec: ConnectSpec,
-    idle: RefCell<Vec<(SendRequest<ReqBody>, Instant)>>,
+    idle: RefCell<Vec<(Link, Instant)>>,
+}
+
+/// One connection: the handle requests are sent through, and the task that drives the
+/// connection. Dropping it stops that task at once: a request abandoned on the way (its
+/// caller dropped) takes its connection down with it, reset if it was still sending (see
+/// [`HyperIo`]), instead of the connection finishing the upload on its own later.
+pub struct Link {
+    pub sender: SendRequest<ReqBody>,
+    _task: glommio::Task<()>,
 }
 
 /// A connection taken from the pool; give it back with [`Pool::release`] once its response
 /// body has been read to the end.
 pub struct Conn {
-    pub sender: SendRequest<ReqBody>,
+    pub link: Link,
     pub reused: bool,
 }
 
@@ -243,15 +309,12 @@ impl Pool {
         if !fresh {
             let now = Instant::now();
             let mut idle = self.idle.borrow_mut();
-            while let Some((sender, since)) = idle.pop() {
-                if sender.is_ready()
-                    && !sender.is_closed()
+            while let Some((link, since)) = idle.pop() {
+                if link.sender.is_ready()
+                    && !link.sender.is_closed()
                     && now.duration_since(since) < self.spec.idle_timeout
                 {
-                    return Ok(Conn {
-                        sender,
-                        reused: true,
-                    });
+                    return Ok(Conn { link, reused: true });
                 }
             }
         }
@@ -259,47 +322,50 @@ impl Pool {
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .writev(true)
             .read_buf_exact_size(Some(self.spec.read_buffer))
-            .handshake(HyperIo::new(stream))
+            .handshake(HyperIo::client(stream))
             .await
             .map_err(request_error)?;
-        glommio::spawn_local(async move {
+        let task = glommio::spawn_local(async move {
             let _ = conn.await;
-        })
-        .detach();
-        Ok(Conn {
+        });
+        let link = Link {
             sender,
+            _task: task,
+        };
+        Ok(Conn {
+            link,
             reused: false,
         })
     }
 
     /// Returns a connection whose response is complete. One that is not ready yet (its
     /// connection task has not seen the end of the exchange) joins the pool once it is.
-    pub fn release(self: &Rc<Self>, mut sender: SendRequest<ReqBody>) {
-        if sender.is_closed() {
+    pub fn release(self: &Rc<Self>, mut link: Link) {
+        if link.sender.is_closed() {
             return;
         }
-        if sender.is_ready() {
-            self.keep(sender);
+        if link.sender.is_ready() {
+            self.keep(link);
             return;
         }
         let me = self.clone();
         glommio::spawn_local(async move {
-            let ready = async { Some(sender.ready().await.is_ok()) };
+            let ready = async { Some(link.sender.ready().await.is_ok()) };
             let limit = async {
                 glommio::timer::sleep(Duration::from_secs(1)).await;
                 None
             };
             if futures_lite::future::or(ready, limit).await == Some(true) {
-                me.keep(sender);
+                me.keep(link);
             }
         })
         .detach();
     }
 
-    fn keep(&self, sender: SendRequest<ReqBody>) {
+    fn keep(&self, link: Link) {
         let mut idle = self.idle.borrow_mut();
         if idle.len() < self.spec.max_idle {
-            idle.push((sender, Instant::now()));
+            idle.push((link, Instant::now()));
         }
     }
 }
@@ -312,7 +378,7 @@ pub struct RespBody {
 enum Source {
     Http {
         inner: Incoming,
-        ret: Option<(Rc<Pool>, SendRequest<ReqBody>)>,
+        ret: Option<(Rc<Pool>, Link)>,
     },
     /// Frames already in memory (an in-memory store's object, in tests).
     Memory(std::collections::VecDeque<Bytes>),
@@ -324,9 +390,9 @@ enum Source {
 impl Drop for RespBody {
     fn drop(&mut self) {
         if let Source::Http { inner, ret } = &mut self.source {
-            if let Some((pool, sender)) = ret.take() {
+            if let Some((pool, link)) = ret.take() {
                 if http_body::Body::is_end_stream(inner) {
-                    pool.release(sender);
+                    pool.release(link);
                 }
             }
         }
@@ -334,8 +400,8 @@ impl Drop for RespBody {
 }
 
 impl RespBody {
-    pub(crate) fn new(inner: Incoming, pool: Rc<Pool>, sender: SendRequest<ReqBody>) -> Self {
-        let ret = Some((pool, sender));
+    pub(crate) fn new(inner: Incoming, pool: Rc<Pool>, link: Link) -> Self {
+        let ret = Some((pool, link));
         Self {
             source: Source::Http { inner, ret },
         }
@@ -369,8 +435,8 @@ impl RespBody {
                     return Poll::Ready(Some(Err(request_error(e))));
                 }
                 None => {
-                    if let Some((pool, sender)) = ret.take() {
-                        pool.release(sender);
+                    if let Some((pool, link)) = ret.take() {
+                        pool.release(link);
                     }
                     return Poll::Ready(None);
                 }
