@@ -775,10 +775,7 @@ fn api_engine(name: &str) -> ApiEngine {
         &format!("\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
     );
     let run = spawn(&["run"], &st.config);
-    wait_until(60, "the API ready", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http_get(port, "/_/ready", None).0 == 200
-    });
+    wait_until(60, "the API ready", || api_ready(port));
     ApiEngine {
         port,
         st,
@@ -1164,10 +1161,7 @@ fn scheduled_resume_fires_after_a_restart() {
         &format!("\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
     );
     let run = spawn_named(&["run"], &st.config, "run1");
-    wait_until(60, "ready", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http_get(port, "/_/ready", None).0 == 200
-    });
+    wait_until(60, "ready", || api_ready(port));
     // Joined first: members stopped in the middle of their first join hold the group's next
     // rebalance (up to max.poll.interval.ms on nisshi).
     let log1 = st.config.with_file_name("run1.log");
@@ -1189,10 +1183,7 @@ fn scheduled_resume_fires_after_a_restart() {
     let scheduled = Instant::now();
     stop(run);
     let run = spawn_named(&["run"], &st.config, "run2");
-    wait_until(60, "ready again", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http_get(port, "/_/ready", None).0 == 200
-    });
+    wait_until(60, "ready again", || api_ready(port));
     let (_, body) = http_get(port, "/_/crr/status/site-a", None);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["site-a"],
@@ -1395,10 +1386,7 @@ fn per_object_progress_in_flight_pending_and_completed() {
     stop(run);
     // After a restart nothing is in memory: the destination answers.
     let run = spawn_named(&["run"], &st.config, "run2");
-    wait_until(60, "ready again", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http_get(port, "/_/ready", None).0 == 200
-    });
+    wait_until(60, "ready again", || api_ready(port));
     let (code, v) = progress(&big);
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["state"], "COMPLETED", "{v}");

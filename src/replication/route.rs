@@ -91,13 +91,22 @@ impl<S: ObjectStore> Route<S> {
             return self.against_current(&v.key, r).await;
         }
         let history = self.source_history(&v.key).await?;
-        let Some(i) = history.iter().position(|x| x.version_id == v.version_id) else {
+        let Some(i) = history
+            .iter()
+            .position(|x| !x.delete_marker && x.version_id == v.version_id)
+        else {
             return Ok(Verdict::Superseded(GONE_FROM_SOURCE));
         };
-        let at_dest = history.iter().position(|x| r.is_of(x));
+        let at_dest = history.iter().position(|x| !x.delete_marker && r.is_of(x));
         Ok(match at_dest {
             Some(j) if j > i => Verdict::Superseded(NEWER_AT_DESTINATION),
-            _ => Verdict::Apply,
+            Some(_) => Verdict::Apply,
+            // The destination holds a version the source no longer lists: `v` goes there
+            // only if nothing newer is at the source (whose own entry will bring it).
+            None if history[i + 1..].iter().any(|x| !x.delete_marker) => {
+                Verdict::Superseded(NEWER_AT_DESTINATION)
+            }
+            None => Verdict::Apply,
         })
     }
 

@@ -306,6 +306,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pipe_whose_owner_is_gone_fails_instead_of_sending_on() {
+        let poll = |pipe: &mut PipeBody| {
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            match Pin::new(pipe).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(f))) => Ok(f.into_data().map(|d| d.len()).unwrap_or(0)),
+                Poll::Ready(Some(Err(e))) => Err(e.to_string()),
+                other => panic!("{:?}", other.map(|o| o.is_some())),
+            }
+        };
+        let frames =
+            || RespBody::from_frames([Bytes::from_static(b"abc"), Bytes::from_static(b"def")]);
+        let (mut kept, result) = PipeBody::new(frames(), 6, None, false, Vec::new());
+        assert_eq!(poll(&mut kept), Ok(3));
+        assert_eq!(poll(&mut kept), Ok(3));
+        assert!(result.crc32c().is_some(), "every byte went through");
+        let (mut dropped, result) = PipeBody::new(frames(), 6, None, false, Vec::new());
+        assert_eq!(poll(&mut dropped), Ok(3));
+        drop(result);
+        let e = poll(&mut dropped).unwrap_err();
+        assert!(e.contains("abandoned"), "{e}");
+    }
+
+    #[test]
     fn chunked_len_matches_encoding() {
         // 5 bytes "hello": "5\r\nhello\r\n0\r\nx-amz-checksum-crc32c:mnG7TA==\r\n\r\n"
         let enc = "5\r\nhello\r\n0\r\nx-amz-checksum-crc32c:mnG7TA==\r\n\r\n";

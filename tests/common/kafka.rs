@@ -269,6 +269,21 @@ pub fn real_versions(c: &Client, b: &str, key: &str) -> Vec<Vec<u8>> {
     })
 }
 
+/// Whether the API on `port` answers `/_/ready` with 200; a connection refused or reset (an
+/// engine still starting, or the previous one on the same port just gone) is "not yet".
+pub fn api_ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = "GET /_/ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut out = String::new();
+    c.write_all(req.as_bytes()).is_ok()
+        && c.read_to_string(&mut out).is_ok()
+        && out.starts_with("HTTP/1.1 200")
+}
+
 /// A plain HTTP/1.1 GET; returns (status, body).
 pub fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};

@@ -10,8 +10,8 @@ use tracing::Instrument;
 use super::outcome::{self, EntryResult, Pending, Timings};
 use super::Shared;
 use crate::queue::codec::{EntryType, ReplicationEntry};
-use crate::replication::{replicate, Outcome, SourceOrder, Verdict, Version};
-use crate::retry::GaveUp;
+use crate::replication::{replicate, Outcome, ReplicationError, SourceOrder, Verdict, Version};
+use crate::retry::retry;
 
 /// An entry ready to run, with where it came from.
 pub struct Job {
@@ -80,15 +80,17 @@ async fn run(sh: &Shared, job: &Job) -> bool {
     let route = sh.route(&entry.bucket);
     let v = version_of(entry);
     let start = Instant::now();
-    let result: EntryResult = match route.decide(&v).await {
+    // The decision may list the key at the source: retried like the copy.
+    let (dp, permanent) = (&sh.data, ReplicationError::is_permanent);
+    let what = "deciding whether the destination needs this version";
+    let decided = retry(&dp.opts.retry, &dp.cancel, what, permanent, |_| {
+        route.decide(&v)
+    });
+    let result: EntryResult = match decided.await {
         Ok(Verdict::Applied) => Ok(Outcome::Skipped),
         Ok(Verdict::Superseded(why)) => Ok(Outcome::Superseded(why)),
-        Ok(Verdict::Apply) => replicate(&route, &sh.data, &v).await,
-        Err(error) => Err(GaveUp {
-            error,
-            attempts: 1,
-            cancelled: false,
-        }),
+        Ok(Verdict::Apply) => replicate(&route, dp, &v).await,
+        Err(gave_up) => Err(gave_up),
     };
     if result.is_err() && sh.abort.is_set() {
         // Abandoned at the drain deadline: not an outcome.

@@ -57,13 +57,14 @@ pub struct ListObjectVersionsRequest<'a> {
 
 /// Orders one key's entries newest first. Servers list a key's versions newest first, but
 /// not all interleave versions and delete markers (moto lists every version, then every
-/// delete marker): entries are ordered by LastModified, the latest one first, and otherwise
-/// kept in listing order (a stable sort).
+/// delete marker): the entry the server marks latest comes first (a multipart upload's
+/// LastModified is when it started, so the latest may carry an older time), then the others
+/// by LastModified, otherwise kept in listing order (a stable sort).
 pub fn sort_newest_first(entries: &mut [ListedVersion]) {
     entries.sort_by(|a, b| {
-        b.last_modified
-            .cmp(&a.last_modified)
-            .then(b.is_latest.cmp(&a.is_latest))
+        b.is_latest
+            .cmp(&a.is_latest)
+            .then(b.last_modified.cmp(&a.last_modified))
     });
 }
 
