@@ -1181,7 +1181,19 @@ fn scheduled_resume_fires_after_a_restart() {
     );
     assert_eq!(code, 200, "{body}");
     let scheduled = Instant::now();
+    // Both shards applied the pause before the restart.
+    wait_until(30, "run1 paused", || {
+        std::fs::read_to_string(&log1)
+            .unwrap_or_default()
+            .matches("site paused")
+            .count()
+            >= 2
+    });
     stop(run);
+    // The next engine joins once the old members' sessions are over: joining while they
+    // leave has left the new members without partitions for minutes under load (nisshi;
+    // under investigation, issue 11).
+    std::thread::sleep(Duration::from_secs(7));
     let run = spawn_named(&["run"], &st.config, "run2");
     wait_until(60, "ready again", || api_ready(port));
     let (_, body) = http_get(port, "/_/crr/status/site-a", None);

@@ -276,13 +276,12 @@ pub struct Pool {
     idle: RefCell<Vec<(Link, Instant)>>,
 }
 
-/// One connection: the handle requests are sent through, and the task that drives the
-/// connection. Dropping it stops that task at once: a request abandoned on the way (its
-/// caller dropped) takes its connection down with it, reset if it was still sending (see
-/// [`HyperIo`]), instead of the connection finishing the upload on its own later.
+/// One connection's request handle; its connection runs in a task of its own. A request
+/// abandoned on the way (its caller dropped) does not finish on its own later: its body
+/// fails ([`crate::s3::body::PipeBody`]), so the connection drops the request and is reset
+/// (see [`HyperIo`]).
 pub struct Link {
     pub sender: SendRequest<ReqBody>,
-    _task: glommio::Task<()>,
 }
 
 /// A connection taken from the pool; give it back with [`Pool::release`] once its response
@@ -325,13 +324,11 @@ impl Pool {
             .handshake(HyperIo::client(stream))
             .await
             .map_err(request_error)?;
-        let task = glommio::spawn_local(async move {
+        glommio::spawn_local(async move {
             let _ = conn.await;
-        });
-        let link = Link {
-            sender,
-            _task: task,
-        };
+        })
+        .detach();
+        let link = Link { sender };
         Ok(Conn {
             link,
             reused: false,
