@@ -278,7 +278,7 @@ pub struct Pool {
 
 /// One connection's request handle; its connection runs in a task of its own. A request
 /// abandoned on the way (its caller dropped) does not finish on its own later: its body
-/// fails ([`crate::s3::body::PipeBody`]), so the connection drops the request and is reset
+/// fails (the upload pipe of `body.rs`), so the connection drops the request and is reset
 /// (see [`HyperIo`]).
 pub struct Link {
     pub sender: SendRequest<ReqBody>,
