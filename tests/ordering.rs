@@ -60,6 +60,24 @@ fn boto3_key(url: &str, bucket: &str, key: &str) -> (Vec<(String, u64)>, bool, u
     (versions, k["latest_is_marker"] == true, markers)
 }
 
+/// Versioned buckets `sb` (with two versions of `k`, of 700 and 800 bytes) and `da`: a
+/// client of the destination, both version ids and the second version's bytes.
+fn two_versions_of_k(s: &Servers, sb: &str, da: &str) -> (Client, String, String, Vec<u8>) {
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    let (v1, v2, b2) = block_on(async {
+        make_bucket(&src, sb, true).await;
+        make_bucket(&dst, da, true).await;
+        let v1 = put_version(&src, sb, "k", &data(700, 1), &[]).await;
+        let b2 = data(800, 2);
+        let v2 = put_version(&src, sb, "k", &b2, &[]).await;
+        (v1, v2, b2)
+    });
+    (dst, v1, v2, b2)
+}
+
 /// Case 1: the first round of events delivered again (at-least-once publishers) after
 /// newer versions landed: nothing is copied again and every key stays on its newest.
 #[test]
@@ -107,18 +125,7 @@ fn repeated_events_for_older_versions_leave_every_key_on_its_newest() {
 fn an_older_event_delivered_late_is_superseded_by_its_sequencer() {
     let s = servers();
     let (sb, da) = (bucket("seq-src"), bucket("seq-a"));
-    let (src, dst) = (
-        Client::new(endpoint(&s.source), None),
-        Client::new(endpoint(&s.dest), None),
-    );
-    let (v1, v2, b2) = block_on(async {
-        make_bucket(&src, &sb, true).await;
-        make_bucket(&dst, &da, true).await;
-        let v1 = put_version(&src, &sb, "k", &data(700, 1), &[]).await;
-        let b2 = data(800, 2);
-        let v2 = put_version(&src, &sb, "k", &b2, &[]).await;
-        (v1, v2, b2)
-    });
+    let (dst, v1, v2, b2) = two_versions_of_k(&s, &sb, &da);
     let st = setup(&sb, &[("site-a", &s.dest, &da)], &all_sites_rule(), "");
     let topics = Topics::new(&st.prefix);
     let run = spawn(&["run"], &st.config);
@@ -154,18 +161,7 @@ fn a_failed_version_retried_after_a_newer_one_landed_is_superseded() {
     let s = servers();
     let (sb, da) = (bucket("fr-src"), bucket("fr-a"));
     let proxy = Proxy::start(&s.dest, false);
-    let (src, dst) = (
-        Client::new(endpoint(&s.source), None),
-        Client::new(endpoint(&s.dest), None),
-    );
-    let (v1, v2, b2) = block_on(async {
-        make_bucket(&src, &sb, true).await;
-        make_bucket(&dst, &da, true).await;
-        let v1 = put_version(&src, &sb, "k", &data(700, 1), &[]).await;
-        let b2 = data(800, 2);
-        let v2 = put_version(&src, &sb, "k", &b2, &[]).await;
-        (v1, v2, b2)
-    });
+    let (dst, v1, v2, b2) = two_versions_of_k(&s, &sb, &da);
     proxy.faults.add("PUT", Some("/k"), Kind::Forbidden, 1);
     let api_port = free_port();
     let api = format!("\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n");

@@ -140,18 +140,31 @@ fn is_subsequence(d: &[(String, Option<String>)], s: &[(String, Option<String>)]
     d.iter().all(|x| it.any(|y| y.0 == x.0))
 }
 
+/// A route from `src` to `dst` (buckets `SRC` and `DST`).
+fn route_of(src: MemStore, dst: Flaky<MemStore>, dest_versioned: bool) -> Route<Flaky<MemStore>> {
+    Route {
+        source: Flaky::new(src),
+        source_bucket: SRC.into(),
+        dest: dst,
+        dest_bucket: DST.into(),
+        dest_versioned,
+    }
+}
+
+/// Two versioned in-memory stores, with buckets `SRC` and `DST`.
+fn versioned_stores() -> (MemStore, MemStore) {
+    let (src, dst) = (MemStore::new(), MemStore::new());
+    src.create_bucket(SRC, true);
+    dst.create_bucket(DST, true);
+    (src, dst)
+}
+
 fn run_case(c: Case, in_order: bool) {
     on_executor(move || async move {
         let (src, dst) = (MemStore::new(), MemStore::new());
         let w = write_source(&src, &c);
         dst.create_bucket(DST, c.dest_versioned);
-        let r = Route {
-            source: Flaky::new(src),
-            source_bucket: SRC.into(),
-            dest: Flaky::new(dst),
-            dest_bucket: DST.into(),
-            dest_versioned: c.dest_versioned,
-        };
+        let r = route_of(src, Flaky::new(dst), c.dest_versioned);
         let dp = data_path();
         for &(i, how) in &c.deliveries {
             let v = delivered(&w, i, how);
@@ -219,19 +232,11 @@ proptest! {
 #[test]
 fn a_retried_delete_marker_is_not_written_twice() {
     on_executor(|| async {
-        let (src, dst) = (MemStore::new(), MemStore::new());
-        src.create_bucket(SRC, true);
-        dst.create_bucket(DST, true);
+        let (src, dst) = versioned_stores();
         src.put(SRC, "k", b"one");
         let id = src.delete_marker(SRC, "k");
         let lost = Fault::new("delete_object", 500, "InternalError").response_lost();
-        let r = Route {
-            source: Flaky::new(src),
-            source_bucket: SRC.into(),
-            dest: Flaky::new(dst).fail(lost.times(1)),
-            dest_bucket: DST.into(),
-            dest_versioned: true,
-        };
+        let r = route_of(src, Flaky::new(dst).fail(lost.times(1)), true);
         let dp = data_path();
         let history = r.source_history("k").await.unwrap();
         replicate(&r, &dp, &history[0]).await.unwrap();
@@ -254,17 +259,9 @@ fn a_retried_delete_marker_is_not_written_twice() {
 #[test]
 fn a_delete_marker_gone_from_the_source_is_superseded() {
     on_executor(|| async {
-        let (src, dst) = (MemStore::new(), MemStore::new());
-        src.create_bucket(SRC, true);
-        dst.create_bucket(DST, true);
+        let (src, dst) = versioned_stores();
         src.put(SRC, "k", b"one");
-        let r = Route {
-            source: Flaky::new(src),
-            source_bucket: SRC.into(),
-            dest: Flaky::new(dst),
-            dest_bucket: DST.into(),
-            dest_versioned: true,
-        };
+        let r = route_of(src, Flaky::new(dst), true);
         let dp = data_path();
         let v = r.source_history("k").await.unwrap().remove(0);
         replicate(&r, &dp, &v).await.unwrap();
@@ -286,9 +283,7 @@ fn a_delete_marker_gone_from_the_source_is_superseded() {
 #[test]
 fn replicas_are_not_sent_back_and_keep_their_origin_when_chained() {
     on_executor(|| async {
-        let (src, dst) = (MemStore::new(), MemStore::new());
-        src.create_bucket(SRC, true);
-        dst.create_bucket(DST, true);
+        let (src, dst) = versioned_stores();
         let meta = crate::s3::ops::ObjectMetadata {
             user: vec![
                 (META_SOURCE_VERSION.into(), "first".into()),
@@ -297,13 +292,7 @@ fn replicas_are_not_sent_back_and_keep_their_origin_when_chained() {
             ..Default::default()
         };
         src.put_with(SRC, "k", b"a replica", meta, Vec::new());
-        let r = Route {
-            source: Flaky::new(src),
-            source_bucket: SRC.into(),
-            dest: Flaky::new(dst),
-            dest_bucket: DST.into(),
-            dest_versioned: true,
-        };
+        let r = route_of(src, Flaky::new(dst), true);
         let v = r.source_history("k").await.unwrap().remove(0);
         let mut dp = data_path();
         let out = replicate(&r, &dp, &v).await.unwrap();
