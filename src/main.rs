@@ -510,11 +510,24 @@ fn run_populate(a: PopulateArgs) -> anyhow::Result<ExitCode> {
             let pc = engine.populate_config(shutdown.clone());
             let show = sync::progress_wanted();
             let summary = backbeat::shard::block_on(async move {
-                backbeat::populate::worker::scan_enqueue(
+                use backbeat::populate::{settle, worker};
+                let settled = if a.missing_only {
+                    if show {
+                        eprintln!("waiting for what is already queued to go through ...");
+                    }
+                    let queues = settle::Queues::new(&pc)?;
+                    Some(queues.settle(settle::STALL, &shutdown).await?)
+                } else {
+                    None
+                };
+                let mode = settled
+                    .as_ref()
+                    .map_or(worker::ScanMode::All, worker::ScanMode::Missing);
+                worker::scan_enqueue(
                     &pc,
                     &url.bucket,
                     url.prefix.as_deref(),
-                    a.missing_only,
+                    mode,
                     &shutdown,
                     |s| {
                         if show {

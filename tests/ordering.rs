@@ -246,17 +246,22 @@ fn a_delete_marker_the_source_no_longer_holds_is_not_applied() {
     assert_eq!(real_versions(&dst, &da, "k"), vec![data(700, 1)]);
 }
 
-/// Case 3: a source rescanned every second while its versions are still on their way:
-/// the destination ends with each version once, in order.
+/// Case 3: a source rescanned every second while its versions are still on their way (the
+/// first one's upload held by the proxy for a while): no rescan enqueues a version queued
+/// or in flight, and the destination ends with each version once, in order.
 #[test]
-fn rescans_never_duplicate_or_reorder_a_key() {
+fn rescans_never_enqueue_what_is_queued_nor_duplicate_or_reorder_a_key() {
     let s = servers();
     let (sb, da) = (bucket("rescan-src"), bucket("rescan-a"));
+    let proxy = Proxy::start(&s.dest, false);
     let (src, dst) = (
         Client::new(endpoint(&s.source), None),
         Client::new(endpoint(&s.dest), None),
     );
-    let bodies: Vec<Vec<u8>> = (0..30).map(|i| data(2000 + i, i as u64)).collect();
+    // The first version is large enough for the proxy to hold its upload.
+    let bodies: Vec<Vec<u8>> = (0..30)
+        .map(|i| data(if i == 0 { 2 * MIB } else { 2000 + i }, i as u64))
+        .collect();
     block_on(async {
         make_bucket(&src, &sb, true).await;
         make_bucket(&dst, &da, true).await;
@@ -264,19 +269,28 @@ fn rescans_never_duplicate_or_reorder_a_key() {
             put_version(&src, &sb, "hot", b, &[]).await;
         }
     });
-    let st = setup(&sb, &[("site-a", &s.dest, &da)], &all_sites_rule(), "");
+    proxy.faults.add("PUT", None, Kind::Hold, 1);
+    let st = setup(&sb, &[("site-a", &proxy.url, &da)], &all_sites_rule(), "");
     let text = std::fs::read_to_string(&st.config).unwrap().replace(
         "rules_file = \"rules.xml\"\n",
         "rules_file = \"rules.xml\"\nscan_interval_seconds = 1\n",
     );
     std::fs::write(&st.config, text).unwrap();
     let run = spawn(&["run"], &st.config);
+    wait_until(60, "the first version's upload held", || {
+        proxy.faults.hits(Kind::Hold) >= 1
+    });
+    // Rescans come every second meanwhile; all 30 versions are queued or in flight.
+    std::thread::sleep(Duration::from_secs(5));
+    proxy.faults.release();
     wait_until(120, "30 versions at the destination", || {
         real_versions(&dst, &da, "hot").len() >= 30
     });
     // Several more rescans find everything present.
     std::thread::sleep(Duration::from_secs(5));
     stop(run);
+    let entries = topic_len(&Topics::new(&st.prefix).replication);
+    assert_eq!(entries, 30, "each version enqueued once, by the first scan");
     let got = real_versions(&dst, &da, "hot");
     let sizes: Vec<usize> = got.iter().map(Vec::len).collect();
     assert!(

@@ -80,38 +80,11 @@ pub(super) async fn health(state: &ApiState) -> Reply {
     reply(status, &doc)
 }
 
-/// Entries of the replication topic not yet committed by `group` (its lag).
+/// Entries of the replication topic not yet committed by `group` (its lag). Blocking.
 fn kafka_lag(brokers: &str, topic: &str, group: &str) -> Result<u64, String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    let c: BaseConsumer = crate::queue::kafka::client_config(brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| e.to_string())?;
-    let t = Duration::from_secs(3);
-    let md = c
-        .fetch_metadata(Some(topic), t)
-        .map_err(|e| e.to_string())?;
-    let parts: Vec<i32> = md
-        .topics()
-        .iter()
-        .flat_map(|tp| tp.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in &parts {
-        tpl.add_partition(topic, *p);
-    }
-    let committed = c.committed_offsets(tpl, t).map_err(|e| e.to_string())?;
-    let mut lag = 0;
-    for p in parts {
-        let (low, high) = c.fetch_watermarks(topic, p, t).map_err(|e| e.to_string())?;
-        let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(rdkafka::Offset::Offset(o)) => o,
-            _ => low,
-        };
-        lag += (high - at).max(0) as u64;
-    }
-    Ok(lag)
+    crate::queue::lag::GroupReader::new(brokers, topic, group)
+        .and_then(|r| r.lag())
+        .map_err(|e| e.to_string())
 }
 
 /// A site's backlog (its group's lag), asked off the executor, within `limit`.

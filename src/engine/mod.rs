@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::config::credentials;
 use crate::config::file::{Config, EndpointSettings};
 use crate::metrics::Stats;
+use crate::populate::settle;
 use crate::populate::worker::{self as populate, PopulateConfig, SiteTarget};
 use crate::queue::backpressure::Backpressure;
 use crate::queue::kafka::{self, Topics};
@@ -283,6 +284,7 @@ impl Engine {
                         n.clone(),
                         SiteTarget {
                             endpoint: s.endpoint.clone(),
+                            group: kafka::replication_group(&self.cfg.kafka.topic_prefix, n),
                             buckets: s.buckets.clone(),
                             versioned: s.versioned,
                         },
@@ -390,23 +392,17 @@ impl Engine {
     }
 
     /// Scans every source bucket now and then and enqueues what a site is missing (sources
-    /// without event notifications).
+    /// without event notifications). Each pass first lets what is queued go through.
     fn rescan_loop(&self, shutdown: Shutdown) -> Result<(), EngineError> {
         let pc = self.populate_config(shutdown.clone());
         let every = Duration::from_secs(self.cfg.source.scan_interval_seconds);
         let buckets = self.cfg.source.buckets.clone();
+        let queues = settle::Queues::new(&pc).map_err(|e| EngineError::Setup(e.to_string()))?;
         shard::block_on(async move {
             while !shutdown.is_set() {
-                for b in &buckets {
-                    match populate::scan_enqueue(&pc, b, None, true, &shutdown, |_| {}).await {
-                        Ok(s) if s.entries_enqueued > 0 => {
-                            tracing::info!(bucket = %b, enqueued = s.entries_enqueued, "scan found versions to replicate")
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(bucket = %b, error = %e, "scan failed; trying again later")
-                        }
-                    }
+                match queues.settle(settle::STALL, &shutdown).await {
+                    Ok(settled) => rescan_pass(&pc, &buckets, &settled, &shutdown).await,
+                    Err(e) => tracing::warn!(error = %e, "scan not started; trying again later"),
                 }
                 shutdown.sleep(every).await;
             }
@@ -463,5 +459,30 @@ impl Engine {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// One rescan of every bucket, for the settled sites.
+async fn rescan_pass(
+    pc: &PopulateConfig,
+    buckets: &[String],
+    settled: &settle::Settled,
+    shutdown: &Shutdown,
+) {
+    use populate::{scan_enqueue, ScanMode};
+    if settled.sites.is_empty() {
+        return;
+    }
+    for b in buckets {
+        let mode = ScanMode::Missing(settled);
+        match scan_enqueue(pc, b, None, mode, shutdown, |_| {}).await {
+            Ok(s) if s.entries_enqueued > 0 => {
+                tracing::info!(bucket = %b, enqueued = s.entries_enqueued, "scan found versions to replicate")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(bucket = %b, error = %e, "scan failed; trying again later")
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::events::{self, ChangeKind};
 use super::rules::ReplicationConfig;
 use super::scan::{scan, KeyVersions};
+use super::settle::Settled;
 use crate::metrics::Stats;
 use crate::queue::codec::{EntryType, ReplicationEntry, VERSION};
 use crate::queue::kafka::{self, Producer, QueueError, Topics};
@@ -31,6 +32,8 @@ use crate::shard::Shutdown;
 #[derive(Clone)]
 pub struct SiteTarget {
     pub endpoint: Arc<Endpoint>,
+    /// The site's consumer group (a missing-only scan waits for its queue).
+    pub group: String,
     pub buckets: BTreeMap<String, String>,
     pub versioned: bool,
 }
@@ -281,8 +284,10 @@ pub async fn run_events(
             continue;
         };
         // Retry the batch until its entries are produced (or shutdown): never skip one.
-        // Entries are sent in message order, so an object's versions keep their order.
-        let attempt = |_| intake.handle_batch(&batch);
+        // Entries are sent in message order, so an object's versions keep their order; a
+        // retry sends only the entries not delivered yet.
+        let produced = std::cell::RefCell::new(Produced::default());
+        let attempt = |_| intake.handle_batch(&batch, &produced);
         let what = "turning events into entries";
         let never = |_: &PopulateError| false;
         if retry(&RetryPolicy::UNTIL_DONE, &shutdown, what, never, attempt)
@@ -359,9 +364,39 @@ struct EventIntake {
 }
 
 impl EventIntake {
-    /// Turns a batch of messages into entries and produces them all, in message order;
-    /// malformed messages go to the failed topic.
-    async fn handle_batch(&self, batch: &[EventMessage]) -> Result<(), PopulateError> {
+    /// Turns a batch of messages into entries (once) and produces those not delivered yet,
+    /// in message order; malformed messages go to the failed topic.
+    async fn handle_batch(
+        &self,
+        batch: &[EventMessage],
+        produced: &std::cell::RefCell<Produced>,
+    ) -> Result<(), PopulateError> {
+        let known = produced.borrow().entries.clone();
+        let entries = match known {
+            Some(e) => e,
+            None => {
+                let e = std::rc::Rc::new(self.entries_of(batch).await?);
+                *produced.borrow_mut() = Produced::new(e.clone());
+                e
+            }
+        };
+        let mut sent = std::mem::take(&mut produced.borrow_mut().sent);
+        let unsent = sent.iter().filter(|s| !**s).count();
+        let result = match self.admit_all(unsent).await {
+            Ok(()) => self.send_unsent(&entries, &mut sent).await,
+            Err(e) => Err(e),
+        };
+        produced.borrow_mut().sent = sent;
+        result?;
+        Stats::add(&self.stats.versions_seen, entries.len() as u64);
+        Ok(())
+    }
+
+    /// The entries of a batch's events; malformed messages are sent to the failed topic.
+    async fn entries_of(
+        &self,
+        batch: &[EventMessage],
+    ) -> Result<Vec<ReplicationEntry>, PopulateError> {
         let mut entries = Vec::new();
         for (partition, offset, payload) in batch {
             match events::parse(payload) {
@@ -372,10 +407,7 @@ impl EventIntake {
                 }
             }
         }
-        self.admit_all(entries.len()).await?;
-        self.send_all(&entries).await?;
-        Stats::add(&self.stats.versions_seen, entries.len() as u64);
-        Ok(())
+        Ok(entries)
     }
 
     /// Sends a message that is not an event notification to the failed topic, with why.
@@ -455,31 +487,78 @@ impl EventIntake {
         Ok(())
     }
 
-    /// Sends every (admitted) entry at once. Admissions come first: librdkafka enqueues the
-    /// sends in this order, so an object's versions stay in order in their partition.
-    async fn send_all(&self, entries: &[ReplicationEntry]) -> Result<(), PopulateError> {
-        let encoded: Vec<(String, Vec<u8>)> = entries
-            .iter()
-            .map(|e| (e.kafka_key(), e.encode()))
-            .collect();
+    /// Sends every (admitted) entry not sent yet, at once, marking each delivered one.
+    /// Admissions come first: librdkafka enqueues the sends in this order, so an object's
+    /// versions stay in order in their partition.
+    async fn send_unsent(
+        &self,
+        entries: &[ReplicationEntry],
+        sent: &mut [bool],
+    ) -> Result<(), PopulateError> {
         let topic = &self.cfg.topics.replication;
-        let sends = encoded
-            .iter()
-            .map(|(k, v)| kafka::send(&self.producer, topic, k, Some(v)));
-        let results = futures_util::future::join_all(sends).await;
-        let failed = results.iter().filter(|r| r.is_err()).count();
-        if failed > 0 {
-            if let Some(b) = &self.cfg.backpressure {
-                for _ in 0..failed {
-                    b.cancel();
-                }
+        let failed = send_unsent(entries, sent, |e| {
+            let (k, v) = (e.kafka_key(), e.encode());
+            async move {
+                kafka::send(&self.producer, topic, &k, Some(&v))
+                    .await
+                    .map(|_| ())
             }
-            for r in results {
-                r?;
+        })
+        .await;
+        let Some((n, first)) = failed else {
+            return Ok(());
+        };
+        if let Some(b) = &self.cfg.backpressure {
+            for _ in 0..n {
+                b.cancel();
             }
         }
-        Ok(())
+        Err(first.into())
     }
+}
+
+/// A batch's entries, built once, and which of them are delivered: a retry of the batch
+/// sends only the rest, so a partial failure never enqueues an entry twice.
+#[derive(Default)]
+struct Produced {
+    entries: Option<std::rc::Rc<Vec<ReplicationEntry>>>,
+    sent: Vec<bool>,
+}
+
+impl Produced {
+    fn new(entries: std::rc::Rc<Vec<ReplicationEntry>>) -> Self {
+        let sent = vec![false; entries.len()];
+        Self {
+            entries: Some(entries),
+            sent,
+        }
+    }
+}
+
+/// Sends, all at once and in order, the entries not marked in `sent`, and marks those
+/// delivered. On failures: how many failed, and the first error.
+async fn send_unsent<'a, T, F, Fut>(
+    entries: &'a [T],
+    sent: &mut [bool],
+    send: F,
+) -> Option<(usize, QueueError)>
+where
+    F: Fn(&'a T) -> Fut,
+    Fut: std::future::Future<Output = Result<(), QueueError>>,
+{
+    let pending: Vec<usize> = (0..entries.len()).filter(|i| !sent[*i]).collect();
+    let results = futures_util::future::join_all(pending.iter().map(|i| send(&entries[*i]))).await;
+    let mut failed = None;
+    for (i, r) in pending.into_iter().zip(results) {
+        match r {
+            Ok(()) => sent[i] = true,
+            Err(e) => {
+                let f = failed.get_or_insert((0, e));
+                f.0 += 1;
+            }
+        }
+    }
+    failed
 }
 
 /// What a scan enqueued.
@@ -488,16 +567,29 @@ pub struct ScanSummary {
     pub versions_found: u64,
     pub entries_enqueued: u64,
     pub already_present: u64,
+    /// Versions written after the scan started while events flow (missing-only): left to
+    /// their events.
+    pub after_start: u64,
+    /// Sites not checked (missing-only): their queue was not moving.
+    pub sites_left_out: Vec<String>,
 }
 
-/// Enqueues the existing versions of `bucket` (under `prefix`). With `missing_only`, each
-/// site is first checked and only the versions it lacks are sent to it. `progress` is
-/// called after each key.
+/// Which versions a scan enqueues.
+#[derive(Debug, Clone, Copy)]
+pub enum ScanMode<'a> {
+    /// Every version, to every site its rules name.
+    All,
+    /// Only what each settled site lacks, of the versions written before the scan started.
+    Missing(&'a Settled),
+}
+
+/// Enqueues the existing versions of `bucket` (under `prefix`), as `mode` says.
+/// `progress` is called after each key.
 pub async fn scan_enqueue(
     cfg: &PopulateConfig,
     bucket: &str,
     prefix: Option<&str>,
-    missing_only: bool,
+    mode: ScanMode<'_>,
     shutdown: &Shutdown,
     mut progress: impl FnMut(&ScanSummary),
 ) -> Result<ScanSummary, PopulateError> {
@@ -507,15 +599,21 @@ pub async fn scan_enqueue(
     let Some(r) = rules.get(&source, bucket).await? else {
         return Err(PopulateError::Rules { bucket: bucket.into(), message: "no replication configuration (set source.rules_file or the bucket's ReplicationConfiguration)".into() });
     };
+    let mut summary = ScanSummary::default();
+    let mut routes = site_routes(cfg, &source, bucket);
+    if let ScanMode::Missing(settled) = mode {
+        routes.retain(|site, _| settled.sites.contains(site));
+        summary.sites_left_out = settled.left_out.iter().map(|(s, _)| s.clone()).collect();
+    }
     let job = ScanJob {
         cfg,
-        routes: site_routes(cfg, &source, bucket),
+        routes,
         source: &source,
         producer: &producer,
         rules: &r,
         bucket,
-        missing_only,
-        summary: std::cell::RefCell::new(ScanSummary::default()),
+        mode,
+        summary: std::cell::RefCell::new(summary),
     };
     let failure: std::cell::RefCell<Option<PopulateError>> = std::cell::RefCell::new(None);
     let progress = std::cell::RefCell::new(&mut progress);
@@ -566,26 +664,39 @@ struct ScanJob<'a> {
     rules: &'a ReplicationConfig,
     routes: BTreeMap<String, Route>,
     bucket: &'a str,
-    missing_only: bool,
+    mode: ScanMode<'a>,
     summary: std::cell::RefCell<ScanSummary>,
 }
 
 impl ScanJob<'_> {
-    /// Enqueues the entries of one key's versions (with `missing_only`, each to the sites
-    /// that lack it), counting them in the summary.
+    /// Enqueues the entries of one key's versions (missing-only: each to the settled sites
+    /// that lack it, and none written after the scan started), counting them.
     async fn enqueue_key(&self, kv: &KeyVersions) -> Result<(), PopulateError> {
-        let applied = if self.missing_only {
-            self.applied_prefixes(kv).await?
-        } else {
-            HashMap::new()
+        let applied = match self.mode {
+            ScanMode::Missing(_) => self.applied_prefixes(kv).await?,
+            ScanMode::All => HashMap::new(),
         };
         for (i, v) in kv.versions.iter().enumerate() {
+            if let ScanMode::Missing(settled) = self.mode {
+                if settled.too_recent(v.order.last_modified) {
+                    // This one and the key's later versions: their events bring them.
+                    let left = (kv.versions.len() - i) as u64;
+                    let mut s = self.summary.borrow_mut();
+                    s.versions_found += left;
+                    s.after_start += left;
+                    break;
+                }
+            }
             self.summary.borrow_mut().versions_found += 1;
             let entry = entry_for(self.cfg, self.source, self.rules, self.bucket, v, None).await?;
             let Some(mut e) = entry else {
                 continue;
             };
-            if self.missing_only {
+            if let ScanMode::Missing(_) = self.mode {
+                e.sites.retain(|s| self.routes.contains_key(s));
+                if e.sites.is_empty() {
+                    continue; // every site it goes to was left out of this scan
+                }
                 e.sites
                     .retain(|s| applied.get(s.as_str()).is_none_or(|n| i >= *n));
                 if e.sites.is_empty() {
@@ -615,5 +726,56 @@ impl ScanJob<'_> {
             applied.insert(name.as_str(), n);
         }
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A producer that fails the given entries once, recording every send.
+    fn flaky(fail_once: &[u32]) -> (RefCell<Vec<u32>>, RefCell<Vec<u32>>) {
+        (RefCell::new(fail_once.to_vec()), RefCell::new(Vec::new()))
+    }
+
+    #[test]
+    fn a_retry_sends_only_the_entries_not_delivered_in_their_order() {
+        let entries: Vec<u32> = (0..6).collect();
+        let (to_fail, log) = flaky(&[2, 4]);
+        let send = |e: &u32| {
+            let e = *e;
+            log.borrow_mut().push(e);
+            let fail = {
+                let mut f = to_fail.borrow_mut();
+                let hit = f.contains(&e);
+                f.retain(|x| *x != e);
+                hit
+            };
+            async move {
+                if fail {
+                    Err(QueueError::Produce {
+                        topic: "t".into(),
+                        error: rdkafka::error::KafkaError::Canceled,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        let mut sent = vec![false; entries.len()];
+        let first = futures_lite::future::block_on(send_unsent(&entries, &mut sent, send));
+        assert_eq!(first.map(|(n, _)| n), Some(2), "two entries failed");
+        assert_eq!(sent, [true, true, false, true, false, true]);
+        let second = futures_lite::future::block_on(send_unsent(&entries, &mut sent, send));
+        assert!(second.is_none());
+        assert_eq!(
+            *log.borrow(),
+            [0, 1, 2, 3, 4, 5, 2, 4],
+            "only 2 and 4 again, in order"
+        );
+        let third = futures_lite::future::block_on(send_unsent(&entries, &mut sent, send));
+        assert!(third.is_none());
+        assert_eq!(log.borrow().len(), 8, "nothing sent once all are delivered");
     }
 }

@@ -52,6 +52,8 @@ pub enum QueueError {
     Commit(KafkaError),
     #[error("consuming failed: {0}")]
     Consume(KafkaError),
+    #[error("reading consumer groups' positions on {topic} failed: {error}")]
+    Positions { topic: String, error: KafkaError },
 }
 
 /// Topic names under a common prefix.

@@ -1,6 +1,6 @@
 //! Kafka: rdkafka on glommio (`kafka`), the message codecs, the per-partition offset ledger,
-//! the control topic and the embedded broker's backpressure. What consumes the replication
-//! topic (the site worker) lives in `engine`.
+//! the control topic, consumer groups' lag (`lag`) and the embedded broker's backpressure.
+//! What consumes the replication topic (the site worker) lives in `engine`.
 //!
 //! Owns: the replication entry and status event formats, and which offsets may be
 //! committed. May call: `shard` (shutdown signal), `retry`, `s3` (only the CRC32C text form, to
@@ -11,4 +11,5 @@ pub mod backpressure;
 pub mod codec;
 pub mod control;
 pub mod kafka;
+pub mod lag;
 pub mod ledger;

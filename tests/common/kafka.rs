@@ -236,6 +236,22 @@ pub fn read_topic(topic: &str, n: usize) -> Vec<(String, String)> {
     })
 }
 
+/// How many messages a topic holds (the sum of its partitions' high minus low watermarks).
+pub fn topic_len(topic: &str) -> i64 {
+    let c: rdkafka::consumer::BaseConsumer = kafka::client_config(&broker()).create().unwrap();
+    let t = Duration::from_secs(5);
+    let md = c.fetch_metadata(Some(topic), t).unwrap();
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    assert!(!parts.is_empty(), "topic {topic} has no partitions");
+    parts
+        .into_iter()
+        .map(|p| {
+            let (low, high) = c.fetch_watermarks(topic, p, t).unwrap();
+            high - low
+        })
+        .sum()
+}
+
 /// Waits until `f` holds (polling), or panics with `what` after `secs`.
 pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
