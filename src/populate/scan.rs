@@ -26,7 +26,7 @@ fn to_version(l: ListedVersion) -> Version {
         version_id: l.version_id,
         delete_marker: l.delete_marker,
         size: l.size,
-        order: crate::replication::SourceOrder::new(Some(&l.last_modified), None),
+        order: crate::replication::SourceOrder::of_version(Some(&l.last_modified), None, &l.etag),
         etag: l.etag,
     }
 }

@@ -37,6 +37,17 @@ impl SourceOrder {
         }
     }
 
+    /// The order of a version whose ETag is `etag`: a multipart upload's LastModified is
+    /// when the upload started, not when the version was made, so it orders nothing (the
+    /// sequencer, or the source's listing, decides).
+    pub fn of_version(last_modified: Option<&str>, sequencer: Option<&str>, etag: &str) -> Self {
+        let mut o = Self::new(last_modified, sequencer);
+        if is_multipart_etag(etag) {
+            o.last_modified = None;
+        }
+        o
+    }
+
     /// How `self` stands against `other`, when the metadata says: by sequencers when both
     /// have one, else by LastModified when the seconds differ. `None`: unknown.
     pub fn compare(&self, other: &SourceOrder) -> Option<Ordering> {
@@ -58,6 +69,14 @@ pub fn parse_time(s: &str) -> Option<i64> {
         .or_else(|| crate::time::parse_rfc3339(s))?;
     let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
     i64::try_from(secs).ok()
+}
+
+/// Whether an ETag is a multipart upload's (`<hash>-<parts>`).
+pub fn is_multipart_etag(etag: &str) -> bool {
+    let e = etag.trim_matches('"');
+    e.rsplit_once('-').is_some_and(|(hash, n)| {
+        !hash.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// A sequencer in a form where longer means later and equal lengths compare as strings:
@@ -97,7 +116,8 @@ impl Replica {
         let order = SourceOrder {
             last_modified: h
                 .user_meta(META_SOURCE_LAST_MODIFIED)
-                .and_then(|s| s.parse().ok()),
+                .and_then(|s| s.parse().ok())
+                .filter(|_| !is_multipart_etag(&source_etag)),
             sequencer: h
                 .user_meta(META_SOURCE_SEQUENCER)
                 .and_then(normalize_sequencer),
@@ -176,6 +196,20 @@ mod tests {
 
     fn seq(s: &str) -> SourceOrder {
         SourceOrder::new(None, Some(s))
+    }
+
+    #[test]
+    fn a_multipart_versions_last_modified_orders_nothing() {
+        assert!(is_multipart_etag("\"9b2cf535f27731c974343645a3985328-3\""));
+        assert!(!is_multipart_etag("\"9b2cf535f27731c974343645a3985328\""));
+        assert!(!is_multipart_etag("a-b") && !is_multipart_etag("-3"));
+        let t = Some("2026-11-25T10:00:00Z");
+        let mpu = SourceOrder::of_version(t, None, "\"abc-2\"");
+        let plain = SourceOrder::of_version(Some("2026-11-25T10:00:09Z"), None, "\"abc\"");
+        assert_eq!(mpu.last_modified, None);
+        assert_eq!(plain.compare(&mpu), None, "unknown: the listing decides");
+        let with_seq = SourceOrder::of_version(t, Some("0A"), "\"abc-2\"");
+        assert_eq!(with_seq.compare(&seq("0B")), Some(Ordering::Less));
     }
 
     #[test]

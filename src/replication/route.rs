@@ -255,7 +255,7 @@ impl From<ListedVersion> for Version {
             version_id: l.version_id,
             delete_marker: l.delete_marker,
             size: l.size,
-            order: SourceOrder::new(Some(&l.last_modified), None),
+            order: SourceOrder::of_version(Some(&l.last_modified), None, &l.etag),
             etag: l.etag,
         }
     }

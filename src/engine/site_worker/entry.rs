@@ -65,7 +65,7 @@ fn version_of(e: &ReplicationEntry) -> Version {
         delete_marker: e.kind == EntryType::DeleteMarker,
         size: e.size,
         etag: e.etag.clone(),
-        order: SourceOrder::new(e.last_modified.as_deref(), e.sequencer.as_deref()),
+        order: SourceOrder::of_version(e.last_modified.as_deref(), e.sequencer.as_deref(), &e.etag),
     }
 }
 

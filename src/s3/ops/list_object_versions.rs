@@ -55,17 +55,51 @@ pub struct ListObjectVersionsRequest<'a> {
     pub max_keys: Option<u32>,
 }
 
-/// Orders one key's entries newest first. Servers list a key's versions newest first, but
-/// not all interleave versions and delete markers (moto lists every version, then every
-/// delete marker): the entry the server marks latest comes first (a multipart upload's
-/// LastModified is when it started, so the latest may carry an older time), then the others
-/// by LastModified, otherwise kept in listing order (a stable sort).
+/// Orders one key's entries newest first. Servers list a key's versions newest first, and
+/// that order is kept: LastModified cannot replace it (a multipart upload's is when the
+/// upload started, so a version may carry an older time than the one before it). Not all
+/// servers interleave delete markers with versions (moto lists every version, then every
+/// marker): when no version follows a marker in the listing, the markers are merged among
+/// the versions by LastModified (the version first on a tie). The entry the server marks
+/// latest comes first.
 pub fn sort_newest_first(entries: &mut [ListedVersion]) {
-    entries.sort_by(|a, b| {
-        b.is_latest
-            .cmp(&a.is_latest)
-            .then(b.last_modified.cmp(&a.last_modified))
-    });
+    let interleaved = entries
+        .iter()
+        .skip_while(|e| !e.delete_marker)
+        .any(|e| !e.delete_marker);
+    if !interleaved {
+        let split = entries.iter().position(|e| e.delete_marker);
+        let (versions, markers) = entries.split_at(split.unwrap_or(entries.len()));
+        let merged = merge_markers(versions, markers);
+        entries.clone_from_slice(&merged);
+    }
+    if let Some(i) = entries.iter().position(|e| e.is_latest) {
+        entries[..=i].rotate_right(1);
+    }
+}
+
+/// Versions and markers, each newest first, merged by LastModified (a version first on a
+/// tie).
+fn merge_markers(versions: &[ListedVersion], markers: &[ListedVersion]) -> Vec<ListedVersion> {
+    let mut out = Vec::with_capacity(versions.len() + markers.len());
+    let (mut v, mut m) = (versions.iter().peekable(), markers.iter().peekable());
+    loop {
+        let marker_first = match (v.peek(), m.peek()) {
+            (Some(a), Some(b)) => parse_time(&b.last_modified) > parse_time(&a.last_modified),
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        let next = if marker_first { m.next() } else { v.next() };
+        match next {
+            Some(e) => out.push(e.clone()),
+            None => return out,
+        }
+    }
+}
+
+/// A listed LastModified (RFC 3339) as it sorts: unreadable ones before any time.
+fn parse_time(s: &str) -> Option<std::time::SystemTime> {
+    crate::time::parse_rfc3339(s)
 }
 
 /// The `ListVersionsResult` document as one list of its children, so that versions and
@@ -207,6 +241,50 @@ mod tests {
         sort_newest_first(&mut a);
         let ids: Vec<_> = a.iter().map(|v| v.version_id.as_str()).collect();
         assert_eq!(ids, ["v3", "d2", "v1"]);
+    }
+
+    fn listed(id: &str, marker: bool, at: &str, latest: bool) -> ListedVersion {
+        ListedVersion {
+            key: "k".into(),
+            version_id: id.into(),
+            is_latest: latest,
+            delete_marker: marker,
+            last_modified: format!("2026-11-25T10:00:{at}.000Z"),
+            ..ListedVersion::default()
+        }
+    }
+
+    fn ids(entries: &[ListedVersion]) -> Vec<&str> {
+        entries.iter().map(|v| v.version_id.as_str()).collect()
+    }
+
+    #[test]
+    fn versions_keep_the_listing_order_and_separate_markers_are_merged_by_time() {
+        // v2 is a multipart upload started before v1 was written and completed after it.
+        let mut aws = vec![
+            listed("v3", false, "30", true),
+            listed("v2", false, "00", false),
+            listed("v1", false, "05", false),
+        ];
+        sort_newest_first(&mut aws);
+        assert_eq!(ids(&aws), ["v3", "v2", "v1"]);
+        // moto: every version, then every marker.
+        let mut moto = vec![
+            listed("v3", false, "30", true),
+            listed("v2", false, "20", false),
+            listed("v1", false, "05", false),
+            listed("d2", true, "25", false),
+            listed("d1", true, "05", false),
+        ];
+        sort_newest_first(&mut moto);
+        assert_eq!(ids(&moto), ["v3", "d2", "v2", "v1", "d1"]);
+        // A latest marker listed last comes first.
+        let mut latest = vec![
+            listed("v1", false, "05", false),
+            listed("d1", true, "05", true),
+        ];
+        sort_newest_first(&mut latest);
+        assert_eq!(ids(&latest), ["d1", "v1"]);
     }
 
     #[test]
