@@ -21,14 +21,6 @@ fn all_sites_rule() -> String {
     rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")])
 }
 
-/// Status records of `topic` as JSON, once at least `n` arrived (or 30 s passed).
-fn statuses(topic: &str, n: usize) -> Vec<serde_json::Value> {
-    read_topic(topic, n)
-        .iter()
-        .filter_map(|(_, v)| serde_json::from_str(v).ok())
-        .collect()
-}
-
 /// How many status records say the entry was superseded.
 fn superseded(status: &[serde_json::Value]) -> usize {
     let is = |v: &&serde_json::Value| {

@@ -154,6 +154,17 @@ pub fn spawn(args: &[&str], config: &std::path::Path) -> Proc {
 
 /// Starts backbeat with its log in `NAME.log` beside the configuration.
 pub fn spawn_named(args: &[&str], config: &std::path::Path, name: &str) -> Proc {
+    spawn_env(args, config, name, &[])
+}
+
+/// Like [`spawn_named`], with extra environment variables (a credentials file, say).
+pub fn spawn_env(
+    args: &[&str],
+    config: &std::path::Path,
+    name: &str,
+    env: &[(&str, String)],
+) -> Proc {
+    let log = std::fs::File::create(config.with_file_name(format!("{name}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_backbeat"))
         .args(args)
         .arg("--config")
@@ -161,10 +172,9 @@ pub fn spawn_named(args: &[&str], config: &std::path::Path, name: &str) -> Proc 
         .env("AWS_ACCESS_KEY_ID", "AKTEST")
         .env("AWS_SECRET_ACCESS_KEY", "SKTEST/secret")
         .env("BACKBEAT_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(config.with_file_name(format!("{name}.log"))).unwrap(),
-        ))
+        .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
     Proc(Some(child))
@@ -250,6 +260,14 @@ pub fn topic_len(topic: &str) -> i64 {
             high - low
         })
         .sum()
+}
+
+/// Status records of `topic` as JSON, once at least `n` arrived (or 30 s passed).
+pub fn statuses(topic: &str, n: usize) -> Vec<serde_json::Value> {
+    read_topic(topic, n)
+        .iter()
+        .filter_map(|(_, v)| serde_json::from_str(v).ok())
+        .collect()
 }
 
 /// Waits until `f` holds (polling), or panics with `what` after `secs`.
