@@ -384,7 +384,8 @@ fn assert_replicas_not_sent_on(refused: &[serde_json::Value], url: &str, bc2: &s
 }
 
 /// C holds A's versions in order with A's bytes, each the replica of B's version at the
-/// same place and naming `A/version` as its origin (by our HEAD and by boto3).
+/// same place and naming A's site, bucket and version as its origin (by our HEAD and by
+/// boto3).
 fn assert_chain(s: &Servers, (ba, bb, bc): (&str, &str, &str), va: &[String], bodies: &[Vec<u8>]) {
     let (src, dst) = (
         Client::new(endpoint(&s.source), None),
@@ -396,13 +397,21 @@ fn assert_chain(s: &Servers, (ba, bb, bc): (&str, &str, &str), va: &[String], bo
         got == bodies,
         "C: both versions once, in order; sizes {sizes:?}"
     );
-    let origins: Vec<Option<String>> = va.iter().map(|v| Some(format!("{ba}/{v}"))).collect();
+    let site_a = s.source.trim_start_matches("http://");
+    let origins: Vec<Option<String>> = va
+        .iter()
+        .map(|v| Some(format!("{site_a}/{ba}/{v}")))
+        .collect();
     let at_b = user_meta_of_versions(&dst, bb, "k", "backbeat-origin");
     let at_c = user_meta_of_versions(&src, bc, "k", "backbeat-origin");
     let only =
         |l: &[(String, Option<String>)]| l.iter().map(|(_, o)| o.clone()).collect::<Vec<_>>();
     assert_eq!(only(&at_b), origins, "B's origins");
-    assert_eq!(only(&at_c), origins, "C's origins: A's bucket and version");
+    assert_eq!(
+        only(&at_c),
+        origins,
+        "C's origins: A's site, bucket and version"
+    );
     let mut newest_first = origins.clone();
     newest_first.reverse();
     assert_eq!(

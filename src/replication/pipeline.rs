@@ -22,9 +22,9 @@ use crate::s3::store::ObjectStore;
 use crate::s3::{checksum, ChecksumTransport};
 
 /// Metadata to write at the destination: the source's, plus where it came from, where it
-/// stands in the key's history (see [`super::order`]) and its origin (kept when the source
-/// is itself a replica).
-fn destination_metadata(head: &ObjectHead, v: &Version, source_bucket: &str) -> ObjectMetadata {
+/// stands in the key's history (see [`super::order`]) and its origin, `site/bucket/version`
+/// (kept when the source is itself a replica).
+fn destination_metadata(head: &ObjectHead, v: &Version, source: (&str, &str)) -> ObjectMetadata {
     let ours = [
         META_SOURCE_VERSION,
         META_SOURCE_ETAG,
@@ -34,7 +34,7 @@ fn destination_metadata(head: &ObjectHead, v: &Version, source_bucket: &str) -> 
     ];
     let origin = match head.user_meta(META_ORIGIN) {
         Some(o) => o.to_string(),
-        None => format!("{source_bucket}/{}", v.version_id),
+        None => format!("{}/{}/{}", source.0, source.1, v.version_id),
     };
     let mut m = head.metadata.clone();
     m.user.retain(|(k, _)| !ours.contains(&k.as_str()));
@@ -203,7 +203,7 @@ pub async fn replicate_once<S: ObjectStore>(
     } else {
         Vec::new()
     };
-    let meta = destination_metadata(&head, v, &route.source_bucket);
+    let meta = destination_metadata(&head, v, (&route.source.site(), &route.source_bucket));
     let get = match get {
         Some(g) => g,
         None if multipart::wanted(&head, &dp.opts) => {

@@ -146,6 +146,16 @@ impl Endpoint {
         }))
     }
 
+    /// The host, with the port when it is not the scheme's default.
+    pub fn site(&self) -> String {
+        let default = if self.scheme_https { 443 } else { 80 };
+        if self.port == default {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     /// `host:port` as shown to users.
     pub fn label(&self) -> &str {
         &self.config.url

@@ -321,6 +321,10 @@ impl ObjectStore for MemStore {
         false
     }
 
+    fn site(&self) -> String {
+        "mem".into()
+    }
+
     async fn head_object(
         &self,
         bucket: &str,
@@ -773,6 +777,10 @@ impl<S: ObjectStore> ObjectStore for Flaky<S> {
 
     fn verify_after_write(&self) -> bool {
         self.inner.verify_after_write()
+    }
+
+    fn site(&self) -> String {
+        self.inner.site()
     }
 
     async fn head_object(

@@ -29,6 +29,8 @@ pub trait ObjectStore {
     fn checksum_transport(&self) -> ChecksumTransport;
     /// Whether multipart copies are read back to check their CRC32C.
     fn verify_after_write(&self) -> bool;
+    /// The endpoint as a site name (`host`, or `host:port` off the scheme's default port).
+    fn site(&self) -> String;
 
     async fn head_object(
         &self,
@@ -123,6 +125,10 @@ impl ObjectStore for Client {
 
     fn verify_after_write(&self) -> bool {
         self.endpoint().config.verify_after_write
+    }
+
+    fn site(&self) -> String {
+        self.endpoint().site()
     }
 
     async fn head_object(
