@@ -232,6 +232,10 @@ struct PopulateArgs {
     /// With --scan: only versions missing (or different) at each destination
     #[arg(long, requires = "scan")]
     missing_only: bool,
+    /// With --missing-only: do not wait for what is already queued to go through first
+    /// (a version still queued may then be enqueued twice: harmless, skipped at the worker)
+    #[arg(long, requires = "missing_only")]
+    no_wait: bool,
 }
 
 #[derive(clap::Args)]
@@ -501,52 +505,65 @@ fn run_populate(a: PopulateArgs) -> anyhow::Result<ExitCode> {
     let (engine, _broker) = backbeat::engine::Engine::start(cfg)?;
     let shutdown = Shutdown::with_signals();
     let stats = backbeat::metrics::Stats::new();
-    match a.scan {
+    match &a.scan {
         None => {
             engine.populate(stats, shutdown)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(url) => {
-            let pc = engine.populate_config(shutdown.clone());
-            let show = sync::progress_wanted();
-            let summary = backbeat::shard::block_on(async move {
-                use backbeat::populate::{settle, worker};
-                let settled = if a.missing_only {
-                    if show {
-                        eprintln!("waiting for what is already queued to go through ...");
-                    }
-                    let queues = settle::Queues::new(&pc)?;
-                    Some(queues.settle(settle::STALL, &shutdown).await?)
-                } else {
-                    None
-                };
-                let mode = settled
-                    .as_ref()
-                    .map_or(worker::ScanMode::All, worker::ScanMode::Missing);
-                worker::scan_enqueue(
-                    &pc,
-                    &url.bucket,
-                    url.prefix.as_deref(),
-                    mode,
-                    &shutdown,
-                    |s| {
-                        if show {
-                            eprint!(
-                                "\rscanned {} versions, enqueued {}, already present {}   ",
-                                s.versions_found, s.entries_enqueued, s.already_present
-                            );
-                        }
-                    },
-                )
-                .await
-            })??;
-            if show {
-                eprintln!();
-            }
-            println!("{}", serde_json::to_string(&summary)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(url) => scan_once(&engine, url, &a, shutdown),
     }
+}
+
+/// `populate --scan`: one scan of a bucket, its summary on stdout. A missing-only scan that
+/// had to leave a site out (its queue did not move) exits with 2 and says what to do.
+fn scan_once(
+    engine: &backbeat::engine::Engine,
+    url: &S3Url,
+    a: &PopulateArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<ExitCode> {
+    use backbeat::populate::{settle, worker};
+    let pc = engine.populate_config(shutdown.clone());
+    let show = sync::progress_wanted();
+    let summary = backbeat::shard::block_on(async move {
+        let settled = match (a.missing_only, a.no_wait) {
+            (false, _) => None,
+            (true, true) => Some(settle::Settled::now(pc.sites.keys().cloned())),
+            (true, false) => {
+                if show {
+                    eprintln!("waiting for what is already queued to go through ...");
+                }
+                let queues = settle::Queues::new(&pc)?;
+                Some(queues.settle(settle::STALL, &shutdown).await?)
+            }
+        };
+        let mode = settled
+            .as_ref()
+            .map_or(worker::ScanMode::All, worker::ScanMode::Missing);
+        let progress = |s: &worker::ScanSummary| {
+            if show {
+                eprint!(
+                    "\rscanned {} versions, enqueued {}, already present {}   ",
+                    s.versions_found, s.entries_enqueued, s.already_present
+                );
+            }
+        };
+        let prefix = url.prefix.as_deref();
+        worker::scan_enqueue(&pc, &url.bucket, prefix, mode, &shutdown, progress).await
+    })??;
+    if show {
+        eprintln!();
+    }
+    println!("{}", serde_json::to_string(&summary)?);
+    if summary.sites_left_out.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "left out: {}: their queue did not move for {} s, so this scan could not tell what is missing from what is queued. Start (or resume) their `replicate`, or run again with --no-wait to enqueue for them anyway.",
+        summary.sites_left_out.join(", "),
+        settle::STALL.as_secs()
+    );
+    Ok(ExitCode::from(2))
 }
 
 fn run_replicate(a: ReplicateArgs) -> anyhow::Result<ExitCode> {

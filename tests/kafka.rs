@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backbeat::queue::kafka;
+use backbeat::queue::kafka::{self, Topics};
 use backbeat::s3::Client;
 use common::kafka::*;
 use common::*;
@@ -411,19 +411,23 @@ fn scan_with_missing_only_enqueues_what_a_site_lacks() {
         &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
         "",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_backbeat"))
-        .args([
-            "populate",
-            "--scan",
-            &format!("s3://{sb}"),
-            "--missing-only",
-            "--config",
-        ])
-        .arg(&st.config)
-        .env("AWS_ACCESS_KEY_ID", "AKTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "SKTEST/secret")
-        .output()
-        .unwrap();
+    let scan = |more: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_backbeat"))
+            .args([
+                "populate",
+                "--scan",
+                &format!("s3://{sb}"),
+                "--missing-only",
+            ])
+            .args(more)
+            .arg("--config")
+            .arg(&st.config)
+            .env("AWS_ACCESS_KEY_ID", "AKTEST")
+            .env("AWS_SECRET_ACCESS_KEY", "SKTEST/secret")
+            .output()
+            .unwrap()
+    };
+    let out = scan(&[]);
     assert!(
         out.status.success(),
         "{}",
@@ -436,6 +440,18 @@ fn scan_with_missing_only_enqueues_what_a_site_lacks() {
         "c and the new version of a: {summary}"
     );
     assert_eq!(summary["already_present"], 4, "{summary}");
+    // Again, with those two queued and no mover: the site is left out, not enqueued twice.
+    let again = scan(&[]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("left out: site-a") && err.contains("--no-wait"),
+        "{err}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(summary["entries_enqueued"], 0, "{summary}");
+    assert_eq!(summary["sites_left_out"][0], "site-a", "{summary}");
+    assert_eq!(topic_len(&Topics::new(&st.prefix).replication), 2);
     let mover = spawn(&["replicate", "--site", "site-a"], &st.config);
     wait_until(90, "c and the third version of a", || {
         real_versions(&dst, &da, "c").len() == 1 && real_versions(&dst, &da, "a").len() == 3

@@ -22,6 +22,9 @@ use crate::shard::Shutdown;
 /// How long a group may stand still before the scan stops waiting for it.
 pub const STALL: Duration = Duration::from_secs(30);
 
+/// The wait of a group that stood still at the last scan.
+const RECHECK: Duration = Duration::from_secs(5);
+
 /// What a missing-only scan may rely on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {
@@ -73,6 +76,9 @@ fn kafka_err(topic: &str) -> impl Fn(rdkafka::error::KafkaError) -> PopulateErro
 pub struct Queues {
     events: GroupReader,
     sites: Vec<(String, GroupReader)>,
+    /// Sites left out of the last scan: the next one gives them a short wait only (they
+    /// are waited for again as soon as they move).
+    stalled: std::cell::RefCell<BTreeSet<String>>,
 }
 
 impl Queues {
@@ -89,6 +95,7 @@ impl Queues {
         Ok(Self {
             events: populator,
             sites,
+            stalled: Default::default(),
         })
     }
 
@@ -108,13 +115,21 @@ impl Queues {
         };
         let topic = first.topic();
         let ends = lag::ends(first).await.map_err(kafka_err(topic))?;
-        let waits = self
-            .sites
-            .iter()
-            .map(|(_, r)| lag::wait_past(r, &ends, stall, shutdown));
+        let waits = self.sites.iter().map(|(site, r)| {
+            let known = self.stalled.borrow().contains(site);
+            let stall = if known { RECHECK } else { stall };
+            lag::wait_past(r, &ends, stall, shutdown)
+        });
         let passed = futures_util::future::join_all(waits).await;
         for ((site, _), p) in self.sites.iter().zip(passed) {
-            match p.map_err(kafka_err(topic))? {
+            let p = p.map_err(kafka_err(topic))?;
+            let mut stalled = self.stalled.borrow_mut();
+            if matches!(p, Passed::Stalled { .. }) {
+                stalled.insert(site.clone());
+            } else {
+                stalled.remove(site);
+            }
+            match p {
                 Passed::Yes => {
                     settled.sites.insert(site.clone());
                 }
@@ -139,11 +154,13 @@ impl Queues {
         let topic = self.events.topic();
         let ends = lag::ends(&self.events).await.map_err(kafka_err(topic))?;
         let passed = lag::wait_past(&self.events, &ends, stall, shutdown).await;
-        if let Passed::Stalled { behind } = passed.map_err(kafka_err(topic))? {
-            tracing::warn!(
+        match passed.map_err(kafka_err(topic))? {
+            Passed::Yes => {}
+            Passed::Stalled { behind } => tracing::warn!(
                 behind,
                 "the populator has not read {behind} events and is not moving: versions whose events are still unread may be enqueued twice (harmless: the worker skips the second)"
-            );
+            ),
+            Passed::Cancelled => return Err(PopulateError::Scan("shut down".into())),
         }
         Ok(ends.values().any(|e| *e > 0).then_some(started))
     }

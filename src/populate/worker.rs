@@ -488,8 +488,10 @@ impl EventIntake {
     }
 
     /// Sends every (admitted) entry not sent yet, at once, marking each delivered one.
-    /// Admissions come first: librdkafka enqueues the sends in this order, so an object's
-    /// versions stay in order in their partition.
+    /// Admissions come first: librdkafka enqueues the sends in this order, and its
+    /// idempotent producer keeps them in order in their partition. (After a message
+    /// timeout, a later entry of a key may be delivered while an earlier one failed: the
+    /// retry then puts the earlier one after it, and the worker supersedes it.)
     async fn send_unsent(
         &self,
         entries: &[ReplicationEntry],

@@ -100,8 +100,23 @@ impl GroupReader {
 
     /// How many entries below `ends` the group has not committed. Blocking.
     pub fn behind(&self, ends: &Offsets) -> Result<u64, KafkaError> {
+        // Serve the client's events (errors while brokers flap) so none piles up.
+        let _ = self.consumer.poll(Duration::ZERO);
         let marks = self.watermarks()?;
         Ok(behind(ends, &self.positions(&marks)?))
+    }
+}
+
+/// Closing a consumer that names a group waits on the brokers: the last reader closes it on
+/// a thread of its own, never on an executor.
+impl Drop for GroupReader {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.consumer) == 1 {
+            let last = self.consumer.clone();
+            let _ = std::thread::Builder::new()
+                .name("kafka-close".into())
+                .spawn(move || drop(last));
+        }
     }
 }
 

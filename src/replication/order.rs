@@ -4,13 +4,16 @@
 //! ETag, its LastModified (whole seconds, as S3 gives it) and, when the entry came from an
 //! event, the event's sequencer. Two versions of a key are ordered by their sequencers when
 //! both have one (S3's per-key event order: hex strings compared after left-padding with
-//! zeros), else by LastModified when the seconds differ; otherwise the order is unknown from
-//! metadata alone and the source's listing of the key decides (see `Route::decide`).
+//! zeros), else by LastModified when the seconds differ and neither is a multipart upload's
+//! (whose LastModified is when the upload started, not when the version was made); otherwise
+//! the order is unknown from metadata alone and the source's listing of the key decides (see
+//! `Route::decide`).
 
 use std::cmp::Ordering;
 use std::time::UNIX_EPOCH;
 
 use super::{META_SOURCE_ETAG, META_SOURCE_VERSION};
+pub use crate::s3::checksum::is_multipart_etag;
 use crate::s3::ops::ObjectHead;
 
 /// User metadata: the source version's LastModified, in seconds since the epoch.
@@ -25,6 +28,8 @@ pub struct SourceOrder {
     pub last_modified: Option<i64>,
     /// The event's sequencer (upper-case hex, no leading zeros).
     pub sequencer: Option<String>,
+    /// A multipart upload's version: its LastModified orders nothing.
+    pub multipart: bool,
 }
 
 impl SourceOrder {
@@ -34,18 +39,16 @@ impl SourceOrder {
         Self {
             last_modified: last_modified.and_then(parse_time),
             sequencer: sequencer.and_then(normalize_sequencer),
+            multipart: false,
         }
     }
 
-    /// The order of a version whose ETag is `etag`: a multipart upload's LastModified is
-    /// when the upload started, not when the version was made, so it orders nothing (the
-    /// sequencer, or the source's listing, decides).
+    /// The order of a version whose ETag is `etag` (a multipart upload's is marked so).
     pub fn of_version(last_modified: Option<&str>, sequencer: Option<&str>, etag: &str) -> Self {
-        let mut o = Self::new(last_modified, sequencer);
-        if is_multipart_etag(etag) {
-            o.last_modified = None;
+        Self {
+            multipart: is_multipart_etag(etag),
+            ..Self::new(last_modified, sequencer)
         }
-        o
     }
 
     /// How `self` stands against `other`, when the metadata says: by sequencers when both
@@ -53,6 +56,9 @@ impl SourceOrder {
     pub fn compare(&self, other: &SourceOrder) -> Option<Ordering> {
         if let (Some(a), Some(b)) = (&self.sequencer, &other.sequencer) {
             return Some(a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+        }
+        if self.multipart || other.multipart {
+            return None;
         }
         match (self.last_modified, other.last_modified) {
             (Some(a), Some(b)) if a != b => Some(a.cmp(&b)),
@@ -69,14 +75,6 @@ pub fn parse_time(s: &str) -> Option<i64> {
         .or_else(|| crate::time::parse_rfc3339(s))?;
     let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
     i64::try_from(secs).ok()
-}
-
-/// Whether an ETag is a multipart upload's (`<hash>-<parts>`).
-pub fn is_multipart_etag(etag: &str) -> bool {
-    let e = etag.trim_matches('"');
-    e.rsplit_once('-').is_some_and(|(hash, n)| {
-        !hash.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-    })
 }
 
 /// A sequencer in a form where longer means later and equal lengths compare as strings:
@@ -116,11 +114,11 @@ impl Replica {
         let order = SourceOrder {
             last_modified: h
                 .user_meta(META_SOURCE_LAST_MODIFIED)
-                .and_then(|s| s.parse().ok())
-                .filter(|_| !is_multipart_etag(&source_etag)),
+                .and_then(|s| s.parse().ok()),
             sequencer: h
                 .user_meta(META_SOURCE_SEQUENCER)
                 .and_then(normalize_sequencer),
+            multipart: is_multipart_etag(&source_etag),
         };
         let intact = !differ_as_md5(&source_etag, &h.etag);
         Some(Self {
@@ -206,7 +204,10 @@ mod tests {
         let t = Some("2026-11-25T10:00:00Z");
         let mpu = SourceOrder::of_version(t, None, "\"abc-2\"");
         let plain = SourceOrder::of_version(Some("2026-11-25T10:00:09Z"), None, "\"abc\"");
-        assert_eq!(mpu.last_modified, None);
+        assert!(
+            mpu.multipart && mpu.last_modified.is_some(),
+            "kept, for entries"
+        );
         assert_eq!(plain.compare(&mpu), None, "unknown: the listing decides");
         let with_seq = SourceOrder::of_version(t, Some("0A"), "\"abc-2\"");
         assert_eq!(with_seq.compare(&seq("0B")), Some(Ordering::Less));
@@ -251,7 +252,7 @@ mod tests {
             etag: etag.into(),
             order: SourceOrder {
                 last_modified: lm,
-                sequencer: None,
+                ..SourceOrder::default()
             },
         };
         let r = Replica {

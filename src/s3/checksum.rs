@@ -1,4 +1,5 @@
-//! CRC32C in the form S3 uses: base64 of the big-endian 4-byte value.
+//! CRC32C in the form S3 uses (base64 of the big-endian 4-byte value), and what an ETag
+//! says of how an object was uploaded.
 
 use base64::Engine;
 
@@ -23,6 +24,14 @@ pub fn decode(value: &str) -> Option<u32> {
 /// CRC32C of a byte slice.
 pub fn crc32c(data: &[u8]) -> u32 {
     crc32c::crc32c(data)
+}
+
+/// Whether an ETag is a multipart upload's (`<hash>-<parts>`).
+pub fn is_multipart_etag(etag: &str) -> bool {
+    let e = etag.trim_matches('"');
+    e.rsplit_once('-').is_some_and(|(hash, n)| {
+        !hash.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 #[cfg(test)]

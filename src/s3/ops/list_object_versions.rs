@@ -59,15 +59,12 @@ pub struct ListObjectVersionsRequest<'a> {
 /// that order is kept: LastModified cannot replace it (a multipart upload's is when the
 /// upload started, so a version may carry an older time than the one before it). Not all
 /// servers interleave delete markers with versions (moto lists every version, then every
-/// marker): when no version follows a marker in the listing, the markers are merged among
-/// the versions by LastModified (the version first on a tie). The entry the server marks
-/// latest comes first.
+/// marker). When the listing shows it does not (a marker listed below a version older than
+/// it), markers are merged among the versions by LastModified: a marker goes above a version
+/// older than it, never above a multipart upload's (the version first on a tie). The entry
+/// the server marks latest comes first.
 pub fn sort_newest_first(entries: &mut [ListedVersion]) {
-    let interleaved = entries
-        .iter()
-        .skip_while(|e| !e.delete_marker)
-        .any(|e| !e.delete_marker);
-    if !interleaved {
+    if markers_listed_apart(entries) {
         let split = entries.iter().position(|e| e.delete_marker);
         let (versions, markers) = entries.split_at(split.unwrap_or(entries.len()));
         let merged = merge_markers(versions, markers);
@@ -78,14 +75,38 @@ pub fn sort_newest_first(entries: &mut [ListedVersion]) {
     }
 }
 
-/// Versions and markers, each newest first, merged by LastModified (a version first on a
-/// tie).
+/// Whether the listing put markers apart from the versions: no version follows a marker,
+/// and some marker is newer than a (single-part) version listed above it.
+fn markers_listed_apart(entries: &[ListedVersion]) -> bool {
+    let split = entries.iter().position(|e| e.delete_marker);
+    let Some(split) = split else {
+        return false;
+    };
+    let (versions, markers) = entries.split_at(split);
+    if markers.iter().any(|e| !e.delete_marker) {
+        return false;
+    }
+    markers.iter().any(|m| {
+        versions.iter().any(|v| {
+            !is_multipart(v) && parse_time(&m.last_modified) > parse_time(&v.last_modified)
+        })
+    })
+}
+
+fn is_multipart(v: &ListedVersion) -> bool {
+    crate::s3::checksum::is_multipart_etag(&v.etag)
+}
+
+/// Versions and markers, each newest first, merged: a marker goes above a single-part
+/// version older than it.
 fn merge_markers(versions: &[ListedVersion], markers: &[ListedVersion]) -> Vec<ListedVersion> {
     let mut out = Vec::with_capacity(versions.len() + markers.len());
     let (mut v, mut m) = (versions.iter().peekable(), markers.iter().peekable());
     loop {
         let marker_first = match (v.peek(), m.peek()) {
-            (Some(a), Some(b)) => parse_time(&b.last_modified) > parse_time(&a.last_modified),
+            (Some(a), Some(b)) => {
+                !is_multipart(a) && parse_time(&b.last_modified) > parse_time(&a.last_modified)
+            }
             (None, Some(_)) => true,
             (_, None) => false,
         };
@@ -97,7 +118,7 @@ fn merge_markers(versions: &[ListedVersion], markers: &[ListedVersion]) -> Vec<L
     }
 }
 
-/// A listed LastModified (RFC 3339) as it sorts: unreadable ones before any time.
+/// A listed LastModified (RFC 3339): unreadable ones sort before any time.
 fn parse_time(s: &str) -> Option<std::time::SystemTime> {
     crate::time::parse_rfc3339(s)
 }
@@ -278,6 +299,18 @@ mod tests {
         ];
         sort_newest_first(&mut moto);
         assert_eq!(ids(&moto), ["v3", "d2", "v2", "v1", "d1"]);
+        // AWS: markers older than multipart versions listed above them stay below (a
+        // multipart upload's LastModified is when it started).
+        let mut mpu = vec![
+            listed("m2", false, "10", true),
+            listed("m1", false, "08", false),
+            listed("d", true, "09", false),
+        ];
+        for v in &mut mpu[..2] {
+            v.etag = "\"abc-2\"".into();
+        }
+        sort_newest_first(&mut mpu);
+        assert_eq!(ids(&mpu), ["m2", "m1", "d"]);
         // A latest marker listed last comes first.
         let mut latest = vec![
             listed("v1", false, "05", false),
