@@ -326,6 +326,14 @@ struct SyncArgs {
     /// Attempts per version, the first included
     #[arg(long, default_value_t = backbeat::retry::DEFAULT_ATTEMPTS)]
     attempts: u32,
+    /// A request waiting on an endpoint fails after this many seconds with no byte moved
+    /// either way (however long a transfer that keeps moving lasts)
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    io_idle_timeout: u64,
+    /// Bytes per second a request waiting on an endpoint must at least see over
+    /// --io-idle-timeout of waiting (0: no guard), against peers that trickle bytes
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    min_rate: u64,
     /// PEM file of CA certificates for a https source endpoint (else AWS_CA_BUNDLE, or
     /// ca_bundle of the source's AWS profile)
     #[arg(long)]
@@ -367,6 +375,8 @@ struct SideArgs<'a> {
     verify_after_write: bool,
     read_buffer: u64,
     socket_buffer: u64,
+    io_idle_timeout: u64,
+    min_rate: u64,
 }
 
 /// A side's endpoint: its URL, region and CA file from the flags, else the environment, else
@@ -394,6 +404,8 @@ fn endpoint(side: SideArgs<'_>, virtual_hosted: bool) -> anyhow::Result<std::syn
     cfg.verify_after_write = side.verify_after_write;
     cfg.read_buffer = side.read_buffer as usize;
     cfg.socket_buffer = (side.socket_buffer > 0).then_some(side.socket_buffer as usize);
+    cfg.io_idle_timeout = std::time::Duration::from_secs(side.io_idle_timeout);
+    cfg.min_rate = side.min_rate;
     Endpoint::new(cfg).with_context(|| format!("--{}-endpoint", side.name))
 }
 
@@ -451,6 +463,8 @@ fn sync_job(a: SyncArgs) -> anyhow::Result<SyncJob> {
         verify_after_write,
         read_buffer: a.read_buffer,
         socket_buffer: a.socket_buffer,
+        io_idle_timeout: a.io_idle_timeout,
+        min_rate: a.min_rate,
     };
     let src = side(
         "source",

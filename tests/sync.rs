@@ -717,3 +717,74 @@ fn small_frames_socket_buffers_and_window_move_the_same_bytes() {
         assert_replicated_by_boto3(&s.source, &sb, &s.dest, &db);
     });
 }
+
+/// A slow link towards the destination (the proxy forwards request bodies at 256 KiB/s) and
+/// an idle timeout of 2 s: uploads that last several times the timeout succeed, because
+/// bytes keep moving (written, then leaving the socket buffers while the answer is awaited).
+#[test]
+fn uploads_that_keep_moving_outlast_the_idle_timeout() {
+    let s = servers();
+    let (sb, db) = (bucket("slow-src"), bucket("slow-dst"));
+    let dst_proxy = Proxy::start(&s.dest, false);
+    block_on(async {
+        let (src, _dst) = versioned_pair(&s, &sb, &db).await;
+        for (k, len) in [("big", 3 << 20), ("small", 1 << 20)] {
+            put(&src, &sb, k, &data(len, 7), &ObjectMetadata::default(), &[]).await;
+        }
+    });
+    dst_proxy
+        .faults
+        .throttle_up
+        .store(256 * 1024, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let flags = ["--io-idle-timeout", "2", "--attempts", "1"];
+    let (code, summary, err) = sync(&s.source, &sb, &dst_proxy.url, &db, &flags);
+    let took = started.elapsed();
+    eprintln!("4 MiB over 256 KiB/s with a 2 s idle timeout: {took:?}");
+    assert_eq!(code, 0, "{summary}\n{err}");
+    assert_eq!(n(&summary, "versions_copied"), 2, "{summary}");
+    assert!(
+        took > Duration::from_secs(8),
+        "the link was slow enough to matter: {took:?}"
+    );
+    assert_replicated_by_boto3(&s.source, &sb, &s.dest, &db);
+}
+
+/// A source that trickles its answer (a byte every 250 ms: the idle timeout never passes)
+/// is given up on by the rate guard after 2 s of waiting, each attempt, and the failure
+/// says why.
+#[test]
+fn a_trickling_server_fails_the_rate_guard_and_says_why() {
+    let s = servers();
+    let (sb, db) = (bucket("drip-src"), bucket("drip-dst"));
+    let src_proxy = Proxy::start(&s.source, false);
+    block_on(async {
+        let (src, _dst) = versioned_pair(&s, &sb, &db).await;
+        put(
+            &src,
+            &sb,
+            "k",
+            &data(4000, 3),
+            &ObjectMetadata::default(),
+            &[],
+        )
+        .await;
+    });
+    src_proxy.faults.add("GET", Some("/k?"), Kind::Drip, 2);
+    let flags = [
+        "--io-idle-timeout",
+        "2",
+        "--min-rate",
+        "1KiB",
+        "--attempts",
+        "2",
+    ];
+    let (code, summary, err) = sync(&src_proxy.url, &sb, &s.dest, &db, &flags);
+    assert_eq!(code, 1, "{summary}\n{err}");
+    let f = &summary["failures"][0];
+    assert_eq!(f["code"], "Timeout", "{summary}");
+    assert_eq!(f["attempts"], 2, "{summary}");
+    let message = f["message"].as_str().unwrap_or("");
+    assert!(message.contains("slower than min_rate"), "{message}");
+    assert_eq!(src_proxy.faults.hits(Kind::Drip), 2);
+}

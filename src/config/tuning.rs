@@ -124,6 +124,14 @@ tuning_keys! {
     socket_buffer: u64 = 0,
         read Size, check |v| ensure(*v <= 1 << 30, "must be at most 1GiB (0: kernel autotuning)"),
         show |v| zero_means(*v, "kernel autotuning");
+    /// A request waiting on an endpoint fails after this long with no byte moved either
+    /// way; a transfer that keeps moving is never cut, however long it lasts.
+    io_idle_timeout_seconds: u64 = 60,
+        read Int<u64>, check |v| within(*v, 1, 86_400), show |v| v.to_string();
+    /// Bytes per second a request waiting on an endpoint must at least see, over
+    /// `io_idle_timeout_seconds` of waiting (0: no guard), against peers that trickle bytes.
+    min_rate: u64 = 0,
+        read Size, check |_| Ok(()), show |v| zero_means(*v, "no guard");
 }
 
 impl ReplicationTuning {

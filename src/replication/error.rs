@@ -174,11 +174,16 @@ mod tests {
 
     #[test]
     fn an_operation_error_is_kept_as_the_source() {
-        let io = crate::s3::error::RequestError::Timeout;
+        let io = crate::s3::error::RequestError::Timeout {
+            why: "no byte moved for 60 s".into(),
+        };
         let e = ReplicationError::op(Stage::GetSource, io);
         assert_eq!(e.code(), "Timeout");
         assert!(e.is_retryable());
         let source = std::error::Error::source(&e).expect("source kept");
-        assert_eq!(source.to_string(), "request timed out");
+        assert_eq!(
+            source.to_string(),
+            "request timed out: no byte moved for 60 s"
+        );
     }
 }

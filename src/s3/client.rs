@@ -62,7 +62,10 @@ pub struct EndpointConfig {
     /// Connect to this address whatever the host name resolves to (like curl's --resolve).
     pub connect_to: Option<std::net::SocketAddr>,
     pub connect_timeout: Duration,
-    pub io_timeout: Duration,
+    /// A request waiting on the endpoint with no byte moved for this long fails.
+    pub io_idle_timeout: Duration,
+    /// Bytes per second a request waiting on the endpoint must at least see (0: no guard).
+    pub min_rate: u64,
     pub idle_timeout: Duration,
     /// Read buffer of each connection (the largest frame moved at once).
     pub read_buffer: usize,
@@ -82,7 +85,8 @@ impl EndpointConfig {
             connect_to: None,
             verify_after_write: false,
             connect_timeout: Duration::from_secs(5),
-            io_timeout: Duration::from_secs(60),
+            io_idle_timeout: Duration::from_secs(60),
+            min_rate: 0,
             idle_timeout: Duration::from_secs(30),
             read_buffer: 256 * 1024,
             socket_buffer: None,
@@ -193,7 +197,8 @@ impl Endpoint {
             addrs,
             tls,
             connect_timeout: self.config.connect_timeout,
-            io_timeout: self.config.io_timeout,
+            io_idle_timeout: self.config.io_idle_timeout,
+            min_rate: self.config.min_rate,
             idle_timeout: self.config.idle_timeout,
             max_idle: 256,
             read_buffer: self.config.read_buffer,

@@ -16,8 +16,9 @@ pub enum RequestError {
         #[source]
         source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
     },
-    #[error("request timed out")]
-    Timeout,
+    /// No progress (see `progress`): `why` says which bound was passed.
+    #[error("request timed out: {why}")]
+    Timeout { why: String },
     #[error("{status} {code}: {message}")]
     Service {
         status: u16,
@@ -41,7 +42,7 @@ impl RequestError {
         match self {
             RequestError::Connect { .. }
             | RequestError::Io { .. }
-            | RequestError::Timeout
+            | RequestError::Timeout { .. }
             | RequestError::ChecksumMismatch { .. }
             | RequestError::Body(_) => true,
             RequestError::Tls { .. }
@@ -83,7 +84,7 @@ impl RequestError {
             RequestError::Connect { .. } => "ConnectError",
             RequestError::Tls { .. } => "TlsError",
             RequestError::Io { .. } => "ConnectionError",
-            RequestError::Timeout => "Timeout",
+            RequestError::Timeout { .. } => "Timeout",
             RequestError::ChecksumMismatch { .. } => "ChecksumMismatch",
             RequestError::Body(_) => "SourceBodyError",
             RequestError::BadResponse(_) => "BadResponse",

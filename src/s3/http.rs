@@ -25,6 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::error::{BodyError, RequestError};
+use super::progress::{Check, Progress};
 
 /// A connected socket, plain or TLS.
 pub enum Stream {
@@ -43,11 +44,14 @@ pub enum Stream {
 /// fenced at a rebalance, a shutdown past its deadline) is reset (RST) rather than closed,
 /// so the bytes still in the socket buffers are discarded instead of delivered: the server
 /// sees a broken request, never a complete stale write arriving late.
+///
+/// A client connection's waits on its peer are bounded by progress ([`Watch`]).
 pub struct HyperIo {
     stream: Stream,
     /// A client connection whose last transfer was a write (see above).
     reset_if_abandoned: bool,
     sending: bool,
+    watch: Option<Watch>,
 }
 
 impl HyperIo {
@@ -57,20 +61,112 @@ impl HyperIo {
             stream,
             reset_if_abandoned: false,
             sending: false,
+            watch: None,
         }
     }
 
-    /// The client side of a connection to an S3 endpoint.
-    pub fn client(stream: Stream) -> Self {
+    /// The client side of a connection to an S3 endpoint, its waits bounded by `progress`.
+    pub fn client(stream: Stream, progress: Progress) -> Self {
         let mut io = Self::new(stream);
         io.reset_if_abandoned = true;
+        io.watch = Some(Watch {
+            progress,
+            timer: None,
+            fd: io.fd(),
+            queued: None,
+        });
         io
+    }
+
+    fn moved(&mut self, n: usize) {
+        if let Some(w) = &mut self.watch {
+            w.progress.moved(n, Instant::now());
+        }
+    }
+
+    /// Counts a write's bytes, or judges its wait.
+    fn written(
+        &mut self,
+        polled: Poll<io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(Ok(n)) => {
+                self.moved(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.wait(cx),
+        }
+    }
+
+    /// The peer made us wait: fails when progress says so, else arms the timer.
+    fn wait<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match &mut self.watch {
+            Some(w) => w.wait(cx),
+            None => Poll::Pending,
+        }
     }
 
     fn fd(&self) -> std::os::fd::RawFd {
         match &self.stream {
             Stream::Plain(s) => s.as_raw_fd(),
             Stream::Tls(s) => s.get_ref().0.as_raw_fd(),
+        }
+    }
+}
+
+/// The progress clock of a client connection and the timer that wakes its task when a wait
+/// is to be judged.
+struct Watch {
+    progress: Progress,
+    timer: Option<glommio::timer::Timer>,
+    /// The socket, to see its send queue drain while we wait for an answer.
+    fd: std::os::fd::RawFd,
+    /// Bytes in its send queue (unsent or unacknowledged) when last looked at.
+    queued: Option<u32>,
+}
+
+/// Bytes in a socket's send queue, not yet acknowledged by the peer (SIOCOUTQ).
+fn send_queue(fd: std::os::fd::RawFd) -> Option<u32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    (r == 0).then_some(n.max(0) as u32)
+}
+
+impl Watch {
+    /// Bytes the kernel sent for us since we last looked (a request body written into the
+    /// socket buffers still moves while we wait for the answer) count as progress.
+    fn drained(&mut self, now: Instant) {
+        let q = send_queue(self.fd);
+        if let (Some(before), Some(q)) = (self.queued, q) {
+            if q < before {
+                self.progress.moved((before - q) as usize, now);
+            }
+        }
+        self.queued = q;
+    }
+
+    fn wait<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        loop {
+            let now = Instant::now();
+            self.drained(now);
+            match self.progress.waiting(now) {
+                Check::Fail(why) => {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
+                }
+                Check::Wait(at) => {
+                    let d = at.saturating_duration_since(now);
+                    let t = self
+                        .timer
+                        .get_or_insert_with(|| glommio::timer::Timer::new(d));
+                    t.reset(d);
+                    if std::future::Future::poll(Pin::new(t), cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
         }
     }
 }
@@ -109,13 +205,18 @@ impl hyper::rt::Read for HyperIo {
             // `advance` is called with exactly the number of bytes written.
             let dst: &mut [MaybeUninit<u8>] = unsafe { buf.as_mut() };
             let dst: &mut [u8] = unsafe { &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8]) };
-            match &mut this.stream {
-                Stream::Plain(s) => ready!(Pin::new(s).poll_read(cx, dst))?,
-                Stream::Tls(s) => ready!(Pin::new(s.as_mut()).poll_read(cx, dst))?,
+            let polled = match &mut this.stream {
+                Stream::Plain(s) => Pin::new(s).poll_read(cx, dst),
+                Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, dst),
+            };
+            match polled {
+                Poll::Ready(r) => r?,
+                Poll::Pending => return this.wait(cx),
             }
         };
         if n > 0 {
             this.sending = false;
+            this.moved(n);
         }
         // SAFETY: n bytes were just written.
         unsafe { buf.advance(n) };
@@ -131,10 +232,11 @@ impl hyper::rt::Write for HyperIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.sending = true;
-        match &mut this.stream {
+        let polled = match &mut this.stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        };
+        this.written(polled, cx)
     }
 
     fn poll_write_vectored(
@@ -144,7 +246,7 @@ impl hyper::rt::Write for HyperIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.sending = true;
-        match &mut this.stream {
+        let polled = match &mut this.stream {
             Stream::Plain(s) => {
                 let iov = &bufs[..bufs.len().min(64)];
                 // glommio sockets are blocking file descriptors that it drives with
@@ -158,6 +260,7 @@ impl hyper::rt::Write for HyperIo {
                     libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
                 };
                 if n >= 0 {
+                    this.moved(n as usize);
                     return Poll::Ready(Ok(n as usize));
                 }
                 let err = io::Error::last_os_error();
@@ -173,7 +276,8 @@ impl hyper::rt::Write for HyperIo {
                 Pin::new(s).poll_write(cx, first)
             }
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        };
+        this.written(polled, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -203,8 +307,11 @@ pub struct ConnectSpec {
     /// Present for https endpoints.
     pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     pub connect_timeout: Duration,
-    /// No byte received or sent for this long fails the request (retryable).
-    pub io_timeout: Duration,
+    /// A request waiting on the peer with no byte moved either way for this long fails
+    /// (retryable); see [`super::progress`].
+    pub io_idle_timeout: Duration,
+    /// Bytes per second a waiting request must at least see (0: no guard).
+    pub min_rate: u64,
     /// Idle pooled connections older than this are closed instead of reused.
     pub idle_timeout: Duration,
     pub max_idle: usize,
@@ -239,11 +346,13 @@ async fn connect(spec: &ConnectSpec) -> Result<Stream, RequestError> {
                 if let Some(n) = spec.socket_buffer {
                     set_socket_buffers(s.as_raw_fd(), n);
                 }
-                let _ = s.set_read_timeout(Some(spec.io_timeout));
-                let _ = s.set_write_timeout(Some(spec.io_timeout));
                 return match &spec.tls {
                     None => Ok(Stream::Plain(s)),
                     Some((cfg, name)) => {
+                        // The handshake is bounded by the socket's own timeouts; requests
+                        // then by their progress (HyperIo).
+                        let _ = s.set_read_timeout(Some(spec.io_idle_timeout));
+                        let _ = s.set_write_timeout(Some(spec.io_idle_timeout));
                         let tls = futures_rustls::TlsConnector::from(cfg.clone())
                             .connect(name.clone(), s)
                             .await
@@ -251,6 +360,8 @@ async fn connect(spec: &ConnectSpec) -> Result<Stream, RequestError> {
                                 endpoint: spec.label.clone(),
                                 message: e.to_string(),
                             })?;
+                        let _ = tls.get_ref().0.set_read_timeout(None);
+                        let _ = tls.get_ref().0.set_write_timeout(None);
                         Ok(Stream::Tls(Box::new(tls)))
                     }
                 };
@@ -292,6 +403,11 @@ pub struct Conn {
 }
 
 impl Pool {
+    /// A fresh progress clock for a connection of this pool.
+    fn progress(&self) -> Progress {
+        Progress::new(self.spec.io_idle_timeout, self.spec.min_rate)
+    }
+
     pub fn new(spec: ConnectSpec) -> Rc<Self> {
         Rc::new(Self {
             spec,
@@ -321,7 +437,7 @@ impl Pool {
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .writev(true)
             .read_buf_exact_size(Some(self.spec.read_buffer))
-            .handshake(HyperIo::client(stream))
+            .handshake(HyperIo::client(stream, self.progress()))
             .await
             .map_err(request_error)?;
         glommio::spawn_local(async move {
@@ -514,7 +630,7 @@ impl Body for ReqBody {
 /// (source failure, checksum) carried through hyper, or a connection error with its causes.
 pub(crate) fn request_error(e: hyper::Error) -> RequestError {
     if e.is_timeout() {
-        return RequestError::Timeout;
+        return RequestError::Timeout { why: e.to_string() };
     }
     // A body error raised by our own request body (source failure, checksum) is
     // carried through hyper: recover it.
@@ -525,7 +641,9 @@ pub(crate) fn request_error(e: hyper::Error) -> RequestError {
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
-                return RequestError::Timeout;
+                return RequestError::Timeout {
+                    why: io.to_string(),
+                };
             }
         }
         src = s.source();

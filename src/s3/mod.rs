@@ -1,8 +1,9 @@
 //! Our S3 client: requests signed with SigV4 (never hashing payloads), sent with hyper 1.x
 //! over glommio sockets and rustls, with a connection pool per endpoint per shard.
 //!
-//! Owns: HTTP (connections, pool, request and response bodies: `http`), signing, checksums,
-//! the data path's pipe (`body`) and one file per operation. `error` is a leaf every other
+//! Owns: HTTP (connections, pool, request and response bodies: `http`; progress-based
+//! timeouts: `progress`), signing, checksums, the data path's pipe (`body`) and one file per
+//! operation. `error` is a leaf every other
 //! file may use; `http` knows nothing of the pipe, which only feeds it a body.
 //! May call: `time` (UTC calendar fields) only. It knows nothing of Kafka, replication or metrics;
 //! callers observe requests through a telemetry callback.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod mem;
 pub mod ops;
+pub mod progress;
 pub mod signing;
 pub mod store;
 

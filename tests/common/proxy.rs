@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 /// What to do to a matching request.
@@ -20,6 +21,8 @@ pub enum Kind {
     Reset,
     /// Forward the first MiB of the body, then hold the rest until [`Faults::release`].
     Hold,
+    /// Forward the request, and its answer one byte every 250 ms (a server that trickles).
+    Drip,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +43,9 @@ pub struct Faults {
     released: std::sync::atomic::AtomicBool,
     /// Client connections accepted.
     pub connections: std::sync::atomic::AtomicUsize,
+    /// When set: request bodies are forwarded at most this many bytes per second (a slow
+    /// link towards the server).
+    pub throttle_up: std::sync::atomic::AtomicU64,
 }
 
 impl Faults {
@@ -184,6 +190,19 @@ fn reset(s: &TcpStream) {
     let _ = s.shutdown(Shutdown::Both);
 }
 
+/// Forwards response bytes to the client, trickled while `drip` is set (the answer to a
+/// request that drew [`Kind::Drip`]).
+fn forward_down(client: &Side, data: &[u8], drip: &AtomicBool) -> std::io::Result<()> {
+    if !drip.load(std::sync::atomic::Ordering::SeqCst) {
+        return client.write_all(data);
+    }
+    for b in data {
+        client.write_all(std::slice::from_ref(b))?;
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    Ok(())
+}
+
 fn find(h: &[u8], pat: &[u8]) -> Option<usize> {
     h.windows(pat.len()).position(|w| w == pat)
 }
@@ -193,15 +212,16 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
         return;
     };
     let up = Arc::new(up);
+    let drip = Arc::new(AtomicBool::new(false));
     {
-        let (client, up) = (client.clone(), up.clone());
+        let (client, up, drip) = (client.clone(), up.clone(), drip.clone());
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
             loop {
                 match (&*up).read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if client.write_all(&buf[..n]).is_err() {
+                        if forward_down(&client, &buf[..n], &drip).is_err() {
                             break;
                         }
                     }
@@ -242,6 +262,10 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
             .unwrap_or(0);
         let fault = faults.take(&method, &target, len);
         faults.log.lock().unwrap().push((line.clone(), fault));
+        drip.store(
+            fault == Some(Kind::Drip),
+            std::sync::atomic::Ordering::SeqCst,
+        );
         match fault {
             Some(Kind::Reset) => {
                 reset(client.sock());
@@ -299,7 +323,13 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
                     Ok(n) => buf.extend_from_slice(&tmp[..n]),
                 }
             }
-            let n = buf.len().min(left);
+            let mut n = buf.len().min(left);
+            let rate = faults.throttle_up.load(std::sync::atomic::Ordering::SeqCst) as usize;
+            if rate > 0 {
+                // A twentieth of a second's worth at a time.
+                n = n.min((rate / 20).max(1));
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
             while fault == Some(Kind::Hold)
                 && offset >= 1 << 20
                 && !faults.released.load(std::sync::atomic::Ordering::SeqCst)
