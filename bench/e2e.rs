@@ -198,7 +198,7 @@ pub fn run(
         let c = kafka::consumer(
             &b,
             &format!("{status_topic}-reader"),
-            6000,
+            &kafka::Membership::session(6000),
             rdkafka::consumer::DefaultConsumerContext,
         )?;
         c.subscribe(&[&status_topic])

@@ -89,6 +89,10 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     #[serde(deserialize_with = "de::int::<_, _, 1000, 3_600_000>")]
     pub session_timeout_ms: u32,
+    /// A member that has not polled its consumer for this long is evicted from the group
+    /// (at least `session_timeout_ms`). Workers keep polling while their slots are busy.
+    #[serde(deserialize_with = "de::int::<_, _, 1000, 86_400_000>")]
+    pub max_poll_interval_ms: u32,
     /// How long a shard lets its entries in flight finish when its partitions are revoked
     /// or it stops; past it they are stopped (fenced) and their new owner replays them.
     #[serde(deserialize_with = "de::int::<_, _, 1, 3600>")]
@@ -103,6 +107,7 @@ impl Default for KafkaConfig {
             partitions: 8,
             replication_factor: 1,
             session_timeout_ms: 10_000,
+            max_poll_interval_ms: 60_000,
             drain_deadline_seconds: 30,
         }
     }
@@ -499,6 +504,14 @@ impl FileModel {
             );
             return Err(error(file, "api.token_file", m));
         }
+        let k = &self.kafka;
+        if k.drain_deadline_seconds * 1000 >= u64::from(k.max_poll_interval_ms) {
+            let m = format!(
+                "must be shorter than kafka.max_poll_interval_ms ({} ms): a member draining that long is evicted from its group",
+                k.max_poll_interval_ms
+            );
+            return Err(error(file, "kafka.drain_deadline_seconds", m));
+        }
         Ok(Config {
             kafka: self.kafka,
             source,
@@ -587,6 +600,10 @@ impl Config {
             (
                 "kafka.session_timeout_ms".into(),
                 k.session_timeout_ms.to_string(),
+            ),
+            (
+                "kafka.max_poll_interval_ms".into(),
+                k.max_poll_interval_ms.to_string(),
             ),
             (
                 "kafka.drain_deadline_seconds".into(),
@@ -820,6 +837,11 @@ concurrency = 64
                 "[source]\nscan_interval_seconds = -1\n",
                 "source.scan_interval_seconds",
                 "between 0 and",
+            ),
+            (
+                "[kafka]\nmax_poll_interval_ms = 20000\ndrain_deadline_seconds = 30\n",
+                "kafka.drain_deadline_seconds",
+                "shorter than kafka.max_poll_interval_ms (20000 ms)",
             ),
         ] {
             let e = load(text).unwrap_err();

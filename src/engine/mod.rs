@@ -251,7 +251,7 @@ impl Engine {
             brokers: self.brokers.clone(),
             topics: self.topics.clone(),
             group: kafka::replication_group(&self.cfg.kafka.topic_prefix, site),
-            session_timeout_ms: self.cfg.kafka.session_timeout_ms,
+            membership: self.membership(),
             source: self.source.clone(),
             dest: s.endpoint.clone(),
             buckets: s.buckets.clone(),
@@ -274,7 +274,7 @@ impl Engine {
             brokers: self.brokers.clone(),
             topics: self.topics.clone(),
             group: format!("{}populate", self.cfg.kafka.topic_prefix),
-            session_timeout_ms: self.cfg.kafka.session_timeout_ms,
+            membership: self.membership(),
             source: self.source.clone(),
             buckets: self.cfg.source.buckets.clone(),
             rules_file: self.cfg.source.rules_file.clone(),
@@ -295,6 +295,14 @@ impl Engine {
                 .collect(),
             backpressure: self.backpressure.clone(),
             shutdown,
+        }
+    }
+
+    /// How this node's consumers stay members of their groups.
+    fn membership(&self) -> kafka::Membership {
+        kafka::Membership {
+            session_timeout_ms: self.cfg.kafka.session_timeout_ms,
+            max_poll_interval_ms: self.cfg.kafka.max_poll_interval_ms,
         }
     }
 

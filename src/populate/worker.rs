@@ -44,7 +44,7 @@ pub struct PopulateConfig {
     pub brokers: String,
     pub topics: Topics,
     pub group: String,
-    pub session_timeout_ms: u32,
+    pub membership: kafka::Membership,
     pub source: Arc<Endpoint>,
     /// Source buckets to replicate; events of other buckets are ignored.
     pub buckets: Vec<String>,
@@ -263,7 +263,7 @@ pub async fn run_events(
     let consumer = kafka::consumer(
         &cfg.brokers,
         &cfg.group,
-        cfg.session_timeout_ms,
+        &cfg.membership,
         DefaultConsumerContext,
     )?;
     consumer

@@ -237,24 +237,41 @@ pub async fn recv_within<C: ConsumerContext + 'static>(
     futures_lite::future::or(recv, tick).await
 }
 
+/// How a member proves it is alive: heartbeats within the session timeout, and a poll of
+/// the consumer at least every `max_poll_interval_ms` (else the group evicts it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    pub session_timeout_ms: u32,
+    pub max_poll_interval_ms: u32,
+}
+
+impl Membership {
+    /// A session timeout with librdkafka's usual poll interval (at least the session's).
+    pub fn session(session_timeout_ms: u32) -> Self {
+        Self {
+            session_timeout_ms,
+            max_poll_interval_ms: session_timeout_ms.max(60_000),
+        }
+    }
+}
+
 /// A group member with manual commits: nothing is committed until the caller says so.
 pub fn consumer<C: ConsumerContext + 'static>(
     brokers: &str,
     group: &str,
-    session_timeout_ms: u32,
+    membership: &Membership,
     context: C,
 ) -> Result<Consumer<C>, QueueError> {
+    let session = membership.session_timeout_ms;
+    let max_poll = membership.max_poll_interval_ms.max(session);
     client_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", session_timeout_ms.to_string())
-        .set(
-            "heartbeat.interval.ms",
-            (session_timeout_ms / 5).max(500).to_string(),
-        )
-        .set("max.poll.interval.ms", "60000")
+        .set("session.timeout.ms", session.to_string())
+        .set("heartbeat.interval.ms", (session / 5).max(500).to_string())
+        .set("max.poll.interval.ms", max_poll.to_string())
         .set("partition.assignment.strategy", "range,roundrobin")
         .create_with_context(context)
         .map_err(QueueError::Setup)

@@ -218,7 +218,7 @@ pub fn read_topic(topic: &str, n: usize) -> Vec<(String, String)> {
         let c = kafka::consumer(
             &b,
             &format!("reader-{}", bucket("g")),
-            6000,
+            &kafka::Membership::session(6000),
             rdkafka::consumer::DefaultConsumerContext,
         )
         .unwrap();

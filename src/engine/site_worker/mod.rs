@@ -52,7 +52,7 @@ pub struct WorkerConfig {
     pub brokers: String,
     pub topics: Topics,
     pub group: String,
-    pub session_timeout_ms: u32,
+    pub membership: kafka::Membership,
     pub source: Arc<Endpoint>,
     pub dest: Arc<Endpoint>,
     /// Source bucket -> destination bucket (a bucket not listed keeps its name).
@@ -95,6 +95,9 @@ struct Shared {
     rpo: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
     /// When the pause was last applied to the assignment (re-applied while paused).
     last_pause: Cell<Instant>,
+    /// Partitions paused because every slot is busy, and when that was last applied.
+    busy: Cell<bool>,
+    last_busy_pause: Cell<Instant>,
 }
 
 impl Shared {
@@ -243,12 +246,7 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
         .lock()
         .expect("partition gauges")
         .push(notes.owned.clone());
-    let consumer = kafka::consumer(
-        &cfg.brokers,
-        &cfg.group,
-        cfg.session_timeout_ms,
-        notes.clone(),
-    )?;
+    let consumer = kafka::consumer(&cfg.brokers, &cfg.group, &cfg.membership, notes.clone())?;
     consumer
         .subscribe(&[&cfg.topics.replication])
         .map_err(QueueError::Consume)?;
@@ -276,6 +274,8 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
         rpo: stats.rpo.register(),
         stats,
         last_pause: Cell::new(Instant::now()),
+        busy: Cell::new(false),
+        last_busy_pause: Cell::new(Instant::now()),
     }))
 }
 
@@ -349,8 +349,10 @@ async fn consume_one(sh: &Rc<Shared>, shutdown: &Shutdown) {
         None
     };
     let Some(permit) = futures_lite::future::or(slot, tick).await else {
+        hold_intake(sh).await;
         return;
     };
+    release_intake(sh);
     let msg = match kafka::recv_within(&sh.consumer, Duration::from_millis(200)).await {
         None => return,
         Some(Err(e)) => {
@@ -369,6 +371,41 @@ async fn consume_one(sh: &Rc<Shared>, shutdown: &Shutdown) {
         },
     };
     handle(sh, msg, permit, shutdown).await;
+}
+
+/// Every slot is busy (long transfers): the consumer is still polled, since a member that
+/// stops polling for `max.poll.interval.ms` is evicted and its partitions replayed
+/// elsewhere while it still copies. Its partitions are paused meanwhile (re-applied every
+/// half second, so partitions a rebalance adds are too); a message fetched before the
+/// pause took effect goes back.
+async fn hold_intake(sh: &Rc<Shared>) {
+    let stale = sh.last_busy_pause.get().elapsed() > Duration::from_millis(500);
+    if !sh.busy.get() || stale {
+        sh.busy.set(true);
+        sh.last_busy_pause.set(Instant::now());
+        if let Ok(a) = sh.consumer.assignment() {
+            if let Err(e) = sh.consumer.pause(&a) {
+                tracing::warn!(error = %e, "pausing intake while every slot is busy failed");
+            }
+        }
+    }
+    if let Some(Ok(m)) = kafka::recv_within(&sh.consumer, Duration::from_millis(200)).await {
+        let (partition, offset) = (m.partition(), m.offset());
+        drop(m);
+        sh.rewind(partition, offset).await;
+    }
+}
+
+/// A slot is free: partitions paused for being busy resume, unless the site is paused.
+fn release_intake(sh: &Shared) {
+    if !sh.busy.replace(false) || sh.notes.paused.load(Ordering::SeqCst) {
+        return;
+    }
+    if let Ok(a) = sh.consumer.assignment() {
+        if let Err(e) = sh.consumer.resume(&a) {
+            tracing::warn!(error = %e, "resuming intake failed");
+        }
+    }
 }
 
 /// A message taken off the replication topic.

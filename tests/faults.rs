@@ -1,0 +1,98 @@
+//! The engine riding out the real world, against real servers (moto, nisshi) and the fault
+//! proxy: transfers longer than the consumer group's poll interval. Each test's figures are
+//! in docs/reliability.md.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use backbeat::queue::kafka::Topics;
+use backbeat::s3::Client;
+use common::kafka::*;
+use common::proxy::{Kind, Proxy};
+use common::*;
+
+/// Every slot busy with a transfer that lasts longer than `max_poll_interval_ms` (8 s here;
+/// the upload held by the proxy for 20 s, with `concurrency = 1`): the worker keeps polling
+/// its consumer, with its partitions paused, so it is not evicted: the entry is copied
+/// once, the one behind it once, and nothing is replayed.
+#[test]
+fn a_transfer_longer_than_the_poll_interval_does_not_evict_the_worker() {
+    let s = servers();
+    let (sb, da) = (bucket("busy-src"), bucket("busy-a"));
+    let proxy = Proxy::start(&s.dest, false);
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    let (big, small) = (data(2 << 20, 1), data(3000, 2));
+    let events = block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        let vb = put_version(&src, &sb, "big", &big, &[]).await;
+        let vs = put_version(&src, &sb, "small", &small, &[]).await;
+        vec![
+            (
+                format!("{sb}/big"),
+                event("ObjectCreated:Put", &sb, "big", &vb, big.len()),
+            ),
+            (
+                format!("{sb}/small"),
+                event("ObjectCreated:Put", &sb, "small", &vs, small.len()),
+            ),
+        ]
+    });
+    proxy.faults.add("PUT", Some("/big"), Kind::Hold, 1);
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let st = setup(&sb, &[("site-a", &proxy.url, &da)], &rule, "");
+    let text = std::fs::read_to_string(&st.config)
+        .unwrap()
+        .replace(
+            "session_timeout_ms = 6000\n",
+            "session_timeout_ms = 6000\nmax_poll_interval_ms = 8000\ndrain_deadline_seconds = 3\n",
+        )
+        .replace(
+            "shards = 2\nconcurrency = 8\n",
+            "shards = 1\nconcurrency = 1\n",
+        );
+    std::fs::write(&st.config, text).unwrap();
+    let topics = Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    produce(&topics.events, &events);
+    wait_until(60, "the big upload held", || {
+        proxy.faults.hits(Kind::Hold) >= 1
+    });
+    let held = Instant::now();
+    std::thread::sleep(Duration::from_secs(20));
+    proxy.faults.release();
+    wait_until(60, "both at the destination", || {
+        real_versions(&dst, &da, "big").len() == 1 && real_versions(&dst, &da, "small").len() == 1
+    });
+    let waited = held.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    stop(run);
+    eprintln!("slot busy for {waited:?} with max.poll.interval 8 s");
+    let puts = |key: &str| {
+        let log = proxy.faults.log.lock().unwrap();
+        let path = format!("/{da}/{key}");
+        let is_put = |l: &&(String, Option<Kind>)| {
+            let target = l.0.split(' ').nth(1).unwrap_or("");
+            l.0.starts_with("PUT ") && (target == path || target.starts_with(&format!("{path}?")))
+        };
+        log.iter().filter(is_put).count()
+    };
+    assert_eq!(puts("big"), 1, "the held upload was not replayed");
+    assert_eq!(puts("small"), 1, "the entry behind it was copied once");
+    assert_eq!(
+        topic_len(&topics.status),
+        2,
+        "one outcome each, nothing replayed"
+    );
+    assert!(real_versions(&dst, &da, "big") == [big.clone()]);
+    assert!(real_versions(&dst, &da, "small") == [small.clone()]);
+    let log = std::fs::read_to_string(st.config.with_file_name("run.log")).unwrap();
+    assert!(
+        !log.contains("drain deadline passed"),
+        "no revocation: {log}"
+    );
+}
