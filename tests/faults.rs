@@ -96,3 +96,70 @@ fn a_transfer_longer_than_the_poll_interval_does_not_evict_the_worker() {
         "no revocation: {log}"
     );
 }
+
+/// The populator held on one batch for longer than `max_poll_interval_ms` (its rules cannot
+/// be read: the proxy answers GetBucketReplication with 503 for about 15 s, retried every
+/// second): it keeps polling its consumer meanwhile, so it is not evicted, and the batch's
+/// entries are produced once, not again after a rejoin.
+#[test]
+fn a_populator_held_on_a_batch_is_not_evicted() {
+    let s = servers();
+    let (sb, da) = (bucket("held-src"), bucket("held-a"));
+    let proxy = Proxy::start(&s.source, false);
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    let events = block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        let xml = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+        src.put_bucket_replication(&sb, &xml).await.unwrap();
+        let mut events = Vec::new();
+        for k in ["a", "b", "c"] {
+            let v = put_version(&src, &sb, k, &data(900, 5), &[]).await;
+            events.push((
+                format!("{sb}/{k}"),
+                event("ObjectCreated:Put", &sb, k, &v, 900),
+            ));
+        }
+        events
+    });
+    proxy
+        .faults
+        .add("GET", Some("?replication"), Kind::SlowDown, 15);
+    let st = setup(&sb, &[("site-a", &s.dest, &da)], "<unused/>", "");
+    let text = std::fs::read_to_string(&st.config)
+        .unwrap()
+        .replace("rules_file = \"rules.xml\"\n", "")
+        .replace(
+            &format!("endpoint = \"{}\"", s.source),
+            &format!("endpoint = \"{}\"", proxy.url),
+        )
+        .replace(
+            "session_timeout_ms = 6000\n",
+            "session_timeout_ms = 6000\nmax_poll_interval_ms = 8000\ndrain_deadline_seconds = 3\n",
+        );
+    std::fs::write(&st.config, text).unwrap();
+    let topics = Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    produce(&topics.events, &events);
+    let started = Instant::now();
+    for k in ["a", "b", "c"] {
+        wait_until(120, k, || real_versions(&dst, &da, k).len() == 1);
+    }
+    let held = started.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    stop(run);
+    eprintln!("batch held {held:?} with max.poll.interval 8 s");
+    assert!(
+        proxy.faults.hits(Kind::SlowDown) >= 8,
+        "the batch was held past the interval"
+    );
+    let entries = read_until_quiet(&topics.replication, Duration::from_secs(3));
+    let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys.len(), 3, "each event's entry produced once: {keys:?}");
+    for k in ["a", "b", "c"] {
+        assert_eq!(real_versions(&dst, &da, k).len(), 1, "{k} copied once");
+    }
+}

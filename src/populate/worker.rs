@@ -260,12 +260,12 @@ pub async fn run_events(
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) -> Result<(), PopulateError> {
-    let consumer = kafka::consumer(
+    let consumer = Arc::new(kafka::consumer(
         &cfg.brokers,
         &cfg.group,
         &cfg.membership,
         DefaultConsumerContext,
-    )?;
+    )?);
     consumer
         .subscribe(&[&cfg.topics.events])
         .map_err(QueueError::Consume)?;
@@ -290,7 +290,9 @@ pub async fn run_events(
         let attempt = |_| intake.handle_batch(&batch, &produced);
         let what = "turning events into entries";
         let never = |_: &PopulateError| false;
-        if retry(&RetryPolicy::UNTIL_DONE, &shutdown, what, never, attempt)
+        let produce = retry(&RetryPolicy::UNTIL_DONE, &shutdown, what, never, attempt);
+        let topic = &intake.cfg.topics.events;
+        if kafka::polled_while(&consumer, topic, produce)
             .await
             .is_err()
         {

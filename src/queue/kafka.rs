@@ -6,13 +6,15 @@
 //! the shard's executor: each shard is one member of the site's consumer group.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::AsyncRuntime;
 
@@ -235,6 +237,55 @@ pub async fn recv_within<C: ConsumerContext + 'static>(
         None
     };
     futures_lite::future::or(recv, tick).await
+}
+
+/// How long work may keep a consumer from being polled before [`polled_while`] polls it.
+const KEEPALIVE_AFTER: Duration = Duration::from_secs(5);
+
+/// Runs `work` while keeping `consumer` a live member of its group: once `work` has taken a
+/// few seconds (backpressure, retries), the assigned partitions are paused (again every
+/// round, for partitions a rebalance adds) and the consumer is polled, since a member that
+/// does not poll for `max.poll.interval.ms` is evicted; a message fetched meanwhile is put
+/// back (a seek to it). The partitions resume when `work` ends.
+pub async fn polled_while<C, T>(
+    consumer: &Arc<Consumer<C>>,
+    topic: &str,
+    work: impl Future<Output = T>,
+) -> T
+where
+    C: ConsumerContext + 'static,
+{
+    let paused = std::cell::Cell::new(false);
+    let keep = async {
+        glommio::timer::sleep(KEEPALIVE_AFTER).await;
+        loop {
+            if let Ok(a) = consumer.assignment() {
+                let _ = consumer.pause(&a);
+            }
+            paused.set(true);
+            if let Some(Ok(m)) = recv_within(consumer, Duration::from_millis(500)).await {
+                let (c, t, p, o) = (
+                    consumer.clone(),
+                    topic.to_string(),
+                    m.partition(),
+                    m.offset(),
+                );
+                drop(m);
+                let seek =
+                    move || c.seek(&t, p, rdkafka::Offset::Offset(o), Duration::from_secs(5));
+                if let Err(e) = glommio::executor().spawn_blocking(seek).await {
+                    tracing::warn!(partition = p, offset = o, error = %e, "cannot put back a message fetched while busy");
+                }
+            }
+        }
+    };
+    let out = futures_lite::future::or(work, keep).await;
+    if paused.get() {
+        if let Ok(a) = consumer.assignment() {
+            let _ = consumer.resume(&a);
+        }
+    }
+    out
 }
 
 /// How a member proves it is alive: heartbeats within the session timeout, and a poll of
