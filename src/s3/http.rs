@@ -72,15 +72,21 @@ impl HyperIo {
         io.watch = Some(Watch {
             progress,
             timer: None,
+            armed: None,
             fd: io.fd(),
             queued: None,
+            look_again: None,
         });
         io
     }
 
     fn moved(&mut self, n: usize) {
         if let Some(w) = &mut self.watch {
-            w.progress.moved(n, Instant::now());
+            if n > 0 {
+                w.queued = None;
+                w.look_again = None;
+            }
+            w.progress.moved(n, Instant::now);
         }
     }
 
@@ -117,14 +123,19 @@ impl HyperIo {
 }
 
 /// The progress clock of a client connection and the timer that wakes its task when a wait
-/// is to be judged.
+/// is to be judged. The timer is armed once per wait deadline, not per wait: an earlier
+/// wake-up finds a later deadline and re-arms for it.
 struct Watch {
     progress: Progress,
     timer: Option<glommio::timer::Timer>,
+    /// When the timer fires.
+    armed: Option<Instant>,
     /// The socket, to see its send queue drain while we wait for an answer.
     fd: std::os::fd::RawFd,
-    /// Bytes in its send queue (unsent or unacknowledged) when last looked at.
+    /// Bytes in its send queue (unsent or unacknowledged) at the last deadline's look.
     queued: Option<u32>,
+    /// When a deadline that found bytes in the send queue looks again.
+    look_again: Option<Instant>,
 }
 
 /// Bytes in a socket's send queue, not yet acknowledged by the peer (SIOCOUTQ).
@@ -135,41 +146,69 @@ fn send_queue(fd: std::os::fd::RawFd) -> Option<u32> {
     (r == 0).then_some(n.max(0) as u32)
 }
 
+/// What the send queue says at a deadline.
+enum Queue {
+    /// Bytes of ours left it since the last look: progress.
+    Drained,
+    /// Bytes wait in it and it has not been looked at in this wait: look again shortly.
+    LookAgain,
+    /// Empty, or not moving: the wait is over.
+    Still,
+}
+
 impl Watch {
-    /// Bytes the kernel sent for us since we last looked (a request body written into the
-    /// socket buffers still moves while we wait for the answer) count as progress.
-    fn drained(&mut self, now: Instant) {
-        let q = send_queue(self.fd);
-        if let (Some(before), Some(q)) = (self.queued, q) {
-            if q < before {
-                self.progress.moved((before - q) as usize, now);
+    /// At a deadline: did the kernel send bytes of ours (a request body written into the
+    /// socket buffers moves on while we wait for the answer)?
+    fn send_queue_at(&mut self, now: Instant) -> Queue {
+        let q = send_queue(self.fd).unwrap_or(0);
+        let before = self.queued.replace(q);
+        match before {
+            Some(b) if q < b => {
+                self.progress.moved((b - q) as usize, || now);
+                Queue::Drained
             }
+            None if q > 0 => Queue::LookAgain,
+            _ => Queue::Still,
         }
-        self.queued = q;
     }
 
     fn wait<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         loop {
             let now = Instant::now();
-            self.drained(now);
-            match self.progress.waiting(now) {
-                Check::Fail(why) => {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
+            let at = match self.progress.waiting(now) {
+                Check::Wait(at) => at,
+                Check::Fail(_) if self.look_again.is_some_and(|t| now < t) => {
+                    self.look_again.unwrap_or(now)
                 }
-                Check::Wait(at) => {
-                    let d = at.saturating_duration_since(now);
-                    let t = self
-                        .timer
-                        .get_or_insert_with(|| glommio::timer::Timer::new(d));
-                    t.reset(d);
-                    if std::future::Future::poll(Pin::new(t), cx).is_pending() {
-                        return Poll::Pending;
+                Check::Fail(why) => match self.send_queue_at(now) {
+                    Queue::Drained => {
+                        self.look_again = None;
+                        continue;
                     }
-                }
+                    Queue::LookAgain => *self.look_again.insert(now + LOOK_AGAIN),
+                    Queue::Still => {
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
+                    }
+                },
+            };
+            if self.armed.is_some_and(|a| a > now && a <= at) {
+                return Poll::Pending;
+            }
+            let d = at.saturating_duration_since(now);
+            let t = self
+                .timer
+                .get_or_insert_with(|| glommio::timer::Timer::new(d));
+            t.reset(d);
+            if std::future::Future::poll(Pin::new(t), cx).is_pending() {
+                self.armed = Some(at);
+                return Poll::Pending;
             }
         }
     }
 }
+
+/// How soon a deadline that found bytes in the send queue looks again.
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
 impl Drop for HyperIo {
     fn drop(&mut self) {

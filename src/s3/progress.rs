@@ -49,13 +49,18 @@ impl Progress {
         self.min_rate.saturating_mul(self.idle.as_secs().max(1))
     }
 
-    /// `n` bytes moved (either way) at `now`.
-    pub fn moved(&mut self, n: usize, now: Instant) {
+    /// Whether a wait is under way (no byte moved since it began).
+    pub fn stalled(&self) -> bool {
+        self.stalled_since.is_some()
+    }
+
+    /// `n` bytes moved (either way); `now` is asked only when a wait ends.
+    pub fn moved(&mut self, n: usize, now: impl FnOnce() -> Instant) {
         if n == 0 {
             return;
         }
         if let Some(since) = self.stalled_since.take() {
-            self.waited += now.saturating_duration_since(since);
+            self.waited += now().saturating_duration_since(since);
         }
         self.bytes = self.bytes.saturating_add(n as u64);
         // A full window that moved enough starts the next one; one that did not is judged
@@ -107,7 +112,7 @@ mod tests {
         for i in 0..20u32 {
             let t = t0 + 30 * S * i;
             assert!(matches!(p.waiting(t), Check::Wait(_)));
-            p.moved(1, t + 29 * S);
+            p.moved(1, || t + 29 * S);
         }
     }
 
@@ -129,7 +134,7 @@ mod tests {
         let mut p = Progress::new(60 * S, 1);
         // A byte after 59 s, then waiting again: the window of 60 s closes 1 s later.
         assert!(matches!(p.waiting(t0), Check::Wait(_)));
-        p.moved(1, t0 + 59 * S);
+        p.moved(1, || t0 + 59 * S);
         assert_eq!(p.waiting(t0 + 59 * S), Check::Wait(t0 + 60 * S));
         let Check::Fail(why) = p.waiting(t0 + 60 * S) else {
             panic!("should fail");
@@ -142,9 +147,9 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Progress::new(10 * S, 100);
         assert!(matches!(p.waiting(t0), Check::Wait(_)));
-        p.moved(5000, t0 + 9 * S);
+        p.moved(5000, || t0 + 9 * S);
         assert!(matches!(p.waiting(t0 + 9 * S), Check::Wait(_)));
-        p.moved(10, t0 + 10 * S);
+        p.moved(10, || t0 + 10 * S);
         // Window full with 5010 >= 1000 bytes: a fresh one.
         assert_eq!(p.waiting(t0 + 10 * S), Check::Wait(t0 + 20 * S));
     }
