@@ -163,3 +163,78 @@ fn a_populator_held_on_a_batch_is_not_evicted() {
         assert_eq!(real_versions(&dst, &da, k).len(), 1, "{k} copied once");
     }
 }
+
+/// The destination down for 15 s while entries arrive (every connection reset): the
+/// shards' breakers open after a few failures, the entries wait instead of spending their
+/// attempts (3 in this configuration, about a second of backoff), intake pauses, a probe
+/// finds the site back, and every entry completes: none FAILED, nobody's manual work.
+#[test]
+fn a_site_outage_costs_time_not_failed_entries() {
+    let s = servers();
+    let (sb, da) = (bucket("down-src"), bucket("down-a"));
+    let proxy = Proxy::start(&s.dest, false);
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    let keys: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+    let events = block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        let mut events = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let v = put_version(&src, &sb, k, &data(1500 + i, i as u64), &[]).await;
+            events.push((
+                format!("{sb}/{k}"),
+                event("ObjectCreated:Put", &sb, k, &v, 1500 + i),
+            ));
+        }
+        events
+    });
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let st = setup(&sb, &[("site-a", &proxy.url, &da)], &rule, "");
+    let topics = Topics::new(&st.prefix);
+    proxy
+        .faults
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let run = spawn(&["run"], &st.config);
+    produce(&topics.events, &events);
+    let log = || std::fs::read_to_string(st.config.with_file_name("run.log")).unwrap_or_default();
+    wait_until(60, "the breaker open", || {
+        log().contains("site unavailable")
+    });
+    std::thread::sleep(Duration::from_secs(15));
+    let resets = proxy.faults.hits(Kind::Reset);
+    proxy
+        .faults
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let healed = Instant::now();
+    for k in &keys {
+        wait_until(90, k, || real_versions(&dst, &da, k).len() == 1);
+    }
+    let drained = healed.elapsed();
+    let status = statuses(&topics.status, keys.len());
+    stop(run);
+    eprintln!(
+        "outage: {resets} requests reset; all {} copied {drained:?} after the heal",
+        keys.len()
+    );
+    let completed = status.iter().filter(|v| v["status"] == "COMPLETED").count();
+    assert_eq!(
+        completed,
+        keys.len(),
+        "every entry completed, none failed: {status:?}"
+    );
+    let text = log();
+    assert!(text.contains("site available again"), "{text}");
+    assert!(
+        text.contains("replicated 12 versions") && text.contains(" 0 failed"),
+        "{text}"
+    );
+    assert!(
+        resets < 200,
+        "the outage was probed, not hammered: {resets} resets"
+    );
+}

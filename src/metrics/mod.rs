@@ -56,6 +56,8 @@ pub struct Stats {
     pub window: Mutex<window::Window>,
     /// Partitions owned by each shard of this process (gauges).
     pub shard_partitions: Mutex<Vec<Arc<std::sync::atomic::AtomicI64>>>,
+    /// Shards whose circuit breaker for the site is open (the site out of reach).
+    pub unavailable_shards: Arc<AtomicU64>,
     /// Entries being replicated now, and their bytes.
     pub in_flight: AtomicU64,
     pub in_flight_bytes: AtomicU64,

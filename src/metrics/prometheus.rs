@@ -172,6 +172,13 @@ pub fn render(sites: &BTreeMap<String, Arc<Stats>>) -> String {
     );
     gauge(
         &mut out,
+        UNAVAILABLE_SHARDS,
+        "Shards that found the site out of reach: they take no entries and probe it until it answers.",
+        sites,
+        |s| Stats::get(&s.unavailable_shards),
+    );
+    gauge(
+        &mut out,
         OLDEST_CHANGE_IN_FLIGHT,
         "Age of the oldest source change being replicated now.",
         sites,

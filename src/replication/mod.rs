@@ -5,10 +5,12 @@
 //!
 //! Owns: the source's order of a key's versions and the decision it drives (`order`,
 //! `Route::decide`), the streaming copy, multipart copies, metadata and tag
-//! preservation, checksum verification, retry with backoff. Knows nothing of Kafka.
+//! preservation, checksum verification, retry with backoff, and the site's circuit breaker
+//! that attempts wait on through an outage (`breaker`). Knows nothing of Kafka.
 //! May call: `s3` (clients), `metrics` (counters), `shard` (shutdown signal), `retry`,
 //! `failure` (the recorded form of its errors), `time` (LastModified read back).
 
+pub mod breaker;
 mod error;
 pub mod multipart;
 pub mod order;
@@ -79,6 +81,8 @@ pub struct DataPath {
     pub byte_window: glommio::sync::Semaphore,
     /// Set when transfers in flight must be abandoned (their offsets stay uncommitted).
     pub cancel: Shutdown,
+    /// The site's circuit breaker (the engine's workers): attempts wait through outages.
+    pub breaker: Option<std::rc::Rc<breaker::Breaker>>,
 }
 
 impl DataPath {
@@ -91,6 +95,7 @@ impl DataPath {
             opts,
             stats,
             cancel,
+            breaker: None,
         }
     }
 }

@@ -447,8 +447,16 @@ pub async fn replicate<S: ObjectStore>(
     };
     let label = VersionLabel(v);
     let permanent = ReplicationError::is_permanent;
+    let breaker = dp.breaker.as_deref();
     retry(&dp.opts.retry, &dp.cancel, &label, permanent, |attempt| {
-        attempt_once(route, dp, v, attempt)
+        // A run again after an outage decides again first, as a retry does (the run the
+        // outage cut may have landed).
+        let mut runs = 0;
+        super::breaker::through(breaker, &dp.cancel, move || {
+            runs += 1;
+            let as_attempt = if runs > 1 { attempt.max(2) } else { attempt };
+            attempt_once(route, dp, v, as_attempt)
+        })
     })
     .await
 }

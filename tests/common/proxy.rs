@@ -46,6 +46,8 @@ pub struct Faults {
     /// When set: request bodies are forwarded at most this many bytes per second (a slow
     /// link towards the server).
     pub throttle_up: std::sync::atomic::AtomicU64,
+    /// When set: the server is down: every request's connection is reset.
+    pub down: AtomicBool,
 }
 
 impl Faults {
@@ -260,6 +262,16 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
                     .then(|| v.trim().parse().ok())?
             })
             .unwrap_or(0);
+        if faults.down.load(std::sync::atomic::Ordering::SeqCst) {
+            faults
+                .log
+                .lock()
+                .unwrap()
+                .push((line.clone(), Some(Kind::Reset)));
+            reset(client.sock());
+            reset(&up);
+            return;
+        }
         let fault = faults.take(&method, &target, len);
         faults.log.lock().unwrap().push((line.clone(), fault));
         drip.store(

@@ -83,8 +83,9 @@ async fn run(sh: &Shared, job: &Job) -> bool {
     // The decision may list the key at the source: retried like the copy.
     let (dp, permanent) = (&sh.data, ReplicationError::is_permanent);
     let what = "deciding whether the destination needs this version";
+    let breaker = dp.breaker.as_deref();
     let decided = retry(&dp.opts.retry, &dp.cancel, what, permanent, |_| {
-        route.decide(&v)
+        crate::replication::breaker::through(breaker, &dp.cancel, || route.decide(&v))
     });
     let result: EntryResult = match decided.await {
         Ok(Verdict::Applied) => Ok(Outcome::Skipped),

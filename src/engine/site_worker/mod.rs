@@ -36,6 +36,7 @@ use crate::metrics::Stats;
 use crate::queue::codec::ReplicationEntry;
 use crate::queue::control::SiteControl;
 use crate::queue::kafka::{self, Consumer, Producer, QueueError, Topics};
+use crate::replication::breaker::Breaker;
 use crate::replication::{DataPath, Options, Route};
 use crate::s3::{Client, Endpoint};
 use crate::shard::Shutdown;
@@ -98,6 +99,9 @@ struct Shared {
     /// Partitions paused because every slot is busy, and when that was last applied.
     busy: Cell<bool>,
     last_busy_pause: Cell<Instant>,
+    /// The site's circuit breaker on this shard, and whether its probe runs.
+    breaker: Rc<Breaker>,
+    probing: Cell<bool>,
 }
 
 impl Shared {
@@ -251,12 +255,17 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
         .subscribe(&[&cfg.topics.replication])
         .map_err(QueueError::Consume)?;
     let abort = Shutdown::new();
-    let data = DataPath::new(
+    let mut data = DataPath::new(
         cfg.opts.clone(),
         cfg.shard_parts,
         stats.clone(),
         abort.clone(),
     );
+    let breaker = Rc::new(Breaker::new(
+        BREAKER_FAILURES,
+        stats.unavailable_shards.clone(),
+    ));
+    data.breaker = Some(breaker.clone());
     Ok(Rc::new(Shared {
         producer: kafka::producer(&cfg.brokers)?,
         consumer: Arc::new(consumer),
@@ -276,6 +285,8 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
         last_pause: Cell::new(Instant::now()),
         busy: Cell::new(false),
         last_busy_pause: Cell::new(Instant::now()),
+        breaker,
+        probing: Cell::new(false),
     }))
 }
 
@@ -343,6 +354,12 @@ fn apply(sh: &Shared, action: Action, was_paused: bool) {
 /// Waits for an entry slot, then for a message (each at most 200 ms, so the loop keeps
 /// looking at shutdown, revocations and the control state), and handles it.
 async fn consume_one(sh: &Rc<Shared>, shutdown: &Shutdown) {
+    if sh.breaker.is_open() {
+        // The site is out of reach: no new entries until the probe reaches it.
+        start_probe(sh);
+        hold_intake(sh).await;
+        return;
+    }
     let slot = async { sh.slots.acquire_static_permit(1).await.ok() };
     let tick = async {
         glommio::timer::sleep(Duration::from_millis(200)).await;
@@ -394,6 +411,44 @@ async fn hold_intake(sh: &Rc<Shared>) {
         drop(m);
         sh.rewind(partition, offset).await;
     }
+}
+
+/// Consecutive failures that open the site's breaker.
+const BREAKER_FAILURES: u32 = 5;
+
+/// Starts the probe of an unavailable site, unless it runs: a HeadBucket of a destination
+/// bucket, 1 s after the breaker opened, then with a doubling delay up to 5 s; any answer
+/// of the endpoint that is not an outage closes the breaker.
+fn start_probe(sh: &Rc<Shared>) {
+    if sh.probing.replace(true) {
+        return;
+    }
+    let sh = sh.clone();
+    glommio::spawn_local(async move {
+        let seen = sh
+            .routes
+            .borrow()
+            .values()
+            .next()
+            .map(|r| r.dest_bucket.clone());
+        let bucket = seen.or_else(|| sh.cfg.buckets.values().next().cloned());
+        let mut delay = Duration::from_secs(1);
+        while sh.breaker.is_open() && sh.abort.sleep(delay).await {
+            let answered = match &bucket {
+                Some(b) => match sh.dest.head_bucket(b).await {
+                    Ok(()) => true,
+                    Err(e) => !e.is_retryable(),
+                },
+                None => true,
+            };
+            if answered {
+                sh.breaker.succeeded();
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        sh.probing.set(false);
+    })
+    .detach();
 }
 
 /// A slot is free: partitions paused for being busy resume, unless the site is paused.
