@@ -718,29 +718,25 @@ fn small_frames_socket_buffers_and_window_move_the_same_bytes() {
     });
 }
 
-/// A slow link towards the destination (the proxy forwards request bodies at 256 KiB/s) and
-/// an idle timeout of 2 s: uploads that last several times the timeout succeed, because
+/// A slow link towards the destination (the proxy forwards request bodies at 192 KiB/s) and
+/// an idle timeout of 3 s: uploads that last several times the timeout succeed, because
 /// bytes keep moving (written, then leaving the socket buffers while the answer is awaited).
 #[test]
 fn uploads_that_keep_moving_outlast_the_idle_timeout() {
     let s = servers();
     let (sb, db) = (bucket("slow-src"), bucket("slow-dst"));
-    let dst_proxy = Proxy::start(&s.dest, false);
+    let dst_proxy = Proxy::start_throttled(&s.dest, 192 * 1024);
     block_on(async {
         let (src, _dst) = versioned_pair(&s, &sb, &db).await;
-        for (k, len) in [("big", 3 << 20), ("small", 1 << 20)] {
+        for (k, len) in [("big", 2 << 20), ("small", 1 << 20)] {
             put(&src, &sb, k, &data(len, 7), &ObjectMetadata::default(), &[]).await;
         }
     });
-    dst_proxy
-        .faults
-        .throttle_up
-        .store(256 * 1024, std::sync::atomic::Ordering::SeqCst);
     let started = std::time::Instant::now();
-    let flags = ["--io-idle-timeout", "2", "--attempts", "1"];
+    let flags = ["--io-idle-timeout", "3", "--attempts", "1"];
     let (code, summary, err) = sync(&s.source, &sb, &dst_proxy.url, &db, &flags);
     let took = started.elapsed();
-    eprintln!("4 MiB over 256 KiB/s with a 2 s idle timeout: {took:?}");
+    eprintln!("3 MiB over 192 KiB/s with a 3 s idle timeout: {took:?}");
     assert_eq!(code, 0, "{summary}\n{err}");
     assert_eq!(n(&summary, "versions_copied"), 2, "{summary}");
     assert!(

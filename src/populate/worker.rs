@@ -292,7 +292,9 @@ pub async fn run_events(
         let never = |_: &PopulateError| false;
         let produce = retry(&RetryPolicy::UNTIL_DONE, &shutdown, what, never, attempt);
         let topic = &intake.cfg.topics.events;
-        if kafka::polled_while(&consumer, topic, produce)
+        let poll_interval = u64::from(intake.cfg.membership.max_poll_interval_ms);
+        let after = Duration::from_millis(poll_interval / 4).min(Duration::from_secs(5));
+        if kafka::polled_while(&consumer, topic, after, produce)
             .await
             .is_err()
         {

@@ -239,47 +239,45 @@ pub async fn recv_within<C: ConsumerContext + 'static>(
     futures_lite::future::or(recv, tick).await
 }
 
-/// How long work may keep a consumer from being polled before [`polled_while`] polls it.
-const KEEPALIVE_AFTER: Duration = Duration::from_secs(5);
-
-/// Runs `work` while keeping `consumer` a live member of its group: once `work` has taken a
-/// few seconds (backpressure, retries), the assigned partitions are paused (again every
-/// round, for partitions a rebalance adds) and the consumer is polled, since a member that
-/// does not poll for `max.poll.interval.ms` is evicted; a message fetched meanwhile is put
-/// back (a seek to it). The partitions resume when `work` ends.
+/// Runs `work` while keeping `consumer` a live member of its group: once `work` has taken
+/// `after` (backpressure, retries), the assigned partitions are paused (again every round,
+/// for partitions a rebalance adds) and the consumer is polled, since a member that does
+/// not poll for `max.poll.interval.ms` is evicted. A message fetched meanwhile is put back
+/// when `work` ends (each partition seeks back to the first one fetched, before the
+/// partitions resume).
 pub async fn polled_while<C, T>(
     consumer: &Arc<Consumer<C>>,
     topic: &str,
+    after: Duration,
     work: impl Future<Output = T>,
 ) -> T
 where
     C: ConsumerContext + 'static,
 {
     let paused = std::cell::Cell::new(false);
+    let fetched = std::cell::RefCell::new(std::collections::BTreeMap::<i32, i64>::new());
     let keep = async {
-        glommio::timer::sleep(KEEPALIVE_AFTER).await;
+        glommio::timer::sleep(after).await;
         loop {
             if let Ok(a) = consumer.assignment() {
                 let _ = consumer.pause(&a);
             }
             paused.set(true);
             if let Some(Ok(m)) = recv_within(consumer, Duration::from_millis(500)).await {
-                let (c, t, p, o) = (
-                    consumer.clone(),
-                    topic.to_string(),
-                    m.partition(),
-                    m.offset(),
-                );
-                drop(m);
-                let seek =
-                    move || c.seek(&t, p, rdkafka::Offset::Offset(o), Duration::from_secs(5));
-                if let Err(e) = glommio::executor().spawn_blocking(seek).await {
-                    tracing::warn!(partition = p, offset = o, error = %e, "cannot put back a message fetched while busy");
-                }
+                let mut f = fetched.borrow_mut();
+                let first = f.entry(m.partition()).or_insert(m.offset());
+                *first = (*first).min(m.offset());
             }
         }
     };
     let out = futures_lite::future::or(work, keep).await;
+    for (p, o) in fetched.into_inner() {
+        let (c, t) = (consumer.clone(), topic.to_string());
+        let seek = move || c.seek(&t, p, rdkafka::Offset::Offset(o), Duration::from_secs(5));
+        if let Err(e) = glommio::executor().spawn_blocking(seek).await {
+            tracing::warn!(partition = p, offset = o, error = %e, "cannot put back a message fetched while busy");
+        }
+    }
     if paused.get() {
         if let Ok(a) = consumer.assignment() {
             let _ = consumer.resume(&a);

@@ -8,7 +8,7 @@
 //! Owns: the count, the state and the waiters. The probe is the caller's (it knows the
 //! site's endpoint and buckets).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,23 +22,31 @@ use crate::shard::Shutdown;
 /// One shard's breaker for one site.
 pub struct Breaker {
     threshold: u32,
-    consecutive: Cell<u32>,
+    /// The keys of the current run of outage errors (one object failing again and again
+    /// is that object's trouble, not the site's: only distinct keys count).
+    streak: RefCell<Vec<String>>,
     open_since: Cell<Option<Instant>>,
     closed: Event,
     /// Shards of the site whose breaker is open (a gauge shared by the site's shards).
     open_shards: Arc<AtomicU64>,
+    /// Called when it opens (the caller starts its probe).
+    on_open: RefCell<Option<Box<dyn Fn()>>>,
 }
 
-/// Whether an error says the destination is out of reach (not that this object is wrong).
-pub fn is_outage(e: &ReplicationError) -> bool {
-    let at_destination = matches!(
+/// Whether an error is an answer (or a silence) of the destination, rather than the source's.
+fn at_destination(e: &ReplicationError) -> bool {
+    matches!(
         e.stage,
         Stage::CheckDestination
             | Stage::PutDestination
             | Stage::Multipart
             | Stage::DeleteDestination
             | Stage::Verify
-    );
+    )
+}
+
+/// Whether an error says the destination is out of reach (not that this object is wrong).
+pub fn is_outage(e: &ReplicationError) -> bool {
     let ErrorKind::Request { code, .. } = &e.kind else {
         return false;
     };
@@ -50,18 +58,26 @@ pub fn is_outage(e: &ReplicationError) -> bool {
         code.as_str(),
         "InternalError" | "ServiceUnavailable" | "SlowDown" | "ServerError" | "BadGateway"
     ) || code.starts_with('5');
-    at_destination && (unreachable || overloaded)
+    at_destination(e) && (unreachable || overloaded)
 }
 
 impl Breaker {
+    /// Opens after `threshold` outage errors in a row on distinct keys. Give it at most the
+    /// attempts of an entry, so that a lone entry opens it before it runs out of attempts.
     pub fn new(threshold: u32, open_shards: Arc<AtomicU64>) -> Self {
         Self {
             threshold: threshold.max(1),
-            consecutive: Cell::new(0),
+            streak: RefCell::default(),
             open_since: Cell::new(None),
             closed: Event::new(),
             open_shards,
+            on_open: RefCell::default(),
         }
+    }
+
+    /// What to do when it opens.
+    pub fn on_open(&self, f: impl Fn() + 'static) {
+        *self.on_open.borrow_mut() = Some(Box::new(f));
     }
 
     pub fn is_open(&self) -> bool {
@@ -70,24 +86,34 @@ impl Breaker {
 
     /// An attempt failed with `e`. True when the breaker is open afterwards and `e` was an
     /// outage: the attempt does not count, it waits for the site.
-    pub fn failed(&self, e: &ReplicationError) -> bool {
+    pub fn failed(&self, key: &str, e: &ReplicationError) -> bool {
         if !is_outage(e) {
-            self.consecutive.set(0);
+            if at_destination(e) {
+                self.streak.borrow_mut().clear(); // the site answered
+            }
             return false;
         }
-        let n = self.consecutive.get().saturating_add(1);
-        self.consecutive.set(n);
+        let n = {
+            let mut streak = self.streak.borrow_mut();
+            if !streak.iter().any(|k| k == key) && streak.len() < self.threshold as usize {
+                streak.push(key.to_string());
+            }
+            streak.len() as u32
+        };
         if n >= self.threshold && !self.is_open() {
             self.open_since.set(Some(Instant::now()));
             self.open_shards.fetch_add(1, Ordering::SeqCst);
             tracing::warn!(failures = n, error = %e, "site unavailable: entries wait for it (no attempt spent) and intake is paused until a probe succeeds");
+            if let Some(f) = &*self.on_open.borrow() {
+                f();
+            }
         }
         self.is_open()
     }
 
     /// An attempt (or a probe) reached the site: the count restarts, an open breaker closes.
     pub fn succeeded(&self) {
-        self.consecutive.set(0);
+        self.streak.borrow_mut().clear();
         if let Some(since) = self.open_since.take() {
             self.open_shards.fetch_sub(1, Ordering::SeqCst);
             tracing::info!(after = ?since.elapsed(), "site available again: intake resumes");
@@ -118,6 +144,7 @@ impl Breaker {
 /// waits for the site and runs again.
 pub async fn through<T, F, Fut>(
     breaker: Option<&Breaker>,
+    key: &str,
     cancel: &Shutdown,
     mut op: F,
 ) -> Result<T, ReplicationError>
@@ -142,7 +169,7 @@ where
                 b.succeeded();
                 return Ok(v);
             }
-            Err(e) if b.failed(&e) => continue,
+            Err(e) if b.failed(key, &e) => continue,
             Err(e) => return Err(e),
         }
     }
@@ -151,6 +178,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
 
     fn err(stage: Stage, code: &str) -> ReplicationError {
         let kind = ErrorKind::Request {
@@ -164,9 +192,14 @@ mod tests {
     fn consecutive_outage_errors_open_it_and_a_success_closes_it() {
         let gauge = Arc::new(AtomicU64::new(0));
         let b = Breaker::new(3, gauge.clone());
+        let opened = Rc::new(Cell::new(0));
+        let o = opened.clone();
+        b.on_open(move || o.set(o.get() + 1));
         let down = err(Stage::PutDestination, "ConnectError");
-        assert!(!b.failed(&down) && !b.failed(&down));
-        assert!(b.failed(&down), "the third opens it");
+        assert!(!b.failed("a", &down) && !b.failed("b", &down));
+        assert!(!b.failed("b", &down), "the same key again does not count");
+        assert!(b.failed("c", &down), "the third key opens it");
+        assert_eq!(opened.get(), 1);
         assert_eq!(gauge.load(Ordering::SeqCst), 1);
         b.succeeded();
         assert!(!b.is_open());
@@ -177,12 +210,16 @@ mod tests {
     fn other_errors_restart_the_count_and_never_open_it() {
         let b = Breaker::new(2, Arc::default());
         let down = err(Stage::PutDestination, "SlowDown");
-        assert!(!b.failed(&down));
-        assert!(!b.failed(&err(Stage::PutDestination, "AccessDenied")));
-        assert!(!b.failed(&down), "the count restarted");
+        assert!(!b.failed("a", &down));
+        assert!(!b.failed("b", &err(Stage::PutDestination, "AccessDenied")));
         assert!(
-            !b.failed(&err(Stage::GetSource, "ConnectError")),
-            "the source's"
+            !b.failed("c", &down),
+            "the count restarted when the site answered"
+        );
+        assert!(!b.failed("d", &err(Stage::GetSource, "AccessDenied")));
+        assert!(
+            b.failed("e", &down),
+            "the source's answer does not restart it"
         );
         assert!(!is_outage(&err(Stage::PutDestination, "NoSuchBucket")));
         assert!(is_outage(&err(Stage::CheckDestination, "Timeout")));

@@ -452,7 +452,7 @@ pub async fn replicate<S: ObjectStore>(
         // A run again after an outage decides again first, as a retry does (the run the
         // outage cut may have landed).
         let mut runs = 0;
-        super::breaker::through(breaker, &dp.cancel, move || {
+        super::breaker::through(breaker, &v.key, &dp.cancel, move || {
             runs += 1;
             let as_attempt = if runs > 1 { attempt.max(2) } else { attempt };
             attempt_once(route, dp, v, as_attempt)

@@ -80,6 +80,19 @@ impl HyperIo {
         io
     }
 
+    /// A write: the first of a request (after reading the previous answer, or idle in the
+    /// pool) restarts the progress clock.
+    fn writing(&mut self) {
+        if !self.sending {
+            if let Some(w) = &mut self.watch {
+                w.progress.restart();
+                w.queued = None;
+                w.look_again = None;
+            }
+        }
+        self.sending = true;
+    }
+
     fn moved(&mut self, n: usize) {
         if let Some(w) = &mut self.watch {
             if n > 0 {
@@ -270,7 +283,7 @@ impl hyper::rt::Write for HyperIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.sending = true;
+        this.writing();
         let polled = match &mut this.stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -284,7 +297,7 @@ impl hyper::rt::Write for HyperIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.sending = true;
+        this.writing();
         let polled = match &mut this.stream {
             Stream::Plain(s) => {
                 let iov = &bufs[..bufs.len().min(64)];
@@ -464,9 +477,11 @@ impl Pool {
             let now = Instant::now();
             let mut idle = self.idle.borrow_mut();
             while let Some((link, since)) = idle.pop() {
+                // Idle past half the I/O idle timeout, its own clock may end it any moment.
+                let max_age = self.spec.idle_timeout.min(self.spec.io_idle_timeout / 2);
                 if link.sender.is_ready()
                     && !link.sender.is_closed()
-                    && now.duration_since(since) < self.spec.idle_timeout
+                    && now.duration_since(since) < max_age
                 {
                     return Ok(Conn { link, reused: true });
                 }

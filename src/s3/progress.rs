@@ -2,8 +2,8 @@
 //! read with nothing to read, a write the socket cannot take) and no byte has moved in
 //! either direction for the idle timeout; or, with a minimum rate set, when over that long
 //! of waiting fewer bytes moved than the rate allows (a peer sending a byte a minute). A
-//! transfer that keeps moving is never cut, however long it lasts, and time the connection
-//! is not polled (our own side busy, or idle in the pool) never counts.
+//! transfer that keeps moving is never cut, however long it lasts; time the connection is
+//! not polled (our own side busy) never counts, and each request starts a fresh clock.
 //!
 //! Owns: the clock of one connection. Pure logic (times are passed in); the caller arms a
 //! timer for [`Check::Wait`].
@@ -47,6 +47,14 @@ impl Progress {
     /// Bytes a rate window must move.
     fn needed(&self) -> u64 {
         self.min_rate.saturating_mul(self.idle.as_secs().max(1))
+    }
+
+    /// A new request on the connection: what came before (earlier requests, time idle in
+    /// the pool) no longer counts.
+    pub fn restart(&mut self) {
+        self.stalled_since = None;
+        self.waited = Duration::ZERO;
+        self.bytes = 0;
     }
 
     /// Whether a wait is under way (no byte moved since it began).

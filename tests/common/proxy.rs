@@ -365,11 +365,39 @@ impl Proxy {
     /// Starts a proxy to `upstream_url` (`http://127.0.0.1:PORT`); with `tls`, clients speak
     /// TLS to it with a certificate for `localhost` and 127.0.0.1 signed by a fresh CA.
     pub fn start(upstream_url: &str, tls: bool) -> Proxy {
+        Self::start_with(upstream_url, tls, None)
+    }
+
+    /// A proxy that forwards request bodies at `bytes_per_second`, like a slow link: its
+    /// client sockets have a small receive buffer, so that bytes not yet forwarded stay in
+    /// the sender's send queue (unacknowledged), as on a real link, rather than in ours.
+    pub fn start_throttled(upstream_url: &str, bytes_per_second: u64) -> Proxy {
+        let p = Self::start_with(upstream_url, false, Some(64 * 1024));
+        p.faults
+            .throttle_up
+            .store(bytes_per_second, std::sync::atomic::Ordering::SeqCst);
+        p
+    }
+
+    fn start_with(upstream_url: &str, tls: bool, receive_buffer: Option<i32>) -> Proxy {
         let upstream = upstream_url
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        if let Some(n) = receive_buffer {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid socket and an int option; accepted sockets inherit it.
+            unsafe {
+                libc::setsockopt(
+                    listener.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    &n as *const i32 as *const libc::c_void,
+                    std::mem::size_of::<i32>() as libc::socklen_t,
+                );
+            }
+        }
         let port = listener.local_addr().unwrap().port();
         let faults = Arc::new(Faults::default());
         let (server_cfg, ca_pem) = if tls {

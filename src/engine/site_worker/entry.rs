@@ -85,7 +85,7 @@ async fn run(sh: &Shared, job: &Job) -> bool {
     let what = "deciding whether the destination needs this version";
     let breaker = dp.breaker.as_deref();
     let decided = retry(&dp.opts.retry, &dp.cancel, what, permanent, |_| {
-        crate::replication::breaker::through(breaker, &dp.cancel, || route.decide(&v))
+        crate::replication::breaker::through(breaker, &v.key, &dp.cancel, || route.decide(&v))
     });
     let result: EntryResult = match decided.await {
         Ok(Verdict::Applied) => Ok(Outcome::Skipped),

@@ -102,6 +102,8 @@ struct Shared {
     /// The site's circuit breaker on this shard, and whether its probe runs.
     breaker: Rc<Breaker>,
     probing: Cell<bool>,
+    /// Since when every entry slot is taken (intake is held after a while of it).
+    full_since: Cell<Option<Instant>>,
 }
 
 impl Shared {
@@ -261,12 +263,10 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
         stats.clone(),
         abort.clone(),
     );
-    let breaker = Rc::new(Breaker::new(
-        BREAKER_FAILURES,
-        stats.unavailable_shards.clone(),
-    ));
+    let threshold = BREAKER_FAILURES.min(cfg.opts.retry.max_attempts);
+    let breaker = Rc::new(Breaker::new(threshold, stats.unavailable_shards.clone()));
     data.breaker = Some(breaker.clone());
-    Ok(Rc::new(Shared {
+    let sh = Rc::new(Shared {
         producer: kafka::producer(&cfg.brokers)?,
         consumer: Arc::new(consumer),
         source: Client::new(cfg.source.clone(), None),
@@ -287,7 +287,15 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
         last_busy_pause: Cell::new(Instant::now()),
         breaker,
         probing: Cell::new(false),
-    }))
+        full_since: Cell::new(None),
+    });
+    let weak = Rc::downgrade(&sh);
+    sh.breaker.on_open(move || {
+        if let Some(sh) = weak.upgrade() {
+            start_probe(&sh);
+        }
+    });
+    Ok(sh)
 }
 
 /// Whether the site should be paused now (a due scheduled resume ends a pause).
@@ -352,11 +360,12 @@ fn apply(sh: &Shared, action: Action, was_paused: bool) {
 }
 
 /// Waits for an entry slot, then for a message (each at most 200 ms, so the loop keeps
-/// looking at shutdown, revocations and the control state), and handles it.
+/// looking at shutdown, revocations and the control state), and handles it. While the
+/// site's breaker is open, or every slot has been taken for a while, intake is held
+/// instead (partitions paused, the consumer still polled).
 async fn consume_one(sh: &Rc<Shared>, shutdown: &Shutdown) {
     if sh.breaker.is_open() {
         // The site is out of reach: no new entries until the probe reaches it.
-        start_probe(sh);
         hold_intake(sh).await;
         return;
     }
@@ -366,9 +375,15 @@ async fn consume_one(sh: &Rc<Shared>, shutdown: &Shutdown) {
         None
     };
     let Some(permit) = futures_lite::future::or(slot, tick).await else {
-        hold_intake(sh).await;
+        // Every slot taken: for long, hold intake (and keep polling the consumer).
+        let since = sh.full_since.get().unwrap_or_else(Instant::now);
+        sh.full_since.set(Some(since));
+        if since.elapsed() >= hold_after(&sh.cfg.membership) {
+            hold_intake(sh).await;
+        }
         return;
     };
+    sh.full_since.set(None);
     release_intake(sh);
     let msg = match kafka::recv_within(&sh.consumer, Duration::from_millis(200)).await {
         None => return,
@@ -413,8 +428,15 @@ async fn hold_intake(sh: &Rc<Shared>) {
     }
 }
 
-/// Consecutive failures that open the site's breaker.
+/// Consecutive failures (on distinct keys) that open the site's breaker, at most an
+/// entry's attempts.
 const BREAKER_FAILURES: u32 = 5;
+
+/// How long every slot may stay taken before intake is held: well within the poll
+/// interval, long enough not to pause and resume at every busy moment.
+fn hold_after(m: &kafka::Membership) -> Duration {
+    Duration::from_millis(u64::from(m.max_poll_interval_ms) / 4).min(Duration::from_secs(5))
+}
 
 /// Starts the probe of an unavailable site, unless it runs: a HeadBucket of a destination
 /// bucket, 1 s after the breaker opened, then with a doubling delay up to 5 s; any answer
@@ -555,6 +577,10 @@ async fn drain_revoked(sh: &Shared, revoked: &[i32], deadline: Instant) {
 /// Shutdown: entries in flight finish until the deadline; past it, what is left is abandoned
 /// (multipart uploads aborted) uncommitted. Then positions are committed and the group left.
 async fn close(sh: &Shared, deadline: Instant) {
+    if sh.breaker.is_open() {
+        // Entries wait for a site out of reach: nothing to drain; they will be replayed.
+        sh.abort.trigger();
+    }
     let wait = deadline.saturating_duration_since(Instant::now());
     if !sh.running.idle_within(wait).await {
         tracing::warn!(
