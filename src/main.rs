@@ -569,8 +569,16 @@ fn scan_once(
         eprintln!();
     }
     println!("{}", serde_json::to_string(&summary)?);
+    if summary.keys_failed > 0 {
+        eprintln!(
+            "{} keys could not be checked or read, and were skipped (the first: {}). The others were enqueued; fix what the errors say and scan again.",
+            summary.keys_failed,
+            summary.first_key_failures.join("; ")
+        );
+    }
     if summary.sites_left_out.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+        let code = if summary.keys_failed > 0 { 1 } else { 0 };
+        return Ok(ExitCode::from(code));
     }
     eprintln!(
         "left out: {}: their queue did not move for {} s, so this scan could not tell what is missing from what is queued. Start (or resume) their `replicate`, or run again with --no-wait to enqueue for them anyway.",

@@ -238,3 +238,54 @@ fn a_site_outage_costs_time_not_failed_entries() {
         "the outage was probed, not hammered: {resets} resets"
     );
 }
+
+/// A missing-only scan where one key cannot be checked (the destination answers 403 to its
+/// HEAD, every time): that key is skipped, named and counted, and the keys after it are
+/// enqueued all the same; the command exits 1 and says what happened.
+#[test]
+fn a_key_that_cannot_be_checked_does_not_stop_the_scan() {
+    let s = servers();
+    let (sb, da) = (bucket("poison-src"), bucket("poison-a"));
+    let proxy = Proxy::start(&s.dest, false);
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        for k in ["a", "b", "c"] {
+            put_version(&src, &sb, k, &data(800, 9), &[]).await;
+        }
+    });
+    proxy
+        .faults
+        .add("HEAD", Some(&format!("/{da}/b")), Kind::Forbidden, 1000);
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let st = setup(&sb, &[("site-a", &proxy.url, &da)], &rule, "");
+    let (code, out, err) = backbeat_env(
+        &[
+            "populate",
+            "--scan",
+            &format!("s3://{sb}"),
+            "--missing-only",
+            "--config",
+            st.config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["entries_enqueued"], 2, "a and c: {summary}");
+    assert_eq!(summary["keys_failed"], 1, "{summary}");
+    let named = summary["first_key_failures"][0].as_str().unwrap_or("");
+    assert!(
+        named.starts_with("b: ") && named.contains("AccessDenied"),
+        "{named}"
+    );
+    assert!(err.contains("1 keys could not be checked"), "{err}");
+    let entries = read_until_quiet(&Topics::new(&st.prefix).replication, Duration::from_secs(3));
+    let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| !k.ends_with("/b")), "{keys:?}");
+}

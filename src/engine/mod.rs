@@ -486,8 +486,8 @@ async fn rescan_pass(
     for b in buckets {
         let mode = ScanMode::Missing(settled);
         match scan_enqueue(pc, b, None, mode, shutdown, |_| {}).await {
-            Ok(s) if s.entries_enqueued > 0 => {
-                tracing::info!(bucket = %b, enqueued = s.entries_enqueued, "scan found versions to replicate")
+            Ok(s) if s.entries_enqueued > 0 || s.keys_failed > 0 => {
+                tracing::info!(bucket = %b, enqueued = s.entries_enqueued, keys_failed = s.keys_failed, "scan found versions to replicate")
             }
             Ok(_) => {}
             Err(e) => {

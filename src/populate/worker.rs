@@ -578,7 +578,14 @@ pub struct ScanSummary {
     pub after_start: u64,
     /// Sites not checked (missing-only): their queue was not moving.
     pub sites_left_out: Vec<String>,
+    /// Keys skipped because they could not be checked or read (the next scan tries them
+    /// again), and the first few of them with why.
+    pub keys_failed: u64,
+    pub first_key_failures: Vec<String>,
 }
+
+/// How many key failures a summary names.
+const KEY_FAILURES_NAMED: usize = 10;
 
 /// Which versions a scan enqueues.
 #[derive(Debug, Clone, Copy)]
@@ -627,9 +634,15 @@ pub async fn scan_enqueue(
     let result = scan(&source, bucket, prefix, shutdown, |kv: KeyVersions| {
         let (job, failure, progress) = (&job, &failure, &progress);
         async move {
-            if let Err(e) = job.enqueue_key(&kv).await {
-                *failure.borrow_mut() = Some(e);
-                return false;
+            match job.enqueue_key(&kv).await {
+                Ok(()) => {}
+                // Kafka refuses entries: nothing more can be enqueued.
+                Err(e @ PopulateError::Queue(_)) => {
+                    *failure.borrow_mut() = Some(e);
+                    return false;
+                }
+                // This key's trouble (its check or its tags): the others go on.
+                Err(e) => job.key_failed(&kv.key, &e),
             }
             (progress.borrow_mut())(&job.summary.borrow());
             true
@@ -714,6 +727,16 @@ impl ScanJob<'_> {
             self.summary.borrow_mut().entries_enqueued += 1;
         }
         Ok(())
+    }
+
+    /// A key skipped by this scan: logged and counted, the scan goes on.
+    fn key_failed(&self, key: &str, e: &PopulateError) {
+        tracing::warn!(bucket = self.bucket, key, error = %e, "key skipped by this scan (the next scan tries it again)");
+        let mut s = self.summary.borrow_mut();
+        s.keys_failed += 1;
+        if s.first_key_failures.len() < KEY_FAILURES_NAMED {
+            s.first_key_failures.push(format!("{key}: {e}"));
+        }
     }
 
     /// How many of the key's versions (oldest first) each site already holds.
