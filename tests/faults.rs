@@ -12,6 +12,15 @@ use common::kafka::*;
 use common::proxy::{Kind, Proxy};
 use common::*;
 
+/// A configuration written by `setup` with an 8 s poll interval (and a 3 s drain deadline,
+/// which must be shorter), so that tests outlast it in seconds.
+fn short_poll_interval(text: String) -> String {
+    text.replace(
+        "session_timeout_ms = 6000\n",
+        "session_timeout_ms = 6000\nmax_poll_interval_ms = 8000\ndrain_deadline_seconds = 3\n",
+    )
+}
+
 /// Every slot busy with a transfer that lasts longer than `max_poll_interval_ms` (8 s here;
 /// the upload held by the proxy for 20 s, with `concurrency = 1`): the worker keeps polling
 /// its consumer, with its partitions paused, so it is not evicted: the entry is copied
@@ -45,16 +54,10 @@ fn a_transfer_longer_than_the_poll_interval_does_not_evict_the_worker() {
     proxy.faults.add("PUT", Some("/big"), Kind::Hold, 1);
     let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
     let st = setup(&sb, &[("site-a", &proxy.url, &da)], &rule, "");
-    let text = std::fs::read_to_string(&st.config)
-        .unwrap()
-        .replace(
-            "session_timeout_ms = 6000\n",
-            "session_timeout_ms = 6000\nmax_poll_interval_ms = 8000\ndrain_deadline_seconds = 3\n",
-        )
-        .replace(
-            "shards = 2\nconcurrency = 8\n",
-            "shards = 1\nconcurrency = 1\n",
-        );
+    let text = short_poll_interval(std::fs::read_to_string(&st.config).unwrap()).replace(
+        "shards = 2\nconcurrency = 8\n",
+        "shards = 1\nconcurrency = 1\n",
+    );
     std::fs::write(&st.config, text).unwrap();
     let topics = Topics::new(&st.prefix);
     let run = spawn(&["run"], &st.config);
@@ -129,16 +132,11 @@ fn a_populator_held_on_a_batch_is_not_evicted() {
         .faults
         .add("GET", Some("?replication"), Kind::SlowDown, 15);
     let st = setup(&sb, &[("site-a", &s.dest, &da)], "<unused/>", "");
-    let text = std::fs::read_to_string(&st.config)
-        .unwrap()
+    let text = short_poll_interval(std::fs::read_to_string(&st.config).unwrap())
         .replace("rules_file = \"rules.xml\"\n", "")
         .replace(
             &format!("endpoint = \"{}\"", s.source),
             &format!("endpoint = \"{}\"", proxy.url),
-        )
-        .replace(
-            "session_timeout_ms = 6000\n",
-            "session_timeout_ms = 6000\nmax_poll_interval_ms = 8000\ndrain_deadline_seconds = 3\n",
         );
     std::fs::write(&st.config, text).unwrap();
     let topics = Topics::new(&st.prefix);
