@@ -45,11 +45,6 @@ fn source_endpoint(text: String, from: &str, to: &str) -> String {
     )
 }
 
-fn python() -> String {
-    std::env::var("BACKBEAT_TEST_PYTHON")
-        .unwrap_or_else(|_| panic!("BACKBEAT_TEST_PYTHON is not set: run `bash tests/run.sh`"))
-}
-
 /// SHA-256 of `bytes` (hex), computed by Python's hashlib: compared with what boto3 read.
 fn sha256_hex(bytes: &[u8]) -> String {
     use std::io::Write;

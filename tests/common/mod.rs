@@ -368,12 +368,17 @@ pub fn sync(
     (code, json, err)
 }
 
+/// The Python that has boto3 (moto's virtualenv), for checks by an independent client.
+pub fn python() -> String {
+    std::env::var("BACKBEAT_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("BACKBEAT_TEST_PYTHON is not set: it names the Python with boto3 (moto's virtualenv); run the tests with `bash tests/run.sh`")
+    })
+}
+
 /// What a bucket holds, read with boto3 (`tests/common/snapshot.py`): an independent client,
 /// so a bug in backbeat's own client or XML parser cannot cancel itself out.
 pub fn boto3_snapshot(url: &str, bucket: &str) -> serde_json::Value {
-    let python = std::env::var("BACKBEAT_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("BACKBEAT_TEST_PYTHON is not set: it names the Python with boto3 (moto's virtualenv); run the tests with `bash tests/run.sh`")
-    });
+    let python = python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/snapshot.py");
     let out = std::process::Command::new(&python)
         .args([script, url, bucket])
