@@ -287,3 +287,92 @@ fn a_key_that_cannot_be_checked_does_not_stop_the_scan() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys.iter().all(|k| !k.ends_with("/b")), "{keys:?}");
 }
+
+/// One key's copy refused with 503 SlowDown for a while (7 times: the first run's 3
+/// attempts, the first replay's 3, then one more): after its attempts the entry goes to the
+/// replay topics (2 s, then 3 s), not to FAILED. The key's next two versions, arriving
+/// meanwhile, wait behind it instead of overtaking it, so the destination ends with all
+/// three versions in the source's order; the other keys go on. Nothing FAILED.
+#[test]
+fn a_failing_version_is_replayed_and_its_key_waits_behind_it() {
+    let s = servers();
+    let (sb, da) = (bucket("replay-src"), bucket("replay-a"));
+    let proxy = Proxy::start(&s.dest, false);
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    let hot: Vec<Vec<u8>> = (0..3).map(|i| data(2000 + i, i as u64)).collect();
+    let put = |key: &str, body: &[u8]| {
+        let v = block_on(put_version(&src, &sb, key, body, &[]));
+        let e = event("ObjectCreated:Put", &sb, key, &v, body.len());
+        (format!("{sb}/{key}"), e)
+    };
+    block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+    });
+    proxy.faults.add("PUT", Some("/hot"), Kind::SlowDown, 7);
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let extra = "\n[replay]\ndelays_seconds = [2, 3]\npatience_seconds = 600\n";
+    let st = setup(&sb, &[("site-a", &proxy.url, &da)], &rule, extra);
+    let topics = Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    let first = put("hot", &hot[0]);
+    produce(&topics.events, &[first, put("cold-0", &data(900, 9))]);
+    let log = || std::fs::read_to_string(st.config.with_file_name("run.log")).unwrap_or_default();
+    wait_until(60, "the first version sent to replay", || {
+        log().contains("replayed in")
+    });
+    let later = [
+        put("hot", &hot[1]),
+        put("hot", &hot[2]),
+        put("cold-1", &data(901, 10)),
+    ];
+    produce(&topics.events, &later);
+    wait_until(60, "the cold keys copied while hot waits", || {
+        real_versions(&dst, &da, "cold-1").len() == 1
+    });
+    let hot_meanwhile = real_versions(&dst, &da, "hot").len();
+    wait_until(60, "the three versions of hot", || {
+        real_versions(&dst, &da, "hot").len() == 3
+    });
+    let status = read_until_quiet(&topics.status, Duration::from_secs(3));
+    stop(run);
+    assert_eq!(
+        hot_meanwhile, 0,
+        "hot's later versions did not overtake its first"
+    );
+    assert!(
+        real_versions(&dst, &da, "hot") == hot,
+        "all three, in the source's order"
+    );
+    assert_eq!(proxy.faults.hits(Kind::SlowDown), 7);
+    let of = |want: &str| {
+        let is = |v: &&(String, String)| v.1.contains(&format!("\"status\":\"{want}\""));
+        status.iter().filter(is).count()
+    };
+    assert_eq!(of("FAILED"), 0, "{status:?}");
+    assert_eq!(
+        of("PENDING"),
+        2,
+        "hot's first version replayed twice: {status:?}"
+    );
+    assert_eq!(of("COMPLETED"), 5, "{status:?}");
+    assert!(
+        !status.iter().any(|(_, v)| v.contains("superseded")),
+        "nothing superseded: {status:?}"
+    );
+    let failed = read_until_quiet(&topics.failed, Duration::from_secs(2));
+    assert!(
+        failed.iter().all(|(_, v)| v.is_empty()),
+        "only tombstones: {failed:?}"
+    );
+    let step1 = read_until_quiet(&topics.replay("site-a", 1), Duration::from_secs(2));
+    assert_eq!(
+        step1.len(),
+        3,
+        "hot's first version, and the two behind it: {step1:?}"
+    );
+    assert!(step1.iter().all(|(k, _)| k.ends_with("/hot")), "{step1:?}");
+}

@@ -631,13 +631,14 @@ fn rules_from_the_bucket_and_a_failing_site_records_failures() {
             ));
         }
     });
-    // site-b's bucket does not exist: its entries fail (permanently) and are recorded.
+    // site-b's bucket does not exist: its entries are replayed (it may be being created)
+    // until their patience (3 s here) is spent, then FAILED and recorded.
     let api_port = free_port();
     let st = setup(
         &sb,
         &[("site-a", &s.dest, &da), ("site-b", &s.dest, &missing)],
         "<unused/>",
-        &format!("\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n"),
+        &format!("\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n[replay]\ndelays_seconds = [1]\npatience_seconds = 3\n"),
     );
     let text = std::fs::read_to_string(&st.config)
         .unwrap()
@@ -650,7 +651,7 @@ fn rules_from_the_bucket_and_a_failing_site_records_failures() {
         wait_until(90, k, || real_versions(&dst, &da, k).len() == 1);
     }
     let failed = read_topic(&topics.failed, 2);
-    let status = read_topic(&topics.status, 4);
+    let status = read_until_quiet(&topics.status, Duration::from_secs(3));
     // Listed by the API, retried once the bucket exists, then cleared.
     wait_until(30, "the failed list", || {
         let (_, b) = http_get(api_port, "/_/crr/failed?site=site-b", None);
@@ -751,6 +752,20 @@ fn rules_from_the_bucket_and_a_failing_site_records_failures() {
         2,
         "{status:?}"
     );
+    let replayed = |k: &str| {
+        status
+            .iter()
+            .filter(|(key, v)| {
+                key.ends_with(&format!("/{k}")) && v.contains("\"status\":\"PENDING\"")
+            })
+            .count()
+    };
+    for k in ["x", "y"] {
+        assert!(
+            (2..=5).contains(&replayed(k)),
+            "{k} replayed every second for 3 s: {status:?}"
+        );
+    }
     assert_eq!(
         status
             .iter()

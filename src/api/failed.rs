@@ -128,6 +128,8 @@ async fn requeue(local: &Local, body: &[u8]) -> Result<Vec<FailedItem>, Refusal>
         let mut entry = record.entry.clone();
         entry.sites = vec![record.site.clone()];
         entry.attempt += 1;
+        // A person asked: a fresh start, with its own patience.
+        entry.replay = None;
         let topic = &local.replication_topic;
         crate::queue::kafka::send(p, topic, &entry.kafka_key(), Some(&entry.encode()))
             .await

@@ -113,6 +113,43 @@ impl Default for KafkaConfig {
     }
 }
 
+/// Entries that fail for a reason that may pass: sent to the site's replay topics and run
+/// again after each delay in turn (the last one repeating), until they succeed, fail for
+/// good, or have failed for `patience_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplayConfig {
+    /// The delays (seconds), one replay topic per step; empty: FAILED after the attempts.
+    pub delays_seconds: Vec<u64>,
+    #[serde(deserialize_with = "de::int::<_, _, 1, 2_592_000>")]
+    pub patience_seconds: u64,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        Self {
+            delays_seconds: vec![30, 120, 600, 3600],
+            patience_seconds: 86_400,
+        }
+    }
+}
+
+impl ReplayConfig {
+    /// At most 16 steps, each between 1 s and a day.
+    fn check(&self) -> Result<(), String> {
+        let d = &self.delays_seconds;
+        if d.len() > 16 {
+            return Err(format!("at most 16 delays, not {}", d.len()));
+        }
+        match d.iter().find(|s| !(1..=86_400).contains(*s)) {
+            Some(s) => Err(format!(
+                "each delay must be between 1 and 86400 seconds, not {s}"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// An S3 endpoint with its credentials reference (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointSettings {
@@ -174,6 +211,7 @@ pub struct Config {
     pub source: SourceConfig,
     pub sites: BTreeMap<String, SiteConfig>,
     pub replication: ReplicationTuning,
+    pub replay: ReplayConfig,
     pub api: ApiConfig,
     /// Dotted key -> where its value came from.
     pub origins: BTreeMap<String, Origin>,
@@ -192,6 +230,7 @@ impl Default for Config {
             },
             sites: BTreeMap::new(),
             replication: ReplicationTuning::default(),
+            replay: ReplayConfig::default(),
             api: ApiConfig::default(),
             origins: BTreeMap::new(),
         }
@@ -207,6 +246,7 @@ struct FileModel {
     source: SourceFile,
     sites: BTreeMap<String, SiteFile>,
     replication: TuningFile,
+    replay: ReplayConfig,
     api: ApiConfig,
 }
 
@@ -493,6 +533,11 @@ impl FileModel {
         };
         let mut sites = BTreeMap::new();
         for (name, site) in self.sites {
+            let named = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if name.is_empty() || name.len() > 100 || !name.chars().all(named) {
+                let m = "a site's name names Kafka groups and topics: letters, digits, '.', '_' and '-', at most 100";
+                return Err(error(file, &format!("sites.{name}"), m));
+            }
             sites.insert(name.clone(), site.into_site(&name, settle)?);
         }
         let mut api = self.api;
@@ -512,10 +557,14 @@ impl FileModel {
             );
             return Err(error(file, "kafka.drain_deadline_seconds", m));
         }
+        if let Err(m) = self.replay.check() {
+            return Err(error(file, "replay.delays_seconds", m));
+        }
         Ok(Config {
             kafka: self.kafka,
             source,
             sites,
+            replay: self.replay,
             api,
             ..Config::default()
         })
@@ -619,6 +668,17 @@ impl Config {
         lines.push(("source.replicate_replicas".into(), replicas));
         let rules = show_path(&s.rules_file, "(GetBucketReplication)");
         lines.push(("source.rules_file".into(), rules));
+        let r = &self.replay;
+        let delays = if r.delays_seconds.is_empty() {
+            "[] (no replay: FAILED after the attempts)".into()
+        } else {
+            format!("{:?}", r.delays_seconds)
+        };
+        lines.push(("replay.delays_seconds".into(), delays));
+        lines.push((
+            "replay.patience_seconds".into(),
+            r.patience_seconds.to_string(),
+        ));
         lines
     }
 
@@ -766,6 +826,16 @@ concurrency = 64
         for (text, key, want) in [
             ("[kafka]\nbrokerz = []\n", "kafka.brokerz", "unknown key"),
             ("[nope]\n", "nope", "unknown section"),
+            (
+                "[replay]\ndelays_seconds = [30, 0]\n",
+                "replay.delays_seconds",
+                "between 1 and 86400 seconds, not 0",
+            ),
+            (
+                "[sites.\"a b\"]\nendpoint = \"http://x\"\n",
+                "sites.a b",
+                "letters, digits",
+            ),
             (
                 "[replication]\nshards = \"two\"\n",
                 "replication.shards",

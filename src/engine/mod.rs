@@ -60,13 +60,15 @@ fn connect_kafka(
         tracing::warn!("no Kafka brokers configured: using an embedded in-process broker, which is NOT durable (entries are lost when the process stops)");
         let mock = rdkafka::mocking::MockCluster::new(1)
             .map_err(|e| EngineError::Setup(format!("embedded broker: {e}")))?;
-        for t in [
+        let replay = replay_topics(cfg, topics);
+        let fixed = [
             &topics.events,
             &topics.replication,
             &topics.status,
             &topics.failed,
             &topics.control,
-        ] {
+        ];
+        for t in fixed.into_iter().chain(&replay) {
             mock.create_topic(t, p, 1)
                 .map_err(|e| EngineError::Setup(format!("embedded broker topic {t}: {e}")))?;
         }
@@ -74,17 +76,28 @@ fn connect_kafka(
     }
     let brokers = cfg.kafka.brokers.join(",");
     let (b, t) = (brokers.clone(), topics.clone());
+    let replay = replay_topics(cfg, topics);
     shard::block_on(async move {
-        let wanted = [
+        let mut wanted = vec![
             (t.events.as_str(), p, rf, false),
             (t.replication.as_str(), p, rf, false),
             (t.status.as_str(), p, rf, false),
             (t.failed.as_str(), p, rf, true),
             (t.control.as_str(), 1, rf, true),
         ];
+        wanted.extend(replay.iter().map(|r| (r.as_str(), p, rf, false)));
         kafka::ensure_topics(&b, &wanted).await
     })??;
     Ok((brokers, None))
+}
+
+/// Every site's replay topics, one per step of the delay schedule.
+fn replay_topics(cfg: &Config, topics: &Topics) -> Vec<String> {
+    let steps = cfg.replay.delays_seconds.len();
+    let sites = cfg.sites.keys();
+    sites
+        .flat_map(|s| (0..steps).map(move |i| topics.replay(s, i)))
+        .collect()
 }
 
 /// Checks every bucket once, so a missing bucket or rejected credentials is said at start:
@@ -246,6 +259,7 @@ impl Engine {
                 self.sites.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })?;
+        let r = &self.cfg.replay;
         Ok(WorkerConfig {
             site: site.to_string(),
             brokers: self.brokers.clone(),
@@ -266,6 +280,15 @@ impl Engine {
                     .position(|n| n == site)
                     .map(|i| b.site_counter(i))
             }),
+            replay: replicate::ReplayConfig {
+                delays: r
+                    .delays_seconds
+                    .iter()
+                    .map(|s| Duration::from_secs(*s))
+                    .collect(),
+                patience: Duration::from_secs(r.patience_seconds),
+                group: kafka::replay_group(&self.cfg.kafka.topic_prefix, site),
+            },
         })
     }
 

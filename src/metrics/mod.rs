@@ -44,6 +44,10 @@ pub struct Stats {
     /// Bytes that went through the data path, including unfinished and retried transfers.
     pub bytes_moved: Arc<AtomicU64>,
     pub retries: AtomicU64,
+    /// Entries sent to a replay topic after failing for a reason that may pass.
+    pub replays: AtomicU64,
+    /// Entries of this node's partitions out on the replay topics (by shard).
+    pub replay_waiting: Mutex<Vec<Arc<AtomicU64>>>,
     pub checksum_mismatches: AtomicU64,
     pub failures: Mutex<Vec<Failure>>,
     /// Time each entry spent in the mover, from its receipt to its outcome.

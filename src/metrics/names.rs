@@ -15,3 +15,5 @@ pub const PARTITIONS_OWNED: &str = "backbeat_partitions_owned";
 pub const RPO: &str = "backbeat_rpo_seconds";
 pub const OLDEST_CHANGE_IN_FLIGHT: &str = "backbeat_oldest_change_in_flight_seconds";
 pub const UNAVAILABLE_SHARDS: &str = "backbeat_site_unavailable_shards";
+pub const REPLAYS: &str = "backbeat_replays_total";
+pub const REPLAY_WAITING: &str = "backbeat_replay_waiting_entries";

@@ -57,6 +57,11 @@ const COUNTERS: &[Counter] = &[
         read: |s| Stats::get(&s.retries),
     },
     Counter {
+        name: REPLAYS,
+        help: "Entries sent to a replay topic after failing for a reason that may pass (each time).",
+        read: |s| Stats::get(&s.replays),
+    },
+    Counter {
         name: CHECKSUM_MISMATCHES,
         help: "Copies whose checksum did not match.",
         read: |s| Stats::get(&s.checksum_mismatches),
@@ -176,6 +181,16 @@ pub fn render(sites: &BTreeMap<String, Arc<Stats>>) -> String {
         "Shards that found the site out of reach: they take no entries and probe it until it answers.",
         sites,
         |s| Stats::get(&s.unavailable_shards),
+    );
+    gauge(
+        &mut out,
+        REPLAY_WAITING,
+        "Entries of this node's partitions waiting on the replay topics (failed, or behind a failed version of their key).",
+        sites,
+        |s| {
+            let shards = s.replay_waiting.lock().expect("replay gauges");
+            shards.iter().map(|g| g.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>()
+        },
     );
     gauge(
         &mut out,

@@ -185,6 +185,7 @@ async fn entry_for(
         rule_id: Some(decision.rule_id),
         source_event_time: event_time,
         attempt: 0,
+        replay: None,
     }))
 }
 

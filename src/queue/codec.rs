@@ -53,6 +53,25 @@ pub struct ReplicationEntry {
     pub source_event_time: Option<String>,
     #[serde(default)]
     pub attempt: u32,
+    /// Set on an entry sent to a site's replay topics: when it is due, and its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
+}
+
+/// Where an entry waiting for replay stands (see `engine::site_worker::lines`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Replay {
+    /// Its place in its key's waiting line: entries of a key run in ticket order.
+    pub ticket: u64,
+    /// The replay topic (step of the delay schedule) it was sent to.
+    pub step: u32,
+    /// When it may run again (Unix milliseconds).
+    pub due_ms: u64,
+    /// When it first failed (Unix milliseconds; the patience counts from here). Zero for an
+    /// entry that never failed and only waits behind an earlier version of its key.
+    #[serde(default)]
+    pub failed_since_ms: u64,
 }
 
 /// A record of the failed topic for an entry that failed at a site after its retry budget
@@ -265,6 +284,7 @@ mod tests {
             rule_id: Some("r1".into()),
             source_event_time: None,
             attempt: 0,
+            replay: None,
         }
     }
 
@@ -370,10 +390,12 @@ mod tests {
             meta in prop::collection::vec(("[a-z]{1,8}", "\\PC{0,16}"), 0..4),
             dm in any::<bool>(),
             attempt in 0u32..100,
+            replay in proptest::option::of((any::<u64>(), 0u32..10, any::<u64>(), any::<u64>())),
         ) {
+            let replay = replay.map(|(ticket, step, due_ms, failed_since_ms)| Replay { ticket, step, due_ms, failed_since_ms });
             let e = ReplicationEntry {
                 kind: if dm { EntryType::DeleteMarker } else { EntryType::Put },
-                bucket, key, version_id: vid, size, sites, user_metadata: meta, attempt,
+                bucket, key, version_id: vid, size, sites, user_metadata: meta, attempt, replay,
                 ..entry()
             };
             prop_assert_eq!(ReplicationEntry::decode(&e.encode()).unwrap(), e);

@@ -66,9 +66,17 @@ pub struct Topics {
     pub status: String,
     pub failed: String,
     pub control: String,
+    /// What every replay topic's name starts with (see [`Topics::replay`]).
+    pub replay_base: String,
 }
 
 impl Topics {
+    /// The replay topic of `site` for `step` of its delay schedule: entries wait there
+    /// for that step's delay before they are sent back to the replication topic.
+    pub fn replay(&self, site: &str, step: usize) -> String {
+        format!("{}{site}-{step}", self.replay_base)
+    }
+
     pub fn new(prefix: &str) -> Self {
         Self {
             events: format!("{prefix}events"),
@@ -76,6 +84,7 @@ impl Topics {
             status: format!("{prefix}replication-status"),
             failed: format!("{prefix}replication-failed"),
             control: format!("{prefix}control"),
+            replay_base: format!("{prefix}replication-replay-"),
         }
     }
 }
@@ -83,6 +92,11 @@ impl Topics {
 /// A consumer group per destination site.
 pub fn replication_group(prefix: &str, site: &str) -> String {
     format!("{prefix}replication-{site}")
+}
+
+/// The group of a site's replayers (they consume the site's replay topics).
+pub fn replay_group(prefix: &str, site: &str) -> String {
+    format!("{prefix}replay-{site}")
 }
 
 /// Base client settings.

@@ -1,5 +1,6 @@
-//! One entry's life on a shard: the idempotence check, the copy, the outcome recorded, then
-//! its offset released and the next version of its key started.
+//! One entry's life on a shard: its turn in its key's line, the idempotence check, the copy,
+//! the outcome recorded (or the entry sent to a replay topic), then its offset released and
+//! the next version of its key started.
 
 use std::rc::Rc;
 use std::time::{Instant, SystemTime};
@@ -7,7 +8,9 @@ use std::time::{Instant, SystemTime};
 use glommio::sync::StaticPermit;
 use tracing::Instrument;
 
+use super::lines::Turn;
 use super::outcome::{self, EntryResult, Pending, Timings};
+use super::replay;
 use super::Shared;
 use crate::queue::codec::{EntryType, ReplicationEntry};
 use crate::replication::{replicate, Outcome, ReplicationError, SourceOrder, Verdict, Version};
@@ -69,30 +72,25 @@ fn version_of(e: &ReplicationEntry) -> Version {
     }
 }
 
-/// Replicates the entry and records its outcome. False when the entry was abandoned (the
-/// drain deadline passed) or its outcome could not be recorded: its offset must stay
-/// uncommitted, so the next owner replays it.
+/// Replicates the entry and records its outcome, or sends it to a replay topic (behind an
+/// earlier version of its key that is out there, or after failing for a reason that may
+/// pass). False when the entry was abandoned (the drain deadline passed) or its outcome
+/// could not be recorded: its offset must stay uncommitted, so the next owner replays it.
 async fn run(sh: &Shared, job: &Job) -> bool {
     let entry = &job.entry;
+    if let Turn::Wait { ticket, step } = turn(sh, job) {
+        tracing::debug!(
+            step,
+            "an earlier version of the key waits for its replay: going behind it"
+        );
+        let place = replay::place(&sh.cfg.replay, ticket, step, 0);
+        return replay::send(sh, entry, place, 0).await;
+    }
     let changed =
         outcome::event_time(entry).unwrap_or_else(|| SystemTime::now() - job.received.elapsed());
     let mut pending = Pending::new(&sh.stats, entry, changed);
-    let route = sh.route(&entry.bucket);
-    let v = version_of(entry);
     let start = Instant::now();
-    // The decision may list the key at the source: retried like the copy.
-    let (dp, permanent) = (&sh.data, ReplicationError::is_permanent);
-    let what = "deciding whether the destination needs this version";
-    let breaker = dp.breaker.as_deref();
-    let decided = retry(&dp.opts.retry, &dp.cancel, what, permanent, |_| {
-        crate::replication::breaker::through(breaker, &v.key, &dp.cancel, || route.decide(&v))
-    });
-    let result: EntryResult = match decided.await {
-        Ok(Verdict::Applied) => Ok(Outcome::Skipped),
-        Ok(Verdict::Superseded(why)) => Ok(Outcome::Superseded(why)),
-        Ok(Verdict::Apply) => replicate(&route, dp, &v).await,
-        Err(gave_up) => Err(gave_up),
-    };
+    let result = attempt(sh, entry).await;
     if result.is_err() && sh.abort.is_set() {
         // Abandoned at the drain deadline: not an outcome.
         return false;
@@ -103,7 +101,60 @@ async fn run(sh: &Shared, job: &Job) -> bool {
         transfer: start.elapsed(),
         since_receipt: job.received.elapsed(),
     };
+    if let Err(gave_up) = &result {
+        let now = replay::unix_ms(SystemTime::now());
+        if let Some((step, since)) =
+            replay::after_failure(&sh.cfg.replay, entry, &gave_up.error, now)
+        {
+            let key = entry.kafka_key();
+            let ticket = entry.replay.map(|r| r.ticket);
+            let now_ns = replay::now_nanos();
+            let ticket = sh
+                .partitions
+                .borrow_mut()
+                .wait(job.partition, &key, ticket, step, now_ns);
+            sh.note_waiting();
+            let place = replay::place(&sh.cfg.replay, ticket, step, since);
+            return replay::send(sh, entry, place, gave_up.attempts).await
+                && outcome::record_replay(sh, entry, gave_up, &place, timings).await;
+        }
+    }
     outcome::record(sh, entry, &result, &mut pending, timings).await
+}
+
+/// Whether the entry runs now or goes behind its key's line (always runs without a replay
+/// schedule).
+fn turn(sh: &Shared, job: &Job) -> Turn {
+    if sh.cfg.replay.delays.is_empty() {
+        return Turn::Run;
+    }
+    let (key, ticket) = (job.entry.kafka_key(), job.entry.replay.map(|r| r.ticket));
+    let now = replay::now_nanos();
+    let turn = sh
+        .partitions
+        .borrow_mut()
+        .turn(job.partition, &key, ticket, now);
+    sh.note_waiting();
+    turn
+}
+
+/// Decides whether the destination needs the version, and copies it if so.
+async fn attempt(sh: &Shared, entry: &ReplicationEntry) -> EntryResult {
+    let route = sh.route(&entry.bucket);
+    let v = version_of(entry);
+    // The decision may list the key at the source: retried like the copy.
+    let (dp, permanent) = (&sh.data, ReplicationError::is_permanent);
+    let what = "deciding whether the destination needs this version";
+    let breaker = dp.breaker.as_deref();
+    let decided = retry(&dp.opts.retry, &dp.cancel, what, permanent, |_| {
+        crate::replication::breaker::through(breaker, &v.key, &dp.cancel, || route.decide(&v))
+    });
+    match decided.await {
+        Ok(Verdict::Applied) => Ok(Outcome::Skipped),
+        Ok(Verdict::Superseded(why)) => Ok(Outcome::Superseded(why)),
+        Ok(Verdict::Apply) => replicate(&route, dp, &v).await,
+        Err(gave_up) => Err(gave_up),
+    }
 }
 
 /// The entry is done: its offset may be committed, and the next version of its key starts

@@ -11,15 +11,25 @@
 //! group. A crash replays at most the uncommitted window, which the idempotence check makes
 //! harmless.
 //!
+//! An entry that fails for a reason that may pass goes to the site's replay topics and comes
+//! back after a delay (`replay`, `replayer`); its key's later entries go behind it (`lines`).
+//!
 //! Files: `phase` the states, `partitions` the ledgers, `inflight` what drains wait on,
-//! `rebalance` the group callback, `entry` one entry's life, `outcome` how it is recorded.
+//! `rebalance` the group callback, `entry` one entry's life, `outcome` how it is recorded,
+//! `lines` the keys' waiting lines, `replay` sending to the replay topics, `replayer`
+//! sending back from them.
 
 mod entry;
 mod inflight;
+mod lines;
 mod outcome;
 mod partitions;
 mod phase;
 mod rebalance;
+mod replay;
+mod replayer;
+
+pub use replay::ReplayConfig;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +78,8 @@ pub struct WorkerConfig {
     pub drain_deadline: Duration,
     /// Counts the messages this site is done with (embedded broker backpressure).
     pub consumed: Option<crate::queue::backpressure::SiteCounter>,
+    /// Entries that fail for a reason that may pass are replayed after these delays.
+    pub replay: ReplayConfig,
 }
 
 /// An entry parked behind an earlier version of its key, with when it was received.
@@ -104,6 +116,8 @@ struct Shared {
     probing: Cell<bool>,
     /// Since when every entry slot is taken (intake is held after a while of it).
     full_since: Cell<Option<Instant>>,
+    /// Entries of this shard's partitions out on the replay topics (the site's gauge).
+    replay_waiting: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
@@ -133,6 +147,12 @@ impl Shared {
         }
         self.count_consumed();
         self.commit(partition);
+    }
+
+    /// Updates the gauge of entries out on the replay topics.
+    fn note_waiting(&self) {
+        let n = self.partitions.borrow().waiting() as u64;
+        self.replay_waiting.store(n, Ordering::Relaxed);
     }
 
     fn count_consumed(&self) {
@@ -179,6 +199,7 @@ impl Shared {
                 partitions.remove(*p);
             }
         }
+        self.note_waiting();
         if tpl.count() == 0 {
             return;
         }
@@ -211,6 +232,10 @@ pub async fn run_shard(
     shutdown: Shutdown,
 ) -> Result<(), QueueError> {
     let sh = start(cfg, stats)?;
+    let replayer = {
+        let (cfg, producer) = (sh.cfg.clone(), sh.producer.clone());
+        glommio::spawn_local(replayer::run(cfg, producer, shutdown.clone()))
+    };
     // Pause/resume: the site's state in the control topic, followed by every shard, read to
     // its end before anything is consumed.
     let control_stop = Shutdown::new();
@@ -241,7 +266,7 @@ pub async fn run_shard(
         };
     }
     control_stop.trigger();
-    Ok(())
+    replayer.await
 }
 
 /// Joins the site's consumer group and builds the shard's state.
@@ -256,6 +281,12 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
     consumer
         .subscribe(&[&cfg.topics.replication])
         .map_err(QueueError::Consume)?;
+    let waiting = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    stats
+        .replay_waiting
+        .lock()
+        .expect("replay gauges")
+        .push(waiting.clone());
     let abort = Shutdown::new();
     let mut data = DataPath::new(
         cfg.opts.clone(),
@@ -288,6 +319,7 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
         breaker,
         probing: Cell::new(false),
         full_since: Cell::new(None),
+        replay_waiting: waiting,
     });
     let weak = Rc::downgrade(&sh);
     sh.breaker.on_open(move || {

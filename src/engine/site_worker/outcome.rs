@@ -1,16 +1,18 @@
 //! How an entry ended, made known: counters, histograms, the per-object tracker, the status
-//! topic, and the failed topic (a failure after the retry budget, a malformed message, or a
-//! tombstone once a retried entry completes).
+//! topic, and the failed topic (a failure after the retry budget and the replays, a
+//! malformed message, or a tombstone once a retried entry completes); and an entry sent to
+//! a replay topic, recorded as PENDING.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Shared;
 use crate::failure::ErrorRecord;
 use crate::metrics::objects::ObjectId;
 use crate::metrics::{Failure, Stats};
 use crate::queue::codec::{
-    Durations, FailedRecord, MalformedRecord, ReplicationEntry, Status, StatusEvent, VERSION,
+    Durations, FailedRecord, MalformedRecord, Replay, ReplicationEntry, Status, StatusEvent,
+    VERSION,
 };
 use crate::queue::kafka::{self, QueueError};
 use crate::replication::{Outcome, ReplicationError};
@@ -185,7 +187,22 @@ pub async fn record(
         .lock()
         .expect("latency")
         .saturating_record(micros(t.since_receipt));
-    let event = StatusEvent {
+    let event = status_event(sh, entry, &out, &t);
+    // The outcome must be recorded before the offset moves: retried until it is, or until
+    // the worker abandons its transfers.
+    let what = "recording an outcome";
+    let until_done = &RetryPolicy::UNTIL_DONE;
+    let never = |_: &QueueError| false;
+    retry(until_done, &sh.abort, what, never, |_| {
+        publish(sh, entry, &event)
+    })
+    .await
+    .is_ok()
+}
+
+/// The status record of an outcome.
+fn status_event(sh: &Shared, entry: &ReplicationEntry, out: &Recorded, t: &Timings) -> StatusEvent {
+    StatusEvent {
         v: VERSION,
         bucket: entry.bucket.clone(),
         key: entry.key.clone(),
@@ -197,21 +214,53 @@ pub async fn record(
             queue_wait_ms: t.queue_wait.as_millis() as u64,
             transfer_ms: t.transfer.as_millis() as u64,
         },
-        error: out.error,
-        reason: out.reason,
+        error: out.error.clone(),
+        reason: out.reason.clone(),
         attempt: entry.attempt + out.attempts,
         at: rfc3339(SystemTime::now()),
         latency_ms: event_time(entry)
             .and_then(|c| SystemTime::now().duration_since(c).ok())
             .map(|d| d.as_millis() as u64),
+    }
+}
+
+/// An entry that failed for a reason that may pass, sent to a replay topic: logged, counted
+/// and recorded as PENDING with its error and when it runs again (retried like an outcome).
+pub async fn record_replay(
+    sh: &Shared,
+    entry: &ReplicationEntry,
+    gave_up: &GaveUp<ReplicationError>,
+    place: &Replay,
+    t: Timings,
+) -> bool {
+    let due = UNIX_EPOCH + Duration::from_millis(place.due_ms);
+    let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+    tracing::warn!(
+        attempts = gave_up.attempts,
+        error = %gave_up.error,
+        step = place.step,
+        "entry failed: replayed in {} s",
+        wait.as_secs()
+    );
+    Stats::add(&sh.stats.replays, 1);
+    let out = Recorded {
+        status: Status::Pending,
+        bytes: 0,
+        error: Some(gave_up.error.record()),
+        attempts: gave_up.attempts,
+        reason: Some(format!(
+            "replayed at {} (step {})",
+            rfc3339(due),
+            place.step
+        )),
     };
-    // The outcome must be recorded before the offset moves: retried until it is, or until
-    // the worker abandons its transfers.
-    let what = "recording an outcome";
-    let until_done = &RetryPolicy::UNTIL_DONE;
+    let event = status_event(sh, entry, &out, &t);
+    let topic = &sh.cfg.topics.status;
+    let (key, body) = (entry.kafka_key(), event.encode());
+    let what = "recording a replay";
     let never = |_: &QueueError| false;
-    retry(until_done, &sh.abort, what, never, |_| {
-        publish(sh, entry, &event)
+    retry(&RetryPolicy::UNTIL_DONE, &sh.abort, what, never, |_| {
+        kafka::send(&sh.producer, topic, &key, Some(&body))
     })
     .await
     .is_ok()

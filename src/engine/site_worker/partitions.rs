@@ -1,5 +1,6 @@
 //! The partitions a shard owns now: each one's offset ledger, the entries parked behind an
-//! earlier version of their key, and the entries of it running now.
+//! earlier version of their key, the entries of it running now, and its keys' waiting lines
+//! (entries out on the replay topics, `lines`).
 //!
 //! A partition revoked and assigned again is a new generation: a late completion from the
 //! old one finds a different generation and is ignored (the new owner replays the entry).
@@ -10,6 +11,7 @@
 use std::collections::HashMap;
 
 use super::inflight::{Entered, InFlight};
+use super::lines::{Lines, Turn};
 use crate::queue::ledger::{Ledger, LedgerError};
 use crate::shard::Shutdown;
 
@@ -18,6 +20,7 @@ struct Partition<E> {
     /// Entries waiting behind an earlier version of their key, by offset.
     parked: HashMap<i64, E>,
     running: InFlight,
+    lines: Lines,
     generation: u64,
     /// Stops this generation's entries (see the module's header).
     fence: Shutdown,
@@ -54,6 +57,7 @@ impl<E> Partitions<E> {
             ledger: Ledger::new(),
             parked: HashMap::new(),
             running: InFlight::default(),
+            lines: Lines::default(),
             generation: next,
             fence: Shutdown::new(),
         });
@@ -137,6 +141,32 @@ impl<E> Partitions<E> {
         } else {
             moved
         }
+    }
+
+    /// Whether an entry of `key` about to run may (see [`Lines::turn`]).
+    pub fn turn(&mut self, partition: i32, key: &str, ticket: Option<u64>, now: u64) -> Turn {
+        self.get(partition).lines.turn(key, ticket, now)
+    }
+
+    /// An entry of `key` failed and is out on the replay topic of `step`; its ticket (a new
+    /// one when it has none yet).
+    pub fn wait(
+        &mut self,
+        partition: i32,
+        key: &str,
+        ticket: Option<u64>,
+        step: u32,
+        now: u64,
+    ) -> u64 {
+        let lines = &mut self.get(partition).lines;
+        let ticket = ticket.unwrap_or_else(|| lines.ticket(now));
+        lines.wait(key, ticket, step);
+        ticket
+    }
+
+    /// Entries out on the replay topics, over the shard's partitions.
+    pub fn waiting(&self) -> usize {
+        self.map.values().map(|p| p.lines.waiting()).sum()
     }
 
     /// Forgets a released partition.
