@@ -100,9 +100,9 @@ fn a_transfer_longer_than_the_poll_interval_does_not_evict_the_worker() {
     );
 }
 
-/// The populator held on one batch for longer than `max_poll_interval_ms` (its rules cannot
-/// be read: the proxy answers GetBucketReplication with 503 for about 15 s, retried every
-/// second): it keeps polling its consumer meanwhile, so it is not evicted, and the batch's
+/// The populator held on one batch for longer than `max_poll_interval_ms` (the source out
+/// of reach: the proxy resets GetBucketReplication's connection for about 15 s, retried
+/// every second): it keeps polling its consumer meanwhile, so it is not evicted, and the batch's
 /// entries are produced once, not again after a rejoin.
 #[test]
 fn a_populator_held_on_a_batch_is_not_evicted() {
@@ -130,7 +130,7 @@ fn a_populator_held_on_a_batch_is_not_evicted() {
     });
     proxy
         .faults
-        .add("GET", Some("?replication"), Kind::SlowDown, 15);
+        .add("GET", Some("?replication"), Kind::Reset, 15);
     let st = setup(&sb, &[("site-a", &s.dest, &da)], "<unused/>", "");
     let text = short_poll_interval(std::fs::read_to_string(&st.config).unwrap())
         .replace("rules_file = \"rules.xml\"\n", "")
@@ -151,7 +151,7 @@ fn a_populator_held_on_a_batch_is_not_evicted() {
     stop(run);
     eprintln!("batch held {held:?} with max.poll.interval 8 s");
     assert!(
-        proxy.faults.hits(Kind::SlowDown) >= 8,
+        proxy.faults.hits(Kind::Reset) >= 8,
         "the batch was held past the interval"
     );
     let entries = read_until_quiet(&topics.replication, Duration::from_secs(3));
@@ -375,4 +375,134 @@ fn a_failing_version_is_replayed_and_its_key_waits_behind_it() {
         "hot's first version, and the two behind it: {step1:?}"
     );
     assert!(step1.iter().all(|(k, _)| k.ends_with("/hot")), "{step1:?}");
+}
+
+/// Three source buckets in the same batches of events: `healthy`; `flaky`, whose rules the
+/// source refuses (503) four times; `poison`, whose rules it always refuses. Healthy's
+/// objects are copied without waiting for the others; flaky's changes are set aside after
+/// its first change's attempts (the next ones of the moment without asking), replayed a
+/// second later and copied; poison's are replayed until their
+/// patience (3 s) is spent, then parked on the failed topic with the reason. Nobody's batch
+/// is held, nothing is lost silently.
+#[test]
+fn a_poison_bucket_is_set_aside_and_the_others_go_on() {
+    let s = servers();
+    let names = ["healthy", "flaky", "poison"].map(|n| (bucket(n), bucket(&format!("{n}-a"))));
+    let proxy = Proxy::start(&s.source, false);
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    let mut events = Vec::new();
+    block_on(async {
+        for (sb, da) in &names {
+            make_bucket(&src, sb, true).await;
+            make_bucket(&dst, da, true).await;
+            let xml = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+            src.put_bucket_replication(sb, &xml).await.unwrap();
+        }
+        for i in 0..4 {
+            for (sb, _) in &names {
+                let k = format!("k{i}");
+                let v = put_version(&src, sb, &k, &data(800 + i, i as u64), &[]).await;
+                events.push((
+                    format!("{sb}/{k}"),
+                    event("ObjectCreated:Put", sb, &k, &v, 800 + i),
+                ));
+            }
+        }
+    });
+    let [(healthy, ha), (flaky, fa), (poison, pa)] = &names;
+    proxy.faults.add(
+        "GET",
+        Some(&format!("/{flaky}?replication")),
+        Kind::SlowDown,
+        4,
+    );
+    proxy.faults.add(
+        "GET",
+        Some(&format!("/{poison}?replication")),
+        Kind::SlowDown,
+        10_000,
+    );
+    let st = setup(
+        healthy,
+        &[("site-a", &s.dest, ha)],
+        "<unused/>",
+        "\n[replay]\ndelays_seconds = [1]\npatience_seconds = 3\n",
+    );
+    let mapping =
+        format!("buckets = {{ {healthy} = \"{ha}\", {flaky} = \"{fa}\", {poison} = \"{pa}\" }}");
+    let text = std::fs::read_to_string(&st.config)
+        .unwrap()
+        .replace("rules_file = \"rules.xml\"\n", "")
+        .replace(
+            &format!("buckets = [\"{healthy}\"]"),
+            &format!("buckets = [\"{healthy}\", \"{flaky}\", \"{poison}\"]"),
+        )
+        .replace(&format!("buckets = {{ {healthy} = \"{ha}\" }}"), &mapping)
+        .replace(
+            &format!("endpoint = \"{}\"", s.source),
+            &format!("endpoint = \"{}\"", proxy.url),
+        );
+    std::fs::write(&st.config, text).unwrap();
+    let topics = Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    wait_until(60, "the engine ready", || {
+        std::fs::read_to_string(st.config.with_file_name("run.log"))
+            .is_ok_and(|l| l.contains("partitions assigned"))
+    });
+    let started = Instant::now();
+    produce(&topics.events, &events);
+    let keys = ["k0", "k1", "k2", "k3"];
+    for k in keys {
+        wait_until(60, k, || real_versions(&dst, ha, k).len() == 1);
+    }
+    let healthy_done = started.elapsed();
+    for k in keys {
+        wait_until(60, k, || real_versions(&dst, fa, k).len() == 1);
+    }
+    let flaky_done = started.elapsed();
+    wait_until(60, "poison's changes parked", || {
+        let failed = read_until_quiet(&topics.failed, Duration::from_millis(500));
+        failed
+            .iter()
+            .filter(|(k, _)| k.starts_with("change/"))
+            .count()
+            == 4
+    });
+    let parked = started.elapsed();
+    stop(run);
+    eprintln!("poison: healthy copied in {healthy_done:?}, flaky in {flaky_done:?}, poison parked after {parked:?}");
+    let failed = read_until_quiet(&topics.failed, Duration::from_secs(1));
+    for (k, v) in failed.iter().filter(|(k, _)| k.starts_with("change/")) {
+        assert!(k.starts_with(&format!("change/{poison}/")), "{k}");
+        assert!(
+            v.contains("SlowDown") && v.contains(&format!("rules of bucket {poison}")),
+            "{v}"
+        );
+    }
+    for k in keys {
+        assert!(
+            real_versions(&dst, pa, k).is_empty(),
+            "nothing of poison replicated"
+        );
+    }
+    let replayed = read_until_quiet(&topics.events_replay(0), Duration::from_secs(1));
+    let of = |b: &str| {
+        replayed
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{b}/")))
+            .count()
+    };
+    assert_eq!(of(healthy), 0, "{replayed:?}");
+    // How many of flaky's changes were set aside depends on how the events were batched.
+    assert!(
+        (1..=4).contains(&of(flaky)),
+        "flaky's changes replayed: {replayed:?}"
+    );
+    assert!(
+        of(poison) >= 8,
+        "poison's replayed until its patience: {replayed:?}"
+    );
 }

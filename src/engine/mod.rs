@@ -19,6 +19,7 @@ use crate::populate::settle;
 use crate::populate::worker::{self as populate, PopulateConfig, SiteTarget};
 use crate::queue::backpressure::Backpressure;
 use crate::queue::kafka::{self, Topics};
+use crate::queue::replayer::Schedule;
 use crate::replication::{Options, RetryPolicy};
 use crate::s3::ops::bucket::Versioning;
 use crate::s3::{ChecksumTransport, Client, Endpoint, EndpointConfig};
@@ -91,12 +92,14 @@ fn connect_kafka(
     Ok((brokers, None))
 }
 
-/// Every site's replay topics, one per step of the delay schedule.
+/// Every site's replay topics and the populator's, one per step of the delay schedule.
 fn replay_topics(cfg: &Config, topics: &Topics) -> Vec<String> {
     let steps = cfg.replay.delays_seconds.len();
     let sites = cfg.sites.keys();
+    let events = (0..steps).map(|i| topics.events_replay(i));
     sites
         .flat_map(|s| (0..steps).map(move |i| topics.replay(s, i)))
+        .chain(events)
         .collect()
 }
 
@@ -259,7 +262,6 @@ impl Engine {
                 self.sites.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })?;
-        let r = &self.cfg.replay;
         Ok(WorkerConfig {
             site: site.to_string(),
             brokers: self.brokers.clone(),
@@ -281,12 +283,7 @@ impl Engine {
                     .map(|i| b.site_counter(i))
             }),
             replay: replicate::ReplayConfig {
-                delays: r
-                    .delays_seconds
-                    .iter()
-                    .map(|s| Duration::from_secs(*s))
-                    .collect(),
-                patience: Duration::from_secs(r.patience_seconds),
+                schedule: self.schedule(),
                 group: kafka::replay_group(&self.cfg.kafka.topic_prefix, site),
             },
         })
@@ -318,6 +315,21 @@ impl Engine {
                 .collect(),
             backpressure: self.backpressure.clone(),
             shutdown,
+            schedule: self.schedule(),
+            replay_group: format!("{}populate-replay", self.cfg.kafka.topic_prefix),
+        }
+    }
+
+    /// The replay schedule of sites and of the populator.
+    fn schedule(&self) -> Schedule {
+        let r = &self.cfg.replay;
+        Schedule {
+            delays: r
+                .delays_seconds
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+            patience: Duration::from_secs(r.patience_seconds),
         }
     }
 

@@ -2,10 +2,11 @@
 //! event JSON: `Records[].eventName`, `s3.bucket.name`, `s3.object.key` URL-encoded,
 //! `versionId`, `size`, `eTag`, `sequencer`). One message may hold many records.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// What a record asks to replicate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ChangeKind {
     /// `ObjectCreated:*`
     Created,
@@ -14,7 +15,8 @@ pub enum ChangeKind {
 }
 
 /// One change to replicate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Change {
     pub kind: ChangeKind,
     pub bucket: String,

@@ -1,11 +1,14 @@
 //! Turns a source bucket's changes into versions to replicate.
 //!
 //! Owns: the bucket scan, S3 event notification parsing, the bucket's replication rules,
-//! and a missing-only scan's wait for what is already queued (`settle`).
+//! a missing-only scan's wait for what is already queued (`settle`), and the changes set
+//! aside when they cannot be turned into entries (`aside`).
 //! May call: `s3`, `replication` (its `Version` type and the destination check of
 //! `--missing-only`), `queue` (the topics entries go to, and the consumer groups' positions),
-//! `metrics`, `shard`, `retry`, `time` (an entry's LastModified written out).
+//! `metrics`, `shard`, `retry`, `time` (an entry's LastModified written out), `failure`
+//! (the error of a change parked on the failed topic).
 
+pub mod aside;
 pub mod events;
 pub mod rules;
 pub mod scan;

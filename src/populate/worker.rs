@@ -14,13 +14,16 @@ use rdkafka::consumer::{CommitMode, Consumer as _, DefaultConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::aside::{self, ChangeReplay};
 use super::events::{self, ChangeKind};
 use super::rules::ReplicationConfig;
 use super::scan::{scan, KeyVersions};
 use super::settle::Settled;
 use crate::metrics::Stats;
+use crate::queue::codec::Replay;
 use crate::queue::codec::{EntryType, ReplicationEntry, VERSION};
 use crate::queue::kafka::{self, Producer, QueueError, Topics};
+use crate::queue::replayer::{self, ReplayerConfig, Schedule};
 use crate::replication::{Route, SourceOrder, Version};
 use crate::retry::{retry, RetryPolicy};
 use crate::s3::ops::bucket::BucketError;
@@ -54,6 +57,10 @@ pub struct PopulateConfig {
     /// With the embedded broker: wait while too many entries are unconsumed.
     pub backpressure: Option<Arc<crate::queue::backpressure::Backpressure>>,
     pub shutdown: Shutdown,
+    /// Changes whose rules or tags cannot be read are replayed on this schedule.
+    pub schedule: Schedule,
+    /// The group of the populator's replayers.
+    pub replay_group: String,
 }
 
 /// Why populating failed.
@@ -63,8 +70,67 @@ pub enum PopulateError {
     Queue(#[from] QueueError),
     #[error("rules of bucket {bucket}: {message}")]
     Rules { bucket: String, message: String },
+    #[error(transparent)]
+    Source(#[from] SourceError),
     #[error("scan failed: {0}")]
     Scan(String),
+}
+
+/// The source answered a request about a change with an error, or could not be reached.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what}: {message}")]
+pub struct SourceError {
+    /// What was asked (`rules of bucket B`, `tags of B/K`).
+    pub what: String,
+    pub code: String,
+    pub retryable: bool,
+    pub message: String,
+}
+
+impl PopulateError {
+    fn source<E: crate::s3::error::OpError>(what: String, e: &E) -> Self {
+        PopulateError::Source(SourceError {
+            what,
+            code: e.code().to_string(),
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The source is out of reach (no answer at all): everything waits for it.
+    pub fn unreachable(&self) -> bool {
+        let PopulateError::Source(SourceError { code, .. }) = self else {
+            return false;
+        };
+        matches!(
+            code.as_str(),
+            "ConnectError" | "ConnectionError" | "Timeout" | "TlsError"
+        )
+    }
+
+    /// Trying again cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            PopulateError::Source(SourceError {
+                retryable: false,
+                ..
+            }) | PopulateError::Rules { .. }
+        )
+    }
+
+    pub fn record(&self) -> crate::failure::ErrorRecord {
+        let (code, retryable) = match self {
+            PopulateError::Source(e) => (e.code.as_str(), e.retryable),
+            PopulateError::Rules { .. } => ("InvalidReplicationConfiguration", false),
+            _ => ("QueueError", true),
+        };
+        crate::failure::ErrorRecord {
+            code: code.into(),
+            message: self.to_string(),
+            retryable,
+        }
+    }
 }
 
 /// Rules per bucket, loaded once (from the file, or GetBucketReplication).
@@ -122,15 +188,9 @@ impl RulesCache {
                 );
                 None
             }
-            Err(e) if e.is_retryable() => {
-                return Err(PopulateError::Rules {
-                    bucket: bucket.into(),
-                    message: e.to_string(),
-                })
-            }
             Err(e) => {
-                tracing::warn!(bucket, error = %e, "cannot read the replication configuration: its changes are not replicated");
-                None
+                // Not remembered: asked again for the bucket's next change.
+                return Err(PopulateError::source(rules_of(bucket), &e));
             }
         };
         self.by_bucket
@@ -215,10 +275,10 @@ async fn tags_for(
     match source.get_object_tagging(bucket, &v.key, vid).await {
         Ok(t) => Ok(Some(t)),
         Err(TaggingError::NotFound) => Ok(None),
-        Err(e) => Err(PopulateError::Rules {
-            bucket: bucket.into(),
-            message: format!("tags of {}: {e}", v.key),
-        }),
+        Err(e) => Err(PopulateError::source(
+            format!("tags of {bucket}/{}", v.key),
+            &e,
+        )),
     }
 }
 
@@ -252,6 +312,19 @@ async fn produce(
     r
 }
 
+/// What a rules error is about.
+fn rules_of(bucket: &str) -> String {
+    format!("rules of bucket {bucket}")
+}
+
+/// Attempts at a change's rules and tags before it is set aside (about a second).
+const CHANGE_ATTEMPTS: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    base: Duration::from_millis(200),
+    max: Duration::from_secs(1),
+    warn_after: 3,
+};
+
 /// One message of the events topic: partition, offset and payload.
 type EventMessage = (i32, i64, Vec<u8>);
 
@@ -271,6 +344,11 @@ pub async fn run_events(
         .subscribe(&[&cfg.topics.events])
         .map_err(QueueError::Consume)?;
     let producer = kafka::producer(&cfg.brokers)?;
+    let replayer = glommio::spawn_local(replayer::run(
+        replayer_config(&cfg),
+        producer.clone(),
+        shutdown.clone(),
+    ));
     let source = Client::new(cfg.source.clone(), None);
     let rules = RulesCache::new(&cfg)?;
     let intake = EventIntake {
@@ -279,6 +357,7 @@ pub async fn run_events(
         producer,
         rules,
         stats,
+        failing: Default::default(),
     };
     while !shutdown.is_set() {
         let Some(batch) = next_batch(&consumer).await else {
@@ -305,7 +384,21 @@ pub async fn run_events(
     }
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
     consumer.unsubscribe();
+    replayer.await?;
     Ok(())
+}
+
+/// The populator's replayer: changes set aside go back to the events topic when due.
+fn replayer_config(cfg: &PopulateConfig) -> ReplayerConfig {
+    let steps = cfg.schedule.delays.len();
+    ReplayerConfig {
+        brokers: cfg.brokers.clone(),
+        group: cfg.replay_group.clone(),
+        membership: cfg.membership,
+        topics: (0..steps).map(|s| cfg.topics.events_replay(s)).collect(),
+        back: cfg.topics.events.clone(),
+        due: ChangeReplay::due,
+    }
 }
 
 /// A batch: the first message waits (up to 200 ms), then whatever is already there (up to
@@ -366,6 +459,17 @@ struct EventIntake {
     producer: Producer,
     rules: RulesCache,
     stats: Arc<Stats>,
+    /// Buckets whose rules could not be read just now, with the error and until when their
+    /// next changes are set aside without asking again (a poison bucket costs the batch
+    /// its attempts once, not once per change).
+    failing: std::cell::RefCell<HashMap<String, (Instant, SourceError)>>,
+}
+
+/// How long a bucket whose rules could not be read has its changes set aside at once: 5 s,
+/// or half the first replay delay when shorter (so a replayed change asks again).
+fn failing_for(s: &Schedule) -> Duration {
+    let first = s.delays.first().map_or(Duration::MAX, |d| *d / 2);
+    first.min(Duration::from_secs(5))
 }
 
 impl EventIntake {
@@ -404,8 +508,16 @@ impl EventIntake {
     ) -> Result<Vec<ReplicationEntry>, PopulateError> {
         let mut entries = Vec::new();
         for (partition, offset, payload) in batch {
+            if let Some(back) = ChangeReplay::detect(payload) {
+                let changes = vec![(back.change, Some(back.replay))];
+                self.add_entries(changes, &mut entries).await?;
+                continue;
+            }
             match events::parse(payload) {
-                Ok(changes) => self.add_entries(changes, &mut entries).await?,
+                Ok(changes) => {
+                    let changes = changes.into_iter().map(|c| (c, None)).collect();
+                    self.add_entries(changes, &mut entries).await?
+                }
                 Err(e) => {
                     self.send_malformed(*partition, *offset, payload, &e)
                         .await?
@@ -441,34 +553,92 @@ impl EventIntake {
         Ok(())
     }
 
-    /// Appends the entries of the changes (of configured buckets with rules) to `entries`.
+    /// Appends the entries of the changes (of configured buckets with rules) to `entries`;
+    /// each change comes with its place when it comes back from a replay topic. A change
+    /// whose rules or tags cannot be read is set aside (`aside`) after a few attempts, unless
+    /// the source is out of reach: then the whole batch waits.
     async fn add_entries(
         &self,
-        changes: Vec<events::Change>,
+        changes: Vec<(events::Change, Option<Replay>)>,
         entries: &mut Vec<ReplicationEntry>,
     ) -> Result<(), PopulateError> {
-        let (cfg, source) = (&self.cfg, &self.source);
-        for c in changes {
+        let cfg = &self.cfg;
+        for (c, prior) in changes {
             if !cfg.buckets.is_empty() && !cfg.buckets.contains(&c.bucket) {
                 continue;
             }
-            let Some(r) = self.rules.get(source, &c.bucket).await? else {
-                continue;
+            let error = match self.failing_rules(&c.bucket) {
+                Some(e) => e,
+                None => match self.try_change(&c).await {
+                    Ok(Some(e)) => {
+                        entries.push(e);
+                        continue;
+                    }
+                    Ok(None) => continue,
+                    Err(e) if e.unreachable() => return Err(e),
+                    Err(e) => e,
+                },
             };
-            let v = Version {
-                key: c.key.clone(),
-                version_id: c.version_id.clone(),
-                delete_marker: c.kind == ChangeKind::DeleteMarker,
-                size: c.size,
-                etag: c.etag.clone(),
-                order: SourceOrder::new(None, Some(&c.sequencer)),
-            };
-            if let Some(e) = entry_for(cfg, source, &r, &c.bucket, &v, c.event_time.clone()).await?
-            {
-                entries.push(e);
-            }
+            let (p, stats) = (&self.producer, &self.stats);
+            aside::set_aside(cfg, p, stats, &c, prior.as_ref(), &error).await?;
         }
         Ok(())
+    }
+
+    /// The entry of one change, after a few attempts; a bucket whose rules could not be read
+    /// is remembered as failing for a while.
+    async fn try_change(
+        &self,
+        c: &events::Change,
+    ) -> Result<Option<ReplicationEntry>, PopulateError> {
+        let what = "reading a change's rules and tags";
+        let permanent = PopulateError::is_permanent;
+        let tried = retry(
+            &CHANGE_ATTEMPTS,
+            &self.cfg.shutdown,
+            what,
+            permanent,
+            |_| self.entry_of_change(c),
+        );
+        let error = match tried.await {
+            Ok(e) => return Ok(e),
+            Err(gave_up) => gave_up.error,
+        };
+        if let PopulateError::Source(e) = &error {
+            if e.what == rules_of(&c.bucket) && !error.unreachable() {
+                let until = Instant::now() + failing_for(&self.cfg.schedule);
+                let mut failing = self.failing.borrow_mut();
+                failing.insert(c.bucket.clone(), (until, e.clone()));
+            }
+        }
+        Err(error)
+    }
+
+    /// The error of a bucket whose rules could not be read just now.
+    fn failing_rules(&self, bucket: &str) -> Option<PopulateError> {
+        let mut failing = self.failing.borrow_mut();
+        failing.retain(|_, (until, _)| *until > Instant::now());
+        failing.get(bucket).map(|(_, e)| e.clone().into())
+    }
+
+    /// The entry of one change, or `None` when its bucket has no rules for it.
+    async fn entry_of_change(
+        &self,
+        c: &events::Change,
+    ) -> Result<Option<ReplicationEntry>, PopulateError> {
+        let (cfg, source) = (&self.cfg, &self.source);
+        let Some(r) = self.rules.get(source, &c.bucket).await? else {
+            return Ok(None);
+        };
+        let v = Version {
+            key: c.key.clone(),
+            version_id: c.version_id.clone(),
+            delete_marker: c.kind == ChangeKind::DeleteMarker,
+            size: c.size,
+            etag: c.etag.clone(),
+            order: SourceOrder::new(None, Some(&c.sequencer)),
+        };
+        entry_for(cfg, source, &r, &c.bucket, &v, c.event_time.clone()).await
     }
 
     /// Waits for backpressure (if any) to admit `n` entries, one by one; on shutdown gives

@@ -68,6 +68,8 @@ pub struct Topics {
     pub control: String,
     /// What every replay topic's name starts with (see [`Topics::replay`]).
     pub replay_base: String,
+    /// What the populator's replay topics' names start with.
+    pub events_replay_base: String,
 }
 
 impl Topics {
@@ -75,6 +77,12 @@ impl Topics {
     /// for that step's delay before they are sent back to the replication topic.
     pub fn replay(&self, site: &str, step: usize) -> String {
         format!("{}{site}-{step}", self.replay_base)
+    }
+
+    /// The populator's replay topic for `step`: changes it could not turn into entries
+    /// wait there before they go back to the events topic.
+    pub fn events_replay(&self, step: usize) -> String {
+        format!("{}{step}", self.events_replay_base)
     }
 
     pub fn new(prefix: &str) -> Self {
@@ -85,6 +93,7 @@ impl Topics {
             failed: format!("{prefix}replication-failed"),
             control: format!("{prefix}control"),
             replay_base: format!("{prefix}replication-replay-"),
+            events_replay_base: format!("{prefix}events-replay-"),
         }
     }
 }

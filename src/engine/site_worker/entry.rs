@@ -83,7 +83,7 @@ async fn run(sh: &Shared, job: &Job) -> bool {
             step,
             "an earlier version of the key waits for its replay: going behind it"
         );
-        let place = replay::place(&sh.cfg.replay, ticket, step, 0);
+        let place = sh.cfg.replay.schedule.place(ticket, step, 0);
         return replay::send(sh, entry, place, 0).await;
     }
     let changed =
@@ -104,7 +104,7 @@ async fn run(sh: &Shared, job: &Job) -> bool {
     if let Err(gave_up) = &result {
         let now = replay::unix_ms(SystemTime::now());
         if let Some((step, since)) =
-            replay::after_failure(&sh.cfg.replay, entry, &gave_up.error, now)
+            replay::after_failure(&sh.cfg.replay.schedule, entry, &gave_up.error, now)
         {
             let key = entry.kafka_key();
             let ticket = entry.replay.map(|r| r.ticket);
@@ -114,7 +114,7 @@ async fn run(sh: &Shared, job: &Job) -> bool {
                 .borrow_mut()
                 .wait(job.partition, &key, ticket, step, now_ns);
             sh.note_waiting();
-            let place = replay::place(&sh.cfg.replay, ticket, step, since);
+            let place = sh.cfg.replay.schedule.place(ticket, step, since);
             return replay::send(sh, entry, place, gave_up.attempts).await
                 && outcome::record_replay(sh, entry, gave_up, &place, timings).await;
         }
@@ -125,7 +125,7 @@ async fn run(sh: &Shared, job: &Job) -> bool {
 /// Whether the entry runs now or goes behind its key's line (always runs without a replay
 /// schedule).
 fn turn(sh: &Shared, job: &Job) -> Turn {
-    if sh.cfg.replay.delays.is_empty() {
+    if sh.cfg.replay.schedule.delays.is_empty() {
         return Turn::Run;
     }
     let (key, ticket) = (job.entry.kafka_key(), job.entry.replay.map(|r| r.ticket));

@@ -16,8 +16,8 @@
 //!
 //! Files: `phase` the states, `partitions` the ledgers, `inflight` what drains wait on,
 //! `rebalance` the group callback, `entry` one entry's life, `outcome` how it is recorded,
-//! `lines` the keys' waiting lines, `replay` sending to the replay topics, `replayer`
-//! sending back from them.
+//! `lines` the keys' waiting lines, `replay` sending to the replay topics (the replayer that
+//! sends them back is `queue::replayer`).
 
 mod entry;
 mod inflight;
@@ -27,7 +27,6 @@ mod partitions;
 mod phase;
 mod rebalance;
 mod replay;
-mod replayer;
 
 pub use replay::ReplayConfig;
 
@@ -46,6 +45,7 @@ use crate::metrics::Stats;
 use crate::queue::codec::ReplicationEntry;
 use crate::queue::control::SiteControl;
 use crate::queue::kafka::{self, Consumer, Producer, QueueError, Topics};
+use crate::queue::replayer::{self, ReplayerConfig};
 use crate::replication::breaker::Breaker;
 use crate::replication::{DataPath, Options, Route};
 use crate::s3::{Client, Endpoint};
@@ -233,8 +233,20 @@ pub async fn run_shard(
 ) -> Result<(), QueueError> {
     let sh = start(cfg, stats)?;
     let replayer = {
-        let (cfg, producer) = (sh.cfg.clone(), sh.producer.clone());
-        glommio::spawn_local(replayer::run(cfg, producer, shutdown.clone()))
+        let c = &sh.cfg;
+        let steps = c.replay.schedule.delays.len();
+        let rc = ReplayerConfig {
+            brokers: c.brokers.clone(),
+            group: c.replay.group.clone(),
+            membership: c.membership,
+            topics: (0..steps).map(|s| c.topics.replay(&c.site, s)).collect(),
+            back: c.topics.replication.clone(),
+            due: |payload| {
+                let e = ReplicationEntry::decode(payload).map_err(|m| m.reason)?;
+                Ok(e.replay.map_or(0, |r| r.due_ms))
+            },
+        };
+        glommio::spawn_local(replayer::run(rc, sh.producer.clone(), shutdown.clone()))
     };
     // Pause/resume: the site's state in the control topic, followed by every shard, read to
     // its end before anything is consumed.

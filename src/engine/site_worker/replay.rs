@@ -9,28 +9,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::Shared;
 use crate::queue::codec::{Replay, ReplicationEntry};
 use crate::queue::kafka::{self, QueueError};
+use crate::queue::replayer::Schedule;
 use crate::replication::{ErrorKind, ReplicationError};
 use crate::retry::{retry, RetryPolicy};
 
-/// The delay schedule of a site's replays.
+pub use crate::queue::replayer::unix_ms;
+
+/// The delay schedule of a site's replays, and its replayers' group.
 #[derive(Clone, Debug)]
 pub struct ReplayConfig {
-    /// The delay of each step (one replay topic each); the last one repeats. Empty: no
-    /// replay, an entry is FAILED after its attempts.
-    pub delays: Vec<Duration>,
-    /// How long an entry may keep failing before it is FAILED.
-    pub patience: Duration,
-    /// The consumer group of the site's replayers.
+    pub schedule: Schedule,
     pub group: String,
 }
 
 /// A destination bucket that does not exist may be being created: entries are replayed
 /// this long (at most the patience), then FAILED.
 const NO_SUCH_BUCKET_GRACE: Duration = Duration::from_secs(3600);
-
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
 
 /// Now in Unix nanoseconds: the seed of new tickets.
 pub fn now_nanos() -> u64 {
@@ -43,40 +37,18 @@ pub fn now_nanos() -> u64 {
 /// Where a failed entry goes: the step of the schedule and since when it fails, or `None`
 /// when it is FAILED (no schedule, a permanent error, its patience spent).
 pub fn after_failure(
-    cfg: &ReplayConfig,
+    schedule: &Schedule,
     entry: &ReplicationEntry,
     error: &ReplicationError,
     now_ms: u64,
 ) -> Option<(u32, u64)> {
-    if cfg.delays.is_empty() || matches!(error.kind, ErrorKind::Cancelled) {
-        return None;
-    }
-    let patience = if error.code() == "NoSuchBucket" {
-        cfg.patience.min(NO_SUCH_BUCKET_GRACE)
-    } else if error.is_permanent() {
-        return None;
-    } else {
-        cfg.patience
+    let patience = match &error.kind {
+        ErrorKind::Cancelled => return None,
+        _ if error.code() == "NoSuchBucket" => NO_SUCH_BUCKET_GRACE,
+        _ if error.is_permanent() => return None,
+        _ => schedule.patience,
     };
-    let prior = entry.replay.filter(|r| r.failed_since_ms > 0);
-    let since = prior.map_or(now_ms, |r| r.failed_since_ms);
-    if Duration::from_millis(now_ms.saturating_sub(since)) >= patience {
-        return None;
-    }
-    let last = cfg.delays.len() as u32 - 1;
-    Some((prior.map_or(0, |r| (r.step + 1).min(last)), since))
-}
-
-/// The place of an entry leaving for step `step`, due after that step's delay.
-pub fn place(cfg: &ReplayConfig, ticket: u64, step: u32, failed_since_ms: u64) -> Replay {
-    let last = cfg.delays.len().saturating_sub(1);
-    let delay = cfg.delays.get((step as usize).min(last)).copied();
-    Replay {
-        ticket,
-        step,
-        due_ms: unix_ms(SystemTime::now() + delay.unwrap_or_default()),
-        failed_since_ms,
-    }
+    schedule.next(entry.replay.as_ref(), patience, now_ms)
 }
 
 /// Writes the entry, for this site only, to the replay topic of its step (retried until
@@ -101,11 +73,10 @@ mod tests {
     use super::*;
     use crate::replication::Stage;
 
-    fn cfg() -> ReplayConfig {
-        ReplayConfig {
+    fn cfg() -> Schedule {
+        Schedule {
             delays: vec![Duration::from_secs(30), Duration::from_secs(120)],
             patience: Duration::from_secs(86_400),
-            group: "g".into(),
         }
     }
 
@@ -175,7 +146,7 @@ mod tests {
             failed_since_ms: now - 3_600_000,
         };
         assert_eq!(after_failure(&c, &entry(Some(r)), &missing, now), None);
-        let none = ReplayConfig {
+        let none = Schedule {
             delays: vec![],
             ..cfg()
         };

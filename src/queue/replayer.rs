@@ -1,13 +1,14 @@
-//! The replayer of one shard: a member of the site's replay group, which consumes the
-//! site's replay topics (one per step of the delay schedule) and sends each entry back to
-//! the replication topic once it is due, where the site's workers run it again (keyed by
-//! its object, so in its partition's order).
+//! Delayed replay through Kafka: a schedule of delays (one replay topic per step, the last
+//! step repeating, until a patience is spent), and the replayer, a member of a replay group
+//! that consumes replay topics and sends each record back to its topic once it is due.
+//! Site workers replay entries with it (back to the replication topic), the populator
+//! changes it could not turn into entries (back to the events topic).
 //!
-//! A topic's entries come due in the order they were written (one delay per topic), so a
-//! partition whose first entry is not due yet is paused until it is: at most one entry per
-//! partition is held in memory. An entry's replay offset is committed only once it is back
-//! on the replication topic; a crash or a rebalance sends it back twice at worst, which the
-//! workers' checks make harmless.
+//! A topic's records come due in the order they were written (one delay per topic), so a
+//! partition whose first record is not due yet is paused until it is: at most one record per
+//! partition is held in memory. A record's replay offset is committed only once it is back
+//! on its topic; a crash or a rebalance sends it back twice at worst, which the consumers'
+//! checks make harmless.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,16 +18,78 @@ use rdkafka::consumer::{CommitMode, Consumer as _, DefaultConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::replay::unix_ms;
-use super::WorkerConfig;
-use crate::queue::codec::ReplicationEntry;
-use crate::queue::kafka::{self, Producer, QueueError};
+use super::codec::Replay;
+use super::kafka::{self, Membership, Producer, QueueError};
 use crate::retry::{retry, RetryPolicy};
 use crate::shard::Shutdown;
 
 type Consumer = kafka::Consumer<DefaultConsumerContext>;
 
-/// An entry taken off a replay topic, not due yet.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// A delay schedule: the delay of each step (one replay topic each; the last one repeats),
+/// and how long an item may keep failing. No delays: no replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    pub delays: Vec<Duration>,
+    pub patience: Duration,
+}
+
+impl Schedule {
+    /// Where an item failing now goes next (`prior`: its place the last time it failed, if
+    /// it did): the step and since when it fails, or `None` when `patience` (at most the
+    /// schedule's) is spent or there is no schedule.
+    pub fn next(
+        &self,
+        prior: Option<&Replay>,
+        patience: Duration,
+        now_ms: u64,
+    ) -> Option<(u32, u64)> {
+        if self.delays.is_empty() {
+            return None;
+        }
+        let prior = prior.filter(|r| r.failed_since_ms > 0);
+        let since = prior.map_or(now_ms, |r| r.failed_since_ms);
+        let patience = patience.min(self.patience);
+        if Duration::from_millis(now_ms.saturating_sub(since)) >= patience {
+            return None;
+        }
+        let last = self.delays.len() as u32 - 1;
+        Some((prior.map_or(0, |r| (r.step + 1).min(last)), since))
+    }
+
+    /// The place of an item leaving for `step`, due after that step's delay.
+    pub fn place(&self, ticket: u64, step: u32, failed_since_ms: u64) -> Replay {
+        let last = self.delays.len().saturating_sub(1);
+        let delay = self.delays.get((step as usize).min(last)).copied();
+        Replay {
+            ticket,
+            step,
+            due_ms: unix_ms(SystemTime::now() + delay.unwrap_or_default()),
+            failed_since_ms,
+        }
+    }
+}
+
+/// What a replayer consumes and where it sends records back.
+#[derive(Clone)]
+pub struct ReplayerConfig {
+    pub brokers: String,
+    pub group: String,
+    pub membership: Membership,
+    /// The replay topics, one per step.
+    pub topics: Vec<String>,
+    /// Where due records go back.
+    pub back: String,
+    /// When a record is due (Unix milliseconds), or why it cannot be read.
+    pub due: fn(&[u8]) -> Result<u64, String>,
+}
+
+/// A record taken off a replay topic, not due yet.
 struct Held {
     offset: i64,
     due_ms: u64,
@@ -34,22 +97,18 @@ struct Held {
     payload: Vec<u8>,
 }
 
-/// Runs the shard's replayer until shutdown (nothing to do without a schedule).
+/// Runs a replayer until shutdown (nothing to do without replay topics).
 pub async fn run(
-    cfg: WorkerConfig,
+    cfg: ReplayerConfig,
     producer: Producer,
     shutdown: Shutdown,
 ) -> Result<(), QueueError> {
-    let steps = cfg.replay.delays.len();
-    if steps == 0 {
+    if cfg.topics.is_empty() {
         return Ok(());
     }
-    let topics: Vec<String> = (0..steps)
-        .map(|s| cfg.topics.replay(&cfg.site, s))
-        .collect();
-    let group = &cfg.replay.group;
+    let group = &cfg.group;
     let consumer = kafka::consumer(&cfg.brokers, group, &cfg.membership, DefaultConsumerContext)?;
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let names: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(QueueError::Consume)?;
     let consumer = Arc::new(consumer);
     let r = Replayer {
@@ -91,7 +150,7 @@ pub async fn run(
 }
 
 struct Replayer<'a> {
-    cfg: &'a WorkerConfig,
+    cfg: &'a ReplayerConfig,
     consumer: &'a Arc<Consumer>,
     producer: &'a Producer,
     shutdown: &'a Shutdown,
@@ -106,11 +165,11 @@ impl Replayer<'_> {
             self.seek(&tp, h.offset).await;
             return;
         }
-        match ReplicationEntry::decode(&h.payload) {
-            Ok(e) => h.due_ms = e.replay.map_or(0, |r| r.due_ms),
-            Err(bad) => {
-                // Written by a worker: a record that does not decode is a bug or a forgery.
-                tracing::error!(topic = %tp.0, partition = tp.1, offset = h.offset, reason = %bad.reason, "replay topic: an entry that does not decode is dropped");
+        match (self.cfg.due)(&h.payload) {
+            Ok(due) => h.due_ms = due,
+            Err(reason) => {
+                // Written by us: a record that does not decode is a bug or a forgery.
+                tracing::error!(topic = %tp.0, partition = tp.1, offset = h.offset, %reason, "replay topic: a record that does not decode is dropped");
                 self.commit(&tp, h.offset + 1);
                 return;
             }
@@ -144,17 +203,17 @@ impl Replayer<'_> {
         }
     }
 
-    /// Produces the entry to the replication topic (retried until done or shutdown), then
+    /// Produces the record back to its topic (retried until done or shutdown), then
     /// commits past it.
     async fn send_back(&self, tp: &(String, i32), h: &Held) {
-        let topic = &self.cfg.topics.replication;
-        let what = "sending a replayed entry back to the replication topic";
+        let topic = &self.cfg.back;
+        let what = "sending a replayed record back";
         let never = |_: &QueueError| false;
         let sent = retry(&RetryPolicy::UNTIL_DONE, self.shutdown, what, never, |_| {
             kafka::send(self.producer, topic, &h.key, Some(&h.payload))
         });
         if sent.await.is_ok() {
-            tracing::debug!(key = %h.key, from = %tp.0, "replayed entry sent back");
+            tracing::debug!(key = %h.key, from = %tp.0, "replayed record sent back");
             self.commit(tp, h.offset + 1);
         }
     }
