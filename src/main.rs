@@ -705,9 +705,20 @@ fn run_failed(c: FailedCommand) -> anyhow::Result<ExitCode> {
         }
         FailedCommand::Retry(a) => {
             let api = api_client(&a.api)?;
-            let all = api.failed(a.site.as_deref())?;
-            let retried = api.retry(&all)?;
-            println!("{} entries queued again", retried.len());
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let mut retried = 0;
+            // A page at a time: any number of failed entries, in requests of bounded size.
+            api.each_failed_page(a.site.as_deref(), |page| {
+                retried += api.retry(page)?.len();
+                if progress {
+                    eprint!("\r{retried} entries queued again...");
+                }
+                Ok(())
+            })?;
+            if progress {
+                eprintln!();
+            }
+            println!("{retried} entries queued again");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1439,3 +1439,81 @@ fn per_object_progress_in_flight_pending_and_completed() {
     assert_eq!(v["completed"], size as u64, "{v}");
     stop(run);
 }
+
+/// Failed entries at scale: 100 000 failed records of `site-a` (written straight to the
+/// failed topic, the site paused so that nothing runs them) are listed by
+/// `backbeat failed list` and queued again by `backbeat failed retry`, a page (100) per
+/// request: every one lands on the replication topic once, for `site-a` only, with its
+/// attempt raised and a fresh patience.
+#[test]
+fn a_hundred_thousand_failed_entries_are_listed_and_retried() {
+    const N: usize = 100_000;
+    let e = api_engine("many");
+    let api = format!("127.0.0.1:{}", e.port);
+    let (code, _, err) = backbeat(&["pause", "site-a", "--api", &api]);
+    assert_eq!(code, 0, "{err}");
+    let topics = kafka::Topics::new(&e.st.prefix);
+    let wrote = Instant::now();
+    produce_failed(&topics.failed, &e.sb, N);
+    let wrote = wrote.elapsed();
+    let listed = Instant::now();
+    let count = || {
+        let (code, out, err) = backbeat(&[
+            "failed", "list", "--site", "site-a", "--json", "--api", &api,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    wait_until(180, "every failed entry listed", || count() == N);
+    let listed = listed.elapsed();
+    let retried = Instant::now();
+    let (code, out, err) = backbeat(&["failed", "retry", "--site", "site-a", "--api", &api]);
+    let retried = retried.elapsed();
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("{N} entries queued again").as_str()),
+        "{err}"
+    );
+    let entries = read_until_quiet(&topics.replication, Duration::from_secs(5));
+    stop(e.run);
+    eprintln!("{N} failed entries: written in {wrote:?}, listed in {listed:?} (last list), retried in {retried:?}");
+    assert_eq!(entries.len(), N, "each queued once");
+    let mut keys = std::collections::HashSet::new();
+    for (_, v) in &entries {
+        let v: serde_json::Value = serde_json::from_str(v).unwrap();
+        assert_eq!(v["sites"], serde_json::json!(["site-a"]), "{v}");
+        assert_eq!(v["attempt"], 4, "attempt raised: {v}");
+        assert!(v.get("replay").is_none(), "a fresh patience: {v}");
+        keys.insert(v["key"].as_str().unwrap().to_string());
+    }
+    assert_eq!(keys.len(), N, "every one, none twice");
+}
+
+/// Writes `n` failed records of site-a for versions of `bucket` to the failed topic, many
+/// in flight at once.
+fn produce_failed(topic: &str, bucket: &str, n: usize) {
+    let (b, topic, bucket) = (broker(), topic.to_string(), bucket.to_string());
+    block_on(async move {
+        let p = kafka::producer(&b).unwrap();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
+            let sends = chunk.iter().map(|i| {
+                let entry = format!(
+                    r#"{{"v":1,"type":"put","bucket":"{bucket}","key":"k{i:06}","versionId":"v{i}","size":10,"sites":["site-a"],"attempt":3,"replay":{{"ticket":1,"step":2,"dueMs":1,"failedSinceMs":1}}}}"#
+                );
+                let entry = backbeat::queue::codec::ReplicationEntry::decode(entry.as_bytes()).unwrap();
+                let key = backbeat::queue::codec::FailedRecord::key(&entry, "site-a");
+                let r = backbeat::queue::codec::FailedRecord::new(entry, "site-a", None, "2026-12-02T00:00:00Z".into());
+                let (p, topic) = (&p, &topic);
+                async move {
+                    let body = serde_json::to_vec(&r).unwrap();
+                    kafka::send(p, topic, &key, Some(&body)).await.unwrap();
+                }
+            });
+            futures_util::future::join_all(sends).await;
+        }
+    });
+}

@@ -242,6 +242,20 @@ impl ApiClient {
 
     /// Every failed entry (of one site with `site`), following the pages.
     pub fn failed(&self, site: Option<&str>) -> Result<Vec<FailedItem>, CliError> {
+        let mut out = Vec::new();
+        self.each_failed_page(site, |page| {
+            out.extend_from_slice(page);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each page of failed entries (of one site with `site`), in key order.
+    pub fn each_failed_page(
+        &self,
+        site: Option<&str>,
+        mut f: impl FnMut(&[FailedItem]) -> Result<(), CliError>,
+    ) -> Result<(), CliError> {
         #[derive(Serialize)]
         struct Query<'a> {
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -249,7 +263,6 @@ impl ApiClient {
             #[serde(skip_serializing_if = "Option::is_none")]
             marker: Option<&'a str>,
         }
-        let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
             let q = Query {
@@ -265,10 +278,10 @@ impl ApiClient {
                 q => format!("/_/crr/failed?{q}"),
             };
             let page: FailedPage = self.request("GET", &path, None::<&()>)?;
-            out.extend(page.versions);
+            f(&page.versions)?;
             match (page.is_truncated, page.next_marker) {
                 (true, Some(m)) => marker = Some(m),
-                _ => return Ok(out),
+                _ => return Ok(()),
             }
         }
     }

@@ -84,7 +84,8 @@ struct Local {
     producer: Option<crate::queue::kafka::Producer>,
     control_topic: String,
     /// The failed topic, materialized: key `bucket/key/versionId/site` -> last failure.
-    failed: Option<crate::queue::control::Compacted>,
+    /// The failed topic's failed entries, by topic key (`bucket/key/versionId/site`).
+    failed: Option<crate::queue::control::Compacted<crate::queue::codec::FailedRecord>>,
     replication_topic: String,
 }
 
@@ -340,10 +341,14 @@ async fn follow_topics(state: &ApiState, shutdown: &Shutdown) -> Local {
             Err(e) => tracing::warn!(site, error = %e, "cannot follow the control topic"),
         }
     }
-    let failed =
-        crate::queue::control::follow_all(&state.brokers, &state.failed_topic, shutdown.clone())
-            .inspect_err(|e| tracing::warn!(error = %e, "cannot follow the failed topic"))
-            .ok();
+    let failed = crate::queue::control::follow_all(
+        &state.brokers,
+        &state.failed_topic,
+        failed::decode,
+        shutdown.clone(),
+    )
+    .inspect_err(|e| tracing::warn!(error = %e, "cannot follow the failed topic"))
+    .ok();
     Local {
         control,
         producer: crate::queue::kafka::producer(&state.brokers).ok(),

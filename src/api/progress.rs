@@ -59,30 +59,11 @@ async fn head(source: &Client, bucket: &str, key: &str, vid: &str) -> Result<Hea
 
 /// Whether the failed topic lists the version for `site`.
 fn listed_failed(local: &Local, site: &str, bucket: &str, key: &str, vid: &str) -> bool {
-    #[derive(Deserialize)]
-    struct Entry {
-        bucket: String,
-        key: String,
-        #[serde(rename = "versionId")]
-        version_id: String,
-    }
-    #[derive(Deserialize)]
-    struct Record {
-        kind: String,
-        site: String,
-        entry: Entry,
-    }
-    local.failed.as_ref().is_some_and(|f| {
-        f.borrow().values().any(|v| {
-            serde_json::from_slice::<Record>(v).is_ok_and(|r| {
-                r.kind == "failed"
-                    && r.site == site
-                    && r.entry.bucket == bucket
-                    && r.entry.key == key
-                    && r.entry.version_id == vid
-            })
-        })
-    })
+    let wanted = format!("{bucket}/{key}/{vid}/{site}");
+    local
+        .failed
+        .as_ref()
+        .is_some_and(|f| f.borrow().contains_key(&wanted))
 }
 
 pub(super) async fn progress(

@@ -139,18 +139,20 @@ pub async fn follow(
     Ok(state)
 }
 
-/// The latest value of every key of a compacted topic.
-pub type Compacted = Rc<RefCell<std::collections::BTreeMap<String, Vec<u8>>>>;
+/// The latest value of every key of a compacted topic, decoded once as it arrives.
+pub type Compacted<T> = Rc<RefCell<std::collections::BTreeMap<String, T>>>;
 
-/// Follows a compacted topic from its beginning, keeping the latest value of every key (a
-/// tombstone removes the key), until `stop` is set. It asks the brokers for the topic's
-/// partitions first, blocking: call it where that is fine (the API's executor at start).
-pub fn follow_all(
+/// Follows a compacted topic from its beginning, keeping the latest value of every key
+/// that `decode` accepts (a tombstone, or a value it refuses, removes the key), until `stop`
+/// is set. It asks the brokers for the topic's partitions first, blocking: call it where
+/// that is fine (the API's executor at start).
+pub fn follow_all<T: 'static>(
     brokers: &str,
     topic: &str,
+    decode: fn(&[u8]) -> Option<T>,
     stop: crate::shard::Shutdown,
-) -> Result<Compacted, QueueError> {
-    let state: Compacted = Rc::default();
+) -> Result<Compacted<T>, QueueError> {
+    let state: Compacted<T> = Rc::default();
     let consumer = reader(brokers)?;
     let ids: Vec<i32> = partitions(brokers, topic, false)?
         .iter()
@@ -164,9 +166,9 @@ pub fn follow_all(
                 let Some(k) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
                     continue;
                 };
-                match m.payload() {
-                    Some(p) => {
-                        cell.borrow_mut().insert(k, p.to_vec());
+                match m.payload().and_then(decode) {
+                    Some(v) => {
+                        cell.borrow_mut().insert(k, v);
                     }
                     None => {
                         cell.borrow_mut().remove(&k);
