@@ -506,3 +506,120 @@ fn a_poison_bucket_is_set_aside_and_the_others_go_on() {
         "poison's replayed until its patience: {replayed:?}"
     );
 }
+
+/// A hot key behind a slow head: its first version's upload is held by the proxy, and 2 500
+/// more entries of the key arrive behind it. The worker parks at most 1 000 of them in
+/// memory (`backbeat_parked_entries`), pausing that partition; keys of other partitions are
+/// copied meanwhile. (The engine is stopped with the head still held: nothing is committed
+/// past it.)
+#[test]
+fn a_hot_key_behind_a_slow_head_parks_a_bounded_number_of_entries() {
+    let s = servers();
+    let (sb, da) = (bucket("hotkey-src"), bucket("hotkey-a"));
+    let proxy = Proxy::start(&s.dest, false);
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    let head = data(2 << 20, 3);
+    let entry = |key: &str, version: &str, size: usize| {
+        format!(
+            r#"{{"v":1,"type":"put","bucket":"{sb}","key":"{key}","versionId":"{version}","size":{size},"sites":["site-a"]}}"#
+        )
+    };
+    let mut first = Vec::new();
+    block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        let v = put_version(&src, &sb, "hot", &head, &[]).await;
+        first.push((format!("{sb}/hot"), entry("hot", &v, head.len())));
+    });
+    let others: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            let k = format!("o{i}");
+            let v = block_on(put_version(&src, &sb, &k, &data(700, i), &[]));
+            (format!("{sb}/{k}"), entry(&k, &v, 700))
+        })
+        .collect();
+    proxy.faults.add("PUT", Some("/hot"), Kind::Hold, 1);
+    let port = free_port();
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let st = setup(
+        &sb,
+        &[("site-a", &proxy.url, &da)],
+        &rule,
+        &format!("\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let text = short_poll_interval(std::fs::read_to_string(&st.config).unwrap());
+    std::fs::write(&st.config, text).unwrap();
+    let topics = Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    produce(&topics.replication, &first);
+    wait_until(60, "the head's upload held", || {
+        proxy.faults.hits(Kind::Hold) >= 1
+    });
+    let behind: Vec<(String, String)> = (0..2500)
+        .map(|i| (format!("{sb}/hot"), entry("hot", &format!("later-{i}"), 10)))
+        .collect();
+    let hot_partition = produce_many(&topics.replication, &behind)[0];
+    let other_partitions = produce_many(&topics.replication, &others);
+    let parked = || {
+        let (_, text) = http_get(port, "/metrics", None);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("backbeat_parked_entries{"))
+            .unwrap_or("x 0")
+            .to_string();
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    let mut most = 0;
+    wait_until(60, "1000 entries parked", || {
+        most = most.max(parked());
+        most >= 1000
+    });
+    for ((k, _), p) in others.iter().zip(&other_partitions) {
+        let key = k.rsplit('/').next().unwrap();
+        if *p != hot_partition {
+            wait_until(60, key, || real_versions(&dst, &da, key).len() == 1);
+        }
+    }
+    for _ in 0..10 {
+        most = most.max(parked());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let log = std::fs::read_to_string(st.config.with_file_name("run.log")).unwrap();
+    stop(run);
+    proxy.faults.release();
+    eprintln!("hot key: at most {most} entries parked of 2500 behind the head");
+    assert!(most <= 1000 + 16, "parked entries bounded: {most}");
+    assert!(
+        log.contains("partition paused: too many entries wait"),
+        "{log}"
+    );
+    assert!(
+        other_partitions.iter().any(|p| *p != hot_partition),
+        "some key elsewhere"
+    );
+    assert!(
+        real_versions(&dst, &da, "hot").is_empty(),
+        "the head never completed"
+    );
+}
+
+/// Produces many messages at once; returns the partition each landed in.
+fn produce_many(topic: &str, items: &[(String, String)]) -> Vec<i32> {
+    let (b, topic, items) = (broker(), topic.to_string(), items.to_vec());
+    block_on(async move {
+        let p = backbeat::queue::kafka::producer(&b).unwrap();
+        let sends = items.iter().map(|(k, v)| {
+            let (p, topic) = (&p, &topic);
+            async move {
+                backbeat::queue::kafka::send(p, topic, k, Some(v.as_bytes()))
+                    .await
+                    .unwrap()
+                    .0
+            }
+        });
+        futures_util::future::join_all(sends).await
+    })
+}

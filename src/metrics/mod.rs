@@ -46,6 +46,8 @@ pub struct Stats {
     pub retries: AtomicU64,
     /// Entries sent to a replay topic after failing for a reason that may pass.
     pub replays: AtomicU64,
+    /// Entries parked behind an earlier version of their key (by shard).
+    pub parked: Mutex<Vec<Arc<AtomicU64>>>,
     /// Entries of this node's partitions out on the replay topics (by shard).
     pub replay_waiting: Mutex<Vec<Arc<AtomicU64>>>,
     pub checksum_mismatches: AtomicU64,

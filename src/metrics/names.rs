@@ -17,3 +17,4 @@ pub const OLDEST_CHANGE_IN_FLIGHT: &str = "backbeat_oldest_change_in_flight_seco
 pub const UNAVAILABLE_SHARDS: &str = "backbeat_site_unavailable_shards";
 pub const REPLAYS: &str = "backbeat_replays_total";
 pub const REPLAY_WAITING: &str = "backbeat_replay_waiting_entries";
+pub const PARKED: &str = "backbeat_parked_entries";

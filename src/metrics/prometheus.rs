@@ -184,6 +184,16 @@ pub fn render(sites: &BTreeMap<String, Arc<Stats>>) -> String {
     );
     gauge(
         &mut out,
+        PARKED,
+        "Entries waiting in memory behind an earlier version of their key (a partition holding 1000 is paused).",
+        sites,
+        |s| {
+            let shards = s.parked.lock().expect("parked gauges");
+            shards.iter().map(|g| g.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>()
+        },
+    );
+    gauge(
+        &mut out,
         REPLAY_WAITING,
         "Entries of this node's partitions waiting on the replay topics (failed, or behind a failed version of their key).",
         sites,

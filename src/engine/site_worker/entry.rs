@@ -167,6 +167,7 @@ fn finish(sh: &Rc<Shared>, job: &Job, permit: StaticPermit) {
         .finish(job.partition, job.offset, job.generation);
     match next {
         Ok(Some((offset, (entry, received)))) => {
+            super::parked::started(sh, job.partition);
             let next = Job {
                 partition: job.partition,
                 offset,

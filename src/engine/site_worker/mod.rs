@@ -17,12 +17,13 @@
 //! Files: `phase` the states, `partitions` the ledgers, `inflight` what drains wait on,
 //! `rebalance` the group callback, `entry` one entry's life, `outcome` how it is recorded,
 //! `lines` the keys' waiting lines, `replay` sending to the replay topics (the replayer that
-//! sends them back is `queue::replayer`).
+//! sends them back is `queue::replayer`), `parked` the bound on entries parked in memory.
 
 mod entry;
 mod inflight;
 mod lines;
 mod outcome;
+mod parked;
 mod partitions;
 mod phase;
 mod rebalance;
@@ -118,6 +119,9 @@ struct Shared {
     full_since: Cell<Option<Instant>>,
     /// Entries of this shard's partitions out on the replay topics (the site's gauge).
     replay_waiting: Arc<std::sync::atomic::AtomicU64>,
+    /// Partitions paused for holding too many parked entries, and the parked gauge.
+    full: parked::Full,
+    parked_gauge: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
@@ -197,9 +201,11 @@ impl Shared {
                     let _ = tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(pos));
                 }
                 partitions.remove(*p);
+                self.full.borrow_mut().remove(p);
             }
         }
         self.note_waiting();
+        parked::note(self);
         if tpl.count() == 0 {
             return;
         }
@@ -299,6 +305,12 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
         .lock()
         .expect("replay gauges")
         .push(waiting.clone());
+    let parked_gauge = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    stats
+        .parked
+        .lock()
+        .expect("parked gauges")
+        .push(parked_gauge.clone());
     let abort = Shutdown::new();
     let mut data = DataPath::new(
         cfg.opts.clone(),
@@ -332,6 +344,8 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
         probing: Cell::new(false),
         full_since: Cell::new(None),
         replay_waiting: waiting,
+        full: Default::default(),
+        parked_gauge,
     });
     let weak = Rc::downgrade(&sh);
     sh.breaker.on_open(move || {
@@ -395,7 +409,7 @@ fn apply(sh: &Shared, action: Action, was_paused: bool) {
         let r = if pause {
             sh.consumer.pause(&a)
         } else {
-            sh.consumer.resume(&a)
+            sh.consumer.resume(&parked::resumable(sh, &a))
         };
         if let Err(e) = r {
             tracing::warn!(error = %e, "pause/resume failed");
@@ -523,7 +537,7 @@ fn release_intake(sh: &Shared) {
         return;
     }
     if let Ok(a) = sh.consumer.assignment() {
-        if let Err(e) = sh.consumer.resume(&a) {
+        if let Err(e) = sh.consumer.resume(&parked::resumable(sh, &a)) {
             tracing::warn!(error = %e, "resuming intake failed");
         }
     }
@@ -582,7 +596,7 @@ async fn handle(
             };
             entry::spawn(sh, job, permit);
         }
-        Ok(Received::Parked) => {}
+        Ok(Received::Parked) => parked::parked(sh, m.partition),
         Err(e) => tracing::error!(partition = m.partition, offset = m.offset, error = %e, "ledger"),
     }
 }

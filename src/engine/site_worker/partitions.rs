@@ -164,6 +164,16 @@ impl<E> Partitions<E> {
         ticket
     }
 
+    /// Entries of `partition` parked behind an earlier version of their key.
+    pub fn parked(&self, partition: i32) -> usize {
+        self.map.get(&partition).map_or(0, |p| p.parked.len())
+    }
+
+    /// Parked entries over the shard's partitions.
+    pub fn parked_total(&self) -> usize {
+        self.map.values().map(|p| p.parked.len()).sum()
+    }
+
     /// Entries out on the replay topics, over the shard's partitions.
     pub fn waiting(&self) -> usize {
         self.map.values().map(|p| p.lines.waiting()).sum()
