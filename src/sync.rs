@@ -473,6 +473,12 @@ impl Summary {
                 f.key, f.version_id, f.error.message, f.attempts
             ));
         }
+        let unnamed = self.failed.saturating_sub(self.failures.len() as u64);
+        if unnamed > 0 {
+            s.push_str(&format!(
+                "  ... and {unnamed} more failures (the log names each one)\n"
+            ));
+        }
         s
     }
 }

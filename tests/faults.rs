@@ -623,3 +623,66 @@ fn produce_many(topic: &str, items: &[(String, String)]) -> Vec<i32> {
         futures_util::future::join_all(sends).await
     })
 }
+
+/// SIGKILL while an entry waits for its replay: the engine is killed during the entry's
+/// 5 s delay, the fault is gone, and a new engine's replayer finds the entry on the replay
+/// topic (its offset not committed) and sends it back: the version is copied, nothing
+/// FAILED, nothing lost.
+#[test]
+fn an_entry_waiting_for_its_replay_survives_sigkill() {
+    let s = servers();
+    let (sb, da) = (bucket("replaykill-src"), bucket("replaykill-a"));
+    let proxy = Proxy::start(&s.dest, false);
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    let body = data(1500, 4);
+    let events = block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        let v = put_version(&src, &sb, "k", &body, &[]).await;
+        vec![(
+            format!("{sb}/k"),
+            event("ObjectCreated:Put", &sb, "k", &v, body.len()),
+        )]
+    });
+    proxy.faults.add("PUT", Some("/k"), Kind::SlowDown, 3);
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let extra = "\n[replay]\ndelays_seconds = [5]\n";
+    let st = setup(&sb, &[("site-a", &proxy.url, &da)], &rule, extra);
+    let text = short_poll_interval(std::fs::read_to_string(&st.config).unwrap());
+    std::fs::write(&st.config, text).unwrap();
+    let topics = Topics::new(&st.prefix);
+    let mut first = spawn_named(&["run"], &st.config, "first");
+    produce(&topics.events, &events);
+    let log = |name: &str| {
+        std::fs::read_to_string(st.config.with_file_name(format!("{name}.log"))).unwrap_or_default()
+    };
+    wait_until(60, "the entry sent to replay", || {
+        log("first").contains("replayed in")
+    });
+    first.kill().unwrap();
+    first.wait().unwrap();
+    drop(first);
+    assert_eq!(proxy.faults.hits(Kind::SlowDown), 3);
+    let killed = Instant::now();
+    let second = spawn_named(&["run"], &st.config, "second");
+    wait_until(90, "k copied by the second engine", || {
+        real_versions(&dst, &da, "k").len() == 1
+    });
+    let copied = killed.elapsed();
+    let status = read_until_quiet(&topics.status, Duration::from_secs(2));
+    stop(second);
+    eprintln!("replay after SIGKILL: copied {copied:?} after the kill");
+    assert!(real_versions(&dst, &da, "k") == [body.clone()]);
+    let completed = status
+        .iter()
+        .filter(|(_, v)| v.contains("\"status\":\"COMPLETED\""))
+        .count();
+    let failed = status
+        .iter()
+        .filter(|(_, v)| v.contains("\"status\":\"FAILED\""))
+        .count();
+    assert_eq!((completed, failed), (1, 0), "{status:?}");
+}

@@ -25,6 +25,10 @@ pub struct Failure {
     pub attempts: u32,
 }
 
+/// Failures a run keeps for its summary (each one is logged, and the engine records them
+/// on the failed topic).
+pub const FAILURES_KEPT: usize = 1000;
+
 /// Counters of a replication run.
 #[derive(Default, Debug)]
 pub struct Stats {
@@ -82,9 +86,14 @@ impl Stats {
         counter.load(Ordering::Relaxed)
     }
 
+    /// Counts a failure, and keeps it for the summary while fewer than [`FAILURES_KEPT`]
+    /// are kept (the count goes on; the log names every one).
     pub fn record_failure(&self, f: Failure) {
         Self::add(&self.failed, 1);
-        self.failures.lock().expect("failures lock").push(f);
+        let mut kept = self.failures.lock().expect("failures lock");
+        if kept.len() < FAILURES_KEPT {
+            kept.push(f);
+        }
     }
 
     /// (p50, p99, p99.9, max) of per-version replication latency.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::Shared;
 use crate::failure::ErrorRecord;
 use crate::metrics::objects::ObjectId;
-use crate::metrics::{Failure, Stats};
+use crate::metrics::Stats;
 use crate::queue::codec::{
     Durations, FailedRecord, MalformedRecord, Replay, ReplicationEntry, Status, StatusEvent,
     VERSION,
@@ -136,13 +136,9 @@ impl OutcomeEvent<'_> {
                 error, attempts, ..
             }) => {
                 tracing::warn!(attempts, error = %error, "entry failed");
+                // Recorded on the failed topic (by the caller), not kept in memory.
+                Stats::add(&stats.failed, 1);
                 let record = error.record();
-                stats.record_failure(Failure {
-                    key: entry.key.clone(),
-                    version_id: entry.version_id.clone(),
-                    error: record.clone(),
-                    attempts: *attempts,
-                });
                 let (status, attempts) = (Status::Failed, *attempts);
                 Recorded {
                     status,
