@@ -47,8 +47,11 @@ fn config_check_prints_origins_and_names_bad_keys() {
 fn exported_metric_names() -> Vec<String> {
     use std::collections::BTreeMap;
     let sites = BTreeMap::from([("site-a".to_string(), backbeat::metrics::Stats::new())]);
-    let backlogs = BTreeMap::from([("site-a".to_string(), 3)]);
-    let text = backbeat::api::exposition(&sites, &backlogs);
+    let q = backbeat::api::QueueFigures {
+        backlogs: BTreeMap::from([("site-a".to_string(), 3)]),
+        oldest: BTreeMap::from([("site-a".to_string(), 12.5)]),
+    };
+    let text = backbeat::api::exposition(&sites, &q);
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("Prometheus text format");
     let mut names: Vec<String> = scrape.docs.keys().cloned().collect();

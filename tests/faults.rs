@@ -101,8 +101,8 @@ fn a_transfer_longer_than_the_poll_interval_does_not_evict_the_worker() {
 }
 
 /// The populator held on one batch for longer than `max_poll_interval_ms` (the source out
-/// of reach: the proxy resets GetBucketReplication's connection for about 15 s, retried
-/// every second): it keeps polling its consumer meanwhile, so it is not evicted, and the batch's
+/// of reach: the proxy resets every connection for 15 s; the batch is retried every
+/// second, nothing set aside since the source does not answer at all): it keeps polling its consumer meanwhile, so it is not evicted, and the batch's
 /// entries are produced once, not again after a rejoin.
 #[test]
 fn a_populator_held_on_a_batch_is_not_evicted() {
@@ -128,9 +128,6 @@ fn a_populator_held_on_a_batch_is_not_evicted() {
         }
         events
     });
-    proxy
-        .faults
-        .add("GET", Some("?replication"), Kind::Reset, 15);
     let st = setup(&sb, &[("site-a", &s.dest, &da)], "<unused/>", "");
     let text = short_poll_interval(std::fs::read_to_string(&st.config).unwrap())
         .replace("rules_file = \"rules.xml\"\n", "")
@@ -141,8 +138,21 @@ fn a_populator_held_on_a_batch_is_not_evicted() {
     std::fs::write(&st.config, text).unwrap();
     let topics = Topics::new(&st.prefix);
     let run = spawn(&["run"], &st.config);
+    let log = || std::fs::read_to_string(st.config.with_file_name("run.log")).unwrap_or_default();
+    wait_until(60, "the engine started", || {
+        log().contains("partitions assigned")
+    });
+    let down = |on: bool| {
+        proxy
+            .faults
+            .down
+            .store(on, std::sync::atomic::Ordering::SeqCst)
+    };
+    down(true);
     produce(&topics.events, &events);
     let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(15));
+    down(false);
     for k in ["a", "b", "c"] {
         wait_until(120, k, || real_versions(&dst, &da, k).len() == 1);
     }
@@ -157,6 +167,11 @@ fn a_populator_held_on_a_batch_is_not_evicted() {
     let entries = read_until_quiet(&topics.replication, Duration::from_secs(3));
     let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys.len(), 3, "each event's entry produced once: {keys:?}");
+    let text = log();
+    assert!(
+        !text.contains("set aside"),
+        "nothing set aside while the source was out of reach: {text}"
+    );
     for k in ["a", "b", "c"] {
         assert_eq!(real_versions(&dst, &da, k).len(), 1, "{k} copied once");
     }
@@ -473,7 +488,14 @@ fn a_poison_bucket_is_set_aside_and_the_others_go_on() {
     });
     let parked = started.elapsed();
     stop(run);
-    eprintln!("poison: healthy copied in {healthy_done:?}, flaky in {flaky_done:?}, poison parked after {parked:?}");
+    let asked = |b: &str| {
+        let log = proxy.faults.log.lock().unwrap();
+        log.iter()
+            .filter(|(l, _)| l.contains(&format!("/{b}?replication")))
+            .count()
+    };
+    let poison_asked = asked(poison);
+    eprintln!("poison: healthy copied in {healthy_done:?}, flaky in {flaky_done:?}, poison parked after {parked:?}; poison's rules asked {poison_asked} times");
     let failed = read_until_quiet(&topics.failed, Duration::from_secs(1));
     for (k, v) in failed.iter().filter(|(k, _)| k.starts_with("change/")) {
         assert!(k.starts_with(&format!("change/{poison}/")), "{k}");

@@ -102,32 +102,66 @@ pub(super) async fn backlog(state: &ApiState, site: &str, limit: Duration) -> Re
     futures_lite::future::or(lag, timeout).await
 }
 
+/// The age of the oldest entry a site's group has not committed (0 when none), asked off
+/// the executor, within `limit`.
+async fn oldest_unconsumed(state: &ApiState, site: &str, limit: Duration) -> Result<f64, String> {
+    let (b, t, g) = (
+        state.brokers.clone(),
+        state.replication_topic.clone(),
+        state.groups.get(site).cloned().unwrap_or_default(),
+    );
+    let age = glommio::executor().spawn_blocking(move || {
+        crate::queue::lag::GroupReader::new(&b, &t, &g)
+            .and_then(|r| r.oldest_unconsumed_age(&b))
+            .map(|a| a.unwrap_or_default().as_secs_f64())
+            .map_err(|e| e.to_string())
+    });
+    let timeout = async {
+        glommio::timer::sleep(limit).await;
+        Err(format!("Kafka did not answer within {} s", limit.as_secs()))
+    };
+    futures_lite::future::or(age, timeout).await
+}
+
+/// What `/metrics` asks Kafka at scrape time, per site (a site whose figure is unknown has
+/// no sample).
+#[derive(Default)]
+pub struct QueueFigures {
+    pub backlogs: BTreeMap<String, u64>,
+    pub oldest: BTreeMap<String, f64>,
+}
+
 /// The Prometheus text exposition of `/metrics`: every site's counters and histograms, and
-/// the backlogs given (a site whose backlog is unknown has no sample).
-pub fn exposition(
-    sites: &BTreeMap<String, Arc<Stats>>,
-    backlogs: &BTreeMap<String, u64>,
-) -> String {
+/// its queue's figures.
+pub fn exposition(sites: &BTreeMap<String, Arc<Stats>>, q: &QueueFigures) -> String {
     let mut text = crate::metrics::prometheus::render(sites);
     let name = crate::metrics::names::BACKLOG;
     text.push_str(&format!("# HELP {name} Replication entries not yet committed by the site's consumer group.\n# TYPE {name} gauge\n"));
-    for (site, n) in backlogs {
+    for (site, n) in &q.backlogs {
         text.push_str(&format!("{name}{{site=\"{site}\"}} {n}\n"));
+    }
+    let name = crate::metrics::names::OLDEST_UNCONSUMED;
+    text.push_str(&format!("# HELP {name} Age of the oldest replication entry the site's group has not committed: entries older than the topic's retention are deleted unreplicated.\n# TYPE {name} gauge\n"));
+    for (site, age) in &q.oldest {
+        text.push_str(&format!("{name}{{site=\"{site}\"}} {age:.3}\n"));
     }
     text
 }
 
-/// `GET /metrics`, each site's backlog asked at scrape time.
+/// `GET /metrics`, each site's backlog and oldest entry asked at scrape time.
 pub(super) async fn prometheus(state: &ApiState) -> Reply {
-    let mut backlogs = BTreeMap::new();
+    let mut q = QueueFigures::default();
     for site in state.sites.keys() {
         if let Ok(n) = backlog(state, site, Duration::from_secs(5)).await {
-            backlogs.insert(site.clone(), n);
+            q.backlogs.insert(site.clone(), n);
+        }
+        if let Ok(age) = oldest_unconsumed(state, site, Duration::from_secs(5)).await {
+            q.oldest.insert(site.clone(), age);
         }
     }
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain; version=0.0.4")
-        .body(Full::new(Bytes::from(exposition(&state.sites, &backlogs))))
+        .body(Full::new(Bytes::from(exposition(&state.sites, &q))))
         .expect("response")
 }

@@ -37,7 +37,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Serialize;
 
-pub use health::exposition;
+pub use health::{exposition, QueueFigures};
 
 use crate::metrics::Stats;
 use crate::s3::http::{HyperIo, Stream};

@@ -18,3 +18,4 @@ pub const UNAVAILABLE_SHARDS: &str = "backbeat_site_unavailable_shards";
 pub const REPLAYS: &str = "backbeat_replays_total";
 pub const REPLAY_WAITING: &str = "backbeat_replay_waiting_entries";
 pub const PARKED: &str = "backbeat_parked_entries";
+pub const OLDEST_UNCONSUMED: &str = "backbeat_oldest_unconsumed_entry_age_seconds";

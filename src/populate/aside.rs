@@ -79,6 +79,7 @@ pub async fn set_aside(
     stats: &Stats,
     change: &Change,
     prior: Option<&Replay>,
+    ticket: u64,
     error: &PopulateError,
 ) -> Result<Aside, QueueError> {
     let now = unix_ms(SystemTime::now());
@@ -92,7 +93,7 @@ pub async fn set_aside(
             v: VERSION,
             kind: KIND.into(),
             change: change.clone(),
-            replay: s.place(0, step, since),
+            replay: s.place(ticket, step, since),
             reason: error.to_string(),
         };
         let body = serde_json::to_vec(&record).expect("a change serializes");
@@ -116,6 +117,34 @@ pub async fn set_aside(
     tracing::error!(bucket = %change.bucket, key = %change.key, version = %change.version_id, error = %error,
         "change parked on the failed topic: fix the cause, then run `backbeat populate --scan --missing-only` for its bucket");
     Ok(Aside::Parked)
+}
+
+/// Sends a change to the replay topic of `step`, behind an earlier change of its key set
+/// aside there (it keeps its own failure time: it has not failed for this).
+pub async fn behind(
+    cfg: &PopulateConfig,
+    producer: &Producer,
+    stats: &Stats,
+    change: &Change,
+    prior: Option<&Replay>,
+    ticket: u64,
+    step: u32,
+) -> Result<(), QueueError> {
+    let since = prior.map_or(0, |r| r.failed_since_ms);
+    let record = ChangeReplay {
+        v: VERSION,
+        kind: KIND.into(),
+        change: change.clone(),
+        replay: cfg.schedule.place(ticket, step, since),
+        reason: "an earlier version of its key was set aside".into(),
+    };
+    let body = serde_json::to_vec(&record).expect("a change serializes");
+    let key = format!("{}/{}", change.bucket, change.key);
+    let topic = cfg.topics.events_replay(step as usize);
+    kafka::send(producer, &topic, &key, Some(&body)).await?;
+    Stats::add(&stats.replays, 1);
+    tracing::info!(bucket = %change.bucket, key = %change.key, step, "change set aside behind an earlier version of its key");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use rdkafka::consumer::{CommitMode, Consumer as _, DefaultConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::aside::{self, ChangeReplay};
+use super::aside::{self, Aside, ChangeReplay};
 use super::events::{self, ChangeKind};
 use super::rules::ReplicationConfig;
 use super::scan::{scan, KeyVersions};
@@ -23,6 +23,7 @@ use crate::metrics::Stats;
 use crate::queue::codec::Replay;
 use crate::queue::codec::{EntryType, ReplicationEntry, VERSION};
 use crate::queue::kafka::{self, Producer, QueueError, Topics};
+use crate::queue::lines::Turn;
 use crate::queue::replayer::{self, ReplayerConfig, Schedule};
 use crate::replication::{Route, SourceOrder, Version};
 use crate::retry::{retry, RetryPolicy};
@@ -312,6 +313,12 @@ async fn produce(
     r
 }
 
+/// Now in Unix nanoseconds: the seed of new tickets.
+fn now_nanos() -> u64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    d.unwrap_or_default().as_nanos() as u64
+}
+
 /// What a rules error is about.
 fn rules_of(bucket: &str) -> String {
     format!("rules of bucket {bucket}")
@@ -358,6 +365,7 @@ pub async fn run_events(
         rules,
         stats,
         failing: Default::default(),
+        lines: Default::default(),
     };
     while !shutdown.is_set() {
         let Some(batch) = next_batch(&consumer).await else {
@@ -390,12 +398,11 @@ pub async fn run_events(
 
 /// The populator's replayer: changes set aside go back to the events topic when due.
 fn replayer_config(cfg: &PopulateConfig) -> ReplayerConfig {
-    let steps = cfg.schedule.delays.len();
     ReplayerConfig {
         brokers: cfg.brokers.clone(),
         group: cfg.replay_group.clone(),
         membership: cfg.membership,
-        topics: (0..steps).map(|s| cfg.topics.events_replay(s)).collect(),
+        topics: replayer::steps_pattern(&cfg.topics.events_replay_base),
         back: cfg.topics.events.clone(),
         due: ChangeReplay::due,
     }
@@ -463,6 +470,9 @@ struct EventIntake {
     /// next changes are set aside without asking again (a poison bucket costs the batch
     /// its attempts once, not once per change).
     failing: std::cell::RefCell<HashMap<String, (Instant, SourceError)>>,
+    /// Keys (`bucket/key`) with changes set aside: the key's later changes go behind them
+    /// (in this process; lost at a restart, when the workers' order checks remain).
+    lines: std::cell::RefCell<crate::queue::lines::Lines>,
 }
 
 /// How long a bucket whose rules could not be read has its changes set aside at once: 5 s,
@@ -484,7 +494,7 @@ impl EventIntake {
         let entries = match known {
             Some(e) => e,
             None => {
-                let e = std::rc::Rc::new(self.entries_of(batch).await?);
+                let e = std::rc::Rc::new(self.entries_of(batch, produced).await?);
                 *produced.borrow_mut() = Produced::new(e.clone());
                 e
             }
@@ -501,30 +511,37 @@ impl EventIntake {
         Ok(())
     }
 
-    /// The entries of a batch's events; malformed messages are sent to the failed topic.
+    /// The entries of a batch's events; malformed messages are sent to the failed topic. A
+    /// retry resumes at the first message not done (the changes of those done were turned
+    /// into entries, or set aside, once).
     async fn entries_of(
         &self,
         batch: &[EventMessage],
+        produced: &std::cell::RefCell<Produced>,
     ) -> Result<Vec<ReplicationEntry>, PopulateError> {
-        let mut entries = Vec::new();
-        for (partition, offset, payload) in batch {
+        let start = produced.borrow().next;
+        for (i, (partition, offset, payload)) in batch.iter().enumerate().skip(start) {
+            let mut entries = Vec::new();
             if let Some(back) = ChangeReplay::detect(payload) {
                 let changes = vec![(back.change, Some(back.replay))];
                 self.add_entries(changes, &mut entries).await?;
-                continue;
-            }
-            match events::parse(payload) {
-                Ok(changes) => {
-                    let changes = changes.into_iter().map(|c| (c, None)).collect();
-                    self.add_entries(changes, &mut entries).await?
+            } else {
+                match events::parse(payload) {
+                    Ok(changes) => {
+                        let changes = changes.into_iter().map(|c| (c, None)).collect();
+                        self.add_entries(changes, &mut entries).await?
+                    }
+                    Err(e) => {
+                        self.send_malformed(*partition, *offset, payload, &e)
+                            .await?
+                    }
                 }
-                Err(e) => {
-                    self.send_malformed(*partition, *offset, payload, &e)
-                        .await?
-                }
             }
+            let mut p = produced.borrow_mut();
+            p.building.append(&mut entries);
+            p.next = i + 1;
         }
-        Ok(entries)
+        Ok(std::mem::take(&mut produced.borrow_mut().building))
     }
 
     /// Sends a message that is not an event notification to the failed topic, with why.
@@ -567,6 +584,14 @@ impl EventIntake {
             if !cfg.buckets.is_empty() && !cfg.buckets.contains(&c.bucket) {
                 continue;
             }
+            let key = format!("{}/{}", c.bucket, c.key);
+            let ticket = prior.map(|r| r.ticket).filter(|t| *t > 0);
+            let turn = self.lines.borrow_mut().turn(&key, ticket, now_nanos());
+            if let Turn::Wait { ticket, step } = turn {
+                let (p, stats) = (&self.producer, &self.stats);
+                aside::behind(cfg, p, stats, &c, prior.as_ref(), ticket, step).await?;
+                continue;
+            }
             let error = match self.failing_rules(&c.bucket) {
                 Some(e) => e,
                 None => match self.try_change(&c).await {
@@ -575,14 +600,36 @@ impl EventIntake {
                         continue;
                     }
                     Ok(None) => continue,
-                    Err(e) if e.unreachable() => return Err(e),
+                    Err(e) if e.unreachable() && !self.source_answers(&c.bucket).await => {
+                        return Err(e)
+                    }
                     Err(e) => e,
                 },
             };
+            let ticket = ticket.unwrap_or_else(|| self.lines.borrow_mut().ticket(now_nanos()));
             let (p, stats) = (&self.producer, &self.stats);
-            aside::set_aside(cfg, p, stats, &c, prior.as_ref(), &error).await?;
+            let aside = aside::set_aside(cfg, p, stats, &c, prior.as_ref(), ticket, &error).await?;
+            if let Aside::Replayed { step } = aside {
+                self.lines.borrow_mut().wait(&key, ticket, step);
+            }
         }
         Ok(())
+    }
+
+    /// Whether the source answers at all (a HeadBucket of `bucket`): a change's request that
+    /// got no answer holds the batch only when the source is out of reach, not when one
+    /// bucket's request hangs.
+    async fn source_answers(&self, bucket: &str) -> bool {
+        match self.source.head_bucket(bucket).await {
+            Ok(()) => true,
+            Err(e) => {
+                let code = crate::s3::error::OpError::code(&e).to_string();
+                !matches!(
+                    code.as_str(),
+                    "ConnectError" | "ConnectionError" | "Timeout" | "TlsError"
+                )
+            }
+        }
     }
 
     /// The entry of one change, after a few attempts; a bucket whose rules could not be read
@@ -700,6 +747,9 @@ impl EventIntake {
 struct Produced {
     entries: Option<std::rc::Rc<Vec<ReplicationEntry>>>,
     sent: Vec<bool>,
+    /// While the entries are being built: those of the messages done, and the next message.
+    building: Vec<ReplicationEntry>,
+    next: usize,
 }
 
 impl Produced {
@@ -708,6 +758,7 @@ impl Produced {
         Self {
             entries: Some(entries),
             sent,
+            ..Self::default()
         }
     }
 }

@@ -76,7 +76,12 @@ impl Topics {
     /// The replay topic of `site` for `step` of its delay schedule: entries wait there
     /// for that step's delay before they are sent back to the replication topic.
     pub fn replay(&self, site: &str, step: usize) -> String {
-        format!("{}{site}-{step}", self.replay_base)
+        format!("{}{step}", self.replay_prefix(site))
+    }
+
+    /// What the names of `site`'s replay topics start with (the step follows).
+    pub fn replay_prefix(&self, site: &str) -> String {
+        format!("{}{site}-", self.replay_base)
     }
 
     /// The populator's replay topic for `step`: changes it could not turn into entries

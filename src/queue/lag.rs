@@ -98,6 +98,47 @@ impl GroupReader {
         Ok(behind(&ends, &self.positions(&marks)?))
     }
 
+    /// How long the oldest entry the group has not committed has been on the topic (from
+    /// its timestamp), or `None` when it has committed everything. Blocking: reads the
+    /// first uncommitted message of each partition behind.
+    pub fn oldest_unconsumed_age(&self, brokers: &str) -> Result<Option<Duration>, KafkaError> {
+        let marks = self.watermarks()?;
+        let positions = self.positions(&marks)?;
+        let mut tpl = TopicPartitionList::new();
+        for (p, (_, high)) in &marks {
+            let at = positions.get(p).copied().unwrap_or(0);
+            if at < *high {
+                tpl.add_partition_offset(&self.topic, *p, Offset::Offset(at))?;
+            }
+        }
+        let behind = tpl.count();
+        if behind == 0 {
+            return Ok(None);
+        }
+        let reader: BaseConsumer = super::kafka::client_config(brokers)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        reader.assign(&tpl)?;
+        let (mut oldest, mut seen) = (i64::MAX, std::collections::BTreeSet::new());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while seen.len() < behind && Instant::now() < deadline {
+            use rdkafka::Message as _;
+            let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            if seen.insert(m.partition()) {
+                if let Some(ms) = m.timestamp().to_millis() {
+                    oldest = oldest.min(ms);
+                }
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        Ok((oldest != i64::MAX).then(|| Duration::from_millis((now - oldest).max(0) as u64)))
+    }
+
     /// How many entries below `ends` the group has not committed. Blocking.
     pub fn behind(&self, ends: &Offsets) -> Result<u64, KafkaError> {
         // Serve the client's events (errors while brokers flap) so none piles up.

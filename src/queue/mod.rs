@@ -1,6 +1,6 @@
 //! Kafka: rdkafka on glommio (`kafka`), the message codecs, the per-partition offset ledger,
-//! the control topic, consumer groups' lag (`lag`), delayed replay (`replayer`) and the
-//! embedded broker's backpressure.
+//! the control topic, consumer groups' lag (`lag`), delayed replay (`replayer`, and the
+//! keys' waiting lines behind replayed items, `lines`) and the embedded broker's backpressure.
 //! What consumes the replication topic (the site worker) lives in `engine`.
 //!
 //! Owns: the replication entry and status event formats, and which offsets may be
@@ -14,4 +14,5 @@ pub mod control;
 pub mod kafka;
 pub mod lag;
 pub mod ledger;
+pub mod lines;
 pub mod replayer;

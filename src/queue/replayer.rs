@@ -81,8 +81,9 @@ pub struct ReplayerConfig {
     pub brokers: String,
     pub group: String,
     pub membership: Membership,
-    /// The replay topics, one per step.
-    pub topics: Vec<String>,
+    /// The replay topics: a regular expression (librdkafka's `^...`) matching every step's
+    /// topic, so that records on steps a shorter schedule no longer has still come back.
+    pub topics: String,
     /// Where due records go back.
     pub back: String,
     /// When a record is due (Unix milliseconds), or why it cannot be read.
@@ -97,19 +98,30 @@ struct Held {
     payload: Vec<u8>,
 }
 
-/// Runs a replayer until shutdown (nothing to do without replay topics).
+/// The subscription pattern of the topics named `base` followed by a step number.
+pub fn steps_pattern(base: &str) -> String {
+    let mut out = String::from("^");
+    for c in base.chars() {
+        if !c.is_ascii_alphanumeric() && c != '_' && c != '-' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push_str("[0-9]+$");
+    out
+}
+
+/// Runs a replayer until shutdown.
 pub async fn run(
     cfg: ReplayerConfig,
     producer: Producer,
     shutdown: Shutdown,
 ) -> Result<(), QueueError> {
-    if cfg.topics.is_empty() {
-        return Ok(());
-    }
     let group = &cfg.group;
     let consumer = kafka::consumer(&cfg.brokers, group, &cfg.membership, DefaultConsumerContext)?;
-    let names: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names).map_err(QueueError::Consume)?;
+    consumer
+        .subscribe(&[cfg.topics.as_str()])
+        .map_err(QueueError::Consume)?;
     let consumer = Arc::new(consumer);
     let r = Replayer {
         cfg: &cfg,
@@ -119,6 +131,7 @@ pub async fn run(
     };
     let mut held: HashMap<(String, i32), Held> = HashMap::new();
     while !shutdown.is_set() {
+        r.drop_unowned(&mut held);
         r.release_due(&mut held).await;
         let next = held.values().map(|h| h.due_ms).min();
         let now = unix_ms(SystemTime::now());
@@ -142,9 +155,12 @@ pub async fn run(
             None => {}
         }
     }
-    let c = consumer.clone();
+    // Leaving the group and closing the consumer wait on the brokers: off the executor.
     let _ = glommio::executor()
-        .spawn_blocking(move || c.unsubscribe())
+        .spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        })
         .await;
     Ok(())
 }
@@ -182,7 +198,23 @@ impl Replayer<'_> {
         held.insert(tp, h);
     }
 
-    /// Sends back every held entry that is due (if its partition is still this shard's).
+    /// Forgets the held records of partitions a rebalance took away (their new owner reads
+    /// them again), resuming those partitions: the pause would outlive the assignment.
+    fn drop_unowned(&self, held: &mut HashMap<(String, i32), Held>) {
+        if held.is_empty() {
+            return;
+        }
+        let owned = self.consumer.assignment().unwrap_or_default();
+        held.retain(|tp, _| {
+            let mine = owned.find_partition(&tp.0, tp.1).is_some();
+            if !mine {
+                self.pause(tp, false);
+            }
+            mine
+        });
+    }
+
+    /// Sends back every held entry that is due.
     async fn release_due(&self, held: &mut HashMap<(String, i32), Held>) {
         let now = unix_ms(SystemTime::now());
         let due: Vec<(String, i32)> = held
@@ -193,13 +225,10 @@ impl Replayer<'_> {
         if due.is_empty() {
             return;
         }
-        let owned = self.consumer.assignment().unwrap_or_default();
         for tp in due {
             let h = held.remove(&tp).expect("listed above");
-            if owned.find_partition(&tp.0, tp.1).is_some() {
-                self.send_back(&tp, &h).await;
-                self.pause(&tp, false);
-            }
+            self.send_back(&tp, &h).await;
+            self.pause(&tp, false);
         }
     }
 
@@ -250,5 +279,52 @@ impl Replayer<'_> {
         if let Err(e) = glommio::executor().spawn_blocking(seek).await {
             tracing::warn!(topic = %tp.0, partition = tp.1, offset, error = %e, "cannot put back a replay message");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_matches_every_step_of_its_base_only() {
+        let p = steps_pattern("t1.x-replication-replay-site.a-");
+        assert_eq!(p, r"^t1\.x-replication-replay-site\.a-[0-9]+$");
+    }
+
+    #[test]
+    fn the_schedule_climbs_then_repeats_its_last_step_until_the_patience() {
+        let s = Schedule {
+            delays: vec![Duration::from_secs(1), Duration::from_secs(5)],
+            patience: Duration::from_secs(60),
+        };
+        let now = 100_000;
+        assert_eq!(s.next(None, s.patience, now), Some((0, now)));
+        let at = |step, since| Replay {
+            ticket: 0,
+            step,
+            due_ms: 0,
+            failed_since_ms: since,
+        };
+        assert_eq!(
+            s.next(Some(&at(0, now - 1_000)), s.patience, now),
+            Some((1, now - 1_000))
+        );
+        assert_eq!(
+            s.next(Some(&at(7, now - 1_000)), s.patience, now),
+            Some((1, now - 1_000)),
+            "a step a longer schedule had"
+        );
+        assert_eq!(s.next(Some(&at(1, now - 60_000)), s.patience, now), None);
+        assert_eq!(
+            s.next(None, Duration::ZERO, now),
+            None,
+            "no patience at all"
+        );
+        let p = s.place(3, 9, 5);
+        assert!(
+            p.due_ms >= unix_ms(SystemTime::now()) + 4_000,
+            "an unknown step waits the last delay"
+        );
     }
 }

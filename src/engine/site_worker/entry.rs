@@ -8,11 +8,11 @@ use std::time::{Instant, SystemTime};
 use glommio::sync::StaticPermit;
 use tracing::Instrument;
 
-use super::lines::Turn;
 use super::outcome::{self, EntryResult, Pending, Timings};
 use super::replay;
 use super::Shared;
 use crate::queue::codec::{EntryType, ReplicationEntry};
+use crate::queue::lines::Turn;
 use crate::replication::{replicate, Outcome, ReplicationError, SourceOrder, Verdict, Version};
 use crate::retry::retry;
 

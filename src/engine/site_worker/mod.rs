@@ -12,16 +12,16 @@
 //! harmless.
 //!
 //! An entry that fails for a reason that may pass goes to the site's replay topics and comes
-//! back after a delay (`replay`, `replayer`); its key's later entries go behind it (`lines`).
+//! back after a delay (`replay`); its key's later entries go behind it (`queue::lines`).
 //!
 //! Files: `phase` the states, `partitions` the ledgers, `inflight` what drains wait on,
 //! `rebalance` the group callback, `entry` one entry's life, `outcome` how it is recorded,
-//! `lines` the keys' waiting lines, `replay` sending to the replay topics (the replayer that
-//! sends them back is `queue::replayer`), `parked` the bound on entries parked in memory.
+//! `replay` sending to the replay topics (the keys' waiting lines are `queue::lines`, the
+//! replayer that sends entries back `queue::replayer`), `parked` the bound on entries
+//! parked in memory.
 
 mod entry;
 mod inflight;
-mod lines;
 mod outcome;
 mod parked;
 mod partitions;
@@ -240,12 +240,11 @@ pub async fn run_shard(
     let sh = start(cfg, stats)?;
     let replayer = {
         let c = &sh.cfg;
-        let steps = c.replay.schedule.delays.len();
         let rc = ReplayerConfig {
             brokers: c.brokers.clone(),
             group: c.replay.group.clone(),
             membership: c.membership,
-            topics: (0..steps).map(|s| c.topics.replay(&c.site, s)).collect(),
+            topics: replayer::steps_pattern(&c.topics.replay_prefix(&c.site)),
             back: c.topics.replication.clone(),
             due: |payload| {
                 let e = ReplicationEntry::decode(payload).map_err(|m| m.reason)?;

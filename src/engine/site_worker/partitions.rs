@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use super::inflight::{Entered, InFlight};
-use super::lines::{Lines, Turn};
 use crate::queue::ledger::{Ledger, LedgerError};
+use crate::queue::lines::{Lines, Turn};
 use crate::shard::Shutdown;
 
 struct Partition<E> {

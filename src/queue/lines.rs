@@ -1,15 +1,15 @@
-//! The waiting lines of one partition's keys: which entries of a key are out on the site's
-//! replay topics, so that the key's later entries wait behind them instead of overtaking
-//! them (a version written after a later one would be superseded, and missing at the
-//! destination).
+//! Waiting lines of keys: which items of a key (site workers' entries, the populator's
+//! changes) are out on replay topics, so that the key's later items wait behind them
+//! instead of overtaking them (a version written after a later one would be superseded, and
+//! missing at the destination).
 //!
 //! An entry that leaves for a replay topic gets a ticket (its place in its key's line, kept
 //! across replays). When an entry of the key is about to run, it runs only if no entry with
 //! an earlier ticket is out; otherwise it joins the line, sent to the replay topic where the
 //! line's head waits (behind it, since a topic partition is first in, first out). Pure
-//! bookkeeping: the caller produces to the topics. Lost with the partition (a restart, a
-//! rebalance): a replayed entry then runs when it comes back, and the ordering checks keep
-//! the destination from going stale.
+//! bookkeeping: the caller produces to the topics. Lost with its owner (a restart, a
+//! rebalance): a replayed item then runs when it comes back, and the workers' ordering
+//! checks keep the destination from going stale.
 
 use std::collections::{BTreeMap, HashMap};
 
