@@ -1517,3 +1517,37 @@ fn produce_failed(topic: &str, bucket: &str, n: usize) {
         }
     });
 }
+
+/// The retention guard: with the site paused, `/metrics` reports the age of the oldest
+/// entry its group has not committed (`backbeat_oldest_unconsumed_entry_age_seconds`),
+/// growing while it waits, and 0 once the site caught up.
+#[test]
+fn the_oldest_unconsumed_entry_is_measured_for_the_retention_alert() {
+    let e = api_engine("retention");
+    let api = format!("127.0.0.1:{}", e.port);
+    let (code, _, err) = backbeat(&["pause", "site-a", "--api", &api]);
+    assert_eq!(code, 0, "{err}");
+    e.announce(&["r1"], 500);
+    let age = || {
+        let (_, text) = http_get(e.port, "/metrics", None);
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("backbeat_oldest_unconsumed_entry_age_seconds{site=\"site-a\"}")
+            })
+            .map(str::to_string);
+        line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    wait_until(60, "an entry waiting", || age().is_some_and(|a| a > 0.0));
+    std::thread::sleep(Duration::from_secs(3));
+    let waited = age().unwrap();
+    assert!(
+        waited >= 3.0,
+        "the age grows while the site is paused: {waited}"
+    );
+    let (code, _, err) = backbeat(&["resume", "site-a", "--api", &api]);
+    assert_eq!(code, 0, "{err}");
+    wait_until(90, "r1", || e.replicated("r1"));
+    wait_until(30, "caught up", || age() == Some(0.0));
+    stop(e.run);
+}

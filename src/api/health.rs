@@ -155,8 +155,11 @@ pub(super) async fn prometheus(state: &ApiState) -> Reply {
         if let Ok(n) = backlog(state, site, Duration::from_secs(5)).await {
             q.backlogs.insert(site.clone(), n);
         }
-        if let Ok(age) = oldest_unconsumed(state, site, Duration::from_secs(5)).await {
-            q.oldest.insert(site.clone(), age);
+        match oldest_unconsumed(state, site, Duration::from_secs(5)).await {
+            Ok(age) => {
+                q.oldest.insert(site.clone(), age);
+            }
+            Err(e) => tracing::debug!(site, error = %e, "oldest unconsumed entry unknown"),
         }
     }
     Response::builder()

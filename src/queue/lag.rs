@@ -115,7 +115,12 @@ impl GroupReader {
         if behind == 0 {
             return Ok(None);
         }
+        // A group id is required to consume; assigned partitions never join it.
         let reader: BaseConsumer = super::kafka::client_config(brokers)
+            .set(
+                "group.id",
+                format!("backbeat-age-reader-{}", std::process::id()),
+            )
             .set("enable.auto.commit", "false")
             .create()?;
         reader.assign(&tpl)?;
