@@ -3,9 +3,10 @@
 //! keys' waiting lines behind replayed items, `lines`) and the embedded broker's backpressure.
 //! What consumes the replication topic (the site worker) lives in `engine`.
 //!
-//! Owns: the replication entry and status event formats, and which offsets may be
-//! committed. May call: `shard` (shutdown signal), `retry`, `s3` (only the CRC32C text form, to
-//! validate an entry's checksum), `failure` (errors in status events); nothing of S3
+//! Owns: the replication entry and status event formats, which offsets may be committed,
+//! and when a replayed record is due. May call: `shard` (shutdown signal), `retry`, `s3`
+//! (only the CRC32C text form, to validate an entry's checksum), `failure` (errors in
+//! status events); nothing of S3
 //! requests or of replication.
 
 pub mod backpressure;
