@@ -610,8 +610,8 @@ fn a_hot_key_behind_a_slow_head_parks_a_bounded_number_of_entries() {
         std::thread::sleep(Duration::from_millis(300));
     }
     let log = std::fs::read_to_string(st.config.with_file_name("run.log")).unwrap();
+    let head_meanwhile = real_versions(&dst, &da, "hot").len();
     stop(run);
-    proxy.faults.release();
     eprintln!("hot key: at most {most} entries parked of 2500 behind the head");
     assert!(most <= 1000 + 16, "parked entries bounded: {most}");
     assert!(
@@ -622,10 +622,7 @@ fn a_hot_key_behind_a_slow_head_parks_a_bounded_number_of_entries() {
         other_partitions.iter().any(|p| *p != hot_partition),
         "some key elsewhere"
     );
-    assert!(
-        real_versions(&dst, &da, "hot").is_empty(),
-        "the head never completed"
-    );
+    assert_eq!(head_meanwhile, 0, "the head was still held");
 }
 
 /// Produces many messages at once; returns the partition each landed in.
