@@ -542,7 +542,11 @@ fn scan_once(
     let summary = backbeat::shard::block_on(async move {
         let settled = match (a.missing_only, a.no_wait) {
             (false, _) => None,
-            (true, true) => Some(settle::Settled::now(pc.sites.keys().cloned())),
+            (true, true) => {
+                let mut s = settle::Settled::now(pc.sites.keys().cloned());
+                s.outstanding = settle::Queues::new(&pc)?.outstanding().await?;
+                Some(s)
+            }
             (true, false) => {
                 if show {
                     eprintln!("waiting for what is already queued to go through ...");
@@ -574,6 +578,12 @@ fn scan_once(
             "{} keys could not be checked or read, and were skipped (the first: {}). The others were enqueued; fix what the errors say and scan again.",
             summary.keys_failed,
             summary.first_key_failures.join("; ")
+        );
+    }
+    if summary.outstanding > 0 {
+        eprintln!(
+            "{} versions missing at their sites were not enqueued again: they are FAILED there (see `backbeat failed list`, and `backbeat failed retry` once the cause is fixed) or wait for a replay.",
+            summary.outstanding
         );
     }
     if summary.sites_left_out.is_empty() {

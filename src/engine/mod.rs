@@ -307,6 +307,7 @@ impl Engine {
                         SiteTarget {
                             endpoint: s.endpoint.clone(),
                             group: kafka::replication_group(&self.cfg.kafka.topic_prefix, n),
+                            replay_group: kafka::replay_group(&self.cfg.kafka.topic_prefix, n),
                             buckets: s.buckets.clone(),
                             versioned: s.versioned,
                         },

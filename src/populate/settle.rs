@@ -11,10 +11,11 @@
 //! written after the scan started are left to their events: this scan could otherwise
 //! enqueue one whose event is already on its way.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::worker::{PopulateConfig, PopulateError};
+use crate::queue::codec::{FailedRecord, ReplicationEntry};
 use crate::queue::kafka::QueueError;
 use crate::queue::lag::{self, GroupReader, Passed};
 use crate::shard::Shutdown;
@@ -35,6 +36,9 @@ pub struct Settled {
     pub sites: BTreeSet<String>,
     /// Sites left out: their queue did not drain (name, entries still queued).
     pub left_out: Vec<(String, u64)>,
+    /// Versions FAILED at a site, or waiting on its replay topics
+    /// (`bucket/key/versionId/site`): the scan does not enqueue them again.
+    pub outstanding: HashSet<String>,
 }
 
 impl Settled {
@@ -44,7 +48,16 @@ impl Settled {
             events_since: None,
             sites: sites.into_iter().collect(),
             left_out: Vec::new(),
+            outstanding: HashSet::new(),
         }
+    }
+
+    /// Whether `site` has this version FAILED, or waiting for a replay.
+    pub fn outstanding(&self, bucket: &str, key: &str, version_id: &str, site: &str) -> bool {
+        !self.outstanding.is_empty()
+            && self
+                .outstanding
+                .contains(&format!("{bucket}/{key}/{version_id}/{site}"))
     }
 
     /// Whether a version last modified at `secs` is left to its event.
@@ -74,8 +87,12 @@ fn kafka_err(topic: &str) -> impl Fn(rdkafka::error::KafkaError) -> PopulateErro
 /// The groups a missing-only scan waits for: the populator's on the events topic, and each
 /// site's on the replication topic. Made once, asked before every scan.
 pub struct Queues {
+    brokers: String,
+    failed_topic: String,
     events: GroupReader,
     sites: Vec<(String, GroupReader)>,
+    /// Each site's replay groups on its replay topics (one reader per step).
+    replays: Vec<(String, Vec<GroupReader>)>,
     /// Sites left out of the last scan: the next one gives them a short wait only (they
     /// are waited for again as soon as they move).
     stalled: std::cell::RefCell<BTreeSet<String>>,
@@ -86,15 +103,26 @@ impl Queues {
         let (events, replication) = (&cfg.topics.events, &cfg.topics.replication);
         let populator =
             GroupReader::new(&cfg.brokers, events, &cfg.group).map_err(kafka_err(events))?;
-        let mut sites = Vec::new();
+        let (mut sites, mut replays) = (Vec::new(), Vec::new());
         for (site, target) in &cfg.sites {
             let r = GroupReader::new(&cfg.brokers, replication, &target.group)
                 .map_err(kafka_err(replication))?;
             sites.push((site.clone(), r));
+            let mut steps = Vec::new();
+            for step in 0..cfg.schedule.delays.len() {
+                let topic = cfg.topics.replay(site, step);
+                let r = GroupReader::new(&cfg.brokers, &topic, &target.replay_group)
+                    .map_err(kafka_err(replication))?;
+                steps.push(r);
+            }
+            replays.push((site.clone(), steps));
         }
         Ok(Self {
+            brokers: cfg.brokers.clone(),
+            failed_topic: cfg.topics.failed.clone(),
             events: populator,
             sites,
+            replays,
             stalled: Default::default(),
         })
     }
@@ -140,7 +168,46 @@ impl Queues {
                 Passed::Cancelled => return Err(PopulateError::Scan("shut down".into())),
             }
         }
+        settled.outstanding = self.outstanding().await?;
         Ok(settled)
+    }
+
+    /// The versions FAILED at a site (the failed topic's failed records) or waiting on its
+    /// replay topics (what its replay group has not committed), read off the executor.
+    pub async fn outstanding(&self) -> Result<HashSet<String>, PopulateError> {
+        let (brokers, failed) = (self.brokers.clone(), self.failed_topic.clone());
+        let replays = self.replays.clone();
+        let read = move || -> Result<HashSet<String>, rdkafka::error::KafkaError> {
+            let mut keys = HashSet::new();
+            // A group that never commits: its uncommitted records are the whole topic.
+            let reader = GroupReader::new(&brokers, &failed, "backbeat-scan-failed-reader")?;
+            let mut latest = std::collections::HashMap::new();
+            for (k, v) in reader.uncommitted(&brokers)? {
+                latest.insert(k, v);
+            }
+            let is_failed = |v: &[u8]| {
+                serde_json::from_slice::<FailedRecord>(v).is_ok_and(|r| r.kind == "failed")
+            };
+            let failed_keys = latest
+                .into_iter()
+                .filter(|(_, v)| v.as_deref().is_some_and(is_failed));
+            keys.extend(failed_keys.map(|(k, _)| k));
+            for (site, steps) in &replays {
+                for r in steps {
+                    for (_, v) in r.uncommitted(&brokers)? {
+                        if let Some(e) = v.and_then(|v| ReplicationEntry::decode(&v).ok()) {
+                            keys.insert(format!("{}/{}/{}/{site}", e.bucket, e.key, e.version_id));
+                        }
+                    }
+                }
+            }
+            Ok(keys)
+        };
+        let topic = self.failed_topic.clone();
+        glommio::executor()
+            .spawn_blocking(read)
+            .await
+            .map_err(kafka_err(&topic))
     }
 
     /// Waits until the populator has read the events there are now (or stopped moving).

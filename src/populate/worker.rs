@@ -38,6 +38,8 @@ pub struct SiteTarget {
     pub endpoint: Arc<Endpoint>,
     /// The site's consumer group (a missing-only scan waits for its queue).
     pub group: String,
+    /// The site's replay group (a missing-only scan skips what waits on its replay topics).
+    pub replay_group: String,
     pub buckets: BTreeMap<String, String>,
     pub versioned: bool,
 }
@@ -804,6 +806,9 @@ pub struct ScanSummary {
     /// again), and the first few of them with why.
     pub keys_failed: u64,
     pub first_key_failures: Vec<String>,
+    /// Versions missing at their sites but FAILED there or waiting for a replay
+    /// (missing-only): not enqueued again (`backbeat failed retry` is for those FAILED).
+    pub outstanding: u64,
 }
 
 /// How many key failures a summary names.
@@ -943,6 +948,14 @@ impl ScanJob<'_> {
                 if e.sites.is_empty() {
                     self.summary.borrow_mut().already_present += 1;
                     continue;
+                }
+                if let ScanMode::Missing(settled) = self.mode {
+                    let (b, k, id) = (self.bucket, &v.key, &v.version_id);
+                    e.sites.retain(|s| !settled.outstanding(b, k, id, s));
+                    if e.sites.is_empty() {
+                        self.summary.borrow_mut().outstanding += 1;
+                        continue;
+                    }
                 }
             }
             produce(self.cfg, self.producer, &e).await?;

@@ -20,6 +20,9 @@ use crate::shard::Shutdown;
 /// An offset per partition.
 pub type Offsets = BTreeMap<i32, i64>;
 
+/// A record read back: its key, and its payload (none for a tombstone).
+pub type Record = (String, Option<Vec<u8>>);
+
 /// How long one question to the brokers may take.
 const ASK: Duration = Duration::from_secs(5);
 
@@ -144,6 +147,15 @@ impl GroupReader {
         Ok((oldest != i64::MAX).then(|| Duration::from_millis((now - oldest).max(0) as u64)))
     }
 
+    /// The records of the topic the group has not committed yet, as key and payload (a
+    /// tombstone has none). Blocking.
+    pub fn uncommitted(&self, brokers: &str) -> Result<Vec<Record>, KafkaError> {
+        let marks = self.watermarks()?;
+        let from = self.positions(&marks)?;
+        let to: Offsets = marks.iter().map(|(p, (_, high))| (*p, *high)).collect();
+        read_between(brokers, &self.topic, &from, &to)
+    }
+
     /// How many entries below `ends` the group has not committed. Blocking.
     pub fn behind(&self, ends: &Offsets) -> Result<u64, KafkaError> {
         // Serve the client's events (errors while brokers flap) so none piles up.
@@ -164,6 +176,60 @@ impl Drop for GroupReader {
                 .spawn(move || drop(last));
         }
     }
+}
+
+/// Every record of `topic` from `from` up to `to` (per partition), as key and payload (a
+/// tombstone has none). Blocking; gives up on a partition that sends nothing for 5 s.
+pub fn read_between(
+    brokers: &str,
+    topic: &str,
+    from: &Offsets,
+    to: &Offsets,
+) -> Result<Vec<Record>, KafkaError> {
+    use rdkafka::Message as _;
+    let mut tpl = TopicPartitionList::new();
+    let mut left = BTreeMap::new();
+    for (p, end) in to {
+        let start = from.get(p).copied().unwrap_or(0);
+        if start < *end {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(start))?;
+            left.insert(*p, *end);
+        }
+    }
+    let mut out = Vec::new();
+    if left.is_empty() {
+        return Ok(out);
+    }
+    // A group id is required to consume; assigned partitions never join it.
+    let reader: BaseConsumer = super::kafka::client_config(brokers)
+        .set(
+            "group.id",
+            format!("backbeat-range-reader-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()?;
+    reader.assign(&tpl)?;
+    let mut moved = Instant::now();
+    while !left.is_empty() && moved.elapsed() < Duration::from_secs(5) {
+        let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        moved = Instant::now();
+        if left
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() < *end)
+        {
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            out.push((key.unwrap_or_default(), m.payload().map(<[u8]>::to_vec)));
+        }
+        if left
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
+            left.remove(&m.partition());
+        }
+    }
+    Ok(out)
 }
 
 /// Entries below `ends` not yet passed by `positions` (a partition missing from
