@@ -885,6 +885,10 @@ fn a_steady_stream_rides_out_an_outage_in_order() {
     let text = log();
     stop(run);
     let resets = proxy.faults.hits(Kind::Reset);
+    let pending = status
+        .iter()
+        .filter(|(_, v)| v.contains("\"PENDING\""))
+        .count();
     eprintln!("steady outage: {} versions in {:?}, down for 20 s ({resets} resets), the last version written {last_written:?} and all copied {drained:?} after the heal, peak RSS {peak} kB", keys * rounds, started.elapsed());
     for i in 0..keys {
         let k = format!("k{i}");
@@ -902,6 +906,10 @@ fn a_steady_stream_rides_out_an_outage_in_order() {
     assert!(
         !status.iter().any(|(_, v)| v.contains("\"FAILED\"")),
         "nothing FAILED"
+    );
+    assert_eq!(
+        pending, 0,
+        "no entry sent to replay for the outage: {status:?}"
     );
     assert!(
         !status.iter().any(|(_, v)| v.contains("superseded")),

@@ -13,6 +13,7 @@ use super::replay;
 use super::Shared;
 use crate::queue::codec::{EntryType, ReplicationEntry};
 use crate::queue::lines::Turn;
+use crate::replication::breaker::is_outage;
 use crate::replication::{replicate, Outcome, ReplicationError, SourceOrder, Verdict, Version};
 use crate::retry::retry;
 
@@ -90,7 +91,12 @@ async fn run(sh: &Shared, job: &Job) -> bool {
         outcome::event_time(entry).unwrap_or_else(|| SystemTime::now() - job.received.elapsed());
     let mut pending = Pending::new(&sh.stats, entry, changed);
     let start = Instant::now();
-    let result = attempt(sh, entry).await;
+    let mut result = attempt(sh, entry).await;
+    if matches!(&result, Err(g) if is_outage(&g.error)) && opens_soon(sh).await {
+        // The site went out of reach while this entry spent its attempts: it waits for the
+        // site like the others (its attempts start again once the site answers).
+        result = attempt(sh, entry).await;
+    }
     if result.is_err() && sh.abort.is_set() {
         // Abandoned at the drain deadline: not an outcome.
         return false;
@@ -120,6 +126,20 @@ async fn run(sh: &Shared, job: &Job) -> bool {
         }
     }
     outcome::record(sh, entry, &result, &mut pending, timings).await
+}
+
+/// Whether the site's breaker is open, or opens within 2 s (other entries' failures
+/// reaching the threshold at the start of an outage).
+async fn opens_soon(sh: &Shared) -> bool {
+    for _ in 0..20 {
+        if sh.breaker.is_open() {
+            return true;
+        }
+        if !sh.abort.sleep(std::time::Duration::from_millis(100)).await {
+            return false;
+        }
+    }
+    sh.breaker.is_open()
 }
 
 /// Whether the entry runs now or goes behind its key's line (always runs without a replay
