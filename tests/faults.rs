@@ -921,3 +921,61 @@ fn a_steady_stream_rides_out_an_outage_in_order() {
     );
     assert!(resets > 0);
 }
+
+/// A slow link with a multipart copy: a 10 MiB object in 5 MiB parts through a proxy that
+/// forwards request bodies at 384 KiB/s, with the site's own `io_idle_timeout_seconds = 3`
+/// (the 64 KB/s, scaled so that each part still takes several times the timeout).
+/// The parts keep moving, so they are never cut: the object is copied at its first
+/// attempt, byte for byte.
+#[test]
+fn a_multipart_copy_over_a_slow_link_outlasts_the_idle_timeout() {
+    let s = servers();
+    let (sb, da) = (bucket("slowmp-src"), bucket("slowmp-a"));
+    let proxy = Proxy::start_throttled(&s.dest, 384 * 1024);
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    let body = data(10 << 20, 6);
+    let events = block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        let v = put_version(&src, &sb, "big", &body, &[]).await;
+        vec![(
+            format!("{sb}/big"),
+            event("ObjectCreated:Put", &sb, "big", &v, body.len()),
+        )]
+    });
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let st = setup(&sb, &[("site-a", &proxy.url, &da)], &rule, "");
+    let text = std::fs::read_to_string(&st.config).unwrap().replace(
+        "verify_after_write = true\n",
+        "verify_after_write = true\nio_idle_timeout_seconds = 3\n",
+    );
+    std::fs::write(&st.config, text).unwrap();
+    let topics = Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    let started = Instant::now();
+    produce(&topics.events, &events);
+    wait_until(180, "big copied", || {
+        real_versions(&dst, &da, "big").len() == 1
+    });
+    let took = started.elapsed();
+    let status = read_until_quiet(&topics.status, Duration::from_secs(2));
+    stop(run);
+    eprintln!("slow link: 10 MiB in 5 MiB parts at 384 KiB/s with a 3 s idle timeout: {took:?}");
+    assert!(
+        real_versions(&dst, &da, "big") == [body.clone()],
+        "byte for byte"
+    );
+    assert!(
+        took > Duration::from_secs(10),
+        "the link was slow enough to matter: {took:?}"
+    );
+    let outcome: Vec<&str> = status.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(outcome.len(), 1, "{outcome:?}");
+    assert!(
+        outcome[0].contains("\"COMPLETED\"") && outcome[0].contains("\"attempt\":1"),
+        "first attempt: {outcome:?}"
+    );
+}

@@ -159,6 +159,8 @@ pub struct EndpointSettings {
     pub profile: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub path_style: bool,
+    /// This endpoint's `replication.io_idle_timeout_seconds` (a slow WAN site, say).
+    pub io_idle_timeout_seconds: Option<u64>,
 }
 
 /// The source side.
@@ -268,6 +270,7 @@ struct SourceFile {
     profile: Option<String>,
     ca_file: Option<PathBuf>,
     path_style: Option<bool>,
+    io_idle_timeout_seconds: Option<u64>,
     buckets: Vec<String>,
     rules_file: Option<PathBuf>,
     #[serde(deserialize_with = "de::int::<_, _, 0, 2_592_000>")]
@@ -285,6 +288,7 @@ struct SiteFile {
     profile: Option<String>,
     ca_file: Option<PathBuf>,
     path_style: Option<bool>,
+    io_idle_timeout_seconds: Option<u64>,
     #[serde(deserialize_with = "de::checksum")]
     checksum: Option<ChecksumTransport>,
     verify_after_write: bool,
@@ -299,6 +303,7 @@ struct EndpointFile {
     profile: Option<String>,
     ca_file: Option<PathBuf>,
     path_style: Option<bool>,
+    io_idle_timeout_seconds: Option<u64>,
 }
 
 /// The value of an AWS setting by precedence: a command-line flag, then the configuration
@@ -353,6 +358,13 @@ impl Settle<'_> {
         s.profile = e.profile;
         s.ca_file = ca_file.map(|(v, _)| PathBuf::from(v));
         s.path_style = e.path_style.unwrap_or(s.path_style);
+        if let Some(t) = e.io_idle_timeout_seconds {
+            if !(1..=86_400).contains(&t) {
+                let m = format!("must be between 1 and 86400, not {t}");
+                return Err(error(file, &format!("{prefix}.io_idle_timeout_seconds"), m));
+            }
+        }
+        s.io_idle_timeout_seconds = e.io_idle_timeout_seconds;
         Ok(s)
     }
 }
@@ -366,6 +378,7 @@ impl EndpointFile {
             profile: self.profile,
             ca_file: self.ca_file,
             path_style: self.path_style.unwrap_or(true),
+            io_idle_timeout_seconds: self.io_idle_timeout_seconds,
         }
     }
 }
@@ -524,6 +537,7 @@ impl FileModel {
                     profile: s.profile,
                     ca_file: s.ca_file.map(|p| relative_to(file, p)),
                     path_style: s.path_style,
+                    io_idle_timeout_seconds: s.io_idle_timeout_seconds,
                 },
             )?,
             buckets: s.buckets,
@@ -583,6 +597,7 @@ impl SiteFile {
                 profile: self.profile,
                 ca_file: self.ca_file.map(|p| relative_to(file, p)),
                 path_style: self.path_style,
+                io_idle_timeout_seconds: self.io_idle_timeout_seconds,
             },
         )?;
         if s3.endpoint.is_empty() {
@@ -617,6 +632,9 @@ fn show_endpoint(lines: &mut Vec<(String, String)>, p: &str, e: &EndpointSetting
     push("profile", profile.unwrap_or_else(|| "(environment)".into()));
     push("ca_file", show_path(&e.ca_file, "(system roots)"));
     push("path_style", e.path_style.to_string());
+    if let Some(t) = e.io_idle_timeout_seconds {
+        push("io_idle_timeout_seconds", t.to_string());
+    }
 }
 
 impl Config {
@@ -756,6 +774,7 @@ endpoint = "https://dr.example:443"
 profile = "dr"
 checksum = "header"
 buckets = { photos = "photos-dr" }
+io_idle_timeout_seconds = 300
 [replication]
 profile = "small.toml"
 concurrency = 64
@@ -763,6 +782,11 @@ concurrency = 64
         )
         .unwrap();
         assert_eq!(c.kafka.partitions, 4);
+        assert_eq!(c.sites["site-a"].s3.io_idle_timeout_seconds, Some(300));
+        assert_eq!(c.source.s3.io_idle_timeout_seconds, None);
+        assert!(c
+            .render()
+            .contains("sites.site-a.io_idle_timeout_seconds = 300"));
         assert_eq!(c.sites["site-a"].checksum, ChecksumTransport::Header);
         assert_eq!(c.sites["site-a"].buckets["photos"], "photos-dr");
         assert_eq!(c.replication.shards, 2);
@@ -835,6 +859,11 @@ concurrency = 64
                 "[sites.\"a b\"]\nendpoint = \"http://x\"\n",
                 "sites.a b",
                 "letters, digits",
+            ),
+            (
+                "[sites.a]\nendpoint = \"http://x\"\nio_idle_timeout_seconds = 0\n",
+                "sites.a.io_idle_timeout_seconds",
+                "between 1 and 86400, not 0",
             ),
             (
                 "[replication]\nshards = \"two\"\n",

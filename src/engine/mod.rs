@@ -185,7 +185,10 @@ fn endpoint(
     c.verify_after_write = verify;
     c.read_buffer = tuning.read_buffer as usize;
     c.socket_buffer = (tuning.socket_buffer > 0).then_some(tuning.socket_buffer as usize);
-    c.io_idle_timeout = Duration::from_secs(tuning.io_idle_timeout_seconds);
+    let idle = s
+        .io_idle_timeout_seconds
+        .unwrap_or(tuning.io_idle_timeout_seconds);
+    c.io_idle_timeout = Duration::from_secs(idle);
     c.min_rate = tuning.min_rate;
     Endpoint::new(c).map_err(|e| EngineError::Setup(format!("{name}: {e}")))
 }
