@@ -979,3 +979,81 @@ fn a_multipart_copy_over_a_slow_link_outlasts_the_idle_timeout() {
         "first attempt: {outcome:?}"
     );
 }
+
+/// Memory during an outage with a large backlog arriving: the destination down, then
+/// 100 000 entries produced at once. The shards' breakers open on the first entries and
+/// hold intake, so the backlog stays in Kafka: the engine's RSS, sampled every second for
+/// 30 s, stays flat (figures in docs/reliability.md; the issue's 10-minute outage, shortened).
+#[test]
+fn memory_stays_bounded_while_a_down_site_gets_a_large_backlog() {
+    let s = servers();
+    let (sb, da) = (bucket("rss-src"), bucket("rss-a"));
+    let proxy = Proxy::start(&s.dest, false);
+    let dst = Client::new(endpoint(&s.dest), None);
+    let src = Client::new(endpoint(&s.source), None);
+    block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+    });
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let st = setup(&sb, &[("site-a", &proxy.url, &da)], &rule, "");
+    let text = short_poll_interval(std::fs::read_to_string(&st.config).unwrap());
+    std::fs::write(&st.config, text).unwrap();
+    let topics = Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    let log = || std::fs::read_to_string(st.config.with_file_name("run.log")).unwrap_or_default();
+    wait_until(60, "the engine started", || {
+        log().contains("partitions assigned")
+    });
+    let pid = run.id();
+    let rss = move || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap_or("VmRSS: 0 kB")
+            .to_string();
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let idle = rss();
+    proxy
+        .faults
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let entries: Vec<(String, String)> = (0..100_000)
+        .map(|i| {
+            let k = format!("k{i:06}");
+            let e = format!(r#"{{"v":1,"type":"put","bucket":"{sb}","key":"{k}","versionId":"v{i}","size":1000,"sites":["site-a"]}}"#);
+            (format!("{sb}/{k}"), e)
+        })
+        .collect();
+    produce_many(&topics.replication, &entries);
+    wait_until(60, "the breaker open", || {
+        log().contains("site unavailable")
+    });
+    let mut samples = Vec::new();
+    for _ in 0..30 {
+        samples.push(rss());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let in_flight = {
+        let text = log();
+        text.matches("entry failed").count()
+    };
+    stop(run);
+    let peak = *samples.iter().max().unwrap();
+    eprintln!(
+        "outage with 100000 entries: RSS idle {idle} kB, then {:?} kB (peak {peak} kB)",
+        samples
+    );
+    assert!(samples.iter().all(|s| *s > 0), "sampled the engine");
+    assert_eq!(in_flight, 0, "no entry failed: they wait");
+    let (first, last) = (samples[0], samples[samples.len() - 1]);
+    assert!(
+        last <= first + first / 5,
+        "flat while the backlog waits: {samples:?}"
+    );
+}
