@@ -334,6 +334,10 @@ struct SyncArgs {
     /// --io-idle-timeout of waiting (0: no guard), against peers that trickle bytes
     #[arg(long, default_value = "0", value_parser = parse_size)]
     min_rate: u64,
+    /// A request lasting longer than this many seconds fails, even one that keeps moving
+    /// (default: none)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    request_deadline: Option<u64>,
     /// PEM file of CA certificates for a https source endpoint (else AWS_CA_BUNDLE, or
     /// ca_bundle of the source's AWS profile)
     #[arg(long)]
@@ -377,6 +381,7 @@ struct SideArgs<'a> {
     socket_buffer: u64,
     io_idle_timeout: u64,
     min_rate: u64,
+    request_deadline: Option<u64>,
 }
 
 /// A side's endpoint: its URL, region and CA file from the flags, else the environment, else
@@ -406,6 +411,7 @@ fn endpoint(side: SideArgs<'_>, virtual_hosted: bool) -> anyhow::Result<std::syn
     cfg.socket_buffer = (side.socket_buffer > 0).then_some(side.socket_buffer as usize);
     cfg.io_idle_timeout = std::time::Duration::from_secs(side.io_idle_timeout);
     cfg.min_rate = side.min_rate;
+    cfg.request_deadline = side.request_deadline.map(std::time::Duration::from_secs);
     Endpoint::new(cfg).with_context(|| format!("--{}-endpoint", side.name))
 }
 
@@ -465,6 +471,7 @@ fn sync_job(a: SyncArgs) -> anyhow::Result<SyncJob> {
         socket_buffer: a.socket_buffer,
         io_idle_timeout: a.io_idle_timeout,
         min_rate: a.min_rate,
+        request_deadline: a.request_deadline,
     };
     let src = side(
         "source",

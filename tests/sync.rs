@@ -746,6 +746,42 @@ fn uploads_that_keep_moving_outlast_the_idle_timeout() {
     assert_replicated_by_boto3(&s.source, &sb, &s.dest, &db);
 }
 
+/// The same slow link with a whole-request deadline of 2 s (`--request-deadline 2`): the
+/// upload keeps moving, so only the deadline ends it, and the failure says so.
+#[test]
+fn a_request_deadline_ends_an_upload_that_keeps_moving() {
+    let s = servers();
+    let (sb, db) = (bucket("deadline-src"), bucket("deadline-dst"));
+    let dst_proxy = Proxy::start_throttled(&s.dest, 192 * 1024);
+    block_on(async {
+        let (src, _dst) = versioned_pair(&s, &sb, &db).await;
+        put(
+            &src,
+            &sb,
+            "big",
+            &data(2 << 20, 7),
+            &ObjectMetadata::default(),
+            &[],
+        )
+        .await;
+    });
+    let flags = [
+        "--io-idle-timeout",
+        "3",
+        "--attempts",
+        "1",
+        "--request-deadline",
+        "2",
+    ];
+    let (code, summary, err) = sync(&s.source, &sb, &dst_proxy.url, &db, &flags);
+    assert_ne!(code, 0, "{summary}\n{err}");
+    assert_eq!(n(&summary, "failed"), 1, "{summary}");
+    assert!(
+        format!("{summary}{err}").contains("longer than its deadline (2 s"),
+        "the failure says why: {summary}\n{err}"
+    );
+}
+
 /// A source that trickles its answer (a byte every 250 ms: the idle timeout never passes)
 /// is given up on by the rate guard after 2 s of waiting, each attempt, and the failure
 /// says why.

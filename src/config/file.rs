@@ -161,6 +161,9 @@ pub struct EndpointSettings {
     pub path_style: bool,
     /// This endpoint's `replication.io_idle_timeout_seconds` (a slow WAN site, say).
     pub io_idle_timeout_seconds: Option<u64>,
+    /// A whole-request deadline for this endpoint (none: a request may last as long as it
+    /// moves).
+    pub request_deadline_seconds: Option<u64>,
 }
 
 /// The source side.
@@ -271,6 +274,7 @@ struct SourceFile {
     ca_file: Option<PathBuf>,
     path_style: Option<bool>,
     io_idle_timeout_seconds: Option<u64>,
+    request_deadline_seconds: Option<u64>,
     buckets: Vec<String>,
     rules_file: Option<PathBuf>,
     #[serde(deserialize_with = "de::int::<_, _, 0, 2_592_000>")]
@@ -289,6 +293,7 @@ struct SiteFile {
     ca_file: Option<PathBuf>,
     path_style: Option<bool>,
     io_idle_timeout_seconds: Option<u64>,
+    request_deadline_seconds: Option<u64>,
     #[serde(deserialize_with = "de::checksum")]
     checksum: Option<ChecksumTransport>,
     verify_after_write: bool,
@@ -304,6 +309,7 @@ struct EndpointFile {
     ca_file: Option<PathBuf>,
     path_style: Option<bool>,
     io_idle_timeout_seconds: Option<u64>,
+    request_deadline_seconds: Option<u64>,
 }
 
 /// The value of an AWS setting by precedence: a command-line flag, then the configuration
@@ -358,13 +364,21 @@ impl Settle<'_> {
         s.profile = e.profile;
         s.ca_file = ca_file.map(|(v, _)| PathBuf::from(v));
         s.path_style = e.path_style.unwrap_or(s.path_style);
-        if let Some(t) = e.io_idle_timeout_seconds {
-            if !(1..=86_400).contains(&t) {
-                let m = format!("must be between 1 and 86400, not {t}");
-                return Err(error(file, &format!("{prefix}.io_idle_timeout_seconds"), m));
+        for (key, v, max) in [
+            ("io_idle_timeout_seconds", e.io_idle_timeout_seconds, 86_400),
+            (
+                "request_deadline_seconds",
+                e.request_deadline_seconds,
+                7 * 86_400,
+            ),
+        ] {
+            if let Some(t) = v.filter(|t| !(1..=max).contains(t)) {
+                let m = format!("must be between 1 and {max}, not {t}");
+                return Err(error(file, &format!("{prefix}.{key}"), m));
             }
         }
         s.io_idle_timeout_seconds = e.io_idle_timeout_seconds;
+        s.request_deadline_seconds = e.request_deadline_seconds;
         Ok(s)
     }
 }
@@ -379,6 +393,7 @@ impl EndpointFile {
             ca_file: self.ca_file,
             path_style: self.path_style.unwrap_or(true),
             io_idle_timeout_seconds: self.io_idle_timeout_seconds,
+            request_deadline_seconds: self.request_deadline_seconds,
         }
     }
 }
@@ -538,6 +553,7 @@ impl FileModel {
                     ca_file: s.ca_file.map(|p| relative_to(file, p)),
                     path_style: s.path_style,
                     io_idle_timeout_seconds: s.io_idle_timeout_seconds,
+                    request_deadline_seconds: s.request_deadline_seconds,
                 },
             )?,
             buckets: s.buckets,
@@ -598,6 +614,7 @@ impl SiteFile {
                 ca_file: self.ca_file.map(|p| relative_to(file, p)),
                 path_style: self.path_style,
                 io_idle_timeout_seconds: self.io_idle_timeout_seconds,
+                request_deadline_seconds: self.request_deadline_seconds,
             },
         )?;
         if s3.endpoint.is_empty() {
@@ -634,6 +651,9 @@ fn show_endpoint(lines: &mut Vec<(String, String)>, p: &str, e: &EndpointSetting
     push("path_style", e.path_style.to_string());
     if let Some(t) = e.io_idle_timeout_seconds {
         push("io_idle_timeout_seconds", t.to_string());
+    }
+    if let Some(t) = e.request_deadline_seconds {
+        push("request_deadline_seconds", t.to_string());
     }
 }
 
@@ -864,6 +884,11 @@ concurrency = 64
                 "[sites.a]\nendpoint = \"http://x\"\nio_idle_timeout_seconds = 0\n",
                 "sites.a.io_idle_timeout_seconds",
                 "between 1 and 86400, not 0",
+            ),
+            (
+                "[source]\nrequest_deadline_seconds = 0\n",
+                "source.request_deadline_seconds",
+                "between 1 and 604800, not 0",
             ),
             (
                 "[replication]\nshards = \"two\"\n",

@@ -189,6 +189,7 @@ fn endpoint(
         .io_idle_timeout_seconds
         .unwrap_or(tuning.io_idle_timeout_seconds);
     c.io_idle_timeout = Duration::from_secs(idle);
+    c.request_deadline = s.request_deadline_seconds.map(Duration::from_secs);
     c.min_rate = tuning.min_rate;
     Endpoint::new(c).map_err(|e| EngineError::Setup(format!("{name}: {e}")))
 }

@@ -66,6 +66,8 @@ pub struct EndpointConfig {
     pub io_idle_timeout: Duration,
     /// Bytes per second a request waiting on the endpoint must at least see (0: no guard).
     pub min_rate: u64,
+    /// A request lasting longer than this fails, even one that keeps moving (none: no limit).
+    pub request_deadline: Option<Duration>,
     pub idle_timeout: Duration,
     /// Read buffer of each connection (the largest frame moved at once).
     pub read_buffer: usize,
@@ -87,6 +89,7 @@ impl EndpointConfig {
             connect_timeout: Duration::from_secs(5),
             io_idle_timeout: Duration::from_secs(60),
             min_rate: 0,
+            request_deadline: None,
             idle_timeout: Duration::from_secs(30),
             read_buffer: 256 * 1024,
             socket_buffer: None,
@@ -199,6 +202,7 @@ impl Endpoint {
             connect_timeout: self.config.connect_timeout,
             io_idle_timeout: self.config.io_idle_timeout,
             min_rate: self.config.min_rate,
+            request_deadline: self.config.request_deadline,
             idle_timeout: self.config.idle_timeout,
             max_idle: 256,
             read_buffer: self.config.read_buffer,

@@ -364,6 +364,8 @@ pub struct ConnectSpec {
     pub io_idle_timeout: Duration,
     /// Bytes per second a waiting request must at least see (0: no guard).
     pub min_rate: u64,
+    /// A request lasting longer than this fails, even one that keeps moving (none: no limit).
+    pub request_deadline: Option<Duration>,
     /// Idle pooled connections older than this are closed instead of reused.
     pub idle_timeout: Duration,
     pub max_idle: usize,
@@ -458,6 +460,7 @@ impl Pool {
     /// A fresh progress clock for a connection of this pool.
     fn progress(&self) -> Progress {
         Progress::new(self.spec.io_idle_timeout, self.spec.min_rate)
+            .with_deadline(self.spec.request_deadline)
     }
 
     pub fn new(spec: ConnectSpec) -> Rc<Self> {

@@ -2,8 +2,9 @@
 //! read with nothing to read, a write the socket cannot take) and no byte has moved in
 //! either direction for the idle timeout; or, with a minimum rate set, when over that long
 //! of waiting fewer bytes moved than the rate allows (a peer sending a byte a minute). A
-//! transfer that keeps moving is never cut, however long it lasts; time the connection is
-//! not polled (our own side busy) never counts, and each request starts a fresh clock.
+//! transfer that keeps moving is never cut, however long it lasts (unless an optional
+//! whole-request deadline is set); time the connection is not polled (our own side busy)
+//! never counts, and each request starts a fresh clock.
 //!
 //! Owns: the clock of one connection. Pure logic (times are passed in); the caller arms a
 //! timer for [`Check::Wait`].
@@ -31,6 +32,10 @@ pub struct Progress {
     waited: Duration,
     /// Bytes moved in the current rate window.
     bytes: u64,
+    /// The whole-request deadline (none: a request may last as long as it moves), and when
+    /// the current request started.
+    deadline: Option<Duration>,
+    started: Option<Instant>,
 }
 
 impl Progress {
@@ -41,7 +46,15 @@ impl Progress {
             stalled_since: None,
             waited: Duration::ZERO,
             bytes: 0,
+            deadline: None,
+            started: None,
         }
+    }
+
+    /// With a whole-request deadline.
+    pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// Bytes a rate window must move.
@@ -55,6 +68,8 @@ impl Progress {
         self.stalled_since = None;
         self.waited = Duration::ZERO;
         self.bytes = 0;
+        // The clock is read only when a deadline asks for it.
+        self.started = self.deadline.map(|_| Instant::now());
     }
 
     /// Whether a wait is under way (no byte moved since it began).
@@ -90,6 +105,15 @@ impl Progress {
             ));
         }
         let mut wake = since + self.idle;
+        if let (Some(d), Some(start)) = (self.deadline, self.started) {
+            if now.saturating_duration_since(start) >= d {
+                return Check::Fail(format!(
+                    "the request took longer than its deadline ({} s, request_deadline_seconds)",
+                    d.as_secs()
+                ));
+            }
+            wake = wake.min(start + d);
+        }
         if self.min_rate > 0 && self.bytes < self.needed() {
             let window_left = self.idle.saturating_sub(self.waited);
             if stalled >= window_left {
@@ -134,6 +158,27 @@ mod tests {
             panic!("should fail");
         };
         assert!(why.contains("no byte moved for 60 s"), "{why}");
+    }
+
+    #[test]
+    fn a_deadline_ends_a_request_that_keeps_moving() {
+        let mut p = Progress::new(60 * S, 0).with_deadline(Some(10 * S));
+        p.restart();
+        let t0 = p.started.expect("started");
+        for i in 0..9u32 {
+            let t = t0 + S * i;
+            assert!(matches!(p.waiting(t), Check::Wait(w) if w <= t0 + 10 * S));
+            p.moved(1000, || t);
+        }
+        let Check::Fail(why) = p.waiting(t0 + 10 * S) else {
+            panic!("the deadline passed");
+        };
+        assert!(why.contains("deadline (10 s"), "{why}");
+        p.restart();
+        assert!(
+            matches!(p.waiting(Instant::now()), Check::Wait(_)),
+            "a new request starts again"
+        );
     }
 
     #[test]
