@@ -198,7 +198,7 @@ fn authorized(state: &ApiState, req: &Request<Incoming>) -> bool {
 }
 
 /// The largest request body read.
-const BODY_LIMIT: usize = 64 * 1024;
+const BODY_LIMIT: usize = 256 * 1024;
 
 /// Reads a request's body, up to [`BODY_LIMIT`] (413 past it).
 async fn read_body(mut incoming: Incoming) -> Result<Vec<u8>, Reply> {

@@ -178,27 +178,27 @@ impl Queues {
         let (brokers, failed) = (self.brokers.clone(), self.failed_topic.clone());
         let replays = self.replays.clone();
         let read = move || -> Result<HashSet<String>, rdkafka::error::KafkaError> {
-            let mut keys = HashSet::new();
-            // A group that never commits: its uncommitted records are the whole topic.
+            // A group that never commits: its uncommitted records are the whole topic. The
+            // latest record of a key decides (a tombstone clears it).
             let reader = GroupReader::new(&brokers, &failed, "backbeat-scan-failed-reader")?;
-            let mut latest = std::collections::HashMap::new();
-            for (k, v) in reader.uncommitted(&brokers)? {
-                latest.insert(k, v);
-            }
-            let is_failed = |v: &[u8]| {
-                serde_json::from_slice::<FailedRecord>(v).is_ok_and(|r| r.kind == "failed")
-            };
-            let failed_keys = latest
-                .into_iter()
-                .filter(|(_, v)| v.as_deref().is_some_and(is_failed));
-            keys.extend(failed_keys.map(|(k, _)| k));
+            let mut keys = HashSet::new();
+            reader.uncommitted(&brokers, |k, v| {
+                let is_failed = v.is_some_and(|v| {
+                    serde_json::from_slice::<FailedRecord>(v).is_ok_and(|r| r.kind == "failed")
+                });
+                if is_failed {
+                    keys.insert(k);
+                } else {
+                    keys.remove(&k);
+                }
+            })?;
             for (site, steps) in &replays {
                 for r in steps {
-                    for (_, v) in r.uncommitted(&brokers)? {
-                        if let Some(e) = v.and_then(|v| ReplicationEntry::decode(&v).ok()) {
+                    r.uncommitted(&brokers, |_, v| {
+                        if let Some(e) = v.and_then(|v| ReplicationEntry::decode(v).ok()) {
                             keys.insert(format!("{}/{}/{}/{site}", e.bucket, e.key, e.version_id));
                         }
-                    }
+                    })?;
                 }
             }
             Ok(keys)

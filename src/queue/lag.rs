@@ -20,9 +20,6 @@ use crate::shard::Shutdown;
 /// An offset per partition.
 pub type Offsets = BTreeMap<i32, i64>;
 
-/// A record read back: its key, and its payload (none for a tombstone).
-pub type Record = (String, Option<Vec<u8>>);
-
 /// How long one question to the brokers may take.
 const ASK: Duration = Duration::from_secs(5);
 
@@ -140,20 +137,30 @@ impl GroupReader {
                 }
             }
         }
+        if oldest == i64::MAX {
+            // Behind, yet nothing read: unknown, not "caught up".
+            return Err(KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
+            ));
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as i64;
-        Ok((oldest != i64::MAX).then(|| Duration::from_millis((now - oldest).max(0) as u64)))
+        Ok(Some(Duration::from_millis((now - oldest).max(0) as u64)))
     }
 
-    /// The records of the topic the group has not committed yet, as key and payload (a
-    /// tombstone has none). Blocking.
-    pub fn uncommitted(&self, brokers: &str) -> Result<Vec<Record>, KafkaError> {
+    /// Calls `visit` with each record of the topic the group has not committed yet, key and
+    /// payload (a tombstone has none). Blocking.
+    pub fn uncommitted(
+        &self,
+        brokers: &str,
+        visit: impl FnMut(String, Option<&[u8]>),
+    ) -> Result<(), KafkaError> {
         let marks = self.watermarks()?;
         let from = self.positions(&marks)?;
         let to: Offsets = marks.iter().map(|(p, (_, high))| (*p, *high)).collect();
-        read_between(brokers, &self.topic, &from, &to)
+        read_between(brokers, &self.topic, &from, &to, visit)
     }
 
     /// How many entries below `ends` the group has not committed. Blocking.
@@ -178,14 +185,16 @@ impl Drop for GroupReader {
     }
 }
 
-/// Every record of `topic` from `from` up to `to` (per partition), as key and payload (a
-/// tombstone has none). Blocking; gives up on a partition that sends nothing for 5 s.
+/// Calls `visit` with every record of `topic` from `from` up to `to` (per partition), key
+/// and payload (a tombstone has none). Blocking; gives up on partitions that send nothing
+/// for 5 s, saying so (the caller gets what was read: a best effort).
 pub fn read_between(
     brokers: &str,
     topic: &str,
     from: &Offsets,
     to: &Offsets,
-) -> Result<Vec<Record>, KafkaError> {
+    mut visit: impl FnMut(String, Option<&[u8]>),
+) -> Result<(), KafkaError> {
     use rdkafka::Message as _;
     let mut tpl = TopicPartitionList::new();
     let mut left = BTreeMap::new();
@@ -196,9 +205,8 @@ pub fn read_between(
             left.insert(*p, *end);
         }
     }
-    let mut out = Vec::new();
     if left.is_empty() {
-        return Ok(out);
+        return Ok(());
     }
     // A group id is required to consume; assigned partitions never join it.
     let reader: BaseConsumer = super::kafka::client_config(brokers)
@@ -207,6 +215,7 @@ pub fn read_between(
             format!("backbeat-range-reader-{}", std::process::id()),
         )
         .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
         .create()?;
     reader.assign(&tpl)?;
     let mut moved = Instant::now();
@@ -215,21 +224,20 @@ pub fn read_between(
             continue;
         };
         moved = Instant::now();
-        if left
-            .get(&m.partition())
-            .is_some_and(|end| m.offset() < *end)
-        {
+        let end = left.get(&m.partition()).copied();
+        if end.is_some_and(|end| m.offset() < end) {
             let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-            out.push((key.unwrap_or_default(), m.payload().map(<[u8]>::to_vec)));
+            visit(key.unwrap_or_default(), m.payload());
         }
-        if left
-            .get(&m.partition())
-            .is_some_and(|end| m.offset() + 1 >= *end)
-        {
+        if end.is_some_and(|end| m.offset() + 1 >= end) {
             left.remove(&m.partition());
         }
     }
-    Ok(out)
+    if !left.is_empty() {
+        let partitions: Vec<&i32> = left.keys().collect();
+        tracing::warn!(topic, ?partitions, "read stopped short of the end of these partitions (nothing came for 5 s): what they hold past that is not known");
+    }
+    Ok(())
 }
 
 /// Entries below `ends` not yet passed by `positions` (a partition missing from

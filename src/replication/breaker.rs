@@ -111,6 +111,12 @@ impl Breaker {
         self.is_open()
     }
 
+    /// Whether other keys than `key` failed on outage errors since the site last answered:
+    /// the site, not one object, may be going down.
+    pub fn others_failing(&self, key: &str) -> bool {
+        self.streak.borrow().iter().any(|k| k != key)
+    }
+
     /// An attempt (or a probe) reached the site: the count restarts, an open breaker closes.
     pub fn succeeded(&self) {
         self.streak.borrow_mut().clear();

@@ -1,6 +1,10 @@
 //! Errors shared by every S3 operation: transport failures, service errors parsed from the
 //! XML body, and integrity failures, each classified retryable or permanent.
 
+/// What a whole-request deadline overrun's message names (`progress` writes it), so that
+/// it is told from a silent peer.
+pub(crate) const DEADLINE: &str = "request_deadline_seconds";
+
 /// An S3 request that did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -84,6 +88,8 @@ impl RequestError {
             RequestError::Connect { .. } => "ConnectError",
             RequestError::Tls { .. } => "TlsError",
             RequestError::Io { .. } => "ConnectionError",
+            // A deadline overrun is not the endpoint going silent (not an outage).
+            RequestError::Timeout { why } if why.contains(DEADLINE) => "RequestDeadline",
             RequestError::Timeout { .. } => "Timeout",
             RequestError::ChecksumMismatch { .. } => "ChecksumMismatch",
             RequestError::Body(_) => "SourceBodyError",

@@ -11,6 +11,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::error::DEADLINE;
+
 /// What a wait on the peer comes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
@@ -108,7 +110,7 @@ impl Progress {
         if let (Some(d), Some(start)) = (self.deadline, self.started) {
             if now.saturating_duration_since(start) >= d {
                 return Check::Fail(format!(
-                    "the request took longer than its deadline ({} s, request_deadline_seconds)",
+                    "the request took longer than its deadline ({} s, {DEADLINE})",
                     d.as_secs()
                 ));
             }

@@ -92,10 +92,16 @@ async fn run(sh: &Shared, job: &Job) -> bool {
     let mut pending = Pending::new(&sh.stats, entry, changed);
     let start = Instant::now();
     let mut result = attempt(sh, entry).await;
-    if matches!(&result, Err(g) if is_outage(&g.error)) && opens_soon(sh).await {
-        // The site went out of reach while this entry spent its attempts: it waits for the
-        // site like the others (its attempts start again once the site answers).
-        result = attempt(sh, entry).await;
+    let outage = match &result {
+        Err(g) if is_outage(&g.error) => Some(g.error.clone()),
+        _ => None,
+    };
+    if let Some(e) = outage {
+        if opens_soon(sh, &entry.key, &e).await {
+            // The site went out of reach while this entry spent its attempts: it waits for
+            // the site like the others (its attempts start again once the site answers).
+            result = attempt(sh, entry).await;
+        }
     }
     if result.is_err() && sh.abort.is_set() {
         // Abandoned at the drain deadline: not an outcome.
@@ -129,8 +135,16 @@ async fn run(sh: &Shared, job: &Job) -> bool {
 }
 
 /// Whether the site's breaker is open, or opens within 2 s (other entries' failures
-/// reaching the threshold at the start of an outage).
-async fn opens_soon(sh: &Shared) -> bool {
+/// reaching the threshold at the start of an outage). A 5xx or SlowDown that no other key
+/// shares is one object's trouble, not waited for; a site that does not answer at all is.
+async fn opens_soon(sh: &Shared, key: &str, e: &ReplicationError) -> bool {
+    let unanswered = matches!(
+        e.code(),
+        "ConnectError" | "ConnectionError" | "Timeout" | "TlsError"
+    );
+    if !sh.breaker.is_open() && !unanswered && !sh.breaker.others_failing(key) {
+        return false;
+    }
     for _ in 0..20 {
         if sh.breaker.is_open() {
             return true;
@@ -180,7 +194,9 @@ async fn attempt(sh: &Shared, entry: &ReplicationEntry) -> EntryResult {
 /// The entry is done: its offset may be committed, and the next version of its key starts
 /// with the same slot.
 fn finish(sh: &Rc<Shared>, job: &Job, permit: StaticPermit) {
-    sh.count_consumed();
+    if super::admitted(&job.entry) {
+        sh.count_consumed();
+    }
     let next = sh
         .partitions
         .borrow_mut()

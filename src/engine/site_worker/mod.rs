@@ -144,12 +144,15 @@ impl Shared {
         route
     }
 
-    /// A message that needs no work here (malformed and recorded, or for other sites).
-    fn pass(&self, partition: i32, offset: i64) {
+    /// A message that needs no work here (malformed and recorded, or for other sites);
+    /// `admitted`: the populator produced it (see [`Shared::count_consumed`]).
+    fn pass(&self, partition: i32, offset: i64, admitted: bool) {
         if let Err(e) = self.partitions.borrow_mut().pass(partition, offset) {
             tracing::error!(partition, offset, error = %e, "ledger");
         }
-        self.count_consumed();
+        if admitted {
+            self.count_consumed();
+        }
         self.commit(partition);
     }
 
@@ -159,6 +162,9 @@ impl Shared {
         self.replay_waiting.store(n, Ordering::Relaxed);
     }
 
+    /// Counts a message the populator produced as done (the embedded broker's backpressure
+    /// counts what it admitted; entries sent back by a replayer or a person's retry were
+    /// never admitted, see [`admitted`]).
     fn count_consumed(&self) {
         if let Some(c) = &self.cfg.consumed {
             c.add(1);
@@ -201,7 +207,12 @@ impl Shared {
                     let _ = tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(pos));
                 }
                 partitions.remove(*p);
-                self.full.borrow_mut().remove(p);
+                if self.full.borrow_mut().remove(p) {
+                    // librdkafka keeps an application's pause across a new assignment.
+                    let mut one = TopicPartitionList::new();
+                    one.add_partition(topic, *p);
+                    let _ = self.consumer.resume(&one);
+                }
             }
         }
         self.note_waiting();
@@ -485,6 +496,12 @@ async fn hold_intake(sh: &Rc<Shared>) {
     }
 }
 
+/// Whether the populator produced this entry (through the embedded broker's backpressure),
+/// rather than a replayer sending it back or a person retrying it.
+fn admitted(e: &ReplicationEntry) -> bool {
+    e.attempt == 0 && e.replay.is_none()
+}
+
 /// Consecutive failures (on distinct keys) that open the site's breaker, at most an
 /// entry's attempts.
 const BREAKER_FAILURES: u32 = 5;
@@ -570,12 +587,12 @@ async fn handle(
                 reason: &bad.reason,
             };
             if outcome::record_malformed(sh, &malformed, shutdown).await {
-                sh.pass(m.partition, m.offset);
+                sh.pass(m.partition, m.offset, true);
             }
             return;
         }
         Ok(e) if !e.sites.iter().any(|s| *s == sh.cfg.site) => {
-            return sh.pass(m.partition, m.offset)
+            return sh.pass(m.partition, m.offset, admitted(&e))
         }
         Ok(e) => e,
     };
