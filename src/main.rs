@@ -580,6 +580,12 @@ fn scan_once(
         eprintln!();
     }
     println!("{}", serde_json::to_string(&summary)?);
+    Ok(explain_scan(&summary))
+}
+
+/// What a scan's summary means for its reader, on stderr, and the exit code: 1 when keys
+/// were skipped, 2 when sites were left out.
+fn explain_scan(summary: &backbeat::populate::worker::ScanSummary) -> ExitCode {
     if summary.keys_failed > 0 {
         eprintln!(
             "{} keys could not be checked or read, and were skipped (the first: {}). The others were enqueued; fix what the errors say and scan again.",
@@ -594,15 +600,14 @@ fn scan_once(
         );
     }
     if summary.sites_left_out.is_empty() {
-        let code = if summary.keys_failed > 0 { 1 } else { 0 };
-        return Ok(ExitCode::from(code));
+        return ExitCode::from(if summary.keys_failed > 0 { 1 } else { 0 });
     }
     eprintln!(
         "left out: {}: their queue did not move for {} s, so this scan could not tell what is missing from what is queued. Start (or resume) their `replicate`, or run again with --no-wait to enqueue for them anyway.",
         summary.sites_left_out.join(", "),
-        settle::STALL.as_secs()
+        backbeat::populate::settle::STALL.as_secs()
     );
-    Ok(ExitCode::from(2))
+    ExitCode::from(2)
 }
 
 fn run_replicate(a: ReplicateArgs) -> anyhow::Result<ExitCode> {

@@ -68,6 +68,13 @@ const COUNTERS: &[Counter] = &[
     },
 ];
 
+/// The sum of a gauge kept per shard.
+fn summed(shards: &std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicU64>>>) -> u64 {
+    let shards = shards.lock().expect("shard gauges");
+    let load = |g: &Arc<std::sync::atomic::AtomicU64>| g.load(std::sync::atomic::Ordering::Relaxed);
+    shards.iter().map(load).sum()
+}
+
 /// Writes the `# HELP` and `# TYPE` lines of one metric family.
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -187,20 +194,14 @@ pub fn render(sites: &BTreeMap<String, Arc<Stats>>) -> String {
         PARKED,
         "Entries waiting in memory behind an earlier version of their key (a partition holding 1000 is paused).",
         sites,
-        |s| {
-            let shards = s.parked.lock().expect("parked gauges");
-            shards.iter().map(|g| g.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>()
-        },
+        |s| summed(&s.parked),
     );
     gauge(
         &mut out,
         REPLAY_WAITING,
         "Entries of this node's partitions waiting on the replay topics (failed, or behind a failed version of their key).",
         sites,
-        |s| {
-            let shards = s.replay_waiting.lock().expect("replay gauges");
-            shards.iter().map(|g| g.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>()
-        },
+        |s| summed(&s.replay_waiting),
     );
     gauge(
         &mut out,

@@ -309,18 +309,8 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
     consumer
         .subscribe(&[&cfg.topics.replication])
         .map_err(QueueError::Consume)?;
-    let waiting = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    stats
-        .replay_waiting
-        .lock()
-        .expect("replay gauges")
-        .push(waiting.clone());
-    let parked_gauge = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    stats
-        .parked
-        .lock()
-        .expect("parked gauges")
-        .push(parked_gauge.clone());
+    let waiting = shard_gauge(&stats.replay_waiting);
+    let parked_gauge = shard_gauge(&stats.parked);
     let abort = Shutdown::new();
     let mut data = DataPath::new(
         cfg.opts.clone(),
@@ -364,6 +354,15 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
         }
     });
     Ok(sh)
+}
+
+/// A gauge of this shard, summed into the site's when scraped.
+fn shard_gauge(
+    shards: &std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicU64>>>,
+) -> Arc<std::sync::atomic::AtomicU64> {
+    let g = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    shards.lock().expect("shard gauges").push(g.clone());
+    g
 }
 
 /// Whether the site should be paused now (a due scheduled resume ends a pause).
