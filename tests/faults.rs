@@ -827,18 +827,7 @@ fn a_steady_stream_rides_out_an_outage_in_order() {
         log().contains("partitions assigned")
     });
     let pid = run.id();
-    let rss = move || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .unwrap_or("VmRSS: 0 kB")
-            .to_string();
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let rss = move || rss_kb(pid);
     let (keys, rounds) = (10, 20);
     let started = Instant::now();
     let mut peak = 0;
@@ -1008,18 +997,7 @@ fn memory_stays_bounded_while_a_down_site_gets_a_large_backlog() {
         log().contains("partitions assigned")
     });
     let pid = run.id();
-    let rss = move || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .unwrap_or("VmRSS: 0 kB")
-            .to_string();
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let rss = move || rss_kb(pid);
     let idle = rss();
     proxy
         .faults
@@ -1058,4 +1036,12 @@ fn memory_stays_bounded_while_a_down_site_gets_a_large_backlog() {
         last <= first + first / 5,
         "flat while the backlog waits: {samples:?}"
     );
+}
+
+/// The resident memory of process `pid`, in KiB (0 once it is gone).
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"));
+    line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }

@@ -87,19 +87,9 @@ pub async fn set_aside(
     let next = (!error.is_permanent())
         .then(|| s.next(prior, s.patience, now))
         .flatten();
-    let key = format!("{}/{}", change.bucket, change.key);
     if let Some((step, since)) = next {
-        let record = ChangeReplay {
-            v: VERSION,
-            kind: KIND.into(),
-            change: change.clone(),
-            replay: s.place(ticket, step, since),
-            reason: error.to_string(),
-        };
-        let body = serde_json::to_vec(&record).expect("a change serializes");
-        let topic = cfg.topics.events_replay(step as usize);
-        kafka::send(producer, &topic, &key, Some(&body)).await?;
-        Stats::add(&stats.replays, 1);
+        let replay = s.place(ticket, step, since);
+        send_replay(cfg, producer, stats, change, replay, error.to_string()).await?;
         tracing::warn!(bucket = %change.bucket, key = %change.key, step, error = %error, "change set aside: replayed later");
         return Ok(Aside::Replayed { step });
     }
@@ -111,7 +101,10 @@ pub async fn set_aside(
         at: crate::time::rfc3339(SystemTime::now()),
     };
     let body = serde_json::to_vec(&record).expect("a parked change serializes");
-    let k = format!("change/{key}/{}", change.version_id);
+    let k = format!(
+        "change/{}/{}/{}",
+        change.bucket, change.key, change.version_id
+    );
     kafka::send(producer, &cfg.topics.failed, &k, Some(&body)).await?;
     Stats::add(&stats.failed, 1);
     tracing::error!(bucket = %change.bucket, key = %change.key, version = %change.version_id, error = %error,
@@ -131,19 +124,34 @@ pub async fn behind(
     step: u32,
 ) -> Result<(), QueueError> {
     let since = prior.map_or(0, |r| r.failed_since_ms);
+    let replay = cfg.schedule.place(ticket, step, since);
+    let reason = "an earlier version of its key was set aside".to_string();
+    send_replay(cfg, producer, stats, change, replay, reason).await?;
+    tracing::info!(bucket = %change.bucket, key = %change.key, step, "change set aside behind an earlier version of its key");
+    Ok(())
+}
+
+/// Writes a change to the replay topic of its place's step, keyed by its object.
+async fn send_replay(
+    cfg: &PopulateConfig,
+    producer: &Producer,
+    stats: &Stats,
+    change: &Change,
+    replay: Replay,
+    reason: String,
+) -> Result<(), QueueError> {
     let record = ChangeReplay {
         v: VERSION,
         kind: KIND.into(),
         change: change.clone(),
-        replay: cfg.schedule.place(ticket, step, since),
-        reason: "an earlier version of its key was set aside".into(),
+        replay,
+        reason,
     };
     let body = serde_json::to_vec(&record).expect("a change serializes");
     let key = format!("{}/{}", change.bucket, change.key);
-    let topic = cfg.topics.events_replay(step as usize);
+    let topic = cfg.topics.events_replay(replay.step as usize);
     kafka::send(producer, &topic, &key, Some(&body)).await?;
     Stats::add(&stats.replays, 1);
-    tracing::info!(bucket = %change.bucket, key = %change.key, step, "change set aside behind an earlier version of its key");
     Ok(())
 }
 

@@ -27,6 +27,7 @@ pub struct Breaker {
     streak: RefCell<Vec<String>>,
     open_since: Cell<Option<Instant>>,
     closed: Event,
+    opened: Event,
     /// Shards of the site whose breaker is open (a gauge shared by the site's shards).
     open_shards: Arc<AtomicU64>,
     /// Called when it opens (the caller starts its probe).
@@ -70,6 +71,7 @@ impl Breaker {
             streak: RefCell::default(),
             open_since: Cell::new(None),
             closed: Event::new(),
+            opened: Event::new(),
             open_shards,
             on_open: RefCell::default(),
         }
@@ -104,6 +106,7 @@ impl Breaker {
             self.open_since.set(Some(Instant::now()));
             self.open_shards.fetch_add(1, Ordering::SeqCst);
             tracing::warn!(failures = n, error = %e, "site unavailable: entries wait for it (no attempt spent) and intake is paused until a probe succeeds");
+            self.opened.notify(usize::MAX);
             if let Some(f) = &*self.on_open.borrow() {
                 f();
             }
@@ -125,6 +128,25 @@ impl Breaker {
             tracing::info!(after = ?since.elapsed(), "site available again: intake resumes");
             self.closed.notify(usize::MAX);
         }
+    }
+
+    /// Whether the breaker is open, or opens within `within` (false when `cancel` fires).
+    pub async fn opens_within(&self, within: std::time::Duration, cancel: &Shutdown) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        let listener = self.opened.listen();
+        if self.is_open() {
+            return true;
+        }
+        let opened = async {
+            listener.await;
+        };
+        let timer = async {
+            cancel.sleep(within).await;
+        };
+        futures_lite::future::or(opened, timer).await;
+        self.is_open()
     }
 
     /// Waits while the breaker is open. False when `cancel` fired first.
@@ -229,5 +251,33 @@ mod tests {
         );
         assert!(!is_outage(&err(Stage::PutDestination, "NoSuchBucket")));
         assert!(is_outage(&err(Stage::CheckDestination, "Timeout")));
+    }
+
+    #[test]
+    fn a_wait_for_it_to_open_wakes_when_it_opens_and_gives_up_at_its_limit() {
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            let b = Rc::new(Breaker::new(2, Arc::new(AtomicU64::new(0))));
+            let cancel = Shutdown::new();
+            let limit = std::time::Duration::from_millis(300);
+            let started = Instant::now();
+            assert!(!b.opens_within(limit, &cancel).await, "nothing opened it");
+            assert!(started.elapsed() >= limit);
+            let opener = b.clone();
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+                let down = err(Stage::PutDestination, "ConnectError");
+                opener.failed("a", &down);
+                opener.failed("b", &down);
+            })
+            .detach();
+            let started = Instant::now();
+            let long = std::time::Duration::from_secs(10);
+            assert!(b.opens_within(long, &cancel).await);
+            assert!(
+                started.elapsed() < long,
+                "woken by the opening, not the limit"
+            );
+        });
     }
 }

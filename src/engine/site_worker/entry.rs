@@ -145,15 +145,8 @@ async fn opens_soon(sh: &Shared, key: &str, e: &ReplicationError) -> bool {
     if !sh.breaker.is_open() && !unanswered && !sh.breaker.others_failing(key) {
         return false;
     }
-    for _ in 0..20 {
-        if sh.breaker.is_open() {
-            return true;
-        }
-        if !sh.abort.sleep(std::time::Duration::from_millis(100)).await {
-            return false;
-        }
-    }
-    sh.breaker.is_open()
+    let within = std::time::Duration::from_secs(2);
+    sh.breaker.opens_within(within, &sh.abort).await
 }
 
 /// Whether the entry runs now or goes behind its key's line (always runs without a replay
