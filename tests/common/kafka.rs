@@ -328,10 +328,15 @@ pub fn api_ready(port: u16) -> bool {
 }
 
 /// A plain HTTP/1.1 GET; returns (status, body).
+/// How long a test waits for the API's answer: longer than an endpoint's default idle
+/// timeout (60 s), so that a stalled S3 request behind a route surfaces as the API's own
+/// error rather than as a silent client timeout.
+const API_PATIENCE: Duration = Duration::from_secs(90);
+
 pub fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.set_read_timeout(Some(API_PATIENCE)).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -342,7 +347,7 @@ pub fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     .unwrap();
     let mut out = String::new();
     c.read_to_string(&mut out)
-        .unwrap_or_else(|e| panic!("GET {path}: no complete answer within 60 s: {e}"));
+        .unwrap_or_else(|e| panic!("GET {path}: no complete answer within {API_PATIENCE:?}: {e}"));
     let status = out
         .split(' ')
         .nth(1)
@@ -358,11 +363,12 @@ pub fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
 pub fn http_req(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.set_read_timeout(Some(API_PATIENCE)).unwrap();
     write!(c, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     let mut out = String::new();
-    c.read_to_string(&mut out)
-        .unwrap_or_else(|e| panic!("{method} {path}: no complete answer within 60 s: {e}"));
+    c.read_to_string(&mut out).unwrap_or_else(|e| {
+        panic!("{method} {path}: no complete answer within {API_PATIENCE:?}: {e}")
+    });
     let status = out
         .split(' ')
         .nth(1)
