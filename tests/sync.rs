@@ -784,7 +784,8 @@ fn a_request_deadline_ends_an_upload_that_keeps_moving() {
 
 /// A source that trickles its answer (a byte every 250 ms: the idle timeout never passes)
 /// is given up on by the rate guard after 2 s of waiting, each attempt, and the failure
-/// says why.
+/// says why. At full timings: the byte every 59 s against the default 60 s idle
+/// timeout, given up on after 60 s each attempt.
 #[test]
 fn a_trickling_server_fails_the_rate_guard_and_says_why() {
     let s = servers();
@@ -803,9 +804,15 @@ fn a_trickling_server_fails_the_rate_guard_and_says_why() {
         .await;
     });
     src_proxy.faults.add("GET", Some("/k?"), Kind::Drip, 2);
+    let (every_ms, idle) = timing((250, "2"), (59_000, "60"));
+    src_proxy
+        .faults
+        .drip_every_ms
+        .store(every_ms, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
     let flags = [
         "--io-idle-timeout",
-        "2",
+        idle,
         "--min-rate",
         "1KiB",
         "--attempts",
@@ -819,4 +826,8 @@ fn a_trickling_server_fails_the_rate_guard_and_says_why() {
     let message = f["message"].as_str().unwrap_or("");
     assert!(message.contains("slower than min_rate"), "{message}");
     assert_eq!(src_proxy.faults.hits(Kind::Drip), 2);
+    eprintln!(
+        "a byte every {every_ms} ms, idle timeout {idle} s: given up on after {:?} (2 attempts)",
+        started.elapsed()
+    );
 }

@@ -36,6 +36,16 @@ pub fn servers() -> Servers {
     }
 }
 
+/// `short` in CI; `full` with `BACKBEAT_TEST_FULL_TIMINGS=1`: the long fault rows run at the
+/// timings their issue names (minutes each) when asked, and shortened otherwise.
+pub fn timing<T>(short: T, full: T) -> T {
+    if std::env::var("BACKBEAT_TEST_FULL_TIMINGS").is_ok_and(|v| v == "1") {
+        full
+    } else {
+        short
+    }
+}
+
 /// s3s-fs (unversioned, checks signatures): (URL, credentials).
 pub fn s3fs() -> (String, Credentials) {
     let get = |name: &str| {

@@ -48,6 +48,8 @@ pub struct Faults {
     pub throttle_up: std::sync::atomic::AtomicU64,
     /// When set: the server is down: every request's connection is reset.
     pub down: AtomicBool,
+    /// The pause between two bytes of a dripped answer, in ms (0: 250 ms).
+    pub drip_every_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Faults {
@@ -194,13 +196,25 @@ fn reset(s: &TcpStream) {
 
 /// Forwards response bytes to the client, trickled while `drip` is set (the answer to a
 /// request that drew [`Kind::Drip`]).
-fn forward_down(client: &Side, data: &[u8], drip: &AtomicBool) -> std::io::Result<()> {
+fn forward_down(
+    client: &Side,
+    data: &[u8],
+    drip: &AtomicBool,
+    faults: &Faults,
+) -> std::io::Result<()> {
     if !drip.load(std::sync::atomic::Ordering::SeqCst) {
         return client.write_all(data);
     }
+    let every = match faults
+        .drip_every_ms
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        0 => 250,
+        ms => ms,
+    };
     for b in data {
         client.write_all(std::slice::from_ref(b))?;
-        std::thread::sleep(std::time::Duration::from_millis(250));
+        std::thread::sleep(std::time::Duration::from_millis(every));
     }
     Ok(())
 }
@@ -216,14 +230,14 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
     let up = Arc::new(up);
     let drip = Arc::new(AtomicBool::new(false));
     {
-        let (client, up, drip) = (client.clone(), up.clone(), drip.clone());
+        let (client, up, drip, faults) = (client.clone(), up.clone(), drip.clone(), faults.clone());
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
             loop {
                 match (&*up).read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if forward_down(&client, &buf[..n], &drip).is_err() {
+                        if forward_down(&client, &buf[..n], &drip, &faults).is_err() {
                             break;
                         }
                     }
