@@ -1183,7 +1183,7 @@ fn a_steady_load_at_half_the_saturating_rate_does_not_drift() {
         .sum();
     assert_eq!(at_dest, burst + count, "every version at the destination");
     assert!(
-        windows.iter().all(|w| w.latency.len() > 0),
+        windows.iter().all(|w| !w.latency.is_empty()),
         "each window measured"
     );
     let (first, last) = (windows[0].rss_kb, windows[windows.len() - 1].rss_kb);
