@@ -634,10 +634,15 @@ fn run_all(a: RunArgs) -> anyhow::Result<ExitCode> {
     let stats = backbeat::metrics::Stats::new();
     let shutdown = Shutdown::with_signals();
     eprintln!(
-        "backbeat: replicating {:?} from {} to {}; operations API on http://{} (Ctrl-C stops)",
+        "backbeat: replicating {:?} from {} to {}; operations API on {}://{} (Ctrl-C stops)",
         engine.cfg.source.buckets,
         engine.source.label(),
         engine.sites.keys().cloned().collect::<Vec<_>>().join(", "),
+        if engine.cfg.api.cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         engine.cfg.api.listen
     );
     {

@@ -172,11 +172,13 @@ fn aws_environment_fills_in_endpoints_regions_and_ca_files() {
         "[source]\nendpoint = \"http://127.0.0.1:9000\"\n[sites.dr]\nprofile = \"dr\"\n",
     )
     .unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "a CA").unwrap();
     let vars = [
         ("HOME", home),
         ("AWS_CONFIG_FILE", aws.to_str().unwrap()),
         ("AWS_REGION", "us-west-2"),
-        ("AWS_CA_BUNDLE", "/etc/ca.pem"),
+        ("AWS_CA_BUNDLE", ca.to_str().unwrap()),
         ("AWS_SECRET_ACCESS_KEY", "do-not-print"),
     ];
     let (code, out, err) = backbeat_env(&["config", "check", cfg.to_str().unwrap()], &vars);

@@ -1009,6 +1009,8 @@ fn api_metric_routes_count_what_was_replicated() {
     e.stop();
 }
 
+/// Pause holds a site's entries in Kafka until resume; control records that do not read as
+/// a state (garbage, or a resume time that is not one) are ignored, never a state change.
 #[test]
 fn api_pause_holds_entries_in_the_backlog_until_resume() {
     let e = api_engine("pause");
@@ -1018,12 +1020,27 @@ fn api_pause_holds_entries_in_the_backlog_until_resume() {
         e.get("/_/crr/status/site-a").1,
         serde_json::json!({"site-a": "disabled"})
     );
+    // An unreadable control record (anyone who can write to the topic) changes nothing.
+    let control = kafka::Topics::new(&e.st.prefix).control;
+    produce(&control, &[("site-a".into(), "{not a state".into())]);
+    produce(
+        &control,
+        &[(
+            "site-a".into(),
+            r#"{"paused":false,"scheduledResume":"soon"}"#.into(),
+        )],
+    );
     std::thread::sleep(Duration::from_secs(2));
     e.announce(&["during-pause"], 800);
     // The paused site's entry waits in Kafka: its group's lag counts it.
     wait_until(30, "a backlog while paused", || e.backlog()["count"] == 1);
     std::thread::sleep(Duration::from_secs(3));
     assert!(!e.replicated("during-pause"), "replicated while paused");
+    assert_eq!(
+        e.get("/_/crr/status/site-a").1,
+        serde_json::json!({"site-a": "disabled"}),
+        "unreadable control records are ignored"
+    );
     assert_eq!(e.backlog()["count"], 1);
     assert_eq!(
         sample(&scrape(e.port), "backbeat_backlog_entries", "site-a"),

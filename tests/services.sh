@@ -101,6 +101,7 @@ services_start_nisshi() {
   SERVICES_PIDS+=($!)
   if services_wait_port "$port"; then
     KAFKA_BROKERS="127.0.0.1:$port"
+    NISSHI_BIN="$(command -v nisshi)"
     echo "nisshi: $KAFKA_BROKERS" >&2
     return 0
   fi

@@ -62,11 +62,13 @@ fn records(local: &Local) -> Result<std::cell::Ref<'_, BTreeMap<String, Record>>
 
 #[derive(Deserialize)]
 struct ListQuery {
+    /// `sitename` as Backbeat names it.
+    #[serde(alias = "sitename")]
     site: Option<String>,
     marker: Option<String>,
 }
 
-/// `GET /_/crr/failed[?site=&marker=]`.
+/// `GET /_/crr/failed[?site=&marker=]` (`sitename=` as Backbeat says it).
 pub(super) fn list(local: &Local, q: Option<&str>) -> Reply {
     answer(page(local, q))
 }

@@ -5,7 +5,9 @@
 //! carry `Authorization: Bearer <token>` (required on non-loopback addresses). A request
 //! goes through the route table (`router`) to one handler per route (`health`, `metrics`,
 //! `control`, `failed`, `progress`); the documents they answer are the types of `model`,
-//! which the command line (`cli`) reads back.
+//! which the command line (`cli`) reads back. `conn` bounds the connections (a cap, header
+//! and body timeouts) so that idle or slow clients cannot take the API or the node's
+//! descriptors.
 //!
 //! Owns: the API's routes and documents, and the command line's requests to them (`cli`).
 //! May call: `metrics`, `s3` (clients, and the glommio socket adapter hyper serves on),
@@ -14,10 +16,12 @@
 //! entry), `time`.
 
 pub mod cli;
+mod conn;
 mod control;
 mod failed;
 mod health;
 mod metrics;
+pub use conn::{tls_config, Limits};
 pub mod model;
 mod progress;
 mod router;
@@ -40,7 +44,6 @@ use serde::Serialize;
 pub use health::{exposition, QueueFigures};
 
 use crate::metrics::Stats;
-use crate::s3::http::{HyperIo, Stream};
 use crate::s3::Endpoint;
 use crate::shard::Shutdown;
 use model::ErrorBody;
@@ -66,6 +69,12 @@ pub struct ApiState {
     pub routes: BTreeMap<String, SiteRoute>,
     /// Set once every role has started.
     pub ready: AtomicBool,
+    /// Bounds on connections.
+    pub limits: Limits,
+    /// `/_/live`, `/_/ready` and `/metrics` answer without the token (probes, scrapers).
+    pub open_probes: bool,
+    /// Serve HTTPS with these settings (`api.cert_file`, `api.key_file`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A site's source and destination, for the progress route.
@@ -200,12 +209,32 @@ fn authorized(state: &ApiState, req: &Request<Incoming>) -> bool {
 /// The largest request body read.
 const BODY_LIMIT: usize = 256 * 1024;
 
-/// Reads a request's body, up to [`BODY_LIMIT`] (413 past it).
-async fn read_body(mut incoming: Incoming) -> Result<Vec<u8>, Reply> {
+/// Reads a request's body, up to [`BODY_LIMIT`] (413 past it) and within `deadline` (408
+/// past it).
+async fn read_body(incoming: Incoming, deadline: Duration) -> Result<Vec<u8>, Reply> {
+    let read = async { Some(read_limited(incoming).await) };
+    let late = async {
+        glommio::timer::sleep(deadline).await;
+        None
+    };
+    match futures_lite::future::or(read, late).await {
+        Some(r) => r,
+        None => {
+            let e = format!("the request's body did not arrive within {deadline:?}");
+            Err(error(StatusCode::REQUEST_TIMEOUT, e))
+        }
+    }
+}
+
+async fn read_limited(mut incoming: Incoming) -> Result<Vec<u8>, Reply> {
     let mut body = Vec::new();
-    while let Some(Ok(frame)) =
+    while let Some(frame) =
         std::future::poll_fn(|cx| std::pin::Pin::new(&mut incoming).poll_frame(cx)).await
     {
+        let frame = frame.map_err(|e| {
+            let e = format!("the request's body was cut short: {e}");
+            error(StatusCode::BAD_REQUEST, e)
+        })?;
         if let Ok(d) = frame.into_data() {
             if body.len() + d.len() > BODY_LIMIT {
                 return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
@@ -222,18 +251,21 @@ async fn handle(
     router: Rc<Router>,
     req: Request<Incoming>,
 ) -> Reply {
-    if !authorized(&state, &req) {
+    let call = router.route(req.method(), req.uri().path());
+    let probe = matches!(call, Ok(Call::Live | Call::Ready | Call::Prometheus));
+    let open = probe && state.open_probes;
+    if !open && !authorized(&state, &req) {
         return error(
             StatusCode::UNAUTHORIZED,
             "a bearer token is required (Authorization: Bearer <token>)",
         );
     }
-    let call = match router.route(req.method(), req.uri().path()) {
+    let call = match call {
         Ok(c) => c,
         Err(r) => return reject(r),
     };
     let query = req.uri().query().map(str::to_string);
-    let body = match read_body(req.into_body()).await {
+    let body = match read_body(req.into_body(), state.limits.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -358,14 +390,7 @@ async fn follow_topics(state: &ApiState, shutdown: &Shutdown) -> Local {
     }
 }
 
-/// How long the API waits after a failed accept before the next one.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-
-/// Accepts connections until `shutdown`, each served by hyper on a task of its own.
-///
-/// An accept is never abandoned while it may complete: io_uring hands an accepted socket to
-/// the completion of the request, so dropping a pending accept (to look at a timer, say)
-/// can drop a connection the kernel already accepted, whose client then waits for ever.
+/// Serves each accepted connection with hyper, its requests marking it busy.
 async fn accept(
     listener: glommio::net::TcpListener,
     state: Arc<ApiState>,
@@ -373,34 +398,28 @@ async fn accept(
     shutdown: Shutdown,
 ) {
     let router = Rc::new(Router::new());
-    loop {
-        let next = async { Some(listener.accept().await) };
-        let stop = async {
-            shutdown.wait().await;
-            None
-        };
-        let stream = match futures_lite::future::or(next, stop).await {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                // Out of descriptors, say: wait instead of spinning, then try again.
-                tracing::warn!(error = %e, "the operations API cannot accept a connection");
-                glommio::timer::sleep(ACCEPT_PAUSE).await;
-                continue;
-            }
-        };
+    let limits = state.limits;
+    let tls = state.tls.clone();
+    conn::accept(listener, limits, tls, shutdown, move |io, slot| {
         let (state, local, router) = (state.clone(), local.clone(), router.clone());
-        glommio::spawn_local(async move {
+        async move {
             let svc = hyper::service::service_fn(move |req| {
                 let (state, local, router) = (state.clone(), local.clone(), router.clone());
-                async move { Ok::<_, Infallible>(handle(state, local, router, req).await) }
+                let busy = slot.serving();
+                async move {
+                    let reply = handle(state, local, router, req).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(reply)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(HyperIo::new(Stream::Plain(stream)), svc)
+                .timer(conn::Timer)
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(io, svc)
                 .await;
-        })
-        .detach();
-    }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -422,6 +441,9 @@ mod tests {
             groups: BTreeMap::new(),
             routes: BTreeMap::new(),
             ready: AtomicBool::new(true),
+            limits: Limits::default(),
+            open_probes: false,
+            tls: None,
         })
     }
 

@@ -93,14 +93,7 @@ impl<'de> Deserialize<'de> for Placed {
     }
 }
 
-/// Checks that an endpoint URL is http or https.
-pub fn check_url(s: &str) -> Result<(), String> {
-    if s.starts_with("http://") || s.starts_with("https://") {
-        Ok(())
-    } else {
-        Err(format!("{s:?} must start with http:// or https://"))
-    }
-}
+pub use crate::s3::check_url;
 
 /// An endpoint URL (for `deserialize_with` on an optional field).
 pub fn url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::credentials::{self, AwsSetting, Env};
 use super::de;
+pub use super::kafka_security::{KafkaSecurity, Mechanism, Protocol};
 use super::tuning::TuningFile;
 pub use super::tuning::{ReplicationTuning, TUNING_KEYS};
 use crate::s3::ChecksumTransport;
@@ -97,6 +98,31 @@ pub struct KafkaConfig {
     /// or it stops; past it they are stopped (fenced) and their new owner replays them.
     #[serde(deserialize_with = "de::int::<_, _, 1, 3600>")]
     pub drain_deadline_seconds: u64,
+    /// How clients reach the brokers: plaintext, ssl, sasl_plaintext or sasl_ssl.
+    pub security_protocol: Protocol,
+    pub sasl_mechanism: Option<Mechanism>,
+    pub sasl_username: Option<String>,
+    /// A file whose first line is the SASL password (else `BACKBEAT_KAFKA_PASSWORD`).
+    pub sasl_password_file: Option<PathBuf>,
+    /// The CA of the brokers' certificates, and a client certificate and key (PEM).
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl KafkaConfig {
+    /// The transport and authentication keys, together.
+    pub fn security(&self) -> KafkaSecurity {
+        KafkaSecurity {
+            security_protocol: self.security_protocol,
+            sasl_mechanism: self.sasl_mechanism,
+            sasl_username: self.sasl_username.clone(),
+            sasl_password_file: self.sasl_password_file.clone(),
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+        }
+    }
 }
 
 impl Default for KafkaConfig {
@@ -109,6 +135,13 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 60_000,
             drain_deadline_seconds: 30,
+            security_protocol: Protocol::Plaintext,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 }
@@ -198,6 +231,14 @@ pub struct ApiConfig {
     #[serde(deserialize_with = "de::listen")]
     pub listen: SocketAddr,
     pub token_file: Option<PathBuf>,
+    /// Open connections at most; at the cap the oldest idle one is closed for a new one.
+    #[serde(deserialize_with = "de::int::<_, _, 4, 65_536>")]
+    pub max_connections: usize,
+    /// `/_/live`, `/_/ready` and `/metrics` answer without the token (probes, scrapers).
+    pub open_probes: bool,
+    /// Serve HTTPS: a certificate chain and its key (PEM).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -205,6 +246,10 @@ impl Default for ApiConfig {
         Self {
             listen: "127.0.0.1:8900".parse().expect("valid address"),
             token_file: None,
+            max_connections: 128,
+            open_probes: false,
+            cert_file: None,
+            key_file: None,
         }
     }
 }
@@ -327,6 +372,20 @@ pub fn layered(
         .or_else(|| credentials::aws_setting(setting, profile, env))
 }
 
+/// Whether the file at `path` can be read (and, with `nonempty`, holds a first line that
+/// is not blank: a token), so `config check` finds what would fail only at start.
+fn readable(path: &Path, nonempty: bool) -> Result<(), String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let first = String::from_utf8_lossy(&text);
+    if nonempty && first.lines().next().unwrap_or("").trim().is_empty() {
+        return Err(format!(
+            "{} is empty: its first line is the token",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Settles one endpoint's keys for `config`: its file's values, else the environment's and
 /// the AWS profile's, else the defaults.
 struct Settle<'a> {
@@ -354,6 +413,16 @@ impl Settle<'_> {
                 error(
                     file,
                     &format!("{prefix}.endpoint"),
+                    format!("{m} (from {origin})"),
+                )
+            })?;
+        }
+        if let Some((path, origin)) = &ca_file {
+            let path = relative_to(file, PathBuf::from(path));
+            readable(&path, false).map_err(|m| {
+                error(
+                    file,
+                    &format!("{prefix}.ca_file"),
                     format!("{m} (from {origin})"),
                 )
             })?;
@@ -579,7 +648,37 @@ impl FileModel {
             );
             return Err(error(file, "api.token_file", m));
         }
-        let k = &self.kafka;
+        if let Some(t) = &api.token_file {
+            readable(t, true).map_err(|m| error(file, "api.token_file", m))?;
+        }
+        api.cert_file = api.cert_file.map(|p| relative_to(file, p));
+        api.key_file = api.key_file.map(|p| relative_to(file, p));
+        match (&api.cert_file, &api.key_file) {
+            (Some(c), Some(k)) => {
+                readable(c, false).map_err(|m| error(file, "api.cert_file", m))?;
+                readable(k, false).map_err(|m| error(file, "api.key_file", m))?;
+            }
+            (None, None) => {}
+            _ => {
+                let m = "HTTPS needs both api.cert_file and api.key_file";
+                return Err(error(file, "api.cert_file", m));
+            }
+        }
+        let mut kafka = self.kafka;
+        for p in [
+            &mut kafka.sasl_password_file,
+            &mut kafka.ca_file,
+            &mut kafka.cert_file,
+            &mut kafka.key_file,
+        ] {
+            *p = p.take().map(|p| relative_to(file, p));
+        }
+        let getenv = |k: &str| settle.env.var(k);
+        kafka
+            .security()
+            .check(!kafka.brokers.is_empty(), &getenv)
+            .map_err(|(key, m)| error(file, key, m))?;
+        let k = &kafka;
         if k.drain_deadline_seconds * 1000 >= u64::from(k.max_poll_interval_ms) {
             let m = format!(
                 "must be shorter than kafka.max_poll_interval_ms ({} ms): a member draining that long is evicted from its group",
@@ -591,7 +690,7 @@ impl FileModel {
             return Err(error(file, "replay.delays_seconds", m));
         }
         Ok(Config {
-            kafka: self.kafka,
+            kafka,
             source,
             sites,
             replay: self.replay,
@@ -697,6 +796,7 @@ impl Config {
                 k.drain_deadline_seconds.to_string(),
             ),
         ];
+        lines.extend(k.security().shown());
         let s = &self.source;
         show_endpoint(&mut lines, "source", &s.s3);
         lines.push(("source.buckets".into(), format!("{:?}", s.buckets)));
@@ -739,6 +839,15 @@ impl Config {
         lines.push(("api.listen".into(), listen));
         let token = show_path(&self.api.token_file, "(none)");
         lines.push(("api.token_file".into(), token));
+        let max = self.api.max_connections.to_string();
+        lines.push(("api.max_connections".into(), max));
+        lines.push(("api.open_probes".into(), self.api.open_probes.to_string()));
+        let cert = show_path(&self.api.cert_file, "(none: plain HTTP)");
+        lines.push(("api.cert_file".into(), cert));
+        lines.push((
+            "api.key_file".into(),
+            show_path(&self.api.key_file, "(none)"),
+        ));
         let width = lines
             .iter()
             .map(|(k, v)| k.len() + v.len())
@@ -915,6 +1024,41 @@ concurrency = 64
                 "[sites.a]\nendpoint = \"ftp://x\"\n",
                 "sites.a.endpoint",
                 "http://",
+            ),
+            (
+                "[sites.a]\nendpoint = \"http://KEY:SECRET@h:9000\"\n",
+                "sites.a.endpoint",
+                "\"http://***@h:9000\" carries credentials: put them in an AWS profile",
+            ),
+            (
+                "[sites.a]\nendpoint = \"https://h/bucket\"\n",
+                "sites.a.endpoint",
+                "no path",
+            ),
+            (
+                "[sites.a]\nendpoint = \"http://\"\n",
+                "sites.a.endpoint",
+                "no host",
+            ),
+            (
+                "[api]\ntoken_file = \"/nonexistent/token\"\n",
+                "api.token_file",
+                "cannot read /nonexistent/token",
+            ),
+            (
+                "[sites.a]\nendpoint = \"https://h\"\nca_file = \"/nonexistent/ca.pem\"\n",
+                "sites.a.ca_file",
+                "cannot read /nonexistent/ca.pem",
+            ),
+            (
+                "[kafka]\nsecurity_protocol = \"ssl\"\n",
+                "kafka.security_protocol",
+                "needs kafka.brokers",
+            ),
+            (
+                "[kafka]\nbrokers = [\"k:9092\"]\nsecurity_protocol = \"tls\"\n",
+                "kafka.security_protocol",
+                "unknown variant",
             ),
             (
                 "[api]\nlisten = \"0.0.0.0:8900\"\n",
@@ -1155,10 +1299,15 @@ mod more_tests {
     #[test]
     fn config_file_then_env_then_aws_profile() {
         let dir = tempfile::tempdir().unwrap();
+        let p_pem = write(dir.path(), "p.pem", "a CA");
+        write(dir.path(), "h.pem", "a CA");
         let conf = write(
             dir.path(),
             "config",
-            "[profile dr]\nregion = p-1\nendpoint_url = https://dr.example\nca_bundle = /p.pem\n",
+            &format!(
+                "[profile dr]\nregion = p-1\nendpoint_url = https://dr.example\nca_bundle = {}\n",
+                p_pem.display()
+            ),
         );
         let cfg = write(
             dir.path(),
@@ -1184,10 +1333,7 @@ mod more_tests {
             "the environment wins over the profile"
         );
         assert_eq!(c.sites["dr"].s3.endpoint, "https://dr.example");
-        assert_eq!(
-            c.sites["dr"].s3.ca_file.as_deref(),
-            Some(Path::new("/p.pem"))
-        );
+        assert_eq!(c.sites["dr"].s3.ca_file.as_deref(), Some(p_pem.as_path()));
         assert_eq!(c.sites["here"].s3.ca_file, Some(dir.path().join("h.pem")));
         assert_eq!(
             c.origin("sites.dr.region"),

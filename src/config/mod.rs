@@ -7,6 +7,7 @@
 pub mod credentials;
 mod de;
 pub mod file;
+pub mod kafka_security;
 pub mod tune;
 mod tuning;
 

@@ -76,6 +76,7 @@ fn connect_kafka(
         return Ok((mock.bootstrap_servers(), Some(EmbeddedBroker(mock))));
     }
     let brokers = cfg.kafka.brokers.join(",");
+    secure_kafka(cfg)?;
     let (b, t) = (brokers.clone(), topics.clone());
     let replay = replay_topics(cfg, topics);
     shard::block_on(async move {
@@ -90,6 +91,50 @@ fn connect_kafka(
         kafka::ensure_topics(&b, &wanted).await
     })??;
     Ok((brokers, None))
+}
+
+/// The API's TLS settings, when `api.cert_file` and `api.key_file` are given.
+fn api_tls(
+    api: &crate::config::file::ApiConfig,
+) -> Result<Option<Arc<rustls::ServerConfig>>, EngineError> {
+    match (&api.cert_file, &api.key_file) {
+        (Some(c), Some(k)) => crate::api::tls_config(c, k)
+            .map(Some)
+            .map_err(|e| EngineError::Setup(format!("api.cert_file / api.key_file: {e}"))),
+        _ => Ok(None),
+    }
+}
+
+/// Installs `[kafka]`'s TLS and SASL settings for every Kafka client of the process.
+fn secure_kafka(cfg: &Config) -> Result<(), EngineError> {
+    let k = cfg.kafka.security();
+    let mut s = kafka::Security::default().set("security.protocol", k.security_protocol.as_str());
+    if k.security_protocol.sasl() {
+        let env = |name: &str| std::env::var(name).ok();
+        let password = k
+            .password(&env)
+            .map_err(|(key, m)| EngineError::Setup(format!("{key}: {m}")))?;
+        let mechanism = k.sasl_mechanism.map_or("PLAIN", |m| m.as_str());
+        s = s
+            .set("sasl.mechanisms", mechanism)
+            .set("sasl.username", k.sasl_username.clone().unwrap_or_default())
+            .set("sasl.password", password);
+    }
+    let files = [
+        ("ssl.ca.location", &k.ca_file),
+        ("ssl.certificate.location", &k.cert_file),
+        ("ssl.key.location", &k.key_file),
+    ];
+    for (key, path) in files {
+        if let Some(p) = path {
+            s = s.set(key, p.display().to_string());
+        }
+    }
+    if !kafka::secure(s) {
+        let e = "kafka security settings differ from those this process already uses";
+        return Err(EngineError::Setup(e.into()));
+    }
+    Ok(())
 }
 
 /// Every site's replay topics and the populator's, one per step of the delay schedule.
@@ -201,6 +246,10 @@ impl Engine {
         if cfg.source.s3.endpoint.is_empty() {
             return Err(EngineError::Setup("source.endpoint is not set".into()));
         }
+        if cfg.source.buckets.is_empty() {
+            let e = "source.buckets is empty: name the buckets to replicate (entries for any other bucket are refused)";
+            return Err(EngineError::Setup(e.into()));
+        }
         let tuning = &cfg.replication;
         let trailer = ChecksumTransport::Trailer;
         let source = endpoint("source", &cfg.source.s3, trailer, false, tuning)?;
@@ -275,6 +324,7 @@ impl Engine {
             source: self.source.clone(),
             dest: s.endpoint.clone(),
             buckets: s.buckets.clone(),
+            source_buckets: self.cfg.source.buckets.iter().cloned().collect(),
             dest_versioned: s.versioned,
             opts: self.options(),
             concurrency: self.cfg.replication.concurrency,
@@ -434,6 +484,12 @@ impl Engine {
                 })
                 .collect(),
             ready: std::sync::atomic::AtomicBool::new(false),
+            limits: crate::api::Limits {
+                max_connections: self.cfg.api.max_connections,
+                ..Default::default()
+            },
+            open_probes: self.cfg.api.open_probes,
+            tls: api_tls(&self.cfg.api)?,
         });
         crate::api::serve(self.cfg.api.listen, state.clone(), shutdown)
             .map_err(|e| EngineError::Setup(e.to_string()))?;

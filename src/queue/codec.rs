@@ -112,12 +112,13 @@ impl FailedRecord {
     }
 }
 
-/// A record of the failed topic for a message of `topic` that did not decode (keyed
-/// `malformed/TOPIC/PARTITION/OFFSET`), with the reason and the payload as text.
+/// A record of the failed topic for a message of `topic` that is not run (keyed
+/// `KIND/TOPIC/PARTITION/OFFSET`), with the reason and the payload as text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MalformedRecord {
     pub v: u32,
-    /// Always `"malformed"`.
+    /// `"malformed"` (the message does not decode) or `"refused"` (a well-formed entry the
+    /// configuration does not allow: a bucket it does not name).
     pub kind: String,
     pub topic: String,
     pub partition: i32,
@@ -133,8 +134,8 @@ impl MalformedRecord {
     /// The failed topic's key of this record.
     pub fn record_key(&self) -> String {
         format!(
-            "malformed/{}/{}/{}",
-            self.topic, self.partition, self.offset
+            "{}/{}/{}/{}",
+            self.kind, self.topic, self.partition, self.offset
         )
     }
 }

@@ -22,6 +22,19 @@ pub struct SiteControl {
     pub scheduled_resume: Option<String>,
 }
 
+impl SiteControl {
+    /// A state as the control topic carries it; its resume time must be an RFC 3339 time.
+    pub fn decode(payload: &[u8]) -> Result<Self, String> {
+        let c: Self = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+        if let Some(t) = &c.scheduled_resume {
+            if crate::time::parse_rfc3339(t).is_none() {
+                return Err(format!("scheduledResume {t:?} is not an RFC 3339 time"));
+            }
+        }
+        Ok(c)
+    }
+}
+
 /// Publishes a site's state.
 pub async fn publish(
     p: &Producer,
@@ -80,20 +93,28 @@ fn partitions(brokers: &str, topic: &str, ends: bool) -> Result<Vec<(i32, i64)>,
     Ok(out)
 }
 
-/// Takes a control record into `cell` when it is `site`'s (an unreadable one resets it).
+/// Takes a control record into `cell` when it is `site`'s: a state, or a tombstone (the
+/// defaults). A record that does not read as a state (or names a resume time that is not
+/// one) is logged and ignored: it changes nothing.
 fn apply_control(
     cell: &RefCell<SiteControl>,
     site: &str,
     m: &rdkafka::message::BorrowedMessage<'_>,
 ) {
-    if m.key() == Some(site.as_bytes()) {
-        let next = m
-            .payload()
-            .and_then(|p| serde_json::from_slice::<SiteControl>(p).ok())
-            .unwrap_or_default();
-        tracing::info!(site, paused = next.paused, "control state");
-        *cell.borrow_mut() = next;
+    if m.key() != Some(site.as_bytes()) {
+        return;
     }
+    let next = match m.payload().map(SiteControl::decode) {
+        None => SiteControl::default(),
+        Some(Ok(next)) => next,
+        Some(Err(e)) => {
+            let (partition, offset) = (m.partition(), m.offset());
+            tracing::warn!(site, partition, offset, error = %e, "control record ignored: not a site state");
+            return;
+        }
+    };
+    tracing::info!(site, paused = next.paused, "control state");
+    *cell.borrow_mut() = next;
 }
 
 /// Follows the control topic from its beginning, keeping the latest state of `site` in the

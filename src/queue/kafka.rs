@@ -46,7 +46,7 @@ pub type Consumer<C> = StreamConsumer<C, GlommioRuntime>;
 pub enum QueueError {
     #[error("Kafka client setup failed: {0}")]
     Setup(KafkaError),
-    #[error("creating topic {topic} failed: {message}")]
+    #[error("creating the Kafka topic {topic} failed: {message} (are kafka.brokers reachable, and do kafka.security_protocol, its certificates or SASL settings match the cluster's?)")]
     CreateTopic { topic: String, message: String },
     #[error("producing to {topic} failed: {error}")]
     Produce { topic: String, error: KafkaError },
@@ -113,12 +113,52 @@ pub fn replay_group(prefix: &str, site: &str) -> String {
     format!("{prefix}replay-{site}")
 }
 
+/// How every Kafka client of this process reaches the brokers (TLS, SASL): set once at
+/// start by [`secure`], applied by [`client_config`] to every producer, consumer and admin
+/// client, so none can be made without it.
+static SECURITY: std::sync::OnceLock<Security> = std::sync::OnceLock::new();
+
+/// Transport and authentication settings, as librdkafka names them. Its `Debug` masks the
+/// password.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    settings: Vec<(&'static str, String)>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = self.settings.iter().map(|(k, v)| {
+            let v = if *k == "sasl.password" { "***" } else { v };
+            (*k, v)
+        });
+        f.debug_map().entries(shown).finish()
+    }
+}
+
+impl Security {
+    pub fn set(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.settings.push((key, value.into()));
+        self
+    }
+}
+
+/// Installs the settings every client of this process uses from now on. Once: a later,
+/// different call is refused (false) and changes nothing.
+pub fn secure(s: Security) -> bool {
+    SECURITY.get_or_init(|| s.clone()) == &s
+}
+
 /// Base client settings.
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("client.id", "backbeat")
         .set("log_level", "3");
+    if let Some(s) = SECURITY.get() {
+        for (k, v) in &s.settings {
+            c.set(*k, v);
+        }
+    }
     c
 }
 

@@ -6,7 +6,7 @@
 //! Owns: the replication entry and status event formats, which offsets may be committed,
 //! and when a replayed record is due. May call: `shard` (shutdown signal), `retry`, `s3`
 //! (only the CRC32C text form, to validate an entry's checksum), `failure` (errors in
-//! status events); nothing of S3
+//! status events), `time` (resume times of control records); nothing of S3
 //! requests or of replication.
 
 pub mod backpressure;

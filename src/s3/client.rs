@@ -118,12 +118,65 @@ pub struct Endpoint {
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// Checks an endpoint URL: http or https, a host, no path or query, no credentials in it
+/// (the error shows the URL with any credentials masked).
+pub fn check_url(s: &str) -> Result<(), String> {
+    let shown = redact_url(s);
+    let Some(rest) = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+    else {
+        return Err(format!("{shown:?} must start with http:// or https://"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(format!(
+            "{shown:?} carries credentials: put them in an AWS profile (the endpoint's \
+             `profile`) or the environment, never in the URL"
+        ));
+    }
+    let uri: http::Uri = match s.parse() {
+        Ok(u) => u,
+        Err(_) if authority.is_empty() => return Err(format!("{shown:?} has no host")),
+        Err(_) => return Err(format!("{shown:?} is not a URL")),
+    };
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{shown:?} has no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{shown:?} must name a host and port only, no path or query (buckets are \
+             configured apart)"
+        ));
+    }
+    Ok(())
+}
+
+/// `s` with any user information (`user:secret@`) of its authority replaced by `***@`, so
+/// an error can show a URL without showing credentials.
+pub fn redact_url(s: &str) -> String {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return s.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => s.to_string(),
+    }
+}
+
 impl Endpoint {
     pub fn new(config: EndpointConfig) -> Result<Arc<Self>, EndpointError> {
         let bad = |reason: &str| EndpointError::BadUrl {
-            url: config.url.clone(),
+            url: redact_url(&config.url),
             reason: reason.into(),
         };
+        if let Err(reason) = check_url(&config.url) {
+            return Err(EndpointError::BadUrl {
+                url: redact_url(&config.url),
+                reason,
+            });
+        }
         let uri: http::Uri = config.url.parse().map_err(|_| bad("not a URL"))?;
         let https = match uri.scheme_str() {
             Some("http") => false,

@@ -27,10 +27,12 @@ use hyper::body::Incoming;
 use super::error::{BodyError, RequestError};
 use super::progress::{Check, Progress};
 
-/// A connected socket, plain or TLS.
+/// A connected socket, plain or TLS (the client side of an S3 connection, or the server
+/// side of an operations API connection).
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+    TlsServer(Box<futures_rustls::server::TlsStream<TcpStream>>),
 }
 
 /// Adapts a glommio stream to hyper's I/O traits.
@@ -131,6 +133,7 @@ impl HyperIo {
         match &self.stream {
             Stream::Plain(s) => s.as_raw_fd(),
             Stream::Tls(s) => s.get_ref().0.as_raw_fd(),
+            Stream::TlsServer(s) => s.get_ref().0.as_raw_fd(),
         }
     }
 }
@@ -260,6 +263,7 @@ impl hyper::rt::Read for HyperIo {
             let polled = match &mut this.stream {
                 Stream::Plain(s) => Pin::new(s).poll_read(cx, dst),
                 Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, dst),
+                Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, dst),
             };
             match polled {
                 Poll::Ready(r) => r?,
@@ -287,6 +291,7 @@ impl hyper::rt::Write for HyperIo {
         let polled = match &mut this.stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         };
         this.written(polled, cx)
     }
@@ -328,6 +333,7 @@ impl hyper::rt::Write for HyperIo {
                 Pin::new(s).poll_write(cx, first)
             }
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         };
         this.written(polled, cx)
     }
@@ -340,6 +346,7 @@ impl hyper::rt::Write for HyperIo {
         match &mut self.get_mut().stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -347,6 +354,7 @@ impl hyper::rt::Write for HyperIo {
         match &mut self.get_mut().stream {
             Stream::Plain(s) => Pin::new(s).poll_close(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }

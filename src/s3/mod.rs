@@ -19,6 +19,8 @@ pub mod progress;
 pub mod signing;
 pub mod store;
 
-pub use client::{ChecksumTransport, Client, Endpoint, EndpointConfig, EndpointError};
+pub use client::{
+    check_url, redact_url, ChecksumTransport, Client, Endpoint, EndpointConfig, EndpointError,
+};
 pub use error::RequestError;
 pub use signing::Credentials;

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 /// What to do to a matching request.
@@ -475,4 +475,174 @@ fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
         )
         .unwrap();
     (Arc::new(cfg), ca_cert.pem())
+}
+
+/// A TLS front for a plain TCP service (a Kafka broker): clients speak TLS to it, with a
+/// certificate for localhost and 127.0.0.1 signed by a fresh CA; with `client_auth` they
+/// must also present a certificate that CA signed. Bytes are forwarded unchanged.
+pub struct Tunnel {
+    pub port: u16,
+    /// PEM of the CA, and of a client certificate and its key signed by it.
+    pub ca_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+    /// Handshakes that completed, and those that failed.
+    pub handshakes: Arc<std::sync::atomic::AtomicUsize>,
+    pub refused: Arc<std::sync::atomic::AtomicUsize>,
+    upstream: Arc<Mutex<String>>,
+}
+
+impl Tunnel {
+    /// Listens now (so its port can be advertised); forwards to the upstream set later.
+    pub fn start(client_auth: bool) -> Tunnel {
+        let pki = Pki::new();
+        let cfg = pki.server_config(client_auth);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let t = Tunnel {
+            port,
+            ca_pem: pki.ca_pem.clone(),
+            client_cert_pem: pki.client_cert_pem.clone(),
+            client_key_pem: pki.client_key_pem.clone(),
+            handshakes: Arc::default(),
+            refused: Arc::default(),
+            upstream: Arc::default(),
+        };
+        let (ok, bad, up) = (t.handshakes.clone(), t.refused.clone(), t.upstream.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (cfg, ok, bad, up) = (cfg.clone(), ok.clone(), bad.clone(), up.clone());
+                std::thread::spawn(move || {
+                    let side = Side::Tls(
+                        Arc::new(conn),
+                        Arc::new(Mutex::new(rustls::ServerConnection::new(cfg).unwrap())),
+                        Arc::default(),
+                    );
+                    let upstream = up.lock().unwrap().clone();
+                    tunnel(side, &upstream, &ok, &bad);
+                });
+            }
+        });
+        t
+    }
+
+    /// Where connections go (`127.0.0.1:PORT`).
+    pub fn forward_to(&self, upstream: &str) {
+        *self.upstream.lock().unwrap() = upstream.to_string();
+    }
+}
+
+/// Forwards one TLS connection to `upstream`, both ways, until either side closes.
+fn tunnel(side: Side, upstream: &str, ok: &AtomicUsize, bad: &AtomicUsize) {
+    let mut first = [0u8; 16384];
+    // The handshake happens during the first read.
+    let n = match side.read(&mut first) {
+        Ok(n) if n > 0 => n,
+        _ => {
+            bad.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
+    };
+    ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let Ok(up) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let up = Arc::new(up);
+    if (&*up).write_all(&first[..n]).is_err() {
+        return;
+    }
+    let (down_side, down_up) = (side.clone(), up.clone());
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = (&*down_up).read(&mut buf) {
+            if n == 0 || down_side.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = down_side.sock().shutdown(Shutdown::Both);
+    });
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = side.read(&mut buf) {
+        if n == 0 || (&*up).write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = up.shutdown(Shutdown::Both);
+}
+
+/// A fresh CA and a certificate for localhost and 127.0.0.1 it signed, with its key:
+/// (CA, certificate, key), PEM.
+pub fn server_certificate() -> (String, String, String) {
+    let pki = Pki::new();
+    (pki.ca_pem, pki.server_pem.0, pki.server_pem.1)
+}
+
+/// A fresh CA, a server certificate for localhost and 127.0.0.1, and a client certificate.
+struct Pki {
+    ca_pem: String,
+    roots: rustls::RootCertStore,
+    server: (rustls_pki_types::CertificateDer<'static>, Vec<u8>),
+    server_pem: (String, String),
+    client_cert_pem: String,
+    client_key_pem: String,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "backbeat test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let server = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&server_key, &issuer)
+            .unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let mut client_params =
+            rcgen::CertificateParams::new(vec!["backbeat-client".to_string()]).unwrap();
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client_params.signed_by(&client_key, &issuer).unwrap();
+        Pki {
+            ca_pem: ca_cert.pem(),
+            roots,
+            server: (server.der().clone(), server_key.serialize_der()),
+            server_pem: (server.pem(), server_key.serialize_pem()),
+            client_cert_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        }
+    }
+
+    fn server_config(&self, client_auth: bool) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_auth {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(self.roots.clone()),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let cfg = builder
+            .with_single_cert(
+                vec![self.server.0.clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(self.server.1.clone().into()),
+            )
+            .unwrap();
+        Arc::new(cfg)
+    }
 }

@@ -69,6 +69,8 @@ pub struct WorkerConfig {
     pub dest: Arc<Endpoint>,
     /// Source bucket -> destination bucket (a bucket not listed keeps its name).
     pub buckets: BTreeMap<String, String>,
+    /// The source buckets the configuration names: an entry for any other is refused.
+    pub source_buckets: std::collections::BTreeSet<String>,
     pub dest_versioned: bool,
     pub opts: Options,
     /// Entries in flight per shard.
@@ -577,21 +579,17 @@ async fn handle(
     let received = Instant::now();
     let generation = sh.partitions.borrow_mut().generation(m.partition);
     let entry = match ReplicationEntry::decode(&m.payload) {
-        Err(bad) => {
-            let malformed = outcome::Malformed {
-                partition: m.partition,
-                offset: m.offset,
-                key: &m.key,
-                payload: &m.payload,
-                reason: &bad.reason,
-            };
-            if outcome::record_malformed(sh, &malformed, shutdown).await {
-                sh.pass(m.partition, m.offset, true);
-            }
-            return;
-        }
+        Err(bad) => return set_aside(sh, &m, "malformed", &bad.reason, true, shutdown).await,
         Ok(e) if !e.sites.iter().any(|s| *s == sh.cfg.site) => {
             return sh.pass(m.partition, m.offset, admitted(&e))
+        }
+        Ok(e) if !sh.cfg.source_buckets.contains(&e.bucket) => {
+            let why = format!(
+                "bucket {:?} is not in source.buckets: an entry for it is refused, never copied",
+                e.bucket
+            );
+            let admitted = admitted(&e);
+            return set_aside(sh, &m, "refused", &why, admitted, shutdown).await;
         }
         Ok(e) => e,
     };
@@ -613,6 +611,29 @@ async fn handle(
         }
         Ok(Received::Parked) => parked::parked(sh, m.partition),
         Err(e) => tracing::error!(partition = m.partition, offset = m.offset, error = %e, "ledger"),
+    }
+}
+
+/// Records a message that is not to be run (`kind`: malformed, or refused) on the failed
+/// topic with `reason`, then passes its offset.
+async fn set_aside(
+    sh: &Rc<Shared>,
+    m: &Fetched,
+    kind: &'static str,
+    reason: &str,
+    admitted: bool,
+    shutdown: &Shutdown,
+) {
+    let aside = outcome::Malformed {
+        kind,
+        partition: m.partition,
+        offset: m.offset,
+        key: &m.key,
+        payload: &m.payload,
+        reason,
+    };
+    if outcome::record_malformed(sh, &aside, shutdown).await {
+        sh.pass(m.partition, m.offset, admitted);
     }
 }
 

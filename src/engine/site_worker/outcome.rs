@@ -292,8 +292,10 @@ async fn publish(
     Ok(())
 }
 
-/// A message that does not decode, recorded on the failed topic with its reason.
+/// A message that is not run, recorded on the failed topic with its reason: `malformed`
+/// (it does not decode) or `refused` (the configuration does not allow it).
 pub struct Malformed<'a> {
+    pub kind: &'static str,
     pub partition: i32,
     pub offset: i64,
     pub key: &'a str,
@@ -310,7 +312,7 @@ pub async fn record_malformed(
 ) -> bool {
     let record = MalformedRecord {
         v: VERSION,
-        kind: "malformed".into(),
+        kind: m.kind.into(),
         topic: sh.cfg.topics.replication.clone(),
         partition: m.partition,
         offset: m.offset,
@@ -324,7 +326,7 @@ pub async fn record_malformed(
     let body = serde_json::to_vec(&record).expect("a malformed record serializes");
     let failed = &sh.cfg.topics.failed;
     let send = |_| kafka::send(&sh.producer, failed, &k, Some(&body));
-    let what = "recording a malformed entry";
+    let what = "recording an entry set aside";
     let never = |_: &QueueError| false;
     if retry(&RetryPolicy::UNTIL_DONE, shutdown, what, never, send)
         .await
@@ -335,8 +337,9 @@ pub async fn record_malformed(
     tracing::warn!(
         partition = m.partition,
         offset = m.offset,
+        kind = m.kind,
         reason = m.reason,
-        "malformed entry sent to the failed topic"
+        "entry set aside on the failed topic"
     );
     Stats::add(&sh.stats.failed, 1);
     true
