@@ -238,7 +238,7 @@ fn aws_environment_fills_in_endpoints_regions_and_ca_files() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("scheme must be http or https") && !err.contains("required"),
+        err.contains("must start with http:// or https://") && !err.contains("required"),
         "{err}"
     );
 }

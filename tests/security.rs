@@ -475,3 +475,115 @@ fn http_get_raw(port: u16, path: &str) -> String {
     let _ = c.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Signed records (`kafka.signing_key_file`): an event the populator turns into an entry
+/// (signed) is replicated; entries forged on the replication topic without the key, for a
+/// real version of a configured bucket, unsigned or wrongly signed, are set aside as
+/// `untrusted` with the reason and never copied; a forged control record pausing the site
+/// is ignored.
+#[test]
+fn with_a_signing_key_only_signed_records_are_acted_on() {
+    let s = servers();
+    let (sb, da) = (bucket("sign-src"), bucket("sign-a"));
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    let (forged, real) = (data(1200, 11), data(1300, 12));
+    let (v_forged, v_real) = block_on(async {
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        let vf = put_version(&src, &sb, "forged", &forged, &[]).await;
+        let vr = put_version(&src, &sb, "real", &real, &[]).await;
+        (vf, vr)
+    });
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let st = setup(&sb, &[("site-a", &s.dest, &da)], &rule, "");
+    std::fs::write(
+        st.config.with_file_name("signing.key"),
+        "a shared key of at least thirty-two bytes\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&st.config).unwrap().replace(
+        "session_timeout_ms = 6000\n",
+        "session_timeout_ms = 6000\nsigning_key_file = \"signing.key\"\n",
+    );
+    std::fs::write(&st.config, text).unwrap();
+    let (code, out, err) = backbeat(&["config", "check", st.config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("records signed and checked") && !out.contains("thirty-two"),
+        "{out}"
+    );
+    let topics = Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    wait_until(60, "the engine started", || {
+        std::fs::read_to_string(st.config.with_file_name("run.log"))
+            .unwrap_or_default()
+            .contains("partitions assigned")
+    });
+    produce(
+        &topics.control,
+        &[("site-a".into(), r#"{"paused":true}"#.into())],
+    );
+    let entry = format!(
+        r#"{{"v":1,"type":"put","bucket":"{sb}","key":"forged","versionId":"{v_forged}","size":1200,"sites":["site-a"]}}"#
+    );
+    let key = format!("{sb}/forged");
+    produce(&topics.replication, &[(key.clone(), entry.clone())]);
+    produce_signed(&topics.replication, &key, &entry, "00ff");
+    produce(
+        &topics.events,
+        &[(
+            format!("{sb}/real"),
+            event("ObjectCreated:Put", &sb, "real", &v_real, real.len()),
+        )],
+    );
+    wait_until(60, "the signed entry replicated", || {
+        real_versions(&dst, &da, "real").len() == 1
+    });
+    let failed = read_until_quiet(&topics.failed, Duration::from_secs(3));
+    stop(run);
+    let untrusted: Vec<&String> = failed
+        .iter()
+        .filter(|(k, _)| k.starts_with("untrusted/"))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(untrusted.len(), 2, "{failed:?}");
+    assert!(
+        untrusted.iter().any(|v| v.contains("unsigned")),
+        "{untrusted:?}"
+    );
+    assert!(
+        untrusted.iter().any(|v| v.contains("wrongly signed")),
+        "{untrusted:?}"
+    );
+    assert!(
+        real_versions(&dst, &da, "forged").is_empty(),
+        "a forged entry is never copied"
+    );
+    let log = std::fs::read_to_string(st.config.with_file_name("run.log")).unwrap();
+    assert!(
+        log.contains("control record ignored"),
+        "the forged pause is ignored"
+    );
+}
+
+/// Produces `value` under `key` with a `backbeat-signature` header of `signature`.
+fn produce_signed(topic: &str, key: &str, value: &str, signature: &str) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let (b, topic) = (broker(), topic.to_string());
+    let (key, value, signature) = (key.to_string(), value.to_string(), signature.to_string());
+    block_on(async move {
+        let p = backbeat::queue::kafka::producer(&b).unwrap();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: backbeat::queue::signing::HEADER,
+            value: Some(&signature),
+        });
+        let rec = rdkafka::producer::FutureRecord::to(&topic)
+            .key(&key)
+            .payload(&value)
+            .headers(headers);
+        p.send(rec, Duration::from_secs(10)).await.unwrap();
+    });
+}

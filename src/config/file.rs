@@ -108,6 +108,8 @@ pub struct KafkaConfig {
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// A shared key: records are signed with it and only signed ones are acted on.
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl KafkaConfig {
@@ -121,6 +123,7 @@ impl KafkaConfig {
             ca_file: self.ca_file.clone(),
             cert_file: self.cert_file.clone(),
             key_file: self.key_file.clone(),
+            signing_key_file: self.signing_key_file.clone(),
         }
     }
 }
@@ -142,6 +145,7 @@ impl Default for KafkaConfig {
             ca_file: None,
             cert_file: None,
             key_file: None,
+            signing_key_file: None,
         }
     }
 }
@@ -670,6 +674,7 @@ impl FileModel {
             &mut kafka.ca_file,
             &mut kafka.cert_file,
             &mut kafka.key_file,
+            &mut kafka.signing_key_file,
         ] {
             *p = p.take().map(|p| relative_to(file, p));
         }

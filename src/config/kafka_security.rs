@@ -79,6 +79,29 @@ pub struct KafkaSecurity {
     /// A client certificate and its key (PEM), for brokers that require one.
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// A shared key (at least 32 bytes): records are signed with it, and those without its
+    /// signature are not acted on.
+    pub signing_key_file: Option<PathBuf>,
+}
+
+/// The fewest bytes a signing key may have.
+pub const SIGNING_KEY_MIN: usize = 32;
+
+/// The signing key in `path`: its bytes, a trailing line end left out.
+pub fn signing_key(path: &Path) -> Result<Vec<u8>, String> {
+    let mut key =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        key.pop();
+    }
+    if key.len() < SIGNING_KEY_MIN {
+        return Err(format!(
+            "{} holds {} bytes: a signing key needs at least {SIGNING_KEY_MIN} (e.g. `head -c 48 /dev/urandom | base64 > FILE`)",
+            path.display(),
+            key.len()
+        ));
+    }
+    Ok(key)
 }
 
 impl KafkaSecurity {
@@ -89,6 +112,7 @@ impl KafkaSecurity {
             &mut self.ca_file,
             &mut self.cert_file,
             &mut self.key_file,
+            &mut self.signing_key_file,
         ] {
             if let Some(path) = p.as_mut().filter(|p| p.is_relative()) {
                 *path = dir.join(&*path);
@@ -127,6 +151,14 @@ impl KafkaSecurity {
         if self.cert_file.is_some() != self.key_file.is_some() {
             let m = "a client certificate needs both kafka.cert_file and kafka.key_file";
             return Err(("kafka.cert_file", m.into()));
+        }
+        if let Some(path) = &self.signing_key_file {
+            if !brokers {
+                let m =
+                    "needs kafka.brokers: nothing but this process writes to the embedded broker";
+                return Err(("kafka.signing_key_file", m.into()));
+            }
+            signing_key(path).map_err(|m| ("kafka.signing_key_file", m))?;
         }
         Ok(())
     }
@@ -198,6 +230,14 @@ impl KafkaSecurity {
             };
             lines.push(("kafka.sasl_password".into(), password));
         }
+        let signing = match &self.signing_key_file {
+            Some(p) => format!(
+                "*** (from {:?}): records signed and checked",
+                p.display().to_string()
+            ),
+            None => "(none): records neither signed nor checked".into(),
+        };
+        lines.push(("kafka.signing_key_file".into(), signing));
         if self.security_protocol.tls() {
             lines.push(("kafka.ca_file".into(), path(&self.ca_file)));
             lines.push(("kafka.cert_file".into(), path(&self.cert_file)));

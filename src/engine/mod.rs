@@ -134,6 +134,14 @@ fn secure_kafka(cfg: &Config) -> Result<(), EngineError> {
         let e = "kafka security settings differ from those this process already uses";
         return Err(EngineError::Setup(e.into()));
     }
+    if let Some(path) = &k.signing_key_file {
+        let key = crate::config::kafka_security::signing_key(path)
+            .map_err(|m| EngineError::Setup(format!("kafka.signing_key_file: {m}")))?;
+        if !crate::queue::signing::sign_with(&key) {
+            let e = "kafka.signing_key_file differs from the key this process already uses";
+            return Err(EngineError::Setup(e.into()));
+        }
+    }
     Ok(())
 }
 

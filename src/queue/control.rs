@@ -104,6 +104,11 @@ fn apply_control(
     if m.key() != Some(site.as_bytes()) {
         return;
     }
+    if let Err(e) = super::signing::check(m) {
+        let (partition, offset) = (m.partition(), m.offset());
+        tracing::warn!(site, partition, offset, error = %e, "control record ignored");
+        return;
+    }
     let next = match m.payload().map(SiteControl::decode) {
         None => SiteControl::default(),
         Some(Ok(next)) => next,
@@ -187,6 +192,10 @@ pub fn follow_all<T: 'static>(
                 let Some(k) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
                     continue;
                 };
+                if let Err(e) = super::signing::check(&m) {
+                    tracing::warn!(topic = m.topic(), key = k, error = %e, "record ignored");
+                    continue;
+                }
                 match m.payload().and_then(decode) {
                     Some(v) => {
                         cell.borrow_mut().insert(k, v);

@@ -226,9 +226,24 @@ pub async fn send(
     key: &str,
     payload: Option<&[u8]>,
 ) -> Result<(i32, i64), QueueError> {
+    send_as(p, topic, key, payload, true).await
+}
+
+/// [`send`], signed (with a signing key) only when `signed`: a record forwarded that did not
+/// check stays unsigned, so a forgery is never vouched for.
+pub async fn send_as(
+    p: &Producer,
+    topic: &str,
+    key: &str,
+    payload: Option<&[u8]>,
+    signed: bool,
+) -> Result<(i32, i64), QueueError> {
     let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
     if let Some(b) = payload {
         rec = rec.payload(b);
+    }
+    if let Some(h) = super::signing::headers(key, payload).filter(|_| signed) {
+        rec = rec.headers(h);
     }
     let err = |error| QueueError::Produce {
         topic: topic.to_string(),

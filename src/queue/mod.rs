@@ -17,3 +17,4 @@ pub mod lag;
 pub mod ledger;
 pub mod lines;
 pub mod replayer;
+pub mod signing;

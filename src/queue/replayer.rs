@@ -96,6 +96,9 @@ struct Held {
     due_ms: u64,
     key: String,
     payload: Vec<u8>,
+    /// Its signature checks (always, without a signing key). An untrusted record is sent
+    /// back at once and unsigned, so whoever acts on it sets it aside with the reason.
+    trusted: bool,
 }
 
 /// The subscription pattern of the topics named `base` followed by a step number.
@@ -147,6 +150,7 @@ pub async fn run(
                         .map(|k| String::from_utf8_lossy(k).into_owned())
                         .unwrap_or_default(),
                     payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    trusted: super::signing::check(&m).is_ok(),
                 };
                 drop(m);
                 r.take(&mut held, tp, h).await;
@@ -182,6 +186,7 @@ impl Replayer<'_> {
             return;
         }
         match (self.cfg.due)(&h.payload) {
+            Ok(_) if !h.trusted => h.due_ms = 0,
             Ok(due) => h.due_ms = due,
             Err(reason) => {
                 // Written by us: a record that does not decode is a bug or a forgery.
@@ -239,7 +244,7 @@ impl Replayer<'_> {
         let what = "sending a replayed record back";
         let never = |_: &QueueError| false;
         let sent = retry(&RetryPolicy::UNTIL_DONE, self.shutdown, what, never, |_| {
-            kafka::send(self.producer, topic, &h.key, Some(&h.payload))
+            kafka::send_as(self.producer, topic, &h.key, Some(&h.payload), h.trusted)
         });
         if sent.await.is_ok() {
             tracing::debug!(key = %h.key, from = %tp.0, "replayed record sent back");

@@ -469,6 +469,7 @@ async fn consume_one(sh: &Rc<Shared>, shutdown: &Shutdown) {
                 .map(|k| String::from_utf8_lossy(k).into_owned())
                 .unwrap_or_default(),
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            trusted: crate::queue::signing::check(&m),
         },
     };
     handle(sh, msg, permit, shutdown).await;
@@ -566,6 +567,8 @@ struct Fetched {
     offset: i64,
     key: String,
     payload: Vec<u8>,
+    /// Whether its signature checks (always, without `kafka.signing_key_file`).
+    trusted: Result<(), crate::queue::signing::Untrusted>,
 }
 
 /// Decodes a message and starts its entry, parks it behind its key, records it as
@@ -578,6 +581,9 @@ async fn handle(
 ) {
     let received = Instant::now();
     let generation = sh.partitions.borrow_mut().generation(m.partition);
+    if let Err(why) = m.trusted {
+        return set_aside(sh, &m, "untrusted", &why.to_string(), false, shutdown).await;
+    }
     let entry = match ReplicationEntry::decode(&m.payload) {
         Err(bad) => return set_aside(sh, &m, "malformed", &bad.reason, true, shutdown).await,
         Ok(e) if !e.sites.iter().any(|s| *s == sh.cfg.site) => {
@@ -614,8 +620,8 @@ async fn handle(
     }
 }
 
-/// Records a message that is not to be run (`kind`: malformed, or refused) on the failed
-/// topic with `reason`, then passes its offset.
+/// Records a message that is not to be run (`kind`: malformed, refused, or untrusted) on
+/// the failed topic with `reason`, then passes its offset.
 async fn set_aside(
     sh: &Rc<Shared>,
     m: &Fetched,
