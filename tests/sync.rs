@@ -435,7 +435,7 @@ fn bad_input_gives_one_clear_line() {
                 "--destination-endpoint",
                 &s.dest,
             ],
-            "scheme must be http or https",
+            "must start with http:// or https://",
         ),
         (
             vec![
