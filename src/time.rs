@@ -86,7 +86,14 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC only).
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !s.ends_with('Z') {
+    // ASCII only: the slicing below is by byte (a forged record may carry anything).
+    if !s.is_ascii()
+        || b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || !s.ends_with('Z')
+    {
         return None;
     }
     let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -146,6 +153,8 @@ mod tests {
             "2026-11-25T10:00:00",
             "2026-13-01T00:00:00Z",
             "2026-11-25T10:00:00.Z",
+            "2024-01-01T00:00:0éZ",
+            "2024-01-01T00:00:00.é0Z",
         ] {
             assert!(parse_rfc3339(bad).is_none(), "{bad}");
         }

@@ -1187,6 +1187,7 @@ fn a_steady_load_at_half_the_saturating_rate_does_not_drift() {
         "each window measured"
     );
     let (first, last) = (windows[0].rss_kb, windows[windows.len() - 1].rss_kb);
+    assert!(first > 0 && last > 0, "the engine's memory was sampled");
     assert!(
         last <= first + (first / 5).max(16 << 10),
         "memory does not drift: {first} kB in the first window, {last} kB in the last"

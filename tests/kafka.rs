@@ -680,6 +680,18 @@ fn rules_from_the_bucket_and_a_failing_site_records_failures() {
     let (_, body) = http_get(api_port, "/_/crr/failed?site=site-b", None);
     let list: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(list["IsTruncated"], false, "{list}");
+    // Backbeat names the site `sitename`.
+    let (_, same) = http_get(api_port, "/_/crr/failed?sitename=site-b", None);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&same).unwrap(),
+        list
+    );
+    let (_, other) = http_get(api_port, "/_/crr/failed?sitename=nosite", None);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&other).unwrap()["Versions"],
+        serde_json::json!([]),
+        "{other}"
+    );
     let x = list["Versions"]
         .as_array()
         .unwrap()

@@ -50,17 +50,21 @@ impl Default for Limits {
 
 /// One open connection, as the table sees it.
 pub(super) struct Slot {
-    /// Serving a request (its handler running or its answer being written).
+    /// Serving a request: its handler running, the request whole and allowed.
     busy: Cell<bool>,
     close: event_listener::Event,
     closing: Cell<bool>,
 }
 
 impl Slot {
-    /// Marks the connection busy until the returned guard is dropped.
-    pub(super) fn serving(self: &Rc<Self>) -> Busy {
+    /// Marks the connection busy until the returned guard is dropped; none when it is being
+    /// closed to make room (its request is then refused, not half run).
+    pub(super) fn serving(self: &Rc<Self>) -> Option<Busy> {
+        if self.closing.get() {
+            return None;
+        }
         self.busy.set(true);
-        Busy(self.clone())
+        Some(Busy(self.clone()))
     }
 
     async fn closed(&self) {
@@ -261,12 +265,16 @@ mod tests {
         let t = Table::default();
         let (_, a) = t.insert();
         let (_, b) = t.insert();
-        let busy = a.serving();
+        let busy = a.serving().unwrap();
         assert!(t.make_room(3), "room left");
         assert!(t.make_room(2), "b is idle: it makes room");
         assert!(b.closing.get() && !a.closing.get());
         let (_, c) = t.insert();
-        let _c_busy = c.serving();
+        let _c_busy = c.serving().unwrap();
+        assert!(
+            b.serving().is_none(),
+            "a closing connection serves nothing more"
+        );
         assert!(!t.make_room(2), "a and c serve requests");
         drop(busy);
         assert!(t.make_room(2), "a is idle again");

@@ -245,10 +245,14 @@ async fn read_limited(mut incoming: Incoming) -> Result<Vec<u8>, Reply> {
     Ok(body)
 }
 
+/// Serves one request. Its connection counts as busy (not to be closed for a newcomer) only
+/// once the request is whole and allowed: a client that sends its body slowly, or sends one
+/// to a route that takes none, holds an idle connection.
 async fn handle(
     state: Arc<ApiState>,
     local: Rc<Local>,
     router: Rc<Router>,
+    slot: Rc<conn::Slot>,
     req: Request<Incoming>,
 ) -> Reply {
     let call = router.route(req.method(), req.uri().path());
@@ -268,6 +272,10 @@ async fn handle(
     let body = match read_body(req.into_body(), state.limits.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
+    };
+    let Some(_busy) = slot.serving() else {
+        let e = "the operations API is at its connection cap (api.max_connections): try again";
+        return error(StatusCode::SERVICE_UNAVAILABLE, e);
     };
     dispatch(&state, &local, call, query.as_deref(), &body).await
 }
@@ -405,12 +413,8 @@ async fn accept(
         async move {
             let svc = hyper::service::service_fn(move |req| {
                 let (state, local, router) = (state.clone(), local.clone(), router.clone());
-                let busy = slot.serving();
-                async move {
-                    let reply = handle(state, local, router, req).await;
-                    drop(busy);
-                    Ok::<_, Infallible>(reply)
-                }
+                let slot = slot.clone();
+                async move { Ok::<_, Infallible>(handle(state, local, router, slot, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(conn::Timer)

@@ -1036,6 +1036,11 @@ concurrency = 64
                 "\"http://***@h:9000\" carries credentials: put them in an AWS profile",
             ),
             (
+                "[sites.a]\nendpoint = \"http://AKIA:ab/cd@h:9000\"\n",
+                "sites.a.endpoint",
+                "\"http://***@h:9000\" carries credentials",
+            ),
+            (
                 "[sites.a]\nendpoint = \"https://h/bucket\"\n",
                 "sites.a.endpoint",
                 "no path",
@@ -1121,6 +1126,10 @@ concurrency = 64
             assert_eq!(e.key, key, "{text}: {e}");
             assert!(e.message.contains(want), "{text}: {e}");
             assert!(e.to_string().contains("backbeat.toml"), "{e}");
+            assert!(
+                !e.to_string().contains("SECRET") && !e.to_string().contains("ab/cd"),
+                "{e}"
+            );
         }
     }
 }

@@ -64,11 +64,9 @@ impl Mechanism {
     }
 }
 
-/// The keys as the file gives them (flattened into `[kafka]`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The keys together (`[kafka]` holds them; `KafkaConfig::security` gathers them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KafkaSecurity {
-    #[serde(default)]
     pub security_protocol: Protocol,
     pub sasl_mechanism: Option<Mechanism>,
     pub sasl_username: Option<String>,
@@ -105,21 +103,6 @@ pub fn signing_key(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 impl KafkaSecurity {
-    /// Paths relative to the configuration file's directory.
-    pub fn relative_to(&mut self, dir: &Path) {
-        for p in [
-            &mut self.sasl_password_file,
-            &mut self.ca_file,
-            &mut self.cert_file,
-            &mut self.key_file,
-            &mut self.signing_key_file,
-        ] {
-            if let Some(path) = p.as_mut().filter(|p| p.is_relative()) {
-                *path = dir.join(&*path);
-            }
-        }
-    }
-
     /// Whether the keys fit together and their files can be read: `(key, why)` otherwise.
     /// `brokers`: whether a Kafka cluster is configured (the embedded broker has no
     /// security); `env`: reads an environment variable.

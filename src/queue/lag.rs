@@ -186,7 +186,8 @@ impl Drop for GroupReader {
 }
 
 /// Calls `visit` with every record of `topic` from `from` up to `to` (per partition), key
-/// and payload (a tombstone has none). Blocking; gives up on partitions that send nothing
+/// and payload (a tombstone has none), leaving out records whose signature does not check
+/// when a signing key is set. Blocking; gives up on partitions that send nothing
 /// for 5 s, saying so (the caller gets what was read: a best effort).
 pub fn read_between(
     brokers: &str,
@@ -225,7 +226,10 @@ pub fn read_between(
         };
         moved = Instant::now();
         let end = left.get(&m.partition()).copied();
-        if end.is_some_and(|end| m.offset() < end) {
+        // With a signing key, a record that does not check is not seen (a forged failed or
+        // replay record must not hide a version from a rescan).
+        let trusted = super::signing::check(&m).is_ok();
+        if trusted && end.is_some_and(|end| m.offset() < end) {
             let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
             visit(key.unwrap_or_default(), m.payload());
         }

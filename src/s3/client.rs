@@ -128,8 +128,10 @@ pub fn check_url(s: &str) -> Result<(), String> {
     else {
         return Err(format!("{shown:?} must start with http:// or https://"));
     };
+    // User information may hold a '/' (AWS secret keys do): any '@' before the query is it.
+    let before_query = rest.split(['?', '#']).next().unwrap_or("");
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if authority.contains('@') {
+    if before_query.contains('@') {
         return Err(format!(
             "{shown:?} carries credentials: put them in an AWS profile (the endpoint's \
              `profile`) or the environment, never in the URL"
@@ -158,7 +160,8 @@ pub fn redact_url(s: &str) -> String {
     let Some((scheme, rest)) = s.split_once("://") else {
         return s.to_string();
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // Up to the query: user information may hold a '/' (AWS secret keys do).
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
     match rest[..end].rfind('@') {
         Some(at) => format!("{scheme}://***{}", &rest[at..]),
         None => s.to_string(),
