@@ -643,54 +643,8 @@ impl FileModel {
             }
             sites.insert(name.clone(), site.into_site(&name, settle)?);
         }
-        let mut api = self.api;
-        api.token_file = api.token_file.map(|p| relative_to(file, p));
-        if !api.listen.ip().is_loopback() && api.token_file.is_none() {
-            let m = format!(
-                "required when api.listen ({}) is not a loopback address",
-                api.listen
-            );
-            return Err(error(file, "api.token_file", m));
-        }
-        if let Some(t) = &api.token_file {
-            readable(t, true).map_err(|m| error(file, "api.token_file", m))?;
-        }
-        api.cert_file = api.cert_file.map(|p| relative_to(file, p));
-        api.key_file = api.key_file.map(|p| relative_to(file, p));
-        match (&api.cert_file, &api.key_file) {
-            (Some(c), Some(k)) => {
-                readable(c, false).map_err(|m| error(file, "api.cert_file", m))?;
-                readable(k, false).map_err(|m| error(file, "api.key_file", m))?;
-            }
-            (None, None) => {}
-            _ => {
-                let m = "HTTPS needs both api.cert_file and api.key_file";
-                return Err(error(file, "api.cert_file", m));
-            }
-        }
-        let mut kafka = self.kafka;
-        for p in [
-            &mut kafka.sasl_password_file,
-            &mut kafka.ca_file,
-            &mut kafka.cert_file,
-            &mut kafka.key_file,
-            &mut kafka.signing_key_file,
-        ] {
-            *p = p.take().map(|p| relative_to(file, p));
-        }
-        let getenv = |k: &str| settle.env.var(k);
-        kafka
-            .security()
-            .check(!kafka.brokers.is_empty(), &getenv)
-            .map_err(|(key, m)| error(file, key, m))?;
-        let k = &kafka;
-        if k.drain_deadline_seconds * 1000 >= u64::from(k.max_poll_interval_ms) {
-            let m = format!(
-                "must be shorter than kafka.max_poll_interval_ms ({} ms): a member draining that long is evicted from its group",
-                k.max_poll_interval_ms
-            );
-            return Err(error(file, "kafka.drain_deadline_seconds", m));
-        }
+        let api = settled_api(self.api, file)?;
+        let kafka = settled_kafka(self.kafka, file, settle.env)?;
         if let Err(m) = self.replay.check() {
             return Err(error(file, "replay.delays_seconds", m));
         }
@@ -703,6 +657,66 @@ impl FileModel {
             ..Config::default()
         })
     }
+}
+
+/// `[api]` with its paths made absolute and checked: a token off loopback, readable files,
+/// a certificate with its key.
+fn settled_api(mut api: ApiConfig, file: &Path) -> Result<ApiConfig, ConfigError> {
+    api.token_file = api.token_file.map(|p| relative_to(file, p));
+    if !api.listen.ip().is_loopback() && api.token_file.is_none() {
+        let m = format!(
+            "required when api.listen ({}) is not a loopback address",
+            api.listen
+        );
+        return Err(error(file, "api.token_file", m));
+    }
+    if let Some(t) = &api.token_file {
+        readable(t, true).map_err(|m| error(file, "api.token_file", m))?;
+    }
+    api.cert_file = api.cert_file.map(|p| relative_to(file, p));
+    api.key_file = api.key_file.map(|p| relative_to(file, p));
+    match (&api.cert_file, &api.key_file) {
+        (Some(c), Some(k)) => {
+            readable(c, false).map_err(|m| error(file, "api.cert_file", m))?;
+            readable(k, false).map_err(|m| error(file, "api.key_file", m))?;
+        }
+        (None, None) => {}
+        _ => {
+            let m = "HTTPS needs both api.cert_file and api.key_file";
+            return Err(error(file, "api.cert_file", m));
+        }
+    }
+    Ok(api)
+}
+
+/// `[kafka]` with its paths made absolute and its keys checked together.
+fn settled_kafka(
+    mut kafka: KafkaConfig,
+    file: &Path,
+    env: &dyn Env,
+) -> Result<KafkaConfig, ConfigError> {
+    for p in [
+        &mut kafka.sasl_password_file,
+        &mut kafka.ca_file,
+        &mut kafka.cert_file,
+        &mut kafka.key_file,
+        &mut kafka.signing_key_file,
+    ] {
+        *p = p.take().map(|p| relative_to(file, p));
+    }
+    let getenv = |k: &str| env.var(k);
+    kafka
+        .security()
+        .check(!kafka.brokers.is_empty(), &getenv)
+        .map_err(|(key, m)| error(file, key, m))?;
+    if kafka.drain_deadline_seconds * 1000 >= u64::from(kafka.max_poll_interval_ms) {
+        let m = format!(
+            "must be shorter than kafka.max_poll_interval_ms ({} ms): a member draining that long is evicted from its group",
+            kafka.max_poll_interval_ms
+        );
+        return Err(error(file, "kafka.drain_deadline_seconds", m));
+    }
+    Ok(kafka)
 }
 
 impl SiteFile {
