@@ -985,8 +985,8 @@ fn a_multipart_copy_over_a_slow_link_outlasts_the_idle_timeout() {
 /// Memory during an outage with a large backlog arriving: the destination down, then
 /// 100 000 entries produced at once. The shards' breakers open on the first entries and
 /// hold intake, so the backlog stays in Kafka: the engine's RSS, sampled every second for
-/// 30 s (the 10 minutes at full timings, sampled every 10 s), stays flat (figures
-/// in docs/reliability.md).
+/// 30 s (the 10 minutes at full timings, sampled every 10 s), stays within 64 MiB
+/// of idle and flat once librdkafka's first prefetch is in (figures in docs/reliability.md).
 #[test]
 fn memory_stays_bounded_while_a_down_site_gets_a_large_backlog() {
     let s = servers();
@@ -1044,9 +1044,16 @@ fn memory_stays_bounded_while_a_down_site_gets_a_large_backlog() {
     );
     assert!(samples.iter().all(|s| *s > 0), "sampled the engine");
     assert_eq!(in_flight, 0, "no entry failed: they wait");
-    let (first, last) = (samples[0], samples[samples.len() - 1]);
+    // librdkafka prefetches before the breaker pauses intake: memory rises in the first
+    // seconds, then stays flat. Bounded (within 64 MiB of idle) and flat once settled.
+    let settled = samples[samples.len() / 6];
+    let last = samples[samples.len() - 1];
     assert!(
-        last <= first + first / 5,
+        peak <= idle + 64 * 1024,
+        "bounded: {idle} kB idle, {peak} kB peak"
+    );
+    assert!(
+        last <= settled + settled / 10,
         "flat while the backlog waits: {samples:?}"
     );
 }
