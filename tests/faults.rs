@@ -814,14 +814,7 @@ fn a_steady_stream_rides_out_an_outage_in_order() {
     let s = servers();
     let (sb, da) = (bucket("steady-src"), bucket("steady-a"));
     let proxy = Proxy::start(&s.dest, false);
-    let (src, dst) = (
-        Client::new(endpoint(&s.source), None),
-        Client::new(endpoint(&s.dest), None),
-    );
-    block_on(async {
-        make_bucket(&src, &sb, true).await;
-        make_bucket(&dst, &da, true).await;
-    });
+    let (src, dst) = block_on(versioned_pair(&s, &sb, &da));
     let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
     let st = setup(&sb, &[("site-a", &proxy.url, &da)], &rule, "");
     let topics = Topics::new(&st.prefix);
@@ -1138,14 +1131,7 @@ struct LoadWindow {
 fn a_steady_load_at_half_the_saturating_rate_does_not_drift() {
     let s = servers();
     let (sb, da) = (bucket("load-src"), bucket("load-a"));
-    let (src, dst) = (
-        Client::new(endpoint(&s.source), None),
-        Client::new(endpoint(&s.dest), None),
-    );
-    block_on(async {
-        make_bucket(&src, &sb, true).await;
-        make_bucket(&dst, &da, true).await;
-    });
+    let (src, dst) = block_on(versioned_pair(&s, &sb, &da));
     let (burst, seconds, window) = timing((300, 90, 30), (1000, 600, 60));
     let size = 4096;
     let burst_keys = write_objects(&src, &sb, "b", burst, size);

@@ -49,14 +49,7 @@ fn limit_fds(pid: u32, n: u64) {
 fn half_open_connections_take_down_neither_the_api_nor_replication() {
     let s = servers();
     let (sb, da) = (bucket("loris-src"), bucket("loris-a"));
-    let (src, dst) = (
-        Client::new(endpoint(&s.source), None),
-        Client::new(endpoint(&s.dest), None),
-    );
-    block_on(async {
-        make_bucket(&src, &sb, true).await;
-        make_bucket(&dst, &da, true).await;
-    });
+    let (src, dst) = block_on(versioned_pair(&s, &sb, &da));
     let port = free_port();
     let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
     let api = format!(
