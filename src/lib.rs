@@ -4,6 +4,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod failure;
+pub mod lifecycle;
 pub mod metrics;
 pub mod populate;
 pub mod queue;

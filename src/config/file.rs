@@ -267,6 +267,7 @@ pub struct Config {
     pub replication: ReplicationTuning,
     pub replay: ReplayConfig,
     pub api: ApiConfig,
+    pub lifecycle: super::lifecycle::LifecycleConfig,
     /// Dotted key -> where its value came from.
     pub origins: BTreeMap<String, Origin>,
 }
@@ -286,6 +287,7 @@ impl Default for Config {
             replication: ReplicationTuning::default(),
             replay: ReplayConfig::default(),
             api: ApiConfig::default(),
+            lifecycle: Default::default(),
             origins: BTreeMap::new(),
         }
     }
@@ -302,6 +304,7 @@ struct FileModel {
     replication: TuningFile,
     replay: ReplayConfig,
     api: ApiConfig,
+    lifecycle: super::lifecycle::LifecycleConfig,
 }
 
 /// A tuning profile: only a `[replication]` table.
@@ -648,12 +651,14 @@ impl FileModel {
         if let Err(m) = self.replay.check() {
             return Err(error(file, "replay.delays_seconds", m));
         }
+        let lifecycle = settled_lifecycle(self.lifecycle, file)?;
         Ok(Config {
             kafka,
             source,
             sites,
             replay: self.replay,
             api,
+            lifecycle,
             ..Config::default()
         })
     }
@@ -687,6 +692,22 @@ fn settled_api(mut api: ApiConfig, file: &Path) -> Result<ApiConfig, ConfigError
         }
     }
     Ok(api)
+}
+
+/// `[lifecycle]` with its rules files made absolute, read and checked.
+fn settled_lifecycle(
+    mut l: super::lifecycle::LifecycleConfig,
+    file: &Path,
+) -> Result<super::lifecycle::LifecycleConfig, ConfigError> {
+    for (bucket, p) in l.rules_files.iter_mut() {
+        *p = relative_to(file, std::mem::take(p));
+        let key = format!("lifecycle.rules_files.{bucket}");
+        let text = std::fs::read_to_string(&*p)
+            .map_err(|e| error(file, &key, format!("cannot read {}: {e}", p.display())))?;
+        crate::lifecycle::rules::LifecycleRules::parse(&text)
+            .map_err(|e| error(file, &key, format!("{}: {e}", p.display())))?;
+    }
+    Ok(l)
 }
 
 /// `[kafka]` with its paths made absolute and its keys checked together.

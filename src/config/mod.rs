@@ -2,12 +2,14 @@
 //! settings (region, endpoint, CA bundle) from the environment or AWS profiles, value parsing.
 //!
 //! Owns: where settings come from and their validation. May call: `s3` (its config types),
-//! `shard` (placement), `retry` (the default number of attempts).
+//! `shard` (placement), `retry` (the default number of attempts), `lifecycle` (rules files
+//! are read at check time).
 
 pub mod credentials;
 mod de;
 pub mod file;
 pub mod kafka_security;
+pub mod lifecycle;
 pub mod tune;
 mod tuning;
 

@@ -1,11 +1,13 @@
 //! The long-running roles, wired from the configuration: `populate`, `replicate --site` and
 //! `run` (all of them in one process).
 //!
-//! Owns: the roles' wiring and the site worker (`site_worker`: the consumer group member
-//! that feeds the replication pipeline, records outcomes and commits offsets).
+//! Owns: the roles' wiring, the site worker (`site_worker`: the consumer group member
+//! that feeds the replication pipeline, records outcomes and commits offsets), and the
+//! lifecycle role (`lifecycle`: a bucket's rules, the replication guard, a pass now).
 //! May call: `config`, `queue`, `populate`, `replication`, `shard`, `s3`, `metrics`, `api`,
-//! `time`, `retry`, `failure`.
+//! `time`, `retry`, `failure`, `lifecycle`.
 
+pub mod lifecycle;
 pub mod site_worker;
 
 use std::collections::BTreeMap;

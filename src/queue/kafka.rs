@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -168,8 +168,10 @@ pub async fn ensure_topics(
     brokers: &str,
     topics: &[(&str, i32, i32, bool)],
 ) -> Result<(), QueueError> {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(brokers).create().map_err(QueueError::Setup)?;
+    let noted = ErrorsNoted::default();
+    let admin: AdminClient<ErrorsNoted> = client_config(brokers)
+        .create_with_context(noted.clone())
+        .map_err(QueueError::Setup)?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, partitions, rf, compacted)| {
@@ -189,19 +191,42 @@ pub async fn ensure_topics(
         .await
         .map_err(|e| QueueError::CreateTopic {
             topic: "(all)".into(),
-            message: e.to_string(),
+            message: noted.explain(e.to_string()),
         })?;
     for r in results {
         if let Err((topic, code)) = r {
             if code != RDKafkaErrorCode::TopicAlreadyExists {
                 return Err(QueueError::CreateTopic {
                     topic,
-                    message: code.to_string(),
+                    message: noted.explain(code.to_string()),
                 });
             }
         }
     }
     Ok(())
+}
+
+/// A client context that keeps the last error librdkafka reported (an authentication or
+/// TLS failure is only ever reported there), so the error a caller gets names the cause,
+/// not just the timeout it led to.
+#[derive(Clone, Default)]
+struct ErrorsNoted(Arc<std::sync::Mutex<Option<String>>>);
+
+impl ClientContext for ErrorsNoted {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, "Kafka client: {reason}");
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+    }
+}
+
+impl ErrorsNoted {
+    /// `message`, followed by what the brokers last refused, if anything.
+    fn explain(&self, message: String) -> String {
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).as_deref() {
+            Some(reason) => format!("{message}; the client last reported: {reason}"),
+            None => message,
+        }
+    }
 }
 
 /// An idempotent producer that waits for every in-sync replica.

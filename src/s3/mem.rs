@@ -281,6 +281,7 @@ fn head_of(s: &Stored, part: Option<u32>, checksum_mode: bool) -> ObjectHead {
         parts_count,
         tag_count: s.tags.len() as u32,
         range_total: None,
+        ..Default::default()
     }
 }
 
@@ -485,6 +486,7 @@ impl ObjectStore for MemStore {
                         last_modified: s.last_modified.clone(),
                         etag: s.etag.clone(),
                         size: s.data.len() as u64,
+                        storage_class: String::new(),
                     })
             })
             .collect();
@@ -538,6 +540,7 @@ impl ObjectStore for MemStore {
             .map(|(id, u)| OpenUpload {
                 key: u.key.clone(),
                 upload_id: id.clone(),
+                initiated: String::new(),
             })
             .collect())
     }

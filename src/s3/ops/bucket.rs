@@ -1,5 +1,6 @@
-//! Bucket operations: GetBucketVersioning, GetBucketReplication, and the CreateBucket and
-//! PutBucketVersioning that tests and the demo use to prepare sites.
+//! Bucket operations: GetBucketVersioning, GetBucketReplication,
+//! GetBucketLifecycleConfiguration, and the CreateBucket and PutBucketVersioning that tests
+//! and the demo use to prepare sites.
 
 use http::Method;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,8 @@ op_error! {
         NoSuchBucket => false, "NoSuchBucket";
         #[error("bucket has no replication configuration")]
         NoReplicationConfiguration => false, "ReplicationConfigurationNotFoundError";
+        #[error("bucket has no lifecycle configuration")]
+        NoLifecycleConfiguration => false, "NoSuchLifecycleConfiguration";
     }
 }
 
@@ -52,6 +55,7 @@ fn map_bucket_err(e: crate::s3::error::RequestError) -> BucketError {
     match e.code() {
         "NoSuchBucket" => BucketError::NoSuchBucket,
         "ReplicationConfigurationNotFoundError" => BucketError::NoReplicationConfiguration,
+        "NoSuchLifecycleConfiguration" => BucketError::NoLifecycleConfiguration,
         _ => e.into(),
     }
 }
@@ -72,6 +76,17 @@ impl Client {
         let req = Req::new(Method::GET, bucket, None).query("replication", "");
         let resp = self
             .send("GetBucketReplication", req, &[])
+            .await
+            .map_err(map_bucket_err)?;
+        let body = resp.body.collect(1024 * 1024).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The LifecycleConfiguration XML document, as stored.
+    pub async fn get_bucket_lifecycle(&self, bucket: &str) -> Result<String, BucketError> {
+        let req = Req::new(Method::GET, bucket, None).query("lifecycle", "");
+        let resp = self
+            .send("GetBucketLifecycleConfiguration", req, &[])
             .await
             .map_err(map_bucket_err)?;
         let body = resp.body.collect(1024 * 1024).await?;

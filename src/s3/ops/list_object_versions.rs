@@ -34,6 +34,8 @@ pub struct ListedVersion {
     pub etag: String,
     #[serde(deserialize_with = "number")]
     pub size: u64,
+    /// Empty when the server does not say (STANDARD).
+    pub storage_class: String,
 }
 
 /// One page of a listing.

@@ -61,6 +61,7 @@ pub fn parse_page(body: &[u8]) -> Result<ListObjectsV2Page, crate::s3::error::Re
             last_modified: o.last_modified,
             etag: o.etag,
             size: o.size,
+            storage_class: String::new(),
         })
         .collect();
     Ok(ListObjectsV2Page {

@@ -53,6 +53,32 @@ pub struct ObjectHead {
     pub tag_count: u32,
     /// `Content-Range` total, for ranged GETs.
     pub range_total: Option<u64>,
+    /// `x-amz-storage-class` (absent for STANDARD).
+    pub storage_class: Option<String>,
+    /// Object Lock: retention mode and date, and legal hold.
+    pub lock: ObjectLock,
+}
+
+/// A version's Object Lock state, as HEAD returns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// GOVERNANCE or COMPLIANCE.
+    pub mode: Option<String>,
+    pub retain_until: Option<String>,
+    pub legal_hold: bool,
+}
+
+impl ObjectLock {
+    /// Whether the version may not be deleted now: under legal hold, or retained until a
+    /// time not yet reached (an unreadable date counts as retained).
+    pub fn holds(&self, now: std::time::SystemTime) -> bool {
+        let retained = match (&self.mode, &self.retain_until) {
+            (Some(_), Some(until)) => crate::time::parse_rfc3339(until).is_none_or(|t| t > now),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        self.legal_hold || retained
+    }
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -99,6 +125,12 @@ impl ObjectHead {
             range_total: header(h, "content-range")
                 .and_then(|v| v.rsplit('/').next())
                 .and_then(|v| v.parse().ok()),
+            storage_class: header_string(h, "x-amz-storage-class"),
+            lock: ObjectLock {
+                mode: header_string(h, "x-amz-object-lock-mode"),
+                retain_until: header_string(h, "x-amz-object-lock-retain-until-date"),
+                legal_hold: header(h, "x-amz-object-lock-legal-hold") == Some("ON"),
+            },
         }
     }
 

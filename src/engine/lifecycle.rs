@@ -1,0 +1,259 @@
+//! The lifecycle role wired from the configuration: a bucket's rules (its rules file or
+//! GetBucketLifecycleConfiguration), the guard that keeps a version until it is at every site
+//! its replication rules send it to (asked of the destinations, by the source's order), and
+//! one pass now (`backbeat lifecycle run`).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::file::Config;
+use crate::lifecycle::eval::{Action, Clock, Entry};
+use crate::lifecycle::pass::{Guard, Outcome, Pass, PassReport};
+use crate::lifecycle::rules::LifecycleRules;
+use crate::populate::rules::ReplicationConfig;
+use crate::replication::Route;
+use crate::replication::Version;
+use crate::s3::ops::bucket::{BucketError, Versioning};
+use crate::s3::ops::list_object_versions::ListedVersion;
+use crate::s3::{ChecksumTransport, Client};
+use crate::shard;
+
+use super::{endpoint, EngineError};
+
+/// Keeps a version until every site it must reach reflects it.
+pub struct ReplicaGuard {
+    source: Client,
+    rules: Option<ReplicationConfig>,
+    /// Site -> the route from the bucket to it.
+    routes: BTreeMap<String, Route>,
+}
+
+fn listed(key: &str, e: &Entry, latest: bool) -> ListedVersion {
+    ListedVersion {
+        key: key.to_string(),
+        version_id: e.version_id.clone(),
+        is_latest: latest,
+        delete_marker: e.delete_marker,
+        last_modified: e.last_modified.clone(),
+        etag: e.etag.clone(),
+        size: e.size,
+        storage_class: e.storage_class.clone(),
+    }
+}
+
+impl Guard for ReplicaGuard {
+    async fn reached(
+        &self,
+        bucket: &str,
+        key: &str,
+        entries: &[Entry],
+    ) -> Result<Vec<Option<String>>, String> {
+        let Some(rules) = &self.rules else {
+            return Ok(vec![None; entries.len()]);
+        };
+        let n = entries.len();
+        let history: Vec<Version> = entries
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, e)| Version::from(listed(key, e, i == 0)))
+            .collect();
+        let prefixes: RefCell<BTreeMap<String, usize>> = Default::default();
+        let mut out = Vec::with_capacity(n);
+        for (i, e) in entries.iter().enumerate() {
+            let tags = self.tags_for(bucket, key, e, rules).await?;
+            let sites = rules
+                .decide(key, &tags, e.delete_marker)
+                .map(|d| d.sites)
+                .unwrap_or_default();
+            let mut why = None;
+            for site in sites {
+                let Some(route) = self.routes.get(&site) else {
+                    why = Some(format!(
+                        "its replication rules name site {site}, which is not configured here"
+                    ));
+                    break;
+                };
+                let known = prefixes.borrow().get(&site).copied();
+                let prefix = match known {
+                    Some(p) => p,
+                    None => {
+                        let p = route
+                            .applied_prefix(key, &history)
+                            .await
+                            .map_err(|e| format!("site {site}: {e}"))?;
+                        prefixes.borrow_mut().insert(site.clone(), p);
+                        p
+                    }
+                };
+                if prefix < n - i {
+                    why = Some(format!("not yet replicated to site {site}"));
+                    break;
+                }
+            }
+            out.push(why);
+        }
+        Ok(out)
+    }
+}
+
+impl ReplicaGuard {
+    /// The version's tags when the replication rules filter on tags (read if the pass did
+    /// not already).
+    async fn tags_for(
+        &self,
+        bucket: &str,
+        key: &str,
+        e: &Entry,
+        rules: &ReplicationConfig,
+    ) -> Result<Vec<(String, String)>, String> {
+        let wanted = rules.rules.iter().any(|r| !r.filter.tags.is_empty());
+        if !wanted || e.delete_marker || !e.tags.is_empty() {
+            return Ok(e.tags.clone());
+        }
+        self.source
+            .get_object_tagging(bucket, key, Some(&e.version_id))
+            .await
+            .map_err(|err| format!("reading the tags of {key} ({}): {err}", e.version_id))
+    }
+}
+
+/// What one pass needs, resolved from the configuration for `bucket`.
+struct Resolved {
+    source: Client,
+    rules: LifecycleRules,
+    guard: ReplicaGuard,
+}
+
+/// The bucket's lifecycle rules: its rules file, else what the source stores.
+async fn lifecycle_rules(
+    cfg: &Config,
+    source: &Client,
+    bucket: &str,
+) -> Result<Option<LifecycleRules>, String> {
+    let text = match cfg.lifecycle.rules_files.get(bucket) {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => match source.get_bucket_lifecycle(bucket).await {
+            Ok(xml) => xml,
+            Err(BucketError::NoLifecycleConfiguration) => return Ok(None),
+            Err(e) => return Err(format!("reading its lifecycle configuration: {e}")),
+        },
+    };
+    LifecycleRules::parse(&text)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// The bucket's replication rules: `source.rules_file`, else what the source stores.
+async fn replication_rules(
+    cfg: &Config,
+    source: &Client,
+    bucket: &str,
+) -> Result<Option<ReplicationConfig>, String> {
+    let text = match &cfg.source.rules_file {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => match source.get_bucket_replication(bucket).await {
+            Ok(xml) => xml,
+            Err(BucketError::NoReplicationConfiguration) => return Ok(None),
+            Err(e) => return Err(format!("reading its replication configuration: {e}")),
+        },
+    };
+    ReplicationConfig::parse(&text)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// The source client, the rules and the guard for `bucket` (`None`: it has no rules).
+async fn resolve(cfg: &Config, bucket: &str) -> Result<Option<Resolved>, String> {
+    let t = &cfg.replication;
+    let src = endpoint(
+        "source",
+        &cfg.source.s3,
+        ChecksumTransport::Trailer,
+        false,
+        t,
+    )
+    .map_err(|e| e.to_string())?;
+    let source = Client::new(src, None);
+    let Some(rules) = lifecycle_rules(cfg, &source, bucket).await? else {
+        return Ok(None);
+    };
+    let mut routes = BTreeMap::new();
+    for (name, s) in &cfg.sites {
+        let ep = endpoint(&format!("site {name}"), &s.s3, s.checksum, false, t)
+            .map_err(|e| e.to_string())?;
+        let dest = Client::new(ep, None);
+        let dest_bucket = s
+            .buckets
+            .get(bucket)
+            .cloned()
+            .unwrap_or_else(|| bucket.into());
+        let versioned = matches!(
+            dest.get_bucket_versioning(&dest_bucket).await,
+            Ok(Versioning::Enabled)
+        );
+        let route = Route {
+            source: source.clone(),
+            source_bucket: bucket.to_string(),
+            dest,
+            dest_bucket,
+            dest_versioned: versioned,
+        };
+        routes.insert(name.clone(), route);
+    }
+    let guard = ReplicaGuard {
+        source: source.clone(),
+        rules: replication_rules(cfg, &source, bucket).await?,
+        routes,
+    };
+    Ok(Some(Resolved {
+        source,
+        rules,
+        guard,
+    }))
+}
+
+/// One pass over `bucket` now (or, with `dry_run`, what it would do), reporting each
+/// action to `on_action` and the listing's progress to `on_key`.
+pub fn run_once(
+    cfg: &Config,
+    bucket: &str,
+    dry_run: bool,
+    on_action: impl FnMut(&Action, &Outcome),
+    on_key: impl FnMut(&PassReport),
+) -> Result<PassReport, EngineError> {
+    if !cfg.source.buckets.iter().any(|b| b == bucket) {
+        return Err(EngineError::Setup(format!(
+            "bucket {bucket:?} is not in source.buckets ({}): lifecycle acts only on configured buckets",
+            cfg.source.buckets.join(", ")
+        )));
+    }
+    let cfg = Arc::new(cfg.clone());
+    let factor = cfg.lifecycle.time_progression_factor;
+    let bucket = bucket.to_string();
+    shard::block_on(async move {
+        let r = resolve(&cfg, &bucket)
+            .await
+            .map_err(|m| EngineError::Setup(format!("bucket {bucket}: {m}")))?;
+        let Some(r) = r else {
+            tracing::info!(
+                bucket,
+                "the bucket has no lifecycle configuration: nothing to do"
+            );
+            return Ok(PassReport::default());
+        };
+        let pass = Pass {
+            client: &r.source,
+            bucket: &bucket,
+            rules: &r.rules,
+            clock: Clock::new(SystemTime::now(), factor),
+            dry_run,
+            guard: &r.guard,
+        };
+        pass.run(on_action, on_key)
+            .await
+            .map_err(|e| EngineError::Setup(e.to_string()))
+    })?
+}

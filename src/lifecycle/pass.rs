@@ -1,0 +1,325 @@
+//! One lifecycle pass over a bucket: list it, decide each key's actions, and carry them out
+//! safely (or, in a dry run, only report them).
+//!
+//! Before an action deletes anything, it is checked again against the bucket as it is now:
+//! a noncurrent version is deleted only if it is still there with the ETag it was listed
+//! with, not under Object Lock retention or legal hold, and (through the [`Guard`]) already
+//! at every site its replication rules send it to; a current version expires only while it
+//! is still the current one; a delete marker is removed only while it is still all that is
+//! left of its key. Every action is idempotent: done twice, the second finds nothing to do.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use crate::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
+use crate::s3::ops::list_multipart_uploads::UploadsPage;
+use crate::s3::Client;
+
+use super::eval::{self, Action, Clock, Entry, Kind};
+use super::listing::{self, KeyEntries, Lister};
+use super::rules::LifecycleRules;
+
+/// Whether the versions of a key have reached every site they must reach.
+#[allow(async_fn_in_trait)]
+pub trait Guard {
+    /// For each of `entries` (one key's, newest first): `None` when it is at every site it
+    /// must reach (or must reach none), else why it is not yet (naming the site).
+    async fn reached(
+        &self,
+        bucket: &str,
+        key: &str,
+        entries: &[Entry],
+    ) -> Result<Vec<Option<String>>, String>;
+}
+
+/// A guard for buckets that nothing replicates.
+pub struct NoReplication;
+
+impl Guard for NoReplication {
+    async fn reached(&self, _: &str, _: &str, e: &[Entry]) -> Result<Vec<Option<String>>, String> {
+        Ok(vec![None; e.len()])
+    }
+}
+
+/// What became of one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Dry run: what the real pass would do.
+    WouldDo,
+    /// Not done, for a reason that may pass (a later pass tries again) or that makes it moot.
+    Skipped(String),
+    Failed(String),
+}
+
+/// What a pass did, by action kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub keys: u64,
+    pub versions: u64,
+    pub uploads: u64,
+    /// Action kind (`expire_current`, ...) -> (done or would do, skipped, failed).
+    pub by_kind: BTreeMap<&'static str, (u64, u64, u64)>,
+}
+
+impl PassReport {
+    fn count(&mut self, kind: &Kind, outcome: &Outcome) {
+        let c = self.by_kind.entry(kind_name(kind)).or_default();
+        match outcome {
+            Outcome::Done | Outcome::WouldDo => c.0 += 1,
+            Outcome::Skipped(_) => c.1 += 1,
+            Outcome::Failed(_) => c.2 += 1,
+        }
+    }
+}
+
+/// The name of an action kind, as reports and metrics write it.
+pub fn kind_name(k: &Kind) -> &'static str {
+    match k {
+        Kind::ExpireCurrent => "expire_current",
+        Kind::DeleteVersion => "delete_version",
+        Kind::RemoveDeleteMarker => "remove_delete_marker",
+        Kind::Transition { .. } => "transition",
+        Kind::AbortUpload { .. } => "abort_upload",
+    }
+}
+
+/// Why a pass stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("listing the versions of bucket {bucket} failed: {message}")]
+    List { bucket: String, message: String },
+    #[error("listing the multipart uploads of bucket {bucket} failed: {message}")]
+    Uploads { bucket: String, message: String },
+}
+
+/// One pass's inputs.
+pub struct Pass<'a, G> {
+    pub client: &'a Client,
+    pub bucket: &'a str,
+    pub rules: &'a LifecycleRules,
+    pub clock: Clock,
+    pub dry_run: bool,
+    pub guard: &'a G,
+}
+
+impl<G: Guard> Pass<'_, G> {
+    /// Runs the pass, calling `on_action` for each action as it is done (or would be), and
+    /// `on_key` after each key (the listing's progress: keys and versions so far).
+    pub async fn run(
+        &self,
+        mut on_action: impl FnMut(&Action, &Outcome),
+        mut on_key: impl FnMut(&PassReport),
+    ) -> Result<PassReport, PassError> {
+        let mut report = PassReport::default();
+        let mut lister = Lister::new(self.client, self.bucket, None, None);
+        loop {
+            let next = lister.next_key().await.map_err(|e| PassError::List {
+                bucket: self.bucket.to_string(),
+                message: e.to_string(),
+            })?;
+            let Some(k) = next else { break };
+            report.keys += 1;
+            report.versions = lister.listed;
+            for (a, o) in self.key(k).await {
+                report.count(&a.kind, &o);
+                on_action(&a, &o);
+            }
+            on_key(&report);
+        }
+        if self.rules.aborts_uploads() {
+            self.uploads(&mut report, &mut on_action).await?;
+        }
+        Ok(report)
+    }
+
+    /// One key: tags read if a rule wants them, actions decided, checked and done.
+    async fn key(&self, mut k: KeyEntries) -> Vec<(Action, Outcome)> {
+        if self.rules.wants_tags(&k.key) {
+            for e in k.entries.iter_mut().filter(|e| !e.delete_marker) {
+                let tags = self
+                    .client
+                    .get_object_tagging(self.bucket, &k.key, Some(&e.version_id))
+                    .await;
+                e.tags = tags.unwrap_or_default();
+            }
+        }
+        let actions = eval::decide_key(self.rules, &self.clock, self.bucket, &k.key, &k.entries);
+        if actions.is_empty() {
+            return Vec::new();
+        }
+        let reached = if actions.iter().any(needs_replicas) {
+            self.guard.reached(self.bucket, &k.key, &k.entries).await
+        } else {
+            Ok(vec![None; k.entries.len()])
+        };
+        let mut out = Vec::with_capacity(actions.len());
+        for a in actions {
+            let at = k.entries.iter().position(|e| e.version_id == a.version_id);
+            let waiting = match (&reached, at) {
+                (Err(e), _) => Some(format!("cannot tell whether it was replicated: {e}")),
+                (Ok(r), Some(i)) if needs_replicas(&a) => r.get(i).cloned().flatten(),
+                _ => None,
+            };
+            let outcome = match waiting {
+                Some(why) => Outcome::Skipped(why),
+                None if self.dry_run => Outcome::WouldDo,
+                None => self.act(&a).await,
+            };
+            out.push((a, outcome));
+        }
+        out
+    }
+
+    /// Carries out one action after checking its target again.
+    async fn act(&self, a: &Action) -> Outcome {
+        let checked = match &a.kind {
+            Kind::ExpireCurrent => self.still_current(a).await,
+            Kind::DeleteVersion => self.still_there_unlocked(a).await,
+            Kind::RemoveDeleteMarker => self.still_alone(a).await,
+            Kind::Transition { storage_class } => Err(Outcome::Skipped(format!(
+                "transition to {storage_class} is not carried out by this version of backbeat"
+            ))),
+            Kind::AbortUpload { .. } => Ok(()),
+        };
+        if let Err(o) = checked {
+            return o;
+        }
+        let done = match &a.kind {
+            Kind::ExpireCurrent => self.client.delete_object(self.bucket, &a.key, None).await,
+            Kind::AbortUpload { upload_id } => {
+                // An upload already gone counts as aborted.
+                let r = self
+                    .client
+                    .abort_multipart_upload(self.bucket, &a.key, upload_id);
+                return match r.await {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => Outcome::Failed(e.to_string()),
+                };
+            }
+            _ => {
+                let id = Some(a.version_id.as_str());
+                self.client.delete_object(self.bucket, &a.key, id).await
+            }
+        };
+        match done {
+            Ok(_) => Outcome::Done,
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+
+    /// The version listed as current is still the current one, unchanged.
+    async fn still_current(&self, a: &Action) -> Result<(), Outcome> {
+        let h = self
+            .client
+            .head_object(self.bucket, &a.key, HeadObjectRequest::default())
+            .await;
+        match h {
+            Ok(h)
+                if h.version_id.as_deref().unwrap_or("null") == a.version_id
+                    && h.etag == a.etag =>
+            {
+                Ok(())
+            }
+            Ok(_) | Err(HeadObjectError::NotFound) | Err(HeadObjectError::DeleteMarker { .. }) => {
+                Err(Outcome::Skipped("no longer the current version".into()))
+            }
+            Err(e) => Err(Outcome::Failed(e.to_string())),
+        }
+    }
+
+    /// The version is still there with its ETag, and nothing holds it.
+    async fn still_there_unlocked(&self, a: &Action) -> Result<(), Outcome> {
+        let req = HeadObjectRequest {
+            version_id: Some(&a.version_id),
+            ..Default::default()
+        };
+        match self.client.head_object(self.bucket, &a.key, req).await {
+            Ok(h) if h.etag != a.etag => {
+                Err(Outcome::Skipped("changed since it was listed".into()))
+            }
+            Ok(h) if h.lock.holds(SystemTime::now()) => Err(Outcome::Skipped(format!(
+                "under Object Lock ({})",
+                if h.lock.legal_hold {
+                    "legal hold".to_string()
+                } else {
+                    format!(
+                        "retention until {}",
+                        h.lock.retain_until.unwrap_or_default()
+                    )
+                }
+            ))),
+            Ok(_) | Err(HeadObjectError::DeleteMarker { .. }) => Ok(()),
+            Err(HeadObjectError::NotFound) => Err(Outcome::Skipped("already gone".into())),
+            Err(e) => Err(Outcome::Failed(e.to_string())),
+        }
+    }
+
+    /// The delete marker is still all that is left of its key.
+    async fn still_alone(&self, a: &Action) -> Result<(), Outcome> {
+        match listing::key_now(self.client, self.bucket, &a.key).await {
+            Ok(e) if e.len() == 1 && e[0].delete_marker && e[0].version_id == a.version_id => {
+                Ok(())
+            }
+            Ok(_) => Err(Outcome::Skipped(
+                "no longer the only entry of its key".into(),
+            )),
+            Err(e) => Err(Outcome::Failed(e.to_string())),
+        }
+    }
+
+    /// Incomplete multipart uploads, page by page: those due are aborted.
+    async fn uploads(
+        &self,
+        report: &mut PassReport,
+        on_action: &mut impl FnMut(&Action, &Outcome),
+    ) -> Result<(), PassError> {
+        let mut after = None;
+        loop {
+            let page: UploadsPage = self
+                .client
+                .list_multipart_uploads_page(self.bucket, None, after.as_ref())
+                .await
+                .map_err(|e| PassError::Uploads {
+                    bucket: self.bucket.to_string(),
+                    message: e.to_string(),
+                })?;
+            for u in page.uploads {
+                report.uploads += 1;
+                let Some(begun) = crate::time::parse_rfc3339(&u.initiated) else {
+                    continue;
+                };
+                let Some(rule) = eval::abort_upload(self.rules, &self.clock, &u.key, begun) else {
+                    continue;
+                };
+                let a = Action {
+                    bucket: self.bucket.to_string(),
+                    key: u.key,
+                    version_id: String::new(),
+                    etag: String::new(),
+                    last_modified: u.initiated,
+                    kind: Kind::AbortUpload {
+                        upload_id: u.upload_id,
+                    },
+                    rule: rule.id.clone(),
+                };
+                let o = if self.dry_run {
+                    Outcome::WouldDo
+                } else {
+                    self.act(&a).await
+                };
+                report.count(&a.kind, &o);
+                on_action(&a, &o);
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Whether an action removes data a site may still need (a version deleted, or moved).
+fn needs_replicas(a: &Action) -> bool {
+    matches!(a.kind, Kind::DeleteVersion | Kind::Transition { .. })
+}
