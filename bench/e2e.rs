@@ -56,12 +56,18 @@ pub fn broker(given: Option<&str>) -> anyhow::Result<Broker> {
     }
     let port = free_port()?;
     let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new("nisshi")
+    // tests/services.sh installs it under ~/.local/nisshi-slatedb and names it in NISSHI_BIN.
+    let local = std::env::var("HOME").map(|h| format!("{h}/.local/nisshi-slatedb/bin/nisshi"));
+    let bin = std::env::var("NISSHI_BIN")
+        .ok()
+        .or(local.ok().filter(|p| std::path::Path::new(p).exists()))
+        .unwrap_or_else(|| "nisshi".into());
+    let child = Command::new(bin)
         .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("no --kafka given and nisshi is not installed (cargo install nisshi@0.6.0 --locked --features dynostore)")?;
+        .context("no --kafka given and nisshi is not installed (source tests/services.sh && services_nisshi_bin installs it)")?;
     let addr = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(&addr).is_err() {

@@ -242,12 +242,21 @@ impl Drop for Broker {
     }
 }
 
+fn nisshi() -> String {
+    std::env::var("BACKBEAT_TEST_NISSHI").unwrap_or_else(|_| {
+        panic!("BACKBEAT_TEST_NISSHI is not set: run the tests with `bash tests/run.sh`, which installs nisshi")
+    })
+}
+
 /// Starts nisshi on `port`, advertising `advertised` (a TLS front's address, say).
 fn own_broker(port: u16, advertised: u16, extra: &[&str]) -> Broker {
-    let bin = std::env::var("BACKBEAT_TEST_NISSHI").unwrap_or_else(|_| {
-        panic!("BACKBEAT_TEST_NISSHI is not set: run the tests with `bash tests/run.sh`, which installs nisshi")
-    });
-    let child = std::process::Command::new(bin)
+    own_broker_env(port, advertised, extra, &[])
+}
+
+/// [`own_broker`] with environment variables (its storage's settings).
+fn own_broker_env(port: u16, advertised: u16, extra: &[&str], env: &[(&str, &str)]) -> Broker {
+    let child = std::process::Command::new(nisshi())
+        .envs(env.iter().copied())
         .args(["broker", "--listener-url"])
         .arg(format!("tcp://127.0.0.1:{port}"))
         .arg("--advertised-listener-url")
@@ -394,14 +403,12 @@ impl Relay {
     }
 }
 
-/// SASL, as far as nisshi 0.6 allows: a broker started with `--authentication` refuses
-/// every client that has not authenticated, and (its storage keeping no SCRAM users) every
-/// SCRAM exchange too, so no engine can succeed against it. The test shows the settings
-/// reach the broker: with `security_protocol = "sasl_plaintext"` and SCRAM-SHA-256, what
+/// SASL on the wire: a broker started with `--authentication` on memory storage (which
+/// keeps no SCRAM users) refuses every SCRAM exchange. The test shows the settings reach
+/// the broker: with `security_protocol = "sasl_plaintext"` and SCRAM-SHA-256, what
 /// the engine sends (recorded by a relay the broker advertises) holds a SCRAM-SHA-256
 /// handshake for user alice and never the password; the engine stops with a Kafka error
-/// that does not print the password either. (A broker that keeps users is needed to see a
-/// login succeed: docs/security.md.)
+/// that does not print the password either. (A login that succeeds: the next test.)
 #[test]
 fn sasl_settings_reach_the_broker_and_the_password_stays_secret() {
     let s = servers();
@@ -457,6 +464,88 @@ fn sasl_settings_reach_the_broker_and_the_password_stays_secret() {
     assert!(
         err.contains("kafka.sasl_password_file") && err.contains("BACKBEAT_KAFKA_PASSWORD"),
         "{err}"
+    );
+}
+
+/// A SASL/SCRAM login that succeeds, end to end: nisshi keeping its users in its storage
+/// (slatedb, on the test's S3 server) is given user alice (SCRAM-SHA-256) and restarted
+/// with `--authentication`, so every client must log in. An engine with
+/// `security_protocol = "sasl_plaintext"`, alice and her password from
+/// `sasl_password_file` creates its topics, produces and consumes through it: the version
+/// is replicated. With a wrong password the engine stops, and its error says the broker
+/// refused the SASL login (not only that creating topics timed out), without the password.
+#[test]
+fn a_sasl_scram_login_replicates_and_a_wrong_password_is_named() {
+    let s = servers();
+    let (state, sb, da) = (
+        bucket("scram-state"),
+        bucket("scram-src"),
+        bucket("scram-a"),
+    );
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    let body = data(3000, 11);
+    block_on(async {
+        make_bucket(&dst, &state, false).await;
+        make_bucket(&src, &sb, true).await;
+        make_bucket(&dst, &da, true).await;
+        put_version(&src, &sb, "k", &body, &[]).await;
+    });
+    let port = free_port();
+    let storage = format!("slatedb://{state}");
+    let env = [
+        ("AWS_ENDPOINT", s.dest.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "AKTEST"),
+        ("AWS_SECRET_ACCESS_KEY", "SKTEST/secret"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let password = "alice-Secret-9f2";
+    {
+        let _open = own_broker_env(port, port, &["--storage-engine", &storage], &env);
+        let mut cmd = std::process::Command::new(nisshi());
+        cmd.args(["user", "create", "--mechanism", "scram256", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .args(["alice", password]);
+        let (code, out, err) = output(&mut cmd);
+        assert_eq!(code, 0, "nisshi user create: {out}{err}");
+    }
+    let storage_args = ["--authentication", "--storage-engine", &storage];
+    let _broker = own_broker_env(port, port, &storage_args, &env);
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let st = setup(&sb, &[("site-a", &s.dest, &da)], &rule, "");
+    let dir = st.config.parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("kafka.pass"), format!("{password}\n")).unwrap();
+    let base = std::fs::read_to_string(&st.config).unwrap();
+    let keys = "security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-256\"\nsasl_username = \"alice\"\nsasl_password_file = \"kafka.pass\"\n";
+    let brokers = format!("127.0.0.1:{port}");
+    with_kafka(&st, &base, &brokers, keys);
+    let run = spawn(&["run"], &st.config);
+    wait_until(90, "k replicated over Kafka with a SASL login", || {
+        real_versions(&dst, &da, "k").len() == 1
+    });
+    stop(run);
+    assert!(real_versions(&dst, &da, "k") == [body.clone()]);
+    let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
+    assert!(!log.contains(password), "the password is never logged");
+    // A wrong password: refused by the broker, and said so.
+    let wrong = "not-alices-pw-77";
+    std::fs::write(dir.join("kafka.pass"), format!("{wrong}\n")).unwrap();
+    let (code, out, err) = backbeat_env(&["run", "--config", st.config.to_str().unwrap()], &[]);
+    eprintln!(
+        "wrong password: exit {code}; {}",
+        err.lines().last().unwrap_or("")
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("SASL authentication"),
+        "the cause is named: {err}"
+    );
+    assert!(
+        !format!("{out}{err}").contains(wrong),
+        "the password is never printed"
     );
 }
 

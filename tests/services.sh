@@ -88,20 +88,27 @@ services_start_s3fs() {
   return 1
 }
 
-# nisshi, a Kafka-compatible broker (memory storage): installed with cargo once (about 18
-# minutes cold on 2 cores). Sets KAFKA_BROKERS.
-services_start_nisshi() {
-  if ! command -v nisshi >/dev/null 2>&1; then
-    echo "installing nisshi 0.6.0 with cargo (about 18 minutes, once) ..." >&2
-    cargo install nisshi@0.6.0 --locked --features dynostore >&2
+# nisshi, a Kafka-compatible broker (memory storage for the shared broker; slatedb storage,
+# which keeps SCRAM users, for the SASL test): installed with cargo once, with both storage
+# engines, under ~/.local/nisshi-slatedb (about 18 minutes cold on 2 cores). Sets
+# KAFKA_BROKERS and NISSHI_BIN.
+services_nisshi_bin() {
+  local root="$HOME/.local/nisshi-slatedb"
+  if ! "$root/bin/nisshi" broker --help 2>/dev/null | grep -q slatedb; then
+    echo "installing nisshi 0.6.0 (dynostore and slatedb storage) with cargo (about 18 minutes, once) ..." >&2
+    cargo install nisshi@0.6.0 --locked --features dynostore,slatedb --root "$root" >&2 || return 1
   fi
+  NISSHI_BIN="$root/bin/nisshi"
+}
+
+services_start_nisshi() {
+  services_nisshi_bin || return 1
   local port
   port=$(services_free_port)
-  nisshi broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" >"$SERVICES_DIR/nisshi-$port.log" 2>&1 &
+  "$NISSHI_BIN" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" >"$SERVICES_DIR/nisshi-$port.log" 2>&1 &
   SERVICES_PIDS+=($!)
   if services_wait_port "$port"; then
     KAFKA_BROKERS="127.0.0.1:$port"
-    NISSHI_BIN="$(command -v nisshi)"
     echo "nisshi: $KAFKA_BROKERS" >&2
     return 0
   fi

@@ -168,10 +168,8 @@ pub async fn ensure_topics(
     brokers: &str,
     topics: &[(&str, i32, i32, bool)],
 ) -> Result<(), QueueError> {
-    let noted = ErrorsNoted::default();
-    let admin: AdminClient<ErrorsNoted> = client_config(brokers)
-        .create_with_context(noted.clone())
-        .map_err(QueueError::Setup)?;
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(brokers).create().map_err(QueueError::Setup)?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, partitions, rf, compacted)| {
@@ -191,14 +189,14 @@ pub async fn ensure_topics(
         .await
         .map_err(|e| QueueError::CreateTopic {
             topic: "(all)".into(),
-            message: noted.explain(e.to_string()),
+            message: explain(brokers, e.to_string()),
         })?;
     for r in results {
         if let Err((topic, code)) = r {
             if code != RDKafkaErrorCode::TopicAlreadyExists {
                 return Err(QueueError::CreateTopic {
                     topic,
-                    message: noted.explain(code.to_string()),
+                    message: explain(brokers, code.to_string()),
                 });
             }
         }
@@ -207,8 +205,7 @@ pub async fn ensure_topics(
 }
 
 /// A client context that keeps the last error librdkafka reported (an authentication or
-/// TLS failure is only ever reported there), so the error a caller gets names the cause,
-/// not just the timeout it led to.
+/// TLS failure is only ever reported there).
 #[derive(Clone, Default)]
 struct ErrorsNoted(Arc<std::sync::Mutex<Option<String>>>);
 
@@ -219,13 +216,36 @@ impl ClientContext for ErrorsNoted {
     }
 }
 
+impl rdkafka::producer::ProducerContext for ErrorsNoted {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
 impl ErrorsNoted {
-    /// `message`, followed by what the brokers last refused, if anything.
-    fn explain(&self, message: String) -> String {
-        match self.0.lock().unwrap_or_else(|p| p.into_inner()).as_deref() {
-            Some(reason) => format!("{message}; the client last reported: {reason}"),
-            None => message,
+    fn last(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// `message` (an admin operation that failed), followed by the reason a fresh client
+/// connecting to `brokers` is given, if any: the admin client never hands its errors to a
+/// context, so a failed authentication or TLS handshake would otherwise show only as a
+/// timeout. Runs on a thread of its own for at most 5 s (the failure path only).
+fn explain(brokers: &str, message: String) -> String {
+    let config = client_config(brokers);
+    let probe = std::thread::spawn(move || {
+        let noted = ErrorsNoted::default();
+        let producer: rdkafka::producer::BaseProducer<ErrorsNoted> =
+            config.create_with_context(noted.clone()).ok()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while noted.last().is_none() && std::time::Instant::now() < deadline {
+            producer.poll(Duration::from_millis(200));
         }
+        noted.last()
+    });
+    match probe.join().ok().flatten() {
+        Some(reason) => format!("{message}; the client reports: {reason}"),
+        None => message,
     }
 }
 
