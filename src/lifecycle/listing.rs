@@ -98,8 +98,11 @@ impl<'a> Lister<'a> {
             version_id_marker: vid_marker,
             max_keys: Some(1000),
         };
-        let page = self.client.list_object_versions(self.bucket, r).await?;
+        let mut page = self.client.list_object_versions(self.bucket, r).await?;
         self.listed += page.versions.len() as u64;
+        // Some servers (moto) list a page's versions, then its delete markers: a key's
+        // entries are brought together (the sort is stable: each keeps its order).
+        page.versions.sort_by(|a, b| a.key.cmp(&b.key));
         for l in page.versions {
             self.take(l);
         }

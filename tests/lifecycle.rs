@@ -1,0 +1,351 @@
+//! Lifecycle against real servers (moto): `backbeat lifecycle run` over buckets whose rules
+//! come from a rules file or from the bucket, with time running fast
+//! (`time_progression_factor = 86400`: a day lasts a second). Buckets are set up and read
+//! back with boto3 (`tests/common/lifecycle.py`), an independent client.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use backbeat::s3::Client;
+use common::*;
+
+/// Runs `tests/common/lifecycle.py URL ARGS...`; its stdout.
+fn py(url: &str, args: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/lifecycle.py");
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(script).arg(url).args(args);
+    let (code, out, err) = output(&mut cmd);
+    assert_eq!(code, 0, "lifecycle.py {args:?}: {err}");
+    out
+}
+
+/// The bucket as boto3 lists it: per key, (version id, is a marker, is latest), and the
+/// keys of open uploads.
+fn state(url: &str, bucket: &str) -> serde_json::Value {
+    serde_json::from_str(&py(url, &["state", bucket])).unwrap()
+}
+
+fn entries(st: &serde_json::Value, key: &str) -> Vec<(String, bool, bool)> {
+    st["entries"][key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    let e = e.as_array().unwrap();
+                    let id = e[0].as_str().unwrap().to_string();
+                    (id, e[1].as_bool().unwrap(), e[2].as_bool().unwrap())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A configuration for `lifecycle run`: the source, its buckets, an optional site with
+/// replication rules, lifecycle rules files.
+fn config(
+    dir: &Path,
+    buckets: &[&str],
+    site: Option<(&str, &str)>,
+    files: &[(&str, &str)],
+) -> PathBuf {
+    let s = servers();
+    let list: Vec<String> = buckets.iter().map(|b| format!("\"{b}\"")).collect();
+    let mut toml = format!(
+        "[source]\nendpoint = \"{}\"\nbuckets = [{}]\n",
+        s.source,
+        list.join(", ")
+    );
+    if let Some((src, dst)) = site {
+        let rules = "<ReplicationConfiguration><Role>r</Role><Rule><ID>all</ID><Status>Enabled</Status><Priority>1</Priority><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Enabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::x</Bucket><StorageClass>site-a</StorageClass></Destination></Rule></ReplicationConfiguration>";
+        std::fs::write(dir.join("replication.xml"), rules).unwrap();
+        toml.push_str("rules_file = \"replication.xml\"\n");
+        toml.push_str(&format!(
+            "\n[sites.site-a]\nendpoint = \"{}\"\nbuckets = {{ {src} = \"{dst}\" }}\n",
+            s.dest
+        ));
+    }
+    toml.push_str("\n[lifecycle]\ntime_progression_factor = 86400\n");
+    for (bucket, text) in files {
+        let name = format!("{bucket}.xml");
+        std::fs::write(dir.join(&name), text).unwrap();
+        toml.push_str(&format!("rules_files.{bucket} = \"{name}\"\n"));
+    }
+    let path = dir.join("backbeat.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// `backbeat lifecycle run`: (exit code, the actions it printed as (kind, key, version,
+/// rule, outcome), stdout).
+fn pass(config: &Path, bucket: &str, dry_run: bool) -> (i32, Vec<[String; 5]>, String) {
+    let c = config.to_str().unwrap();
+    let mut args = vec!["lifecycle", "run", "--config", c, "--bucket", bucket];
+    if dry_run {
+        args.push("--dry-run");
+    }
+    let (code, out, err) = backbeat(&args);
+    eprintln!("lifecycle run {bucket} (dry run: {dry_run}):\n{out}{err}");
+    let actions = out.lines().filter_map(action).collect();
+    (code, actions, out)
+}
+
+/// `kind key (version V, rule R): outcome`.
+fn action(line: &str) -> Option<[String; 5]> {
+    let (kind, rest) = line.split_once(' ')?;
+    let (key, rest) = rest.trim_start().split_once(" (")?;
+    let (inside, outcome) = rest.split_once("): ")?;
+    let (version, rule) = inside.split_once(", rule ")?;
+    let version = version.split_once(' ')?.1;
+    Some([kind, key, version, rule, outcome].map(str::to_string))
+}
+
+fn without_outcome(a: &[[String; 5]]) -> BTreeSet<[String; 4]> {
+    a.iter()
+        .map(|[k, key, v, r, _]| [k.clone(), key.clone(), v.clone(), r.clone()])
+        .collect()
+}
+
+const RULES: &str = r#"<LifecycleConfiguration>
+  <Rule><ID>logs</ID><Status>Enabled</Status><Filter><Prefix>logs/</Prefix></Filter>
+    <NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays><NewerNoncurrentVersions>1</NewerNoncurrentVersions></NoncurrentVersionExpiration></Rule>
+  <Rule><ID>tmp</ID><Status>Enabled</Status><Filter><Prefix>tmp/</Prefix></Filter>
+    <Expiration><Days>1</Days></Expiration></Rule>
+  <Rule><ID>markers</ID><Status>Enabled</Status><Filter><Prefix></Prefix></Filter>
+    <Expiration><ExpiredObjectDeleteMarker>true</ExpiredObjectDeleteMarker></Expiration></Rule>
+  <Rule><ID>uploads</ID><Status>Enabled</Status><Filter><Prefix>up/</Prefix></Filter>
+    <AbortIncompleteMultipartUpload><DaysAfterInitiation>1</DaysAfterInitiation></AbortIncompleteMultipartUpload></Rule>
+  <Rule><ID>big-red</ID><Status>Enabled</Status>
+    <Filter><And><Prefix>data/</Prefix><Tag><Key>color</Key><Value>red</Value></Tag><ObjectSizeGreaterThan>1000</ObjectSizeGreaterThan></And></Filter>
+    <Expiration><Days>1</Days></Expiration></Rule>
+</LifecycleConfiguration>"#;
+
+/// Fills the bucket for [`RULES`]; returns logs/a's version ids, oldest first.
+async fn fill(src: &Client, b: &str) -> Vec<String> {
+    let mut logs = Vec::new();
+    for i in 0..3u8 {
+        logs.push(put_data(src, b, "logs/a", &[i; 100]).await.unwrap());
+    }
+    let gone = put_data(src, b, "gone", b"x").await.unwrap();
+    src.delete_object(b, "gone", None).await.unwrap();
+    src.delete_object(b, "gone", Some(&gone)).await.unwrap();
+    put_data(src, b, "tmp/x", b"temporary").await;
+    let red = vec![("color".to_string(), "red".to_string())];
+    let blue = vec![("color".to_string(), "blue".to_string())];
+    let meta = Default::default();
+    put(src, b, "data/big-red", &data(2000, 1), &meta, &red).await;
+    put(src, b, "data/small-red", &data(10, 2), &meta, &red).await;
+    put(src, b, "data/big-blue", &data(2000, 3), &meta, &blue).await;
+    put_data(src, b, "keep/y", b"kept").await;
+    logs
+}
+
+/// Every kind of action from a rules file: noncurrent versions beyond the newest one kept
+/// (NewerNoncurrentVersions, which moto would drop from a stored configuration), a lone
+/// delete marker removed, a `tmp/` object under a 1-day Expiration given a delete marker, an
+/// open multipart upload aborted, an object matching a tag and a size filter expired while
+/// its neighbours (too small, another tag) are not. The dry run changes nothing and lists
+/// exactly what the real pass then does; a second pass finds nothing left to do.
+#[test]
+fn a_pass_applies_every_rule_and_a_dry_run_lists_exactly_what_it_does() {
+    let s = servers();
+    let b = bucket("lc-rules");
+    let src = Client::new(endpoint(&s.source), None);
+    let logs = block_on(async {
+        make_bucket(&src, &b, true).await;
+        fill(&src, &b).await
+    });
+    py(&s.source, &["open-upload", &b, "up/x"]);
+    std::thread::sleep(std::time::Duration::from_secs(3)); // three "days"
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[&b], None, &[(&b, RULES)]);
+    let before = state(&s.source, &b);
+
+    let (code, planned, _) = pass(&cfg, &b, true);
+    assert_eq!(code, 0);
+    assert!(planned.iter().all(|a| a[4] == "would do"), "{planned:?}");
+    assert_eq!(state(&s.source, &b), before, "a dry run changes nothing");
+    let kinds: BTreeSet<(String, String)> = planned
+        .iter()
+        .map(|a| (a[0].clone(), a[1].clone()))
+        .collect();
+    let want: BTreeSet<(String, String)> = [
+        ("delete_version", "logs/a"),
+        ("remove_delete_marker", "gone"),
+        ("expire_current", "tmp/x"),
+        ("expire_current", "data/big-red"),
+        ("abort_upload", "up/x"),
+    ]
+    .iter()
+    .map(|(k, key)| (k.to_string(), key.to_string()))
+    .collect();
+    assert_eq!(kinds, want);
+    let logs_deleted: Vec<&String> = planned
+        .iter()
+        .filter(|a| a[1] == "logs/a")
+        .map(|a| &a[2])
+        .collect();
+    assert_eq!(
+        logs_deleted,
+        [&logs[0]],
+        "only the oldest logs/a version goes"
+    );
+
+    let (code, done, _) = pass(&cfg, &b, false);
+    assert_eq!(code, 0);
+    assert!(done.iter().all(|a| a[4] == "done"), "{done:?}");
+    assert_eq!(
+        without_outcome(&done),
+        without_outcome(&planned),
+        "the dry run listed exactly what was done"
+    );
+
+    let after = state(&s.source, &b);
+    let ids = |key: &str| {
+        entries(&after, key)
+            .into_iter()
+            .map(|e| e.0)
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        ids("logs/a"),
+        logs[1..].iter().cloned().collect(),
+        "current + 1 noncurrent kept"
+    );
+    assert!(
+        entries(&after, "gone").is_empty(),
+        "the lone marker is gone"
+    );
+    for key in ["tmp/x", "data/big-red"] {
+        let e = entries(&after, key);
+        assert_eq!(e.len(), 2, "{key}: {e:?}");
+        assert!(
+            e.iter().any(|(_, marker, latest)| *marker && *latest),
+            "{key} is behind a delete marker"
+        );
+    }
+    for key in ["data/small-red", "data/big-blue", "keep/y"] {
+        assert_eq!(
+            entries(&after, key),
+            entries(&before, key),
+            "{key} untouched"
+        );
+    }
+    assert_eq!(
+        after["uploads"],
+        serde_json::json!([]),
+        "the open upload is aborted"
+    );
+
+    let (code, again, out) = pass(&cfg, &b, false);
+    assert_eq!(code, 0);
+    assert!(
+        again.is_empty(),
+        "a second pass finds nothing to do: {again:?}"
+    );
+    assert!(out.contains("pass over"), "{out}");
+}
+
+/// Safety: with rules stored on the bucket (NoncurrentVersionExpiration after a day), a
+/// noncurrent version is kept while the site its replication rules name does not hold it
+/// yet, and deleted by the first pass after it does; a noncurrent version under legal hold
+/// is kept whatever its age (and the pass says why).
+#[test]
+fn versions_stay_until_replicated_and_while_under_legal_hold() {
+    let s = servers();
+    let (b, d) = (bucket("lc-safe"), bucket("lc-safe-dst"));
+    let (src, dst) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    py(&s.source, &["lock-bucket", &b]);
+    let (rep, held) = block_on(async {
+        make_bucket(&dst, &d, true).await;
+        let rep = put_data(&src, &b, "rep/b", b"one").await.unwrap();
+        put_data(&src, &b, "rep/b", b"two").await;
+        let held = put_data(&src, &b, "held/a", b"one").await.unwrap();
+        put_data(&src, &b, "held/a", b"two").await;
+        (rep, held)
+    });
+    py(&s.source, &["legal-hold", &b, "held/a", &held]);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = r#"{"Rules": [{"ID": "old", "Status": "Enabled", "Filter": {"Prefix": ""},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": 1}}]}"#;
+    std::fs::write(dir.path().join("rules.json"), rules).unwrap();
+    py(
+        &s.source,
+        &[
+            "put-lifecycle",
+            &b,
+            dir.path().join("rules.json").to_str().unwrap(),
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let cfg = config(dir.path(), &[&b], Some((&b, &d)), &[]);
+
+    let (code, first, _) = pass(&cfg, &b, false);
+    assert_eq!(code, 0);
+    assert_eq!(first.len(), 2, "{first:?}");
+    for a in &first {
+        assert_eq!(a[0], "delete_version");
+        assert_eq!(a[4], "skipped: not yet replicated to site site-a", "{a:?}");
+    }
+    let (code, _, err) = sync(&s.source, &b, &s.dest, &d, &[]);
+    assert_eq!(code, 0, "{err}");
+
+    let (code, second, _) = pass(&cfg, &b, false);
+    assert_eq!(code, 0);
+    let outcome = |key: &str| {
+        second
+            .iter()
+            .find(|a| a[1] == key)
+            .map(|a| (a[2].clone(), a[4].clone()))
+    };
+    assert_eq!(outcome("rep/b"), Some((rep.clone(), "done".to_string())));
+    assert_eq!(
+        outcome("held/a"),
+        Some((
+            held.clone(),
+            "skipped: under Object Lock (legal hold)".to_string()
+        ))
+    );
+    let after = state(&s.source, &b);
+    let ids = |key: &str| {
+        entries(&after, key)
+            .into_iter()
+            .map(|e| e.0)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !ids("rep/b").contains(&rep),
+        "the replicated noncurrent version is deleted"
+    );
+    assert_eq!(ids("rep/b").len(), 1);
+    assert!(
+        ids("held/a").contains(&held),
+        "the version under legal hold stays"
+    );
+}
+
+/// A bucket not in `source.buckets` is refused, and a rules file that is not a valid
+/// LifecycleConfiguration is refused by `config check`, naming the key and the rule.
+#[test]
+fn unknown_buckets_and_invalid_rules_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = "<LifecycleConfiguration><Rule><ID>r1</ID><Status>Enabled</Status><Expiration><Days>0</Days></Expiration></Rule></LifecycleConfiguration>";
+    let cfg = config(dir.path(), &["known"], None, &[("known", bad)]);
+    let (code, _, err) = backbeat(&["config", "check", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("lifecycle.rules_files.known")
+            && err.contains("\"r1\"")
+            && err.contains("Days"),
+        "{err}"
+    );
+    let cfg = config(dir.path(), &["known"], None, &[]);
+    let c = cfg.to_str().unwrap();
+    let (code, _, err) = backbeat(&["lifecycle", "run", "--config", c, "--bucket", "other"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("\"other\" is not in source.buckets"), "{err}");
+}
