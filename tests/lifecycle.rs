@@ -349,3 +349,87 @@ fn unknown_buckets_and_invalid_rules_are_refused() {
     assert_ne!(code, 0);
     assert!(err.contains("\"other\" is not in source.buckets"), "{err}");
 }
+
+/// Lifecycle through Kafka in `backbeat run`: the conductor starts a pass every 2 s, bucket
+/// processors list one key per step, object processors expire `tmp/` objects. The process is
+/// killed (SIGKILL) as soon as the first delete marker appears, mid-pass, and started again:
+/// the pass goes on from its last step, and every object ends with exactly one delete marker
+/// (an action replayed after the crash, or decided again by a later pass, finds nothing to
+/// do), while `keep/` is untouched.
+#[test]
+fn passes_run_on_kafka_and_a_crash_mid_pass_does_nothing_twice() {
+    use common::kafka::{rule, rules, setup, spawn, stop, wait_until};
+    let s = servers();
+    let (b, d) = (bucket("lc-kafka"), bucket("lc-kafka-dst"));
+    let n = 24;
+    block_on(async {
+        let (src, _dst) = versioned_pair(&s, &b, &d).await;
+        for i in 0..n {
+            put_data(&src, &b, &format!("tmp/k{i:02}"), b"temporary").await;
+        }
+        put_data(&src, &b, "keep/a", b"kept").await;
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let lc = "<LifecycleConfiguration><Rule><ID>tmp</ID><Status>Enabled</Status><Filter><Prefix>tmp/</Prefix></Filter><Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>";
+    let extra = format!(
+        "\n[lifecycle]\nenabled = \"on\"\ninterval_seconds = 2\npage_keys = 1\ntime_progression_factor = 86400\nrules_files.{b} = \"lc.xml\"\n"
+    );
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let st = setup(&b, &[("site-a", &s.dest, &d)], &rule, &extra);
+    std::fs::write(st.config.parent().unwrap().join("lc.xml"), lc).unwrap();
+    let markers = || {
+        let st = state(&s.source, &b);
+        (0..n)
+            .map(|i| {
+                entries(&st, &format!("tmp/k{i:02}"))
+                    .iter()
+                    .filter(|e| e.1)
+                    .count()
+            })
+            .collect::<Vec<_>>()
+    };
+    let run = spawn(&["run"], &st.config);
+    wait_until(90, "a first delete marker", || {
+        markers().iter().any(|m| *m > 0)
+    });
+    drop(run); // SIGKILL: no drain, no commit
+    let at_crash = markers().iter().filter(|m| **m > 0).count();
+    eprintln!("killed with {at_crash} of {n} objects expired");
+    let run = spawn(&["run"], &st.config);
+    wait_until(120, "every tmp/ object expired", || {
+        markers().iter().all(|m| *m > 0)
+    });
+    // At-least-once delivery: an action delivered again after it was done (as a replay
+    // after a crash between the action and its commit would) changes nothing.
+    let st0 = state(&s.source, &b);
+    let (vid, _, _) = entries(&st0, "tmp/k00").into_iter().find(|e| !e.1).unwrap();
+    let src = Client::new(endpoint(&s.source), None);
+    let etag = block_on(async {
+        let req = backbeat::s3::ops::head_object::HeadObjectRequest {
+            version_id: Some(&vid),
+            ..Default::default()
+        };
+        src.head_object(&b, "tmp/k00", req).await.unwrap().etag
+    });
+    let again = serde_json::json!({"v": 1, "pass": "replayed", "action": {
+        "bucket": b, "key": "tmp/k00", "version_id": vid, "etag": etag,
+        "last_modified": "2026-01-01T00:00:00Z", "action": "expire_current", "rule": "tmp"}});
+    let topic = format!("{}lifecycle-object-tasks", st.prefix);
+    common::kafka::produce(&topic, &[(format!("{b}/tmp/k00"), again.to_string())]);
+    std::thread::sleep(std::time::Duration::from_secs(6)); // the replay, and two more passes
+    stop(run);
+    let m = markers();
+    assert!(
+        m.iter().all(|c| *c == 1),
+        "exactly one delete marker per object: {m:?}"
+    );
+    let after = state(&s.source, &b);
+    assert_eq!(entries(&after, "keep/a").len(), 1, "keep/a untouched");
+    for i in 0..n {
+        assert_eq!(
+            entries(&after, &format!("tmp/k{i:02}")).len(),
+            2,
+            "the version stays, behind its marker"
+        );
+    }
+}

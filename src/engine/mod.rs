@@ -70,6 +70,9 @@ fn connect_kafka(
             &topics.status,
             &topics.failed,
             &topics.control,
+            &topics.lifecycle_bucket_tasks,
+            &topics.lifecycle_object_tasks,
+            &topics.lifecycle_passes,
         ];
         for t in fixed.into_iter().chain(&replay) {
             mock.create_topic(t, p, 1)
@@ -88,6 +91,9 @@ fn connect_kafka(
             (t.status.as_str(), p, rf, false),
             (t.failed.as_str(), p, rf, true),
             (t.control.as_str(), 1, rf, true),
+            (t.lifecycle_bucket_tasks.as_str(), p, rf, false),
+            (t.lifecycle_object_tasks.as_str(), p, rf, false),
+            (t.lifecycle_passes.as_str(), 1, rf, true),
         ];
         wanted.extend(replay.iter().map(|r| (r.as_str(), p, rf, false)));
         kafka::ensure_topics(&b, &wanted).await
@@ -436,6 +442,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Runs lifecycle's conductor and processors (one member of each group) until shutdown.
+    pub fn lifecycle(&self, shutdown: Shutdown) -> Result<(), EngineError> {
+        let roles = lifecycle::roles::Roles {
+            cfg: Arc::new(self.cfg.clone()),
+            brokers: self.brokers.clone(),
+            topics: self.topics.clone(),
+            membership: self.membership(),
+        };
+        tracing::info!("lifecycle: conductor, bucket and object processors running");
+        shard::block_on(lifecycle::roles::run(roles, shutdown))??;
+        Ok(())
+    }
+
     /// Starts the operations API (health, readiness, Prometheus metrics).
     fn start_api(&self, shutdown: Shutdown) -> Result<Arc<crate::api::ApiState>, EngineError> {
         let token = match &self.cfg.api.token_file {
@@ -545,6 +564,15 @@ impl Engine {
                 std::thread::Builder::new()
                     .name("scanner".into())
                     .spawn(move || me.rescan_loop(shutdown))
+                    .map_err(|e| EngineError::Setup(e.to_string()))?,
+            );
+        }
+        if lifecycle::wanted(&self.cfg)? {
+            let (me, shutdown) = (self.clone(), shutdown.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name("lifecycle".into())
+                    .spawn(move || me.lifecycle(shutdown))
                     .map_err(|e| EngineError::Setup(e.to_string()))?,
             );
         }

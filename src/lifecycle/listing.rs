@@ -52,6 +52,9 @@ pub struct Lister<'a> {
     ready: std::collections::VecDeque<KeyEntries>,
     /// Entries listed so far.
     pub listed: u64,
+    /// The key a resumed listing starts after: its entries are never handed out again
+    /// (moto lists a marker key's versions again when the key has delete markers).
+    after: Option<String>,
 }
 
 impl<'a> Lister<'a> {
@@ -66,7 +69,8 @@ impl<'a> Lister<'a> {
             client,
             bucket,
             prefix,
-            next: after.map(|k| (k, None)),
+            next: after.clone().map(|k| (k, None)),
+            after,
             done: false,
             pending: None,
             ready: Default::default(),
@@ -115,6 +119,9 @@ impl<'a> Lister<'a> {
 
     /// One listed entry: joins its key's, or completes the key before it.
     fn take(&mut self, l: ListedVersion) {
+        if self.after.as_ref().is_some_and(|a| l.key <= *a) {
+            return;
+        }
         match &mut self.pending {
             Some((k, list)) if *k == l.key => {
                 if list.len() < MAX_ENTRIES_PER_KEY {

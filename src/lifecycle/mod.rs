@@ -13,3 +13,4 @@ pub mod eval;
 pub mod listing;
 pub mod pass;
 pub mod rules;
+pub mod tasks;

@@ -133,8 +133,8 @@ impl<G: Guard> Pass<'_, G> {
         Ok(report)
     }
 
-    /// One key: tags read if a rule wants them, actions decided, checked and done.
-    async fn key(&self, mut k: KeyEntries) -> Vec<(Action, Outcome)> {
+    /// One key's actions: tags read if a rule wants them, then the rules evaluated.
+    async fn decide(&self, k: &mut KeyEntries) -> Vec<Action> {
         if self.rules.wants_tags(&k.key) {
             for e in k.entries.iter_mut().filter(|e| !e.delete_marker) {
                 let tags = self
@@ -144,24 +144,19 @@ impl<G: Guard> Pass<'_, G> {
                 e.tags = tags.unwrap_or_default();
             }
         }
-        let actions = eval::decide_key(self.rules, &self.clock, self.bucket, &k.key, &k.entries);
-        if actions.is_empty() {
-            return Vec::new();
-        }
-        let reached = if actions.iter().any(needs_replicas) {
-            self.guard.reached(self.bucket, &k.key, &k.entries).await
-        } else {
-            Ok(vec![None; k.entries.len()])
-        };
+        eval::decide_key(self.rules, &self.clock, self.bucket, &k.key, &k.entries)
+    }
+
+    /// One key: actions decided, checked and done.
+    async fn key(&self, mut k: KeyEntries) -> Vec<(Action, Outcome)> {
+        let actions = self.decide(&mut k).await;
         let mut out = Vec::with_capacity(actions.len());
+        if actions.is_empty() {
+            return out;
+        }
+        let reached = self.reached(&k, &actions).await;
         for a in actions {
-            let at = k.entries.iter().position(|e| e.version_id == a.version_id);
-            let waiting = match (&reached, at) {
-                (Err(e), _) => Some(format!("cannot tell whether it was replicated: {e}")),
-                (Ok(r), Some(i)) if needs_replicas(&a) => r.get(i).cloned().flatten(),
-                _ => None,
-            };
-            let outcome = match waiting {
+            let outcome = match waiting(&reached, &k.entries, &a) {
                 Some(why) => Outcome::Skipped(why),
                 None if self.dry_run => Outcome::WouldDo,
                 None => self.act(&a).await,
@@ -169,6 +164,67 @@ impl<G: Guard> Pass<'_, G> {
             out.push((a, outcome));
         }
         out
+    }
+
+    /// The guard's answer for a key, asked only when one of its actions needs it.
+    async fn reached(
+        &self,
+        k: &KeyEntries,
+        actions: &[Action],
+    ) -> Result<Vec<Option<String>>, String> {
+        if actions.iter().any(needs_replicas) {
+            self.guard.reached(self.bucket, &k.key, &k.entries).await
+        } else {
+            Ok(vec![None; k.entries.len()])
+        }
+    }
+
+    /// One step of a pass (for a bucket processor): up to `max_keys` keys listed after
+    /// `after`, their actions, and the key the next step starts after (`None`: done).
+    pub async fn step(&self, after: Option<String>, max_keys: usize) -> Result<Step, PassError> {
+        let mut lister = Lister::new(self.client, self.bucket, None, after);
+        let mut step = Step::default();
+        while (step.keys as usize) < max_keys.max(1) {
+            let next = lister.next_key().await.map_err(|e| PassError::List {
+                bucket: self.bucket.to_string(),
+                message: e.to_string(),
+            })?;
+            let Some(mut k) = next else {
+                step.next = None;
+                return Ok(step);
+            };
+            step.keys += 1;
+            step.actions.extend(self.decide(&mut k).await);
+            step.next = Some(k.key);
+        }
+        Ok(step)
+    }
+
+    /// Carries out an action decided earlier (by an object processor, from a task): the
+    /// key is listed again, and a version that must reach sites is checked with the guard
+    /// first.
+    pub async fn execute(&self, a: &Action) -> Outcome {
+        if needs_replicas(a) {
+            let entries = match listing::key_now(self.client, self.bucket, &a.key).await {
+                Ok(e) => e,
+                Err(e) => return Outcome::Failed(e.to_string()),
+            };
+            if !entries.iter().any(|e| e.version_id == a.version_id) {
+                return Outcome::Skipped("already gone".into());
+            }
+            let k = KeyEntries {
+                key: a.key.clone(),
+                entries,
+            };
+            let reached = self.guard.reached(self.bucket, &k.key, &k.entries).await;
+            if let Some(why) = waiting(&reached, &k.entries, a) {
+                return Outcome::Skipped(why);
+            }
+        }
+        if self.dry_run {
+            return Outcome::WouldDo;
+        }
+        self.act(a).await
     }
 
     /// Carries out one action after checking its target again.
@@ -274,6 +330,21 @@ impl<G: Guard> Pass<'_, G> {
         report: &mut PassReport,
         on_action: &mut impl FnMut(&Action, &Outcome),
     ) -> Result<(), PassError> {
+        for a in self.upload_actions(report).await? {
+            let o = if self.dry_run {
+                Outcome::WouldDo
+            } else {
+                self.act(&a).await
+            };
+            report.count(&a.kind, &o);
+            on_action(&a, &o);
+        }
+        Ok(())
+    }
+
+    /// The aborts due among the bucket's incomplete multipart uploads (all pages).
+    pub async fn upload_actions(&self, report: &mut PassReport) -> Result<Vec<Action>, PassError> {
+        let mut out = Vec::new();
         let mut after = None;
         loop {
             let page: UploadsPage = self
@@ -303,17 +374,11 @@ impl<G: Guard> Pass<'_, G> {
                     },
                     rule: rule.id.clone(),
                 };
-                let o = if self.dry_run {
-                    Outcome::WouldDo
-                } else {
-                    self.act(&a).await
-                };
-                report.count(&a.kind, &o);
-                on_action(&a, &o);
+                out.push(a);
             }
             match page.next {
                 Some(n) => after = Some(n),
-                None => return Ok(()),
+                None => return Ok(out),
             }
         }
     }
@@ -322,4 +387,30 @@ impl<G: Guard> Pass<'_, G> {
 /// Whether an action removes data a site may still need (a version deleted, or moved).
 fn needs_replicas(a: &Action) -> bool {
     matches!(a.kind, Kind::DeleteVersion | Kind::Transition { .. })
+}
+
+/// Why `a` must wait for replication, from the guard's answer for its key's `entries`.
+fn waiting(
+    reached: &Result<Vec<Option<String>>, String>,
+    entries: &[Entry],
+    a: &Action,
+) -> Option<String> {
+    if !needs_replicas(a) {
+        return None;
+    }
+    let at = entries.iter().position(|e| e.version_id == a.version_id);
+    match (reached, at) {
+        (Err(e), _) => Some(format!("cannot tell whether it was replicated: {e}")),
+        (Ok(r), Some(i)) => r.get(i).cloned().flatten(),
+        (Ok(_), None) => None,
+    }
+}
+
+/// What one step of a pass listed and decided.
+#[derive(Debug, Clone, Default)]
+pub struct Step {
+    pub actions: Vec<Action>,
+    /// The last key listed, when the listing goes on.
+    pub next: Option<String>,
+    pub keys: u64,
 }

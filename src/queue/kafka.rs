@@ -70,6 +70,12 @@ pub struct Topics {
     pub replay_base: String,
     /// What the populator's replay topics' names start with.
     pub events_replay_base: String,
+    /// Lifecycle: one record per step of a bucket pass.
+    pub lifecycle_bucket_tasks: String,
+    /// Lifecycle: one record per action, keyed `bucket/key`.
+    pub lifecycle_object_tasks: String,
+    /// Lifecycle: each bucket's latest pass (compacted, keyed by bucket).
+    pub lifecycle_passes: String,
 }
 
 impl Topics {
@@ -99,6 +105,9 @@ impl Topics {
             control: format!("{prefix}control"),
             replay_base: format!("{prefix}replication-replay-"),
             events_replay_base: format!("{prefix}events-replay-"),
+            lifecycle_bucket_tasks: format!("{prefix}lifecycle-bucket-tasks"),
+            lifecycle_object_tasks: format!("{prefix}lifecycle-object-tasks"),
+            lifecycle_passes: format!("{prefix}lifecycle-passes"),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The lifecycle role wired from the configuration: a bucket's rules (its rules file or
 //! GetBucketLifecycleConfiguration), the guard that keeps a version until it is at every site
-//! its replication rules send it to (asked of the destinations, by the source's order), and
-//! one pass now (`backbeat lifecycle run`).
+//! its replication rules send it to (asked of the destinations, by the source's order), one
+//! pass now (`backbeat lifecycle run`), and the roles on Kafka (`roles`).
+
+pub mod roles;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -213,6 +215,36 @@ async fn resolve(cfg: &Config, bucket: &str) -> Result<Option<Resolved>, String>
         rules,
         guard,
     }))
+}
+
+/// Whether `run` executes lifecycle: `on`, `off`, or (`auto`) when a configured bucket has
+/// a rules file or rules stored on it.
+pub fn wanted(cfg: &Config) -> Result<bool, EngineError> {
+    use crate::config::lifecycle::Enabled;
+    match cfg.lifecycle.enabled {
+        Enabled::On => return Ok(true),
+        Enabled::Off => return Ok(false),
+        Enabled::Auto if !cfg.lifecycle.rules_files.is_empty() => return Ok(true),
+        Enabled::Auto => {}
+    }
+    let t = &cfg.replication;
+    let src = endpoint(
+        "source",
+        &cfg.source.s3,
+        ChecksumTransport::Trailer,
+        false,
+        t,
+    )?;
+    let buckets = cfg.source.buckets.clone();
+    Ok(shard::block_on(async move {
+        let source = Client::new(src, None);
+        for b in &buckets {
+            if source.get_bucket_lifecycle(b).await.is_ok() {
+                return true;
+            }
+        }
+        false
+    })?)
 }
 
 /// One pass over `bucket` now (or, with `dry_run`, what it would do), reporting each

@@ -1,0 +1,454 @@
+//! Lifecycle on Kafka, as Backbeat runs it: a conductor starts a pass per bucket every
+//! interval (never while one is running); bucket processors carry a pass a step at a time
+//! (a page of keys listed, its actions produced as object tasks, then the next step
+//! produced, and only then the task's offset committed: a crash redoes at most one step);
+//! object processors check each action again and carry it out. Each is a consumer group
+//! member: more nodes, more members. The conductor is whichever member of its group is
+//! assigned the passes topic's only partition.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rdkafka::consumer::{CommitMode, Consumer as _, DefaultConsumerContext};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::file::Config;
+use crate::lifecycle::eval::Clock;
+use crate::lifecycle::pass::{kind_name, Outcome, Pass};
+use crate::lifecycle::tasks::{BucketTask, ObjectTask, PassState, Phase};
+use crate::queue::kafka::{self, Membership, Producer, QueueError, Topics};
+use crate::retry::{retry, RetryPolicy};
+use crate::shard::Shutdown;
+
+use super::{resolve, Resolved};
+
+/// A pass that has not moved on for this long is started again.
+const STALE: Duration = Duration::from_secs(600);
+
+/// What every lifecycle role of this node shares.
+pub struct Roles {
+    pub cfg: Arc<Config>,
+    pub brokers: String,
+    pub topics: Topics,
+    pub membership: Membership,
+}
+
+impl Roles {
+    fn group(&self, role: &str) -> String {
+        format!("{}lifecycle-{role}", self.cfg.kafka.topic_prefix)
+    }
+
+    fn consumer(
+        &self,
+        role: &str,
+        topic: &str,
+    ) -> Result<kafka::Consumer<DefaultConsumerContext>, QueueError> {
+        let c = kafka::consumer(
+            &self.brokers,
+            &self.group(role),
+            &self.membership,
+            DefaultConsumerContext,
+        )?;
+        c.subscribe(&[topic]).map_err(QueueError::Consume)?;
+        Ok(c)
+    }
+
+    fn clock(&self) -> Clock {
+        Clock::new(
+            SystemTime::now(),
+            self.cfg.lifecycle.time_progression_factor,
+        )
+    }
+}
+
+/// Runs the conductor and both processors until shutdown.
+pub async fn run(roles: Roles, shutdown: Shutdown) -> Result<(), QueueError> {
+    let roles = Rc::new(roles);
+    let producer = kafka::producer(&roles.brokers)?;
+    let c = glommio::spawn_local(conductor(roles.clone(), producer.clone(), shutdown.clone()));
+    let b = glommio::spawn_local(bucket_processor(roles.clone(), producer, shutdown.clone()));
+    let o = glommio::spawn_local(object_processor(roles, shutdown));
+    let (c, b, o) = (c.await, b.await, o.await);
+    c.and(b).and(o)
+}
+
+fn now() -> String {
+    crate::time::rfc3339(SystemTime::now())
+}
+
+/// Whether a bucket whose latest pass is `state` gets a new one now.
+fn due(state: Option<&PassState>, interval: Duration) -> bool {
+    let Some(s) = state else { return true };
+    let since = |t: &str| {
+        crate::time::parse_rfc3339(t)
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or(Duration::MAX)
+    };
+    if s.running {
+        if since(&s.at) >= STALE {
+            tracing::warn!(
+                pass = s.pass,
+                "lifecycle pass made no progress for 10 minutes: starting a new one"
+            );
+            return true;
+        }
+        return false;
+    }
+    since(&s.started) >= interval
+}
+
+/// The conductor: while this member holds the passes topic's partition, it reads every
+/// bucket's latest pass from it and starts the passes that are due.
+async fn conductor(
+    roles: Rc<Roles>,
+    producer: Producer,
+    shutdown: Shutdown,
+) -> Result<(), QueueError> {
+    let topic = roles.topics.lifecycle_passes.clone();
+    let consumer = roles.consumer("conductor", &topic)?;
+    let states: RefCell<BTreeMap<String, PassState>> = Default::default();
+    let interval = Duration::from_secs(roles.cfg.lifecycle.interval_seconds);
+    let mut caught_up = false;
+    while !shutdown.is_set() {
+        match kafka::recv_within(&consumer, Duration::from_millis(500)).await {
+            Some(Ok(m)) => {
+                if let (Some(k), Ok(())) = (m.key(), crate::queue::signing::check(&m)) {
+                    let k = String::from_utf8_lossy(k).into_owned();
+                    match m.payload().and_then(PassState::decode) {
+                        Some(s) => states.borrow_mut().insert(k, s),
+                        None => states.borrow_mut().remove(&k),
+                    };
+                }
+                continue;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "lifecycle conductor: consume error");
+                continue;
+            }
+            None => {}
+        }
+        let leader = consumer
+            .assignment()
+            .map(|a| a.count() > 0)
+            .unwrap_or(false);
+        if !leader {
+            caught_up = false;
+            continue;
+        }
+        if !caught_up {
+            // The first quiet poll after the assignment: the topic has been read.
+            caught_up = true;
+            continue;
+        }
+        for bucket in &roles.cfg.source.buckets {
+            if due(states.borrow().get(bucket), interval) {
+                match start_pass(&roles, &producer, bucket).await {
+                    Ok(s) => {
+                        states.borrow_mut().insert(bucket.clone(), s);
+                    }
+                    Err(e) => tracing::warn!(bucket, error = %e, "lifecycle pass not started"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records a new pass over `bucket` as running and produces its first step.
+async fn start_pass(roles: &Roles, p: &Producer, bucket: &str) -> Result<PassState, QueueError> {
+    let at = now();
+    let state = PassState {
+        pass: format!("{at}-{:08x}", rand::random::<u32>()),
+        running: true,
+        started: at.clone(),
+        at,
+        keys: 0,
+        actions: 0,
+    };
+    publish(roles, p, bucket, &state).await?;
+    let task = BucketTask {
+        v: 1,
+        bucket: bucket.to_string(),
+        pass: state.pass.clone(),
+        phase: Phase::Versions,
+        after: None,
+        keys: 0,
+        actions: 0,
+    };
+    let body = serde_json::to_vec(&task).expect("a task serializes");
+    kafka::send(p, &roles.topics.lifecycle_bucket_tasks, bucket, Some(&body)).await?;
+    tracing::info!(bucket, pass = state.pass, "lifecycle pass started");
+    Ok(state)
+}
+
+async fn publish(
+    roles: &Roles,
+    p: &Producer,
+    bucket: &str,
+    s: &PassState,
+) -> Result<(), QueueError> {
+    let body = serde_json::to_vec(s).expect("a pass state serializes");
+    kafka::send(p, &roles.topics.lifecycle_passes, bucket, Some(&body))
+        .await
+        .map(|_| ())
+}
+
+/// Commits the offset after `offset`.
+fn commit(
+    consumer: &kafka::Consumer<DefaultConsumerContext>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) {
+    let mut tpl = TopicPartitionList::new();
+    let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(offset + 1));
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::warn!(topic, partition, error = %e, "commit failed");
+    }
+}
+
+/// Bucket processors: each task is one step of a pass, done (retried until it is) before
+/// its offset is committed.
+async fn bucket_processor(
+    roles: Rc<Roles>,
+    producer: Producer,
+    shutdown: Shutdown,
+) -> Result<(), QueueError> {
+    let topic = roles.topics.lifecycle_bucket_tasks.clone();
+    let consumer = Arc::new(roles.consumer("bucket", &topic)?);
+    while !shutdown.is_set() {
+        let Some(Ok(m)) = kafka::recv_within(&consumer, Duration::from_millis(500)).await else {
+            continue;
+        };
+        let (partition, offset) = (m.partition(), m.offset());
+        let task = crate::queue::signing::check(&m)
+            .map_err(|e| e.to_string())
+            .and_then(|()| BucketTask::decode(m.payload().unwrap_or_default()));
+        drop(m);
+        match task {
+            Ok(task) => {
+                let attempt = |_| step(&roles, &producer, &task);
+                let what = format!("lifecycle step over {}", task.bucket);
+                let work = retry(
+                    &RetryPolicy::UNTIL_DONE,
+                    &shutdown,
+                    what,
+                    |_: &String| false,
+                    attempt,
+                );
+                let poll_interval = u64::from(roles.membership.max_poll_interval_ms);
+                let after = Duration::from_millis(poll_interval / 4).min(Duration::from_secs(5));
+                if kafka::polled_while(&consumer, &topic, after, work)
+                    .await
+                    .is_err()
+                {
+                    return Ok(()); // shut down: the step is done again after a restart
+                }
+            }
+            Err(e) => {
+                tracing::warn!(partition, offset, error = %e, "lifecycle bucket task ignored")
+            }
+        }
+        commit(&consumer, &topic, partition, offset);
+    }
+    Ok(())
+}
+
+/// One step of a pass: its actions produced, then the next step (or the pass recorded as
+/// finished).
+async fn step(roles: &Roles, p: &Producer, task: &BucketTask) -> Result<(), String> {
+    let Some(r) = resolve(&roles.cfg, &task.bucket).await? else {
+        return finish(roles, p, task, 0).await;
+    };
+    let pass = pass_of(roles, &r, &task.bucket);
+    let (actions, next) = match task.phase {
+        Phase::Versions => {
+            let s = pass
+                .step(task.after.clone(), roles.cfg.lifecycle.page_keys)
+                .await
+                .map_err(|e| e.to_string())?;
+            let next = match s.next {
+                Some(after) => Some((Phase::Versions, Some(after), s.keys)),
+                None if r.rules.aborts_uploads() => Some((Phase::Uploads, None, s.keys)),
+                None => None,
+            };
+            (s.actions, next)
+        }
+        Phase::Uploads => {
+            let mut report = Default::default();
+            (
+                pass.upload_actions(&mut report)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                None,
+            )
+        }
+    };
+    let n = actions.len() as u64;
+    for a in actions {
+        let key = format!("{}/{}", a.bucket, a.key);
+        let t = ObjectTask {
+            v: 1,
+            pass: task.pass.clone(),
+            action: a,
+        };
+        let body = serde_json::to_vec(&t).expect("a task serializes");
+        kafka::send(p, &roles.topics.lifecycle_object_tasks, &key, Some(&body))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    match next {
+        Some((phase, after, keys)) => {
+            let t = BucketTask {
+                phase,
+                after,
+                keys: task.keys + keys,
+                actions: task.actions + n,
+                ..task.clone()
+            };
+            let body = serde_json::to_vec(&t).expect("a task serializes");
+            kafka::send(
+                p,
+                &roles.topics.lifecycle_bucket_tasks,
+                &task.bucket,
+                Some(&body),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let state = state_of(&t, true);
+            publish(roles, p, &task.bucket, &state)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        None => finish(roles, p, task, n).await,
+    }
+}
+
+fn state_of(t: &BucketTask, running: bool) -> PassState {
+    let started = t.pass.rsplit_once('-').map_or(t.pass.as_str(), |(s, _)| s);
+    PassState {
+        pass: t.pass.clone(),
+        running,
+        started: started.to_string(),
+        at: now(),
+        keys: t.keys,
+        actions: t.actions,
+    }
+}
+
+async fn finish(roles: &Roles, p: &Producer, task: &BucketTask, n: u64) -> Result<(), String> {
+    let t = BucketTask {
+        actions: task.actions + n,
+        ..task.clone()
+    };
+    tracing::info!(
+        bucket = t.bucket,
+        pass = t.pass,
+        keys = t.keys,
+        actions = t.actions,
+        "lifecycle pass finished"
+    );
+    publish(roles, p, &task.bucket, &state_of(&t, false))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn pass_of<'a>(roles: &Roles, r: &'a Resolved, bucket: &'a str) -> Pass<'a, super::ReplicaGuard> {
+    Pass {
+        client: &r.source,
+        bucket,
+        rules: &r.rules,
+        clock: roles.clock(),
+        dry_run: false,
+        guard: &r.guard,
+    }
+}
+
+/// Object processors: each action checked again and carried out, then its offset
+/// committed. An action that fails is tried again a few times; after that the next pass
+/// decides it again.
+async fn object_processor(roles: Rc<Roles>, shutdown: Shutdown) -> Result<(), QueueError> {
+    let topic = roles.topics.lifecycle_object_tasks.clone();
+    let consumer = roles.consumer("object", &topic)?;
+    let resolved: RefCell<BTreeMap<String, (Instant, Rc<Resolved>)>> = Default::default();
+    while !shutdown.is_set() {
+        let Some(Ok(m)) = kafka::recv_within(&consumer, Duration::from_millis(500)).await else {
+            continue;
+        };
+        let (partition, offset) = (m.partition(), m.offset());
+        let task = crate::queue::signing::check(&m)
+            .map_err(|e| e.to_string())
+            .and_then(|()| ObjectTask::decode(m.payload().unwrap_or_default()));
+        drop(m);
+        match task {
+            Ok(t) => execute(&roles, &resolved, &t, &shutdown).await,
+            Err(e) => {
+                tracing::warn!(partition, offset, error = %e, "lifecycle object task ignored")
+            }
+        }
+        commit(&consumer, &topic, partition, offset);
+    }
+    Ok(())
+}
+
+/// The bucket's rules and guard, read again at most every minute.
+async fn resolved_for(
+    roles: &Roles,
+    cache: &RefCell<BTreeMap<String, (Instant, Rc<Resolved>)>>,
+    bucket: &str,
+) -> Result<Option<Rc<Resolved>>, String> {
+    if let Some((at, r)) = cache.borrow().get(bucket) {
+        if at.elapsed() < Duration::from_secs(60) {
+            return Ok(Some(r.clone()));
+        }
+    }
+    let Some(r) = resolve(&roles.cfg, bucket).await? else {
+        return Ok(None);
+    };
+    let r = Rc::new(r);
+    cache
+        .borrow_mut()
+        .insert(bucket.to_string(), (Instant::now(), r.clone()));
+    Ok(Some(r))
+}
+
+async fn execute(
+    roles: &Roles,
+    cache: &RefCell<BTreeMap<String, (Instant, Rc<Resolved>)>>,
+    t: &ObjectTask,
+    shutdown: &Shutdown,
+) {
+    let a = &t.action;
+    let attempt = |_| async {
+        let r = resolved_for(roles, cache, &a.bucket).await?;
+        let Some(r) = r else {
+            return Ok(Outcome::Skipped(
+                "the bucket has no lifecycle rules now".into(),
+            ));
+        };
+        match pass_of(roles, &r, &a.bucket).execute(a).await {
+            Outcome::Failed(e) => Err(e),
+            o => Ok(o),
+        }
+    };
+    let policy = RetryPolicy::with_attempts(3);
+    let what = format!("lifecycle {} of {}/{}", kind_name(&a.kind), a.bucket, a.key);
+    let outcome = match retry(&policy, shutdown, what, |_: &String| false, attempt).await {
+        Ok(o) => o,
+        Err(g) => Outcome::Failed(g.error),
+    };
+    let kind = kind_name(&a.kind);
+    let (bucket, key, version, rule, pass) = (&a.bucket, &a.key, &a.version_id, &a.rule, &t.pass);
+    match &outcome {
+        Outcome::Failed(e) => {
+            tracing::warn!(kind, bucket, key, version, rule, pass, error = %e, "lifecycle action failed (the next pass decides it again)")
+        }
+        o => {
+            tracing::info!(kind, bucket, key, version, rule, pass, outcome = ?o, "lifecycle action")
+        }
+    }
+}
