@@ -63,6 +63,62 @@ enum LifecycleCommand {
     /// One pass over a bucket now: prints each action as it is done (or, with --dry-run,
     /// what would be done) and a summary
     Run(LifecycleRunArgs),
+    /// Whether lifecycle is running or paused (and until when), from a running engine's API
+    Status(ApiArgs),
+    /// Pause lifecycle on every node: no pass starts, no action is carried out
+    Pause(ApiArgs),
+    /// Resume lifecycle, now or in some hours
+    Resume(LifecycleResumeArgs),
+}
+
+#[derive(clap::Args)]
+struct LifecycleResumeArgs {
+    /// Resume in this many hours instead of now
+    #[arg(long = "in")]
+    in_hours: Option<f64>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+/// `backbeat lifecycle status|pause|resume`, through the API.
+fn lifecycle_api(c: LifecycleCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        LifecycleCommand::Run(_) => unreachable!("run is not an API command"),
+        LifecycleCommand::Status(a) => {
+            let (status, at) = api_client(&a)?.lifecycle_status()?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"status": status, "scheduled_resume": at})
+                );
+            } else {
+                for (name, state) in &status {
+                    println!(
+                        "{name}: {}",
+                        serde_json::to_value(state)?.as_str().unwrap_or("?")
+                    );
+                }
+                if let Some(t) = at {
+                    println!("resumes at {t}");
+                }
+            }
+        }
+        LifecycleCommand::Pause(a) => {
+            api_client(&a)?.lifecycle_pause(true)?;
+            println!("lifecycle: paused");
+        }
+        LifecycleCommand::Resume(a) => match a.in_hours {
+            None => {
+                api_client(&a.api)?.lifecycle_pause(false)?;
+                println!("lifecycle: resumed");
+            }
+            Some(h) => {
+                let s = api_client(&a.api)?.lifecycle_schedule(h)?;
+                println!("lifecycle: resumes at {}", s.scheduled_resume);
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args)]
@@ -81,7 +137,9 @@ struct LifecycleRunArgs {
 /// `backbeat lifecycle run`: one line per action on stdout, progress on stderr, a summary.
 fn run_lifecycle(c: LifecycleCommand) -> anyhow::Result<ExitCode> {
     use backbeat::lifecycle::pass::{kind_name, Outcome};
-    let LifecycleCommand::Run(a) = c;
+    let LifecycleCommand::Run(a) = c else {
+        return lifecycle_api(c);
+    };
     let cfg = load_config(&a.config)?;
     let started = std::time::Instant::now();
     let mut failed = 0u64;

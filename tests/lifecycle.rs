@@ -433,3 +433,77 @@ fn passes_run_on_kafka_and_a_crash_mid_pass_does_nothing_twice() {
         );
     }
 }
+
+/// Pausing lifecycle through the command line (the API and the control topic): while
+/// paused, objects long due stay as they are, through several intervals; `resume --in`
+/// keeps it paused until the time it names, then every due object is expired; `/metrics`
+/// counts each action by bucket, kind and outcome.
+#[test]
+fn lifecycle_pauses_resumes_on_schedule_and_counts_its_actions() {
+    use common::kafka::{
+        api_ready, free_port, http_get, rule, rules, setup, spawn, stop, wait_until,
+    };
+    let s = servers();
+    let (b, d) = (bucket("lc-pause"), bucket("lc-pause-dst"));
+    let src = block_on(async { versioned_pair(&s, &b, &d).await.0 });
+    let port = free_port();
+    let lc = "<LifecycleConfiguration><Rule><ID>tmp</ID><Status>Enabled</Status><Filter><Prefix>tmp/</Prefix></Filter><Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>";
+    let extra = format!(
+        "\n[api]\nlisten = \"127.0.0.1:{port}\"\n[lifecycle]\nenabled = \"on\"\ninterval_seconds = 1\ntime_progression_factor = 86400\nrules_files.{b} = \"lc.xml\"\n"
+    );
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let st = setup(&b, &[("site-a", &s.dest, &d)], &rule, &extra);
+    std::fs::write(st.config.parent().unwrap().join("lc.xml"), lc).unwrap();
+    let run = spawn(&["run"], &st.config);
+    wait_until(90, "the API", || api_ready(port));
+    let api = format!("127.0.0.1:{port}");
+    let cli = |args: &[&str]| {
+        let mut all = vec!["lifecycle"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--api", &api]);
+        let (code, out, err) = backbeat(&all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    assert_eq!(cli(&["pause"]).trim(), "lifecycle: paused");
+    assert!(cli(&["status"]).contains("lifecycle: disabled"));
+    let n = 5;
+    block_on(async {
+        for i in 0..n {
+            put_data(&src, &b, &format!("tmp/p{i}"), b"due in a second").await;
+        }
+    });
+    let expired = || {
+        let st = state(&s.source, &b);
+        (0..n)
+            .filter(|i| entries(&st, &format!("tmp/p{i}")).iter().any(|e| e.1))
+            .count()
+    };
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert_eq!(expired(), 0, "nothing expires while lifecycle is paused");
+    let out = cli(&["resume", "--in", "0.0015"]); // 5.4 s
+    assert!(out.contains("lifecycle: resumes at"), "{out}");
+    let status = cli(&["status"]);
+    assert!(
+        status.contains("disabled") && status.contains("resumes at"),
+        "{status}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(expired(), 0, "still paused before the scheduled resume");
+    wait_until(
+        60,
+        "every tmp/ object expired after the scheduled resume",
+        || expired() == n,
+    );
+    let (code, metrics) = http_get(port, "/metrics", None);
+    assert_eq!(code, 200);
+    let line = format!(
+        "backbeat_lifecycle_actions_total{{bucket=\"{b}\",action=\"expire_current\",outcome=\"done\"}} {n}"
+    );
+    assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    assert!(
+        metrics.contains("backbeat_lifecycle_versions_scanned_total"),
+        "{metrics}"
+    );
+    stop(run);
+}

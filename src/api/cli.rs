@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::model::{
     Done, ErrorBody, FailedItem, FailedPage, Metrics, RetryRequest, ScheduleRequest, Scheduled,
-    Status, StatusReport,
+    Schedules, Status, StatusReport,
 };
 
 /// The longest a request may take, connection included.
@@ -238,6 +238,27 @@ impl ApiClient {
     pub fn schedule_resume(&self, site: &str, hours: f64) -> Result<Scheduled, CliError> {
         let path = format!("/_/crr/resume/{}/schedule", segment(site));
         self.request("POST", &path, Some(&ScheduleRequest { hours }))
+    }
+
+    /// Lifecycle's state (`GET /_/lifecycle/status`) and its scheduled resume, if any.
+    pub fn lifecycle_status(&self) -> Result<(Status, Option<String>), CliError> {
+        let status: Status = self.request("GET", "/_/lifecycle/status", None::<&()>)?;
+        let at: Schedules = self.request("GET", "/_/lifecycle/resume", None::<&()>)?;
+        let at = at.into_values().next().filter(|t| t != "none");
+        Ok((status, at))
+    }
+
+    /// Pauses (`pause`) or resumes lifecycle (every bucket's).
+    pub fn lifecycle_pause(&self, pause: bool) -> Result<(), CliError> {
+        let op = if pause { "pause" } else { "resume" };
+        let path = format!("/_/lifecycle/{op}");
+        self.request::<Done>("POST", &path, None::<&()>).map(|_| ())
+    }
+
+    /// Pauses lifecycle now and resumes it in `hours`; returns when.
+    pub fn lifecycle_schedule(&self, hours: f64) -> Result<Scheduled, CliError> {
+        let path = "/_/lifecycle/resume/all/schedule";
+        self.request("POST", path, Some(&ScheduleRequest { hours }))
     }
 
     /// Every failed entry (of one site with `site`), following the pages.

@@ -13,12 +13,17 @@ use crate::queue::control::SiteControl;
 /// How long a pause, resume or schedule waits for the control topic before answering 503.
 const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The sites `site` names (every one for `all`), or 404.
-fn sites_named<'a>(state: &'a ApiState, site: &str) -> Result<Vec<&'a String>, Refusal> {
-    let v: Vec<&String> = state
+/// The sites `site` names (every one for `all`; lifecycle's state for
+/// [`crate::queue::control::LIFECYCLE`]), or 404.
+fn sites_named(state: &ApiState, site: &str) -> Result<Vec<String>, Refusal> {
+    if site == crate::queue::control::LIFECYCLE {
+        return Ok(vec![site.to_string()]);
+    }
+    let v: Vec<String> = state
         .sites
         .keys()
         .filter(|n| site == "all" || n.as_str() == site)
+        .cloned()
         .collect();
     if v.is_empty() {
         return Err(Refusal::new(
@@ -38,7 +43,14 @@ fn per_site<T: serde::Serialize>(
 ) -> Result<std::collections::BTreeMap<String, T>, Refusal> {
     Ok(sites_named(state, site)?
         .into_iter()
-        .filter_map(|n| local.control.get(n).map(|c| (n.clone(), f(&c.borrow()))))
+        .filter_map(|n| {
+            let shown = if n == crate::queue::control::LIFECYCLE {
+                "lifecycle".to_string()
+            } else {
+                n.clone()
+            };
+            local.control.get(&n).map(|c| (shown, f(&c.borrow())))
+        })
         .collect())
 }
 
@@ -104,7 +116,7 @@ async fn control_all(
     f: impl Fn(&mut SiteControl),
 ) -> Result<(), Refusal> {
     for n in sites_named(state, site)? {
-        set_control(local, n, &f)
+        set_control(local, &n, &f)
             .await
             .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
     }

@@ -165,6 +165,8 @@ pub(super) async fn prometheus(state: &ApiState) -> Reply {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain; version=0.0.4")
-        .body(Full::new(Bytes::from(exposition(&state.sites, &q))))
+        .body(Full::new(Bytes::from(
+            exposition(&state.sites, &q) + &state.lifecycle.render(),
+        )))
         .expect("response")
 }

@@ -53,6 +53,8 @@ use router::{Call, Reject, Router};
 pub struct ApiState {
     /// Counters per destination site.
     pub sites: BTreeMap<String, Arc<Stats>>,
+    /// Lifecycle's counters.
+    pub lifecycle: Arc<crate::metrics::lifecycle::LifecycleStats>,
     pub brokers: String,
     /// (name, endpoint, bucket) checked by the health check.
     pub endpoints: Vec<(String, Arc<Endpoint>, String)>,
@@ -366,7 +368,8 @@ pub fn serve(
 /// producer that changes them; what cannot be followed is warned of and left out.
 async fn follow_topics(state: &ApiState, shutdown: &Shutdown) -> Local {
     let mut control = BTreeMap::new();
-    for site in state.sites.keys() {
+    let lifecycle = crate::queue::control::LIFECYCLE.to_string();
+    for site in state.sites.keys().chain([&lifecycle]) {
         let followed = crate::queue::control::follow(
             &state.brokers,
             &state.control_topic,
@@ -433,6 +436,7 @@ mod tests {
 
     fn state() -> Arc<ApiState> {
         Arc::new(ApiState {
+            lifecycle: Default::default(),
             sites: BTreeMap::new(),
             // Nothing listens there: the API starts without its topics, as it would
             // with the broker down.

@@ -78,7 +78,23 @@ enum Id {
     FailedList,
     FailedGet,
     FailedRetry,
+    /// The lifecycle routes: the same calls, for lifecycle as a whole.
+    Lifecycle(LcId),
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LcId {
+    Status,
+    Pause,
+    Resume,
+    Schedules,
+    Schedule,
+    CancelSchedule,
+}
+
+/// Lifecycle is paused and resumed as a whole.
+const LIFECYCLE_HINT: &str =
+    "lifecycle is paused and resumed for all buckets at once: /_/lifecycle/{pause|resume}[/all]";
 
 const PROGRESS_HINT: &str =
     "name a bucket and a key: /_/metrics/crr/{site}/progress/{bucket}/{key}?versionId=";
@@ -131,6 +147,40 @@ const TABLE: &[(&str, &[(Method, Id)])] = &[
         ],
     ),
     ("/_/crr/failed/{*rest}", &[(Method::GET, Id::FailedGet)]),
+    (
+        "/_/lifecycle/status",
+        &[(Method::GET, Id::Lifecycle(LcId::Status))],
+    ),
+    (
+        "/_/lifecycle/pause",
+        &[(Method::POST, Id::Lifecycle(LcId::Pause))],
+    ),
+    (
+        "/_/lifecycle/pause/{site}",
+        &[(Method::POST, Id::Lifecycle(LcId::Pause))],
+    ),
+    (
+        "/_/lifecycle/resume",
+        &[
+            (Method::GET, Id::Lifecycle(LcId::Schedules)),
+            (Method::POST, Id::Lifecycle(LcId::Resume)),
+        ],
+    ),
+    (
+        "/_/lifecycle/resume/{site}",
+        &[
+            (Method::GET, Id::Lifecycle(LcId::Schedules)),
+            (Method::POST, Id::Lifecycle(LcId::Resume)),
+        ],
+    ),
+    (
+        "/_/lifecycle/resume/{site}/schedule",
+        &[
+            (Method::GET, Id::Lifecycle(LcId::Schedules)),
+            (Method::POST, Id::Lifecycle(LcId::Schedule)),
+            (Method::DELETE, Id::Lifecycle(LcId::CancelSchedule)),
+        ],
+    ),
 ];
 
 /// The API's routes.
@@ -205,6 +255,20 @@ fn call(id: Id, param: &dyn Fn(&str) -> String, rest: &str) -> Result<Call, Reje
         Id::CancelSchedule => Call::CancelSchedule { site: site() },
         Id::FailedList => Call::FailedList,
         Id::FailedRetry => Call::FailedRetry,
+        Id::Lifecycle(lc) => {
+            if site() != "all" {
+                return Err(Reject::NotFound(LIFECYCLE_HINT.into()));
+            }
+            let site = crate::queue::control::LIFECYCLE.to_string();
+            match lc {
+                LcId::Status => Call::Status { site },
+                LcId::Pause => Call::Pause { site },
+                LcId::Resume => Call::Resume { site },
+                LcId::Schedules => Call::Schedules { site },
+                LcId::Schedule => Call::Schedule { site },
+                LcId::CancelSchedule => Call::CancelSchedule { site },
+            }
+        }
         Id::FailedGet => {
             // bucket / key (may hold slashes) / versionId
             let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
@@ -334,6 +398,27 @@ mod tests {
                 Call::CancelSchedule { site: s("site-b") },
             ),
             (Method::GET, "/_/crr/failed", Call::FailedList),
+            (
+                Method::POST,
+                "/_/lifecycle/pause",
+                Call::Pause {
+                    site: s("lifecycle/all"),
+                },
+            ),
+            (
+                Method::POST,
+                "/_/lifecycle/resume/all/schedule",
+                Call::Schedule {
+                    site: s("lifecycle/all"),
+                },
+            ),
+            (
+                Method::GET,
+                "/_/lifecycle/status",
+                Call::Status {
+                    site: s("lifecycle/all"),
+                },
+            ),
             (Method::POST, "/_/crr/failed", Call::FailedRetry),
             (
                 Method::GET,

@@ -221,6 +221,8 @@ pub struct Engine {
     pub backpressure: Option<Arc<Backpressure>>,
     /// Counters per site (what `run` and the API report).
     pub site_stats: BTreeMap<String, Arc<Stats>>,
+    /// Lifecycle's counters (exported by the API).
+    pub lifecycle_stats: Arc<crate::metrics::lifecycle::LifecycleStats>,
 }
 
 /// The embedded in-process broker, used when the configuration names none. It lives as long
@@ -297,6 +299,7 @@ impl Engine {
                 sites,
                 backpressure,
                 site_stats,
+                lifecycle_stats: Default::default(),
             },
             embedded,
         ))
@@ -449,6 +452,7 @@ impl Engine {
             brokers: self.brokers.clone(),
             topics: self.topics.clone(),
             membership: self.membership(),
+            stats: self.lifecycle_stats.clone(),
         };
         tracing::info!("lifecycle: conductor, bucket and object processors running");
         shard::block_on(lifecycle::roles::run(roles, shutdown))??;
@@ -481,6 +485,7 @@ impl Engine {
         }
         let state = Arc::new(crate::api::ApiState {
             sites: self.site_stats.clone(),
+            lifecycle: self.lifecycle_stats.clone(),
             brokers: self.brokers.clone(),
             endpoints,
             token,

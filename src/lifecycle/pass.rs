@@ -189,6 +189,7 @@ impl<G: Guard> Pass<'_, G> {
                 bucket: self.bucket.to_string(),
                 message: e.to_string(),
             })?;
+            step.versions = lister.listed;
             let Some(mut k) = next else {
                 step.next = None;
                 return Ok(step);
@@ -413,4 +414,6 @@ pub struct Step {
     /// The last key listed, when the listing goes on.
     pub next: Option<String>,
     pub keys: u64,
+    /// Entries listed (a page may hold entries of keys the next step takes).
+    pub versions: u64,
 }

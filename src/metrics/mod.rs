@@ -1,9 +1,11 @@
 //! Counters and latency histograms of the engine.
 //!
 //! Owns: [`Stats`] (lock-free counters shared by every shard and read by progress display
-//! and summaries), per-shard latency histograms, and the metric names (`names`).
+//! and summaries), per-shard latency histograms, lifecycle's counters (`lifecycle`), and
+//! the metric names (`names`).
 //! May call: `failure` (the recorded form of an error).
 
+pub mod lifecycle;
 pub mod names;
 pub mod objects;
 pub mod prometheus;

@@ -19,3 +19,7 @@ pub const REPLAYS: &str = "backbeat_replays_total";
 pub const REPLAY_WAITING: &str = "backbeat_replay_waiting_entries";
 pub const PARKED: &str = "backbeat_parked_entries";
 pub const OLDEST_UNCONSUMED: &str = "backbeat_oldest_unconsumed_entry_age_seconds";
+pub const LIFECYCLE_ACTIONS: &str = "backbeat_lifecycle_actions_total";
+pub const LIFECYCLE_SCANNED: &str = "backbeat_lifecycle_versions_scanned_total";
+pub const LIFECYCLE_PASSES: &str = "backbeat_lifecycle_passes_total";
+pub const LIFECYCLE_PASS_SECONDS: &str = "backbeat_lifecycle_pass_seconds";

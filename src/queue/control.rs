@@ -1,5 +1,5 @@
-//! The control topic (compacted, keyed by site): whether a site is paused, and when a
-//! scheduled resume fires. Every mover shard follows it, so one command reaches the cluster.
+//! The control topic (compacted, keyed by site, and [`LIFECYCLE`] for lifecycle): whether a
+//! site (or lifecycle) is paused, and when a scheduled resume fires. Every mover shard follows it, so one command reaches the cluster.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -22,7 +22,20 @@ pub struct SiteControl {
     pub scheduled_resume: Option<String>,
 }
 
+/// The control topic's key of lifecycle's state (a site's name cannot hold a `/`).
+pub const LIFECYCLE: &str = "lifecycle/all";
+
 impl SiteControl {
+    /// Whether to hold back now: paused, and no scheduled resume has come.
+    pub fn paused_now(&self) -> bool {
+        let resume_due = self
+            .scheduled_resume
+            .as_deref()
+            .and_then(crate::time::parse_rfc3339)
+            .is_some_and(|t| t <= std::time::SystemTime::now());
+        self.paused && !resume_due
+    }
+
     /// A state as the control topic carries it; its resume time must be an RFC 3339 time.
     pub fn decode(payload: &[u8]) -> Result<Self, String> {
         let c: Self = serde_json::from_slice(payload).map_err(|e| e.to_string())?;

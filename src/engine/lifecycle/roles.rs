@@ -20,6 +20,7 @@ use crate::config::file::Config;
 use crate::lifecycle::eval::Clock;
 use crate::lifecycle::pass::{kind_name, Outcome, Pass};
 use crate::lifecycle::tasks::{BucketTask, ObjectTask, PassState, Phase};
+use crate::queue::control::{self, SiteControl};
 use crate::queue::kafka::{self, Membership, Producer, QueueError, Topics};
 use crate::retry::{retry, RetryPolicy};
 use crate::shard::Shutdown;
@@ -35,7 +36,11 @@ pub struct Roles {
     pub brokers: String,
     pub topics: Topics,
     pub membership: Membership,
+    pub stats: Arc<crate::metrics::lifecycle::LifecycleStats>,
 }
+
+/// Lifecycle's pause state, as the control topic says.
+type Control = Rc<RefCell<SiteControl>>;
 
 impl Roles {
     fn group(&self, role: &str) -> String {
@@ -69,9 +74,13 @@ impl Roles {
 pub async fn run(roles: Roles, shutdown: Shutdown) -> Result<(), QueueError> {
     let roles = Rc::new(roles);
     let producer = kafka::producer(&roles.brokers)?;
-    let c = glommio::spawn_local(conductor(roles.clone(), producer.clone(), shutdown.clone()));
-    let b = glommio::spawn_local(bucket_processor(roles.clone(), producer, shutdown.clone()));
-    let o = glommio::spawn_local(object_processor(roles, shutdown));
+    let (b, t) = (&roles.brokers, &roles.topics.control);
+    let st = control::follow(b, t, control::LIFECYCLE, shutdown.clone()).await?;
+    let (p, sd) = (producer.clone(), shutdown.clone());
+    let c = glommio::spawn_local(conductor(roles.clone(), p, st.clone(), sd));
+    let sd = shutdown.clone();
+    let b = glommio::spawn_local(bucket_processor(roles.clone(), producer, st.clone(), sd));
+    let o = glommio::spawn_local(object_processor(roles, st, shutdown));
     let (c, b, o) = (c.await, b.await, o.await);
     c.and(b).and(o)
 }
@@ -106,6 +115,7 @@ fn due(state: Option<&PassState>, interval: Duration) -> bool {
 async fn conductor(
     roles: Rc<Roles>,
     producer: Producer,
+    paused: Control,
     shutdown: Shutdown,
 ) -> Result<(), QueueError> {
     let topic = roles.topics.lifecycle_passes.clone();
@@ -142,6 +152,9 @@ async fn conductor(
         if !caught_up {
             // The first quiet poll after the assignment: the topic has been read.
             caught_up = true;
+            continue;
+        }
+        if paused.borrow().paused_now() {
             continue;
         }
         for bucket in &roles.cfg.source.buckets {
@@ -197,6 +210,38 @@ async fn publish(
         .map(|_| ())
 }
 
+/// While lifecycle is paused: the consumer's partitions paused (again each round, for
+/// partitions a rebalance adds), the consumer still polled (so it stays in its group), and
+/// a message fetched before the pause put back. Returns once resumed, or at shutdown.
+async fn hold(
+    consumer: &kafka::Consumer<DefaultConsumerContext>,
+    topic: &str,
+    paused: &Control,
+    shutdown: &Shutdown,
+) {
+    if !paused.borrow().paused_now() {
+        return;
+    }
+    tracing::info!(topic, "lifecycle paused");
+    while paused.borrow().paused_now() && !shutdown.is_set() {
+        if let Ok(a) = consumer.assignment() {
+            let _ = consumer.pause(&a);
+        }
+        if let Some(Ok(m)) = kafka::recv_within(consumer, Duration::from_millis(200)).await {
+            let (p, o) = (m.partition(), m.offset());
+            drop(m);
+            let back = consumer.seek(topic, p, Offset::Offset(o), Duration::from_secs(5));
+            if let Err(e) = back {
+                tracing::warn!(topic, partition = p, offset = o, error = %e, "cannot put back a task fetched before the pause");
+            }
+        }
+    }
+    if let Ok(a) = consumer.assignment() {
+        let _ = consumer.resume(&a);
+    }
+    tracing::info!(topic, "lifecycle resumed");
+}
+
 /// Commits the offset after `offset`.
 fn commit(
     consumer: &kafka::Consumer<DefaultConsumerContext>,
@@ -216,11 +261,13 @@ fn commit(
 async fn bucket_processor(
     roles: Rc<Roles>,
     producer: Producer,
+    paused: Control,
     shutdown: Shutdown,
 ) -> Result<(), QueueError> {
     let topic = roles.topics.lifecycle_bucket_tasks.clone();
     let consumer = Arc::new(roles.consumer("bucket", &topic)?);
     while !shutdown.is_set() {
+        hold(&consumer, &topic, &paused, &shutdown).await;
         let Some(Ok(m)) = kafka::recv_within(&consumer, Duration::from_millis(500)).await else {
             continue;
         };
@@ -271,6 +318,7 @@ async fn step(roles: &Roles, p: &Producer, task: &BucketTask) -> Result<(), Stri
                 .step(task.after.clone(), roles.cfg.lifecycle.page_keys)
                 .await
                 .map_err(|e| e.to_string())?;
+            roles.stats.scanned(&task.bucket, s.versions);
             let next = match s.next {
                 Some(after) => Some((Phase::Versions, Some(after), s.keys)),
                 None if r.rules.aborts_uploads() => Some((Phase::Uploads, None, s.keys)),
@@ -352,6 +400,10 @@ async fn finish(roles: &Roles, p: &Producer, task: &BucketTask, n: u64) -> Resul
         actions = t.actions,
         "lifecycle pass finished"
     );
+    let started = crate::time::parse_rfc3339(&state_of(&t, false).started);
+    if let Some(took) = started.and_then(|s| SystemTime::now().duration_since(s).ok()) {
+        roles.stats.pass_finished(&t.bucket, took);
+    }
     publish(roles, p, &task.bucket, &state_of(&t, false))
         .await
         .map_err(|e| e.to_string())
@@ -371,11 +423,16 @@ fn pass_of<'a>(roles: &Roles, r: &'a Resolved, bucket: &'a str) -> Pass<'a, supe
 /// Object processors: each action checked again and carried out, then its offset
 /// committed. An action that fails is tried again a few times; after that the next pass
 /// decides it again.
-async fn object_processor(roles: Rc<Roles>, shutdown: Shutdown) -> Result<(), QueueError> {
+async fn object_processor(
+    roles: Rc<Roles>,
+    paused: Control,
+    shutdown: Shutdown,
+) -> Result<(), QueueError> {
     let topic = roles.topics.lifecycle_object_tasks.clone();
     let consumer = roles.consumer("object", &topic)?;
     let resolved: RefCell<BTreeMap<String, (Instant, Rc<Resolved>)>> = Default::default();
     while !shutdown.is_set() {
+        hold(&consumer, &topic, &paused, &shutdown).await;
         let Some(Ok(m)) = kafka::recv_within(&consumer, Duration::from_millis(500)).await else {
             continue;
         };
@@ -442,6 +499,7 @@ async fn execute(
         Err(g) => Outcome::Failed(g.error),
     };
     let kind = kind_name(&a.kind);
+    roles.stats.action(&a.bucket, kind, outcome_name(&outcome));
     let (bucket, key, version, rule, pass) = (&a.bucket, &a.key, &a.version_id, &a.rule, &t.pass);
     match &outcome {
         Outcome::Failed(e) => {
@@ -450,5 +508,15 @@ async fn execute(
         o => {
             tracing::info!(kind, bucket, key, version, rule, pass, outcome = ?o, "lifecycle action")
         }
+    }
+}
+
+/// An outcome's name in metrics.
+pub fn outcome_name(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Done => "done",
+        Outcome::WouldDo => "planned",
+        Outcome::Skipped(_) => "skipped",
+        Outcome::Failed(_) => "failed",
     }
 }

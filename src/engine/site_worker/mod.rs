@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::Message;
@@ -369,12 +369,7 @@ fn shard_gauge(
 
 /// Whether the site should be paused now (a due scheduled resume ends a pause).
 fn want_paused(c: &SiteControl) -> bool {
-    let resume_due = c
-        .scheduled_resume
-        .as_deref()
-        .and_then(crate::time::parse_rfc3339)
-        .is_some_and(|t| t <= SystemTime::now());
-    c.paused && !resume_due
+    c.paused_now()
 }
 
 /// One turn of the loop while consuming or paused: reacts to shutdown, revocations and the
