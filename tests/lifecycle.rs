@@ -507,3 +507,118 @@ fn lifecycle_pauses_resumes_on_schedule_and_counts_its_actions() {
     );
     stop(run);
 }
+
+/// Transitions: a noncurrent version whose rule names a configured site ("cold") as its
+/// StorageClass is copied there (the replication data path: bytes and source version
+/// checked by boto3 at the site), and deleted from the source only once the site holds it
+/// (its NoncurrentVersionExpiration waits for the copy); a current version under a
+/// transition to STANDARD_IA is copied onto its key in that class (a new current version
+/// with the same bytes; the old one stays, noncurrent).
+#[test]
+fn transitions_copy_to_a_cold_site_and_change_class_in_place() {
+    let s = servers();
+    let (b, c) = (bucket("lc-trans"), bucket("lc-cold"));
+    let (src, cold) = (
+        Client::new(endpoint(&s.source), None),
+        Client::new(endpoint(&s.dest), None),
+    );
+    let (old, ia) = block_on(async {
+        make_bucket(&src, &b, true).await;
+        make_bucket(&cold, &c, true).await;
+        let old = put_data(&src, &b, "arch/a", &data(3000, 5)).await.unwrap();
+        put_data(&src, &b, "arch/a", &data(2000, 6)).await;
+        let ia = put_data(&src, &b, "ia/b", &data(1000, 7)).await.unwrap();
+        (old, ia)
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let rules = r#"<LifecycleConfiguration>
+      <Rule><ID>archive</ID><Status>Enabled</Status><Filter><Prefix>arch/</Prefix></Filter>
+        <NoncurrentVersionTransition><NoncurrentDays>1</NoncurrentDays><StorageClass>cold</StorageClass></NoncurrentVersionTransition>
+        <NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays></NoncurrentVersionExpiration></Rule>
+      <Rule><ID>ia</ID><Status>Enabled</Status><Filter><Prefix>ia/</Prefix></Filter>
+        <Transition><Days>1</Days><StorageClass>STANDARD_IA</StorageClass></Transition></Rule>
+    </LifecycleConfiguration>"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lc.xml"), rules).unwrap();
+    let toml = format!(
+        "[source]\nendpoint = \"{}\"\nbuckets = [\"{b}\"]\n\n[sites.cold]\nendpoint = \"{}\"\nbuckets = {{ {b} = \"{c}\" }}\n\n[lifecycle]\ntime_progression_factor = 86400\nrules_files.{b} = \"lc.xml\"\n",
+        s.source, s.dest
+    );
+    let cfg = dir.path().join("backbeat.toml");
+    std::fs::write(&cfg, toml).unwrap();
+
+    let before = boto3_snapshot(&s.source, &b);
+    let (code, first, _) = pass(&cfg, &b, false);
+    assert_eq!(code, 0);
+    let find = |acts: &[[String; 5]], kind: &str, key: &str| {
+        acts.iter()
+            .find(|a| a[0] == kind && a[1] == key)
+            .map(|a| (a[2].clone(), a[4].clone()))
+    };
+    assert_eq!(
+        find(&first, "transition", "arch/a"),
+        Some((old.clone(), "done".into()))
+    );
+    let waits = find(&first, "delete_version", "arch/a").unwrap();
+    assert_eq!(
+        waits,
+        (
+            old.clone(),
+            "skipped: not yet replicated to site cold".into()
+        ),
+        "listed before the copy"
+    );
+    assert_eq!(
+        find(&first, "transition", "ia/b"),
+        Some((ia.clone(), "done".into()))
+    );
+
+    let (code, second, _) = pass(&cfg, &b, false);
+    assert_eq!(code, 0);
+    assert_eq!(
+        find(&second, "transition", "arch/a"),
+        Some((old.clone(), "skipped: already at site cold".into()))
+    );
+    assert_eq!(
+        find(&second, "delete_version", "arch/a"),
+        Some((old.clone(), "done".into()))
+    );
+    assert!(
+        find(&second, "transition", "ia/b").is_none(),
+        "already STANDARD_IA: {second:?}"
+    );
+
+    let at_cold = boto3_snapshot(&s.dest, &c);
+    let kept = &at_cold["arch/a"]["versions"];
+    assert_eq!(kept.as_array().unwrap().len(), 1, "{at_cold}");
+    assert_eq!(kept[0]["source_version"], serde_json::json!(old));
+    assert_eq!(kept[0]["size"], serde_json::json!(3000));
+    let want = &before["arch/a"]["versions"][1];
+    assert_eq!(want["version_id"], serde_json::json!(old));
+    assert_eq!(kept[0]["sha256"], want["sha256"], "the cold copy's bytes");
+    let after = state(&s.source, &b);
+    let arch: Vec<String> = entries(&after, "arch/a").into_iter().map(|e| e.0).collect();
+    assert!(!arch.contains(&old) && arch.len() == 1, "{arch:?}");
+    let ib = &after["entries"]["ia/b"];
+    let classes: Vec<(bool, String)> = ib
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e[2].as_bool().unwrap(), e[3].as_str().unwrap().to_string()))
+        .collect();
+    assert!(
+        classes.contains(&(true, "STANDARD_IA".to_string())),
+        "{classes:?}"
+    );
+    assert_eq!(
+        classes.len(),
+        2,
+        "the old version stays, noncurrent: {classes:?}"
+    );
+    let snap = boto3_snapshot(&s.source, &b);
+    let v = &snap["ia/b"]["versions"];
+    assert_eq!(
+        v[0]["sha256"], v[1]["sha256"],
+        "same bytes in the new class"
+    );
+}

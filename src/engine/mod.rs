@@ -210,6 +210,19 @@ fn check_buckets(
     Ok(())
 }
 
+/// The data path's options from `[replication]`.
+fn options(cfg: &Config) -> Options {
+    let r = &cfg.replication;
+    Options {
+        multipart_threshold: r.multipart_threshold,
+        part_size: r.part_size,
+        part_concurrency: r.part_concurrency,
+        window: r.window,
+        retry: RetryPolicy::with_attempts(r.attempts),
+        replicate_replicas: cfg.source.replicate_replicas,
+    }
+}
+
 /// Everything resolved from the configuration.
 pub struct Engine {
     pub cfg: Config,
@@ -306,15 +319,7 @@ impl Engine {
     }
 
     fn options(&self) -> Options {
-        let r = &self.cfg.replication;
-        Options {
-            multipart_threshold: r.multipart_threshold,
-            part_size: r.part_size,
-            part_concurrency: r.part_concurrency,
-            window: r.window,
-            retry: RetryPolicy::with_attempts(r.attempts),
-            replicate_replicas: self.cfg.source.replicate_replicas,
-        }
+        options(&self.cfg)
     }
 
     pub fn shards(&self) -> usize {

@@ -84,8 +84,14 @@ pub enum Kind {
     DeleteVersion,
     /// A delete marker with nothing left under it is removed.
     RemoveDeleteMarker,
-    /// The version moves to another storage class (or site).
-    Transition { storage_class: String },
+    /// The version moves to another storage class, or (when the class names a configured
+    /// site) is copied to that site.
+    Transition {
+        storage_class: String,
+        /// Decided for a noncurrent version.
+        #[serde(default)]
+        noncurrent: bool,
+    },
     /// An incomplete multipart upload is aborted.
     AbortUpload { upload_id: String },
 }
@@ -100,6 +106,9 @@ pub struct Action {
     pub version_id: String,
     pub etag: String,
     pub last_modified: String,
+    /// The version's size (0 for markers and uploads).
+    #[serde(default)]
+    pub size: u64,
     #[serde(flatten)]
     pub kind: Kind,
     /// The rule that decided it.
@@ -122,7 +131,8 @@ fn matches(filter: &Filter, key: &str, e: &Entry) -> bool {
 }
 
 /// The actions the rules decide for one key's entries, given newest first (the current
-/// one first). At most one action per entry; expiration wins over transition.
+/// one first). For the current entry, at most one: expiration wins over transition; a
+/// noncurrent entry due for both gets its transition first, then its deletion.
 pub fn decide_key(
     rules: &LifecycleRules,
     clock: &Clock,
@@ -148,17 +158,20 @@ pub fn decide_key(
             .collect();
         let decided = if i == 0 {
             current(&mine, clock, e, modified, entries.len() == 1)
+                .into_iter()
+                .collect()
         } else {
             let since = entries[i - 1].modified.unwrap_or(modified);
             noncurrent(&mine, clock, e, since, i - 1)
         };
-        if let Some((kind, rule)) = decided {
+        for (kind, rule) in decided {
             out.push(Action {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
                 version_id: e.version_id.clone(),
                 etag: e.etag.clone(),
                 last_modified: e.last_modified.clone(),
+                size: e.size,
                 kind,
                 rule: rule.to_string(),
             });
@@ -193,52 +206,71 @@ fn current<'r>(
             .filter(|(w, _)| clock.is_due(modified, *w))
             .map(move |(w, class)| (clock.due_at(modified, *w), class, r.id.as_str()))
     });
-    transition(due, e)
+    transition(due, e, false)
 }
 
 /// The latest-due transition among those due, unless the entry is in that class already.
 fn transition<'r>(
     due: impl Iterator<Item = (SystemTime, &'r String, &'r str)>,
     e: &Entry,
+    noncurrent: bool,
 ) -> Option<(Kind, &'r str)> {
     let (_, class, rule) = due.max_by_key(|(at, _, _)| *at)?;
     (*class != e.storage_class).then(|| {
         (
             Kind::Transition {
                 storage_class: class.clone(),
+                noncurrent,
             },
             rule,
         )
     })
 }
 
-/// A noncurrent entry, `rank` noncurrent entries newer than it, noncurrent since `since`.
+/// The storage classes (or sites) the enabled rules selecting entry `e` of `key` move it
+/// to, current or noncurrent, due or not.
+pub fn transition_classes<'r>(rules: &'r LifecycleRules, key: &str, e: &Entry) -> Vec<&'r str> {
+    rules
+        .rules
+        .iter()
+        .filter(|r| r.enabled && matches(&r.filter, key, e))
+        .flat_map(|r| {
+            let current = r.transitions.iter().map(|(_, c)| c.as_str());
+            current.chain(r.noncurrent_transitions.iter().map(|(_, c)| c.as_str()))
+        })
+        .collect()
+}
+
+/// A noncurrent entry, `rank` noncurrent entries newer than it, noncurrent since `since`:
+/// its due transition, then its expiration. Both when both are due: a transition to a site
+/// must be done before the version may be deleted (the deletion waits for it).
 fn noncurrent<'r>(
     rules: &[&'r Rule],
     clock: &Clock,
     e: &Entry,
     since: SystemTime,
     rank: usize,
-) -> Option<(Kind, &'r str)> {
+) -> Vec<(Kind, &'r str)> {
     let applies = |n: &Noncurrent| {
         rank >= n.newer_noncurrent_versions as usize && clock.is_due(since, When::Days(n.days))
     };
+    let mut out = Vec::new();
+    if !e.delete_marker {
+        let due = rules.iter().flat_map(|r| {
+            r.noncurrent_transitions
+                .iter()
+                .filter(|(n, _)| applies(n))
+                .map(move |(n, class)| (clock.after(since, n.days), class, r.id.as_str()))
+        });
+        out.extend(transition(due, e, true));
+    }
     if let Some(r) = rules
         .iter()
         .find(|r| r.noncurrent_expiration.as_ref().is_some_and(applies))
     {
-        return Some((Kind::DeleteVersion, r.id.as_str()));
+        out.push((Kind::DeleteVersion, r.id.as_str()));
     }
-    if e.delete_marker {
-        return None;
-    }
-    let due = rules.iter().flat_map(|r| {
-        r.noncurrent_transitions
-            .iter()
-            .filter(|(n, _)| applies(n))
-            .map(move |(n, class)| (clock.after(since, n.days), class, r.id.as_str()))
-    });
-    transition(due, e)
+    out
 }
 
 /// The rule under which an upload of `key` begun at `initiated` is to be aborted, if any.

@@ -155,9 +155,15 @@ fn transitions_take_the_latest_due_class_and_expiration_wins() {
     };
     let ia = Kind::Transition {
         storage_class: "STANDARD_IA".into(),
+        noncurrent: false,
     };
     let glacier = Kind::Transition {
         storage_class: "GLACIER".into(),
+        noncurrent: false,
+    };
+    let glacier_nc = Kind::Transition {
+        storage_class: "GLACIER".into(),
+        noncurrent: true,
     };
     assert_eq!(at("2026-03-01T12:00:00Z"), vec![]);
     assert_eq!(at("2026-03-03T00:00:00Z"), vec![("v1".to_string(), ia)]);
@@ -177,7 +183,7 @@ fn transitions_take_the_latest_due_class_and_expiration_wins() {
         kinds(&decide_key(&r, &c, "b", "k", &entries)),
         vec![
             ("v2".to_string(), glacier.clone()),
-            ("v1".to_string(), glacier)
+            ("v1".to_string(), glacier_nc)
         ]
     );
     let exp = rules("<Rule><ID>t</ID><Status>Enabled</Status><Filter></Filter><Expiration><Days>2</Days></Expiration><Transition><Days>1</Days><StorageClass>GLACIER</StorageClass></Transition></Rule>");
@@ -201,4 +207,31 @@ fn uploads_are_aborted_after_their_days_and_disabled_rules_do_nothing() {
     assert!(abort_upload(&r, &c, "up/x", t("2026-03-09T00:00:00Z")).is_none());
     let old = entry("v1", "2020-01-01T00:00:00Z", false);
     assert!(decide_key(&r, &c, "b", "k", &[old]).is_empty());
+}
+
+#[test]
+fn a_noncurrent_version_due_for_both_is_transitioned_before_it_is_deleted() {
+    let r = rules("<Rule><ID>arch</ID><Status>Enabled</Status><Filter></Filter><NoncurrentVersionTransition><NoncurrentDays>1</NoncurrentDays><StorageClass>cold</StorageClass></NoncurrentVersionTransition><NoncurrentVersionExpiration><NoncurrentDays>2</NoncurrentDays></NoncurrentVersionExpiration></Rule>");
+    let entries = [
+        entry("v2", "2026-03-02T00:00:00Z", false),
+        entry("v1", "2026-03-01T00:00:00Z", false),
+    ];
+    let at = |now| kinds(&decide_key(&r, &Clock::new(t(now), 1), "b", "k", &entries));
+    let cold = Kind::Transition {
+        storage_class: "cold".into(),
+        noncurrent: true,
+    };
+    assert_eq!(
+        at("2026-03-03T00:00:00Z"),
+        vec![("v1".to_string(), cold.clone())]
+    );
+    assert_eq!(
+        at("2026-03-04T00:00:00Z"),
+        vec![
+            ("v1".to_string(), cold),
+            ("v1".to_string(), Kind::DeleteVersion)
+        ]
+    );
+    let e = &entries[1];
+    assert_eq!(transition_classes(&r, "k", e), vec!["cold"]);
 }

@@ -30,6 +30,10 @@ pub trait Guard {
         key: &str,
         entries: &[Entry],
     ) -> Result<Vec<Option<String>>, String>;
+
+    /// Copies the version `a` names to `site` (a transition whose StorageClass names a
+    /// configured site); `None` when `site` is not one.
+    async fn copy_to_site(&self, a: &Action, site: &str) -> Option<Outcome>;
 }
 
 /// A guard for buckets that nothing replicates.
@@ -38,6 +42,10 @@ pub struct NoReplication;
 impl Guard for NoReplication {
     async fn reached(&self, _: &str, _: &str, e: &[Entry]) -> Result<Vec<Option<String>>, String> {
         Ok(vec![None; e.len()])
+    }
+
+    async fn copy_to_site(&self, _: &Action, _: &str) -> Option<Outcome> {
+        None
     }
 }
 
@@ -234,9 +242,10 @@ impl<G: Guard> Pass<'_, G> {
             Kind::ExpireCurrent => self.still_current(a).await,
             Kind::DeleteVersion => self.still_there_unlocked(a).await,
             Kind::RemoveDeleteMarker => self.still_alone(a).await,
-            Kind::Transition { storage_class } => Err(Outcome::Skipped(format!(
-                "transition to {storage_class} is not carried out by this version of backbeat"
-            ))),
+            Kind::Transition {
+                storage_class,
+                noncurrent,
+            } => return self.transition(a, storage_class, *noncurrent).await,
             Kind::AbortUpload { .. } => Ok(()),
         };
         if let Err(o) = checked {
@@ -260,6 +269,28 @@ impl<G: Guard> Pass<'_, G> {
             }
         };
         match done {
+            Ok(_) => Outcome::Done,
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+
+    /// A transition: a copy to the site the class names, or a copy of the current version
+    /// onto its key in that class (a new version; the old one stays, noncurrent, for the
+    /// rules' noncurrent actions).
+    async fn transition(&self, a: &Action, class: &str, noncurrent: bool) -> Outcome {
+        if let Some(o) = self.guard.copy_to_site(a, class).await {
+            return o;
+        }
+        if noncurrent {
+            return Outcome::Skipped(format!("{class} names no configured site, and a noncurrent version cannot change class in place on generic S3 (a copy would become the current version)"));
+        }
+        if let Err(o) = self.still_current(a).await {
+            return o;
+        }
+        let copied = self
+            .client
+            .copy_in_place(self.bucket, &a.key, &a.version_id, class);
+        match copied.await {
             Ok(_) => Outcome::Done,
             Err(e) => Outcome::Failed(e.to_string()),
         }
@@ -370,6 +401,7 @@ impl<G: Guard> Pass<'_, G> {
                     version_id: String::new(),
                     etag: String::new(),
                     last_modified: u.initiated,
+                    size: 0,
                     kind: Kind::AbortUpload {
                         upload_id: u.upload_id,
                     },
@@ -385,9 +417,9 @@ impl<G: Guard> Pass<'_, G> {
     }
 }
 
-/// Whether an action removes data a site may still need (a version deleted, or moved).
+/// Whether an action removes data a site may still need (a version deleted).
 fn needs_replicas(a: &Action) -> bool {
-    matches!(a.kind, Kind::DeleteVersion | Kind::Transition { .. })
+    matches!(a.kind, Kind::DeleteVersion)
 }
 
 /// Why `a` must wait for replication, from the guard's answer for its key's `entries`.

@@ -111,6 +111,7 @@ mod tests {
                 version_id: "v".into(),
                 etag: "\"e\"".into(),
                 last_modified: "2026-01-01T00:00:00Z".into(),
+                size: 0,
                 kind: Kind::AbortUpload {
                     upload_id: "u".into(),
                 },

@@ -6,7 +6,7 @@ usage: lifecycle.py ENDPOINT_URL COMMAND ARGS...
   legal-hold BUCKET KEY VERSION          legal hold ON
   open-upload BUCKET KEY                 CreateMultipartUpload (left open)
   state BUCKET                           JSON: {"entries": {KEY: [[version_id, is_marker,
-                                         is_latest]...]}, "uploads": [KEY...]}
+                                         is_latest, storage_class]...]}, "uploads": [KEY...]}
 """
 import json
 import sys
@@ -31,7 +31,8 @@ def state(s3, bucket):
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
         for kind, marker in (("Versions", False), ("DeleteMarkers", True)):
             for v in page.get(kind, []):
-                entries.setdefault(v["Key"], []).append([v["VersionId"], marker, v["IsLatest"]])
+                row = [v["VersionId"], marker, v["IsLatest"], v.get("StorageClass", "")]
+                entries.setdefault(v["Key"], []).append(row)
     for e in entries.values():
         e.sort()
     uploads = [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]

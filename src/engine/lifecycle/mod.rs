@@ -15,8 +15,8 @@ use crate::lifecycle::eval::{Action, Clock, Entry};
 use crate::lifecycle::pass::{Guard, Outcome, Pass, PassReport};
 use crate::lifecycle::rules::LifecycleRules;
 use crate::populate::rules::ReplicationConfig;
-use crate::replication::Route;
 use crate::replication::Version;
+use crate::replication::{DataPath, Route, Verdict};
 use crate::s3::ops::bucket::{BucketError, Versioning};
 use crate::s3::ops::list_object_versions::ListedVersion;
 use crate::s3::{ChecksumTransport, Client};
@@ -28,8 +28,13 @@ use super::{endpoint, EngineError};
 pub struct ReplicaGuard {
     source: Client,
     rules: Option<ReplicationConfig>,
+    /// The bucket's lifecycle rules: a version they transition to a site must be there
+    /// before it is deleted.
+    lifecycle: LifecycleRules,
     /// Site -> the route from the bucket to it.
     routes: BTreeMap<String, Route>,
+    /// The data path of transitions to sites.
+    dp: DataPath,
 }
 
 fn listed(key: &str, e: &Entry, latest: bool) -> ListedVersion {
@@ -46,15 +51,35 @@ fn listed(key: &str, e: &Entry, latest: bool) -> ListedVersion {
 }
 
 impl Guard for ReplicaGuard {
+    async fn copy_to_site(&self, a: &Action, site: &str) -> Option<Outcome> {
+        let route = self.routes.get(site)?;
+        let e = Entry {
+            version_id: a.version_id.clone(),
+            last_modified: a.last_modified.clone(),
+            etag: a.etag.clone(),
+            size: a.size,
+            ..Default::default()
+        };
+        let v = Version::from(listed(&a.key, &e, false));
+        Some(match route.decide(&v).await {
+            Ok(Verdict::Apply) => match crate::replication::replicate(route, &self.dp, &v).await {
+                Ok(_) => Outcome::Done,
+                Err(g) => Outcome::Failed(format!("copying to site {site}: {}", g.error)),
+            },
+            Ok(Verdict::Applied) => Outcome::Skipped(format!("already at site {site}")),
+            Ok(Verdict::Superseded(why)) => {
+                Outcome::Skipped(format!("not copied to site {site}: {why}"))
+            }
+            Err(e) => Outcome::Failed(format!("site {site}: {e}")),
+        })
+    }
+
     async fn reached(
         &self,
         bucket: &str,
         key: &str,
         entries: &[Entry],
     ) -> Result<Vec<Option<String>>, String> {
-        let Some(rules) = &self.rules else {
-            return Ok(vec![None; entries.len()]);
-        };
         let n = entries.len();
         let history: Vec<Version> = entries
             .iter()
@@ -65,11 +90,7 @@ impl Guard for ReplicaGuard {
         let prefixes: RefCell<BTreeMap<String, usize>> = Default::default();
         let mut out = Vec::with_capacity(n);
         for (i, e) in entries.iter().enumerate() {
-            let tags = self.tags_for(bucket, key, e, rules).await?;
-            let sites = rules
-                .decide(key, &tags, e.delete_marker)
-                .map(|d| d.sites)
-                .unwrap_or_default();
+            let sites = self.sites_for(bucket, key, e).await?;
             let mut why = None;
             for site in sites {
                 let Some(route) = self.routes.get(&site) else {
@@ -102,6 +123,25 @@ impl Guard for ReplicaGuard {
 }
 
 impl ReplicaGuard {
+    /// The sites entry `e` of `key` must reach: those its replication rules name, and the
+    /// sites its lifecycle rules transition it to.
+    async fn sites_for(&self, bucket: &str, key: &str, e: &Entry) -> Result<Vec<String>, String> {
+        let mut sites = match &self.rules {
+            Some(rules) => {
+                let tags = self.tags_for(bucket, key, e, rules).await?;
+                let d = rules.decide(key, &tags, e.delete_marker);
+                d.map(|d| d.sites).unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        for class in crate::lifecycle::eval::transition_classes(&self.lifecycle, key, e) {
+            if self.routes.contains_key(class) && !sites.iter().any(|s| s == class) {
+                sites.push(class.to_string());
+            }
+        }
+        Ok(sites)
+    }
+
     /// The version's tags when the replication rules filter on tags (read if the pass did
     /// not already).
     async fn tags_for(
@@ -205,10 +245,18 @@ async fn resolve(cfg: &Config, bucket: &str) -> Result<Option<Resolved>, String>
         };
         routes.insert(name.clone(), route);
     }
+    let dp = DataPath::new(
+        super::options(cfg),
+        cfg.replication.shard_parts(),
+        crate::metrics::Stats::new(),
+        crate::shard::Shutdown::new(),
+    );
     let guard = ReplicaGuard {
         source: source.clone(),
         rules: replication_rules(cfg, &source, bucket).await?,
+        lifecycle: rules.clone(),
         routes,
+        dp,
     };
     Ok(Some(Resolved {
         source,

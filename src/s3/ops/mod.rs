@@ -4,6 +4,7 @@
 pub mod abort_multipart_upload;
 pub mod bucket;
 pub mod complete_multipart_upload;
+pub mod copy_object;
 pub mod create_multipart_upload;
 pub mod delete_object;
 pub mod get_object;
