@@ -622,3 +622,74 @@ fn transitions_copy_to_a_cold_site_and_change_class_in_place() {
         "same bytes in the new class"
     );
 }
+
+/// The replication guard end to end: with site-a paused, a noncurrent version past its
+/// NoncurrentVersionExpiration stays at the source through several passes (each says it is
+/// not yet replicated); once the site is resumed and has the version, the next pass deletes
+/// it, and the site keeps both versions.
+#[test]
+fn a_version_stays_while_its_site_is_paused_and_goes_once_replicated() {
+    use common::kafka::{
+        api_ready, free_port, http_get, rule, rules, setup, spawn, stop, wait_until,
+    };
+    let s = servers();
+    let (b, d) = (bucket("lc-guard"), bucket("lc-guard-dst"));
+    let src = block_on(async { versioned_pair(&s, &b, &d).await.0 });
+    let port = free_port();
+    let lc = "<LifecycleConfiguration><Rule><ID>logs</ID><Status>Enabled</Status><Filter><Prefix>logs/</Prefix></Filter><NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays></NoncurrentVersionExpiration></Rule></LifecycleConfiguration>";
+    let extra = format!(
+        "\n[api]\nlisten = \"127.0.0.1:{port}\"\n[lifecycle]\nenabled = \"on\"\ninterval_seconds = 1\ntime_progression_factor = 86400\nrules_files.{b} = \"lc.xml\"\n"
+    );
+    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
+    let st = setup(&b, &[("site-a", &s.dest, &d)], &rule, &extra);
+    let dir = st.config.parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("lc.xml"), lc).unwrap();
+    // Versions reach the site through rescans (no event notifications in this test).
+    let text = std::fs::read_to_string(&st.config).unwrap().replace(
+        "rules_file = \"rules.xml\"\n",
+        "rules_file = \"rules.xml\"\nscan_interval_seconds = 1\n",
+    );
+    std::fs::write(&st.config, text).unwrap();
+    let run = spawn(&["run"], &st.config);
+    wait_until(90, "the API", || api_ready(port));
+    let api = format!("127.0.0.1:{port}");
+    let (code, _, err) = backbeat(&["pause", "site-a", "--api", &api]);
+    assert_eq!(code, 0, "{err}");
+    let v1 = block_on(async {
+        let v1 = put_data(&src, &b, "logs/x", b"first").await.unwrap();
+        put_data(&src, &b, "logs/x", b"second").await;
+        v1
+    });
+    let skipped = || {
+        let (_, m) = http_get(port, "/metrics", None);
+        let line = format!("backbeat_lifecycle_actions_total{{bucket=\"{b}\",action=\"delete_version\",outcome=\"skipped\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    wait_until(60, "passes keeping the noncurrent version", || {
+        skipped() >= 3
+    });
+    let ids = || -> Vec<String> {
+        entries(&state(&s.source, &b), "logs/x")
+            .into_iter()
+            .map(|e| e.0)
+            .collect()
+    };
+    assert!(ids().contains(&v1), "kept while site-a is paused");
+    assert!(
+        state(&s.dest, &d)["entries"]["logs/x"].is_null(),
+        "site-a has nothing yet"
+    );
+    let (code, _, err) = backbeat(&["resume", "site-a", "--api", &api]);
+    assert_eq!(code, 0, "{err}");
+    wait_until(90, "the noncurrent version deleted once replicated", || {
+        !ids().contains(&v1)
+    });
+    stop(run);
+    let at_site = boto3_snapshot(&s.dest, &d);
+    let versions = at_site["logs/x"]["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "the site keeps both versions: {at_site}");
+    assert_eq!(versions[1]["source_version"], serde_json::json!(v1));
+}
