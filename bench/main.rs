@@ -7,6 +7,7 @@
 //! The limit is `relay.rs`, a plain socket relay run as `backbeat-bench relay`.
 
 mod e2e;
+mod lifecycle;
 mod mem_s3;
 mod plots;
 mod relay;
@@ -600,10 +601,14 @@ fn main() -> anyhow::Result<()> {
     };
     let known = catalog_scenarios(args.scale);
     for w in &wanted {
-        let ok = *w == "all" || *w == "sweep" || *w == "e2e" || known.iter().any(|s| s.name == *w);
+        let ok = *w == "all"
+            || *w == "sweep"
+            || *w == "e2e"
+            || *w == "lifecycle"
+            || known.iter().any(|s| s.name == *w);
         if !ok {
             bail!(
-                "no scenario {w}: choose from all, sweep, {}, e2e",
+                "no scenario {w}: choose from all, sweep, {}, e2e, lifecycle",
                 known
                     .iter()
                     .map(|s| s.name.as_str())
@@ -661,6 +666,9 @@ fn main() -> anyhow::Result<()> {
                 latency_cdf_ms: r.latency_cdf_ms,
             });
         }
+    }
+    if want("lifecycle") {
+        runs.extend(lifecycle::run(&backbeat, args.scale, args.server_threads)?);
     }
     let ratios = ratios(&runs);
     print_table(&runs, &ratios);

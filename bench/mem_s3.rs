@@ -272,6 +272,15 @@ impl MemS3 {
         if q.contains_key("location") {
             return xml("<LocationConstraint/>".into());
         }
+        if q.contains_key("replication") {
+            return error(
+                StatusCode::NOT_FOUND,
+                "ReplicationConfigurationNotFoundError",
+            );
+        }
+        if q.contains_key("lifecycle") {
+            return error(StatusCode::NOT_FOUND, "NoSuchLifecycleConfiguration");
+        }
         let is_source = bucket == self.source_bucket;
         let versions = q.contains_key("versions");
         let nv = self.catalog.versions;
