@@ -65,19 +65,41 @@ enum LifecycleCommand {
     Run(LifecycleRunArgs),
     /// Whether lifecycle is running or paused (and until when), from a running engine's API
     Status(ApiArgs),
-    /// Pause lifecycle on every node: no pass starts, no action is carried out
-    Pause(ApiArgs),
-    /// Resume lifecycle, now or in some hours
+    /// Pause lifecycle on every node (no pass starts, no action is carried out), or with
+    /// SITE only its transitions to that site
+    Pause(LifecycleSiteArgs),
+    /// Resume lifecycle (or its transitions to SITE), now or in some hours
     Resume(LifecycleResumeArgs),
 }
 
 #[derive(clap::Args)]
+struct LifecycleSiteArgs {
+    /// A site (its transitions), or `all` (lifecycle as a whole)
+    #[arg(default_value = "all")]
+    site: String,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(clap::Args)]
 struct LifecycleResumeArgs {
+    /// A site (its transitions), or `all` (lifecycle as a whole)
+    #[arg(default_value = "all")]
+    site: String,
     /// Resume in this many hours instead of now
     #[arg(long = "in")]
     in_hours: Option<f64>,
     #[command(flatten)]
     api: ApiArgs,
+}
+
+/// How `lifecycle pause|resume` names what it changed.
+fn lifecycle_target(site: &str) -> String {
+    if site == "all" {
+        "lifecycle".into()
+    } else {
+        format!("lifecycle transitions to {site}")
+    }
 }
 
 /// `backbeat lifecycle status|pause|resume`, through the API.
@@ -91,30 +113,32 @@ fn lifecycle_api(c: LifecycleCommand) -> anyhow::Result<ExitCode> {
                     "{}",
                     serde_json::json!({"status": status, "scheduled_resume": at})
                 );
-            } else {
-                for (name, state) in &status {
-                    println!(
-                        "{name}: {}",
-                        serde_json::to_value(state)?.as_str().unwrap_or("?")
-                    );
-                }
-                if let Some(t) = at {
-                    println!("resumes at {t}");
-                }
+            }
+            for (name, state) in status.iter().filter(|_| !a.json) {
+                let state = serde_json::to_value(state)?;
+                let when = at.get(name).filter(|t| *t != "none");
+                let when = when
+                    .map(|t| format!(", resumes at {t}"))
+                    .unwrap_or_default();
+                println!("{name}: {}{when}", state.as_str().unwrap_or("?"));
             }
         }
         LifecycleCommand::Pause(a) => {
-            api_client(&a)?.lifecycle_pause(true)?;
-            println!("lifecycle: paused");
+            api_client(&a.api)?.lifecycle_pause(&a.site, true)?;
+            println!("{}: paused", lifecycle_target(&a.site));
         }
         LifecycleCommand::Resume(a) => match a.in_hours {
             None => {
-                api_client(&a.api)?.lifecycle_pause(false)?;
-                println!("lifecycle: resumed");
+                api_client(&a.api)?.lifecycle_pause(&a.site, false)?;
+                println!("{}: resumed", lifecycle_target(&a.site));
             }
             Some(h) => {
-                let s = api_client(&a.api)?.lifecycle_schedule(h)?;
-                println!("lifecycle: resumes at {}", s.scheduled_resume);
+                let s = api_client(&a.api)?.lifecycle_schedule(&a.site, h)?;
+                println!(
+                    "{}: resumes at {}",
+                    lifecycle_target(&a.site),
+                    s.scheduled_resume
+                );
             }
         },
     }

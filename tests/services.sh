@@ -94,7 +94,8 @@ services_start_s3fs() {
 # KAFKA_BROKERS and NISSHI_BIN.
 services_nisshi_bin() {
   local root="$HOME/.local/nisshi-slatedb"
-  if ! "$root/bin/nisshi" broker --help 2>/dev/null | grep -q slatedb; then
+  # Only this function installs there, always with both engines.
+  if ! [ -x "$root/bin/nisshi" ]; then
     echo "installing nisshi 0.6.0 (dynostore and slatedb storage) with cargo (about 18 minutes, once) ..." >&2
     cargo install nisshi@0.6.0 --locked --features dynostore,slatedb --root "$root" >&2 || return 1
   fi

@@ -240,25 +240,25 @@ impl ApiClient {
         self.request("POST", &path, Some(&ScheduleRequest { hours }))
     }
 
-    /// Lifecycle's state (`GET /_/lifecycle/status`) and its scheduled resume, if any.
-    pub fn lifecycle_status(&self) -> Result<(Status, Option<String>), CliError> {
+    /// Lifecycle's state as a whole (`lifecycle`) and for its transitions to each site
+    /// (`GET /_/lifecycle/status`), with their scheduled resumes (`none` when there is none).
+    pub fn lifecycle_status(&self) -> Result<(Status, Schedules), CliError> {
         let status: Status = self.request("GET", "/_/lifecycle/status", None::<&()>)?;
         let at: Schedules = self.request("GET", "/_/lifecycle/resume", None::<&()>)?;
-        let at = at.into_values().next().filter(|t| t != "none");
         Ok((status, at))
     }
 
-    /// Pauses (`pause`) or resumes lifecycle (every bucket's).
-    pub fn lifecycle_pause(&self, pause: bool) -> Result<(), CliError> {
+    /// Pauses (`pause`) or resumes lifecycle (`all`), or its transitions to a site.
+    pub fn lifecycle_pause(&self, site: &str, pause: bool) -> Result<(), CliError> {
         let op = if pause { "pause" } else { "resume" };
-        let path = format!("/_/lifecycle/{op}");
+        let path = format!("/_/lifecycle/{op}/{}", segment(site));
         self.request::<Done>("POST", &path, None::<&()>).map(|_| ())
     }
 
-    /// Pauses lifecycle now and resumes it in `hours`; returns when.
-    pub fn lifecycle_schedule(&self, hours: f64) -> Result<Scheduled, CliError> {
-        let path = "/_/lifecycle/resume/all/schedule";
-        self.request("POST", path, Some(&ScheduleRequest { hours }))
+    /// Pauses lifecycle (`all`, or a site's transitions) now and resumes it in `hours`.
+    pub fn lifecycle_schedule(&self, site: &str, hours: f64) -> Result<Scheduled, CliError> {
+        let path = format!("/_/lifecycle/resume/{}/schedule", segment(site));
+        self.request("POST", &path, Some(&ScheduleRequest { hours }))
     }
 
     /// Every failed entry (of one site with `site`), following the pages.

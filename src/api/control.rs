@@ -13,11 +13,11 @@ use crate::queue::control::SiteControl;
 /// How long a pause, resume or schedule waits for the control topic before answering 503.
 const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The sites `site` names (every one for `all`; lifecycle's state for
-/// [`crate::queue::control::LIFECYCLE`]), or 404.
+/// The sites `site` names (every one for `all`), or 404. Under `lifecycle/`: `all`
+/// (lifecycle as a whole), `*` (that and every site's), or a site's transitions.
 fn sites_named(state: &ApiState, site: &str) -> Result<Vec<String>, Refusal> {
-    if site == crate::queue::control::LIFECYCLE {
-        return Ok(vec![site.to_string()]);
+    if let Some(rest) = site.strip_prefix("lifecycle/") {
+        return lifecycle_named(state, rest);
     }
     let v: Vec<String> = state
         .sites
@@ -34,6 +34,31 @@ fn sites_named(state: &ApiState, site: &str) -> Result<Vec<String>, Refusal> {
     Ok(v)
 }
 
+fn lifecycle_named(state: &ApiState, rest: &str) -> Result<Vec<String>, Refusal> {
+    use crate::queue::control::{lifecycle_key, LIFECYCLE};
+    match rest {
+        "all" => Ok(vec![LIFECYCLE.to_string()]),
+        "*" => {
+            let sites = state.sites.keys().map(|s| lifecycle_key(s));
+            Ok(std::iter::once(LIFECYCLE.to_string())
+                .chain(sites)
+                .collect())
+        }
+        s if state.sites.contains_key(s) => Ok(vec![lifecycle_key(s)]),
+        s => Err(Refusal::new(StatusCode::NOT_FOUND, format!("no site {s}"))),
+    }
+}
+
+/// How a control key is shown: lifecycle's as `lifecycle`, its transitions to a site by the
+/// site's name, a site's replication by its name.
+fn shown(key: &str) -> String {
+    match key.strip_prefix("lifecycle/") {
+        Some("all") => "lifecycle".into(),
+        Some(site) => site.into(),
+        None => key.into(),
+    }
+}
+
 /// `f` of each named site's control state (sites whose state is not followed are left out).
 fn per_site<T: serde::Serialize>(
     state: &ApiState,
@@ -43,14 +68,7 @@ fn per_site<T: serde::Serialize>(
 ) -> Result<std::collections::BTreeMap<String, T>, Refusal> {
     Ok(sites_named(state, site)?
         .into_iter()
-        .filter_map(|n| {
-            let shown = if n == crate::queue::control::LIFECYCLE {
-                "lifecycle".to_string()
-            } else {
-                n.clone()
-            };
-            local.control.get(&n).map(|c| (shown, f(&c.borrow())))
-        })
+        .filter_map(|n| local.control.get(&n).map(|c| (shown(&n), f(&c.borrow()))))
         .collect())
 }
 

@@ -368,8 +368,11 @@ pub fn serve(
 /// producer that changes them; what cannot be followed is warned of and left out.
 async fn follow_topics(state: &ApiState, shutdown: &Shutdown) -> Local {
     let mut control = BTreeMap::new();
-    let lifecycle = crate::queue::control::LIFECYCLE.to_string();
-    for site in state.sites.keys().chain([&lifecycle]) {
+    let lifecycle: Vec<String> = std::iter::once("all")
+        .chain(state.sites.keys().map(String::as_str))
+        .map(crate::queue::control::lifecycle_key)
+        .collect();
+    for site in state.sites.keys().chain(lifecycle.iter()) {
         let followed = crate::queue::control::follow(
             &state.brokers,
             &state.control_topic,

@@ -92,9 +92,9 @@ enum LcId {
     CancelSchedule,
 }
 
-/// Lifecycle is paused and resumed as a whole.
-const LIFECYCLE_HINT: &str =
-    "lifecycle is paused and resumed for all buckets at once: /_/lifecycle/{pause|resume}[/all]";
+/// What `/_/lifecycle/status` and `GET /_/lifecycle/resume` report on: lifecycle as a whole
+/// and its transitions to each site.
+pub const LIFECYCLE_EVERY: &str = "lifecycle/*";
 
 const PROGRESS_HINT: &str =
     "name a bucket and a key: /_/metrics/crr/{site}/progress/{bucket}/{key}?versionId=";
@@ -256,10 +256,12 @@ fn call(id: Id, param: &dyn Fn(&str) -> String, rest: &str) -> Result<Call, Reje
         Id::FailedList => Call::FailedList,
         Id::FailedRetry => Call::FailedRetry,
         Id::Lifecycle(lc) => {
-            if site() != "all" {
-                return Err(Reject::NotFound(LIFECYCLE_HINT.into()));
-            }
-            let site = crate::queue::control::LIFECYCLE.to_string();
+            let named = crate::queue::control::lifecycle_key(&site());
+            let every = match lc {
+                LcId::Status | LcId::Schedules if site() == "all" => LIFECYCLE_EVERY.to_string(),
+                _ => named,
+            };
+            let site = every;
             match lc {
                 LcId::Status => Call::Status { site },
                 LcId::Pause => Call::Pause { site },
@@ -416,7 +418,14 @@ mod tests {
                 Method::GET,
                 "/_/lifecycle/status",
                 Call::Status {
-                    site: s("lifecycle/all"),
+                    site: s("lifecycle/*"),
+                },
+            ),
+            (
+                Method::POST,
+                "/_/lifecycle/pause/site-b",
+                Call::Pause {
+                    site: s("lifecycle/site-b"),
                 },
             ),
             (Method::POST, "/_/crr/failed", Call::FailedRetry),

@@ -149,7 +149,8 @@ pub fn decide_key(
     if applicable.is_empty() {
         return out;
     }
-    for (i, e) in entries.iter().enumerate() {
+    // Oldest first: a key's versions reach a site (a transition) in their order.
+    for (i, e) in entries.iter().enumerate().rev() {
         let Some(modified) = e.modified else { continue };
         let mine: Vec<&Rule> = applicable
             .iter()
@@ -227,18 +228,41 @@ fn transition<'r>(
     })
 }
 
-/// The storage classes (or sites) the enabled rules selecting entry `e` of `key` move it
-/// to, current or noncurrent, due or not.
-pub fn transition_classes<'r>(rules: &'r LifecycleRules, key: &str, e: &Entry) -> Vec<&'r str> {
-    rules
+/// The storage classes (or sites) the enabled rules selecting entry `e` of `key` have moved
+/// it to by now: transitions that came due while it was current (it became noncurrent at
+/// `since`, or is current), and noncurrent transitions due now. A deletion of the version
+/// waits until the sites among them hold it.
+pub fn transitions_due<'r>(
+    rules: &'r LifecycleRules,
+    clock: &Clock,
+    key: &str,
+    e: &Entry,
+    since: Option<SystemTime>,
+) -> Vec<&'r str> {
+    let Some(modified) = e.modified else {
+        return Vec::new();
+    };
+    let current_end = since.unwrap_or(clock.now);
+    let mut out = Vec::new();
+    for r in rules
         .rules
         .iter()
         .filter(|r| r.enabled && matches(&r.filter, key, e))
-        .flat_map(|r| {
-            let current = r.transitions.iter().map(|(_, c)| c.as_str());
-            current.chain(r.noncurrent_transitions.iter().map(|(_, c)| c.as_str()))
-        })
-        .collect()
+    {
+        for (w, class) in &r.transitions {
+            if clock.due_at(modified, *w) <= current_end {
+                out.push(class.as_str());
+            }
+        }
+        if let Some(since) = since {
+            for (n, class) in &r.noncurrent_transitions {
+                if clock.is_due(since, When::Days(n.days)) {
+                    out.push(class.as_str());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A noncurrent entry, `rank` noncurrent entries newer than it, noncurrent since `since`:

@@ -69,8 +69,8 @@ fn noncurrent_versions_beyond_the_newest_kept_expire_once_due() {
     assert_eq!(
         kinds(&later),
         vec![
-            ("v2".to_string(), Kind::DeleteVersion),
-            ("v1".to_string(), Kind::DeleteVersion)
+            ("v1".to_string(), Kind::DeleteVersion),
+            ("v2".to_string(), Kind::DeleteVersion)
         ],
         "v3, the newest noncurrent version, is kept"
     );
@@ -182,8 +182,8 @@ fn transitions_take_the_latest_due_class_and_expiration_wins() {
     assert_eq!(
         kinds(&decide_key(&r, &c, "b", "k", &entries)),
         vec![
-            ("v2".to_string(), glacier.clone()),
-            ("v1".to_string(), glacier_nc)
+            ("v1".to_string(), glacier_nc),
+            ("v2".to_string(), glacier.clone())
         ]
     );
     let exp = rules("<Rule><ID>t</ID><Status>Enabled</Status><Filter></Filter><Expiration><Days>2</Days></Expiration><Transition><Days>1</Days><StorageClass>GLACIER</StorageClass></Transition></Rule>");
@@ -232,6 +232,14 @@ fn a_noncurrent_version_due_for_both_is_transitioned_before_it_is_deleted() {
             ("v1".to_string(), Kind::DeleteVersion)
         ]
     );
-    let e = &entries[1];
-    assert_eq!(transition_classes(&r, "k", e), vec!["cold"]);
+    let (e, since) = (&entries[1], Some(t("2026-03-02T00:00:00Z")));
+    let c = |now| Clock::new(t(now), 1);
+    assert_eq!(
+        transitions_due(&r, &c("2026-03-04T00:00:00Z"), "k", e, since),
+        vec!["cold"]
+    );
+    assert!(
+        transitions_due(&r, &c("2026-03-02T12:00:00Z"), "k", e, since).is_empty(),
+        "not due yet: a deletion would not wait for it"
+    );
 }

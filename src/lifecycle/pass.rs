@@ -23,12 +23,14 @@ use super::rules::LifecycleRules;
 #[allow(async_fn_in_trait)]
 pub trait Guard {
     /// For each of `entries` (one key's, newest first): `None` when it is at every site it
-    /// must reach (or must reach none), else why it is not yet (naming the site).
+    /// must reach (or must reach none), else why it is not yet (naming the site). `clock`
+    /// says which of the lifecycle rules' transitions to sites have come due.
     async fn reached(
         &self,
         bucket: &str,
         key: &str,
         entries: &[Entry],
+        clock: &Clock,
     ) -> Result<Vec<Option<String>>, String>;
 
     /// Copies the version `a` names to `site` (a transition whose StorageClass names a
@@ -40,7 +42,13 @@ pub trait Guard {
 pub struct NoReplication;
 
 impl Guard for NoReplication {
-    async fn reached(&self, _: &str, _: &str, e: &[Entry]) -> Result<Vec<Option<String>>, String> {
+    async fn reached(
+        &self,
+        _: &str,
+        _: &str,
+        e: &[Entry],
+        _: &Clock,
+    ) -> Result<Vec<Option<String>>, String> {
         Ok(vec![None; e.len()])
     }
 
@@ -109,6 +117,9 @@ pub struct Pass<'a, G> {
     pub clock: Clock,
     pub dry_run: bool,
     pub guard: &'a G,
+    /// Whether the bucket keeps versions: when it does not, expiring the current object
+    /// deletes its data, so it waits for the sites like a version's deletion.
+    pub versioned: bool,
 }
 
 impl<G: Guard> Pass<'_, G> {
@@ -164,7 +175,7 @@ impl<G: Guard> Pass<'_, G> {
         }
         let reached = self.reached(&k, &actions).await;
         for a in actions {
-            let outcome = match waiting(&reached, &k.entries, &a) {
+            let outcome = match self.waiting(&reached, &k.entries, &a) {
                 Some(why) => Outcome::Skipped(why),
                 None if self.dry_run => Outcome::WouldDo,
                 None => self.act(&a).await,
@@ -180,8 +191,11 @@ impl<G: Guard> Pass<'_, G> {
         k: &KeyEntries,
         actions: &[Action],
     ) -> Result<Vec<Option<String>>, String> {
-        if actions.iter().any(needs_replicas) {
-            self.guard.reached(self.bucket, &k.key, &k.entries).await
+        if actions.iter().any(|a| self.needs_replicas(a)) {
+            let g = self
+                .guard
+                .reached(self.bucket, &k.key, &k.entries, &self.clock);
+            g.await
         } else {
             Ok(vec![None; k.entries.len()])
         }
@@ -203,7 +217,14 @@ impl<G: Guard> Pass<'_, G> {
                 return Ok(step);
             };
             step.keys += 1;
-            step.actions.extend(self.decide(&mut k).await);
+            let actions = self.decide(&mut k).await;
+            let reached = self.reached(&k, &actions).await;
+            for a in actions {
+                match self.waiting(&reached, &k.entries, &a) {
+                    Some(_) => step.waiting.push(a),
+                    None => step.actions.push(a),
+                }
+            }
             step.next = Some(k.key);
         }
         Ok(step)
@@ -213,27 +234,47 @@ impl<G: Guard> Pass<'_, G> {
     /// key is listed again, and a version that must reach sites is checked with the guard
     /// first.
     pub async fn execute(&self, a: &Action) -> Outcome {
-        if needs_replicas(a) {
-            let entries = match listing::key_now(self.client, self.bucket, &a.key).await {
-                Ok(e) => e,
-                Err(e) => return Outcome::Failed(e.to_string()),
-            };
-            if !entries.iter().any(|e| e.version_id == a.version_id) {
-                return Outcome::Skipped("already gone".into());
-            }
-            let k = KeyEntries {
-                key: a.key.clone(),
-                entries,
-            };
-            let reached = self.guard.reached(self.bucket, &k.key, &k.entries).await;
-            if let Some(why) = waiting(&reached, &k.entries, a) {
-                return Outcome::Skipped(why);
+        if !matches!(a.kind, Kind::AbortUpload { .. }) {
+            if let Err(o) = self.still_decided(a).await {
+                return o;
             }
         }
         if self.dry_run {
             return Outcome::WouldDo;
         }
         self.act(a).await
+    }
+
+    /// The key listed again and its rules evaluated again now: `a` must still be among
+    /// what they decide (a newer version deleted or a marker removed since, or the rules
+    /// changed, and a deletion decided earlier would hit what is now the live object), and
+    /// a version about to be deleted must be at its sites.
+    async fn still_decided(&self, a: &Action) -> Result<(), Outcome> {
+        let entries = listing::key_now(self.client, self.bucket, &a.key)
+            .await
+            .map_err(|e| Outcome::Failed(e.to_string()))?;
+        let mut k = KeyEntries {
+            key: a.key.clone(),
+            entries,
+        };
+        let now = self.decide(&mut k).await;
+        if !now
+            .iter()
+            .any(|b| b.version_id == a.version_id && b.kind == a.kind)
+        {
+            return Err(Outcome::Skipped(
+                "no longer what the rules decide for the key as it is now".into(),
+            ));
+        }
+        if self.needs_replicas(a) {
+            let g = self
+                .guard
+                .reached(self.bucket, &k.key, &k.entries, &self.clock);
+            if let Some(why) = self.waiting(&g.await, &k.entries, a) {
+                return Err(Outcome::Skipped(why));
+            }
+        }
+        Ok(())
     }
 
     /// Carries out one action after checking its target again.
@@ -417,20 +458,38 @@ impl<G: Guard> Pass<'_, G> {
     }
 }
 
-/// Whether an action removes data a site may still need (a version deleted).
-fn needs_replicas(a: &Action) -> bool {
-    matches!(a.kind, Kind::DeleteVersion)
+impl<G> Pass<'_, G> {
+    /// Whether an action removes something a site may still need: a version deleted, a
+    /// delete marker removed (a site that has not got it would show the object forever),
+    /// or, on a bucket without versions, the current object expired.
+    fn needs_replicas(&self, a: &Action) -> bool {
+        match a.kind {
+            Kind::DeleteVersion | Kind::RemoveDeleteMarker => true,
+            Kind::ExpireCurrent => !self.versioned,
+            _ => false,
+        }
+    }
+
+    /// Why `a` must wait for its sites, from the guard's answer for its key's `entries`.
+    fn waiting(
+        &self,
+        reached: &Result<Vec<Option<String>>, String>,
+        entries: &[Entry],
+        a: &Action,
+    ) -> Option<String> {
+        if !self.needs_replicas(a) {
+            return None;
+        }
+        waiting_for(reached, entries, a)
+    }
 }
 
-/// Why `a` must wait for replication, from the guard's answer for its key's `entries`.
-fn waiting(
+/// The guard's answer for the entry `a` acts on.
+fn waiting_for(
     reached: &Result<Vec<Option<String>>, String>,
     entries: &[Entry],
     a: &Action,
 ) -> Option<String> {
-    if !needs_replicas(a) {
-        return None;
-    }
     let at = entries.iter().position(|e| e.version_id == a.version_id);
     match (reached, at) {
         (Err(e), _) => Some(format!("cannot tell whether it was replicated: {e}")),
@@ -448,4 +507,7 @@ pub struct Step {
     pub keys: u64,
     /// Entries listed (a page may hold entries of keys the next step takes).
     pub versions: u64,
+    /// Actions decided but not produced: their versions are not yet at every site they must
+    /// reach (the next pass decides them again).
+    pub waiting: Vec<Action>,
 }

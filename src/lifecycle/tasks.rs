@@ -26,6 +26,10 @@ pub struct BucketTask {
     pub phase: Phase,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// This step's number in its pass (0 first): a step delivered twice, or produced twice
+    /// by a step done again after a crash, is recognized by it and dropped.
+    #[serde(default)]
+    pub step: u64,
     /// Keys listed and actions produced by the pass's earlier steps.
     #[serde(default)]
     pub keys: u64,
@@ -54,6 +58,12 @@ pub struct PassState {
     pub keys: u64,
     #[serde(default)]
     pub actions: u64,
+    /// The number of the step the pass expects next.
+    #[serde(default)]
+    pub step: u64,
+    /// Why a pass ended before its last step (its step failed for good).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &[u8], what: &str) -> Result<T, String> {
@@ -97,6 +107,7 @@ mod tests {
             pass: "p1".into(),
             phase: Phase::Versions,
             after: Some("k".into()),
+            step: 2,
             keys: 3,
             actions: 1,
         };

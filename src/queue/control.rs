@@ -25,6 +25,12 @@ pub struct SiteControl {
 /// The control topic's key of lifecycle's state (a site's name cannot hold a `/`).
 pub const LIFECYCLE: &str = "lifecycle/all";
 
+/// The control topic's key of lifecycle's state for transitions to `site` (`all`: the
+/// whole of lifecycle, [`LIFECYCLE`]).
+pub fn lifecycle_key(site: &str) -> String {
+    format!("lifecycle/{site}")
+}
+
 impl SiteControl {
     /// Whether to hold back now: paused, and no scheduled resume has come.
     pub fn paused_now(&self) -> bool {

@@ -217,6 +217,25 @@ impl<S: ObjectStore> Route<S> {
         Ok(applied)
     }
 
+    /// Whether the destination holds an intact replica of `v` itself (any of the key's
+    /// versions there), not merely something later: one listing of the key, then a HEAD per
+    /// version until one is `v`'s replica.
+    pub async fn holds_version(&self, v: &Version) -> Result<bool, ReplicationError> {
+        let entries = list_key(&self.dest, &self.dest_bucket, &v.key)
+            .await
+            .map_err(|e| ReplicationError::op(Stage::CheckDestination, e))?;
+        for lv in entries.iter().filter(|lv| !lv.delete_marker) {
+            match self.head_dest(&v.key, Some(&lv.version_id)).await {
+                Ok(h) if Replica::of(&h).is_some_and(|r| r.is_of(v) && r.intact) => {
+                    return Ok(true)
+                }
+                Ok(_) | Err(HeadObjectError::NotFound) => {}
+                Err(e) => return Err(ReplicationError::op(Stage::CheckDestination, e)),
+            }
+        }
+        Ok(false)
+    }
+
     async fn head_dest(
         &self,
         key: &str,

@@ -4,6 +4,7 @@ usage: lifecycle.py ENDPOINT_URL COMMAND ARGS...
   lock-bucket BUCKET                     a versioned bucket with Object Lock
   put-lifecycle BUCKET FILE              PutBucketLifecycleConfiguration (JSON rules file)
   legal-hold BUCKET KEY VERSION          legal hold ON
+  retain BUCKET KEY VERSION UNTIL        GOVERNANCE retention until UNTIL (ISO 8601)
   open-upload BUCKET KEY                 CreateMultipartUpload (left open)
   state BUCKET                           JSON: {"entries": {KEY: [[version_id, is_marker,
                                          is_latest, storage_class]...]}, "uploads": [KEY...]}
@@ -49,6 +50,13 @@ def main(url, command, *args):
     elif command == "legal-hold":
         s3.put_object_legal_hold(
             Bucket=args[0], Key=args[1], VersionId=args[2], LegalHold={"Status": "ON"}
+        )
+    elif command == "retain":
+        s3.put_object_retention(
+            Bucket=args[0],
+            Key=args[1],
+            VersionId=args[2],
+            Retention={"Mode": "GOVERNANCE", "RetainUntilDate": args[3]},
         )
     elif command == "open-upload":
         print(s3.create_multipart_upload(Bucket=args[0], Key=args[1])["UploadId"])

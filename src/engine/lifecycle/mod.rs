@@ -79,8 +79,8 @@ impl Guard for ReplicaGuard {
         bucket: &str,
         key: &str,
         entries: &[Entry],
+        clock: &Clock,
     ) -> Result<Vec<Option<String>>, String> {
-        let n = entries.len();
         let history: Vec<Version> = entries
             .iter()
             .enumerate()
@@ -88,31 +88,18 @@ impl Guard for ReplicaGuard {
             .map(|(i, e)| Version::from(listed(key, e, i == 0)))
             .collect();
         let prefixes: RefCell<BTreeMap<String, usize>> = Default::default();
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
-            let sites = self.sites_for(bucket, key, e).await?;
+            let since = i.checked_sub(1).and_then(|j| entries[j].modified);
             let mut why = None;
-            for site in sites {
-                let Some(route) = self.routes.get(&site) else {
-                    why = Some(format!(
-                        "its replication rules name site {site}, which is not configured here"
-                    ));
-                    break;
+            for (site, cold) in self.sites_for(bucket, key, e, since, clock).await? {
+                let at = Held {
+                    history: &history,
+                    prefixes: &prefixes,
+                    index: entries.len() - 1 - i,
                 };
-                let known = prefixes.borrow().get(&site).copied();
-                let prefix = match known {
-                    Some(p) => p,
-                    None => {
-                        let p = route
-                            .applied_prefix(key, &history)
-                            .await
-                            .map_err(|e| format!("site {site}: {e}"))?;
-                        prefixes.borrow_mut().insert(site.clone(), p);
-                        p
-                    }
-                };
-                if prefix < n - i {
-                    why = Some(format!("not yet replicated to site {site}"));
+                why = self.missing_at(&site, cold, key, at).await?;
+                if why.is_some() {
                     break;
                 }
             }
@@ -122,21 +109,76 @@ impl Guard for ReplicaGuard {
     }
 }
 
+/// A version's place in its key's history (oldest first), and the prefixes each site was
+/// found to reflect (asked once per site and key).
+struct Held<'a> {
+    history: &'a [Version],
+    prefixes: &'a RefCell<BTreeMap<String, usize>>,
+    index: usize,
+}
+
 impl ReplicaGuard {
-    /// The sites entry `e` of `key` must reach: those its replication rules name, and the
-    /// sites its lifecycle rules transition it to.
-    async fn sites_for(&self, bucket: &str, key: &str, e: &Entry) -> Result<Vec<String>, String> {
-        let mut sites = match &self.rules {
+    /// Why the version is not (yet) at `site`, or `None`. A replication site holds it when
+    /// it reflects the key's history up to it or later (the worker's order); a site the
+    /// lifecycle rules transition it to must hold that very version (it receives only some
+    /// of a key's versions, so a later one proves nothing).
+    async fn missing_at(
+        &self,
+        site: &str,
+        cold: bool,
+        key: &str,
+        at: Held<'_>,
+    ) -> Result<Option<String>, String> {
+        let Some(route) = self.routes.get(site) else {
+            let m = format!("its replication rules name site {site}, which is not configured here");
+            return Ok(Some(m));
+        };
+        let err = |e: crate::replication::ReplicationError| format!("site {site}: {e}");
+        if cold {
+            let held = route
+                .holds_version(&at.history[at.index])
+                .await
+                .map_err(err)?;
+            return Ok((!held).then(|| format!("not yet copied to site {site}")));
+        }
+        let known = at.prefixes.borrow().get(site).copied();
+        let prefix = match known {
+            Some(p) => p,
+            None => {
+                let p = route.applied_prefix(key, at.history).await.map_err(err)?;
+                at.prefixes.borrow_mut().insert(site.to_string(), p);
+                p
+            }
+        };
+        Ok((prefix <= at.index).then(|| format!("not yet replicated to site {site}")))
+    }
+
+    /// The sites entry `e` of `key` must reach, each with whether it is a lifecycle
+    /// transition's (checked for that very version): those its replication rules name, and
+    /// the sites its lifecycle rules have transitioned it to by now (`since`: when it
+    /// became noncurrent).
+    async fn sites_for(
+        &self,
+        bucket: &str,
+        key: &str,
+        e: &Entry,
+        since: Option<std::time::SystemTime>,
+        clock: &Clock,
+    ) -> Result<Vec<(String, bool)>, String> {
+        let mut sites: Vec<(String, bool)> = match &self.rules {
             Some(rules) => {
                 let tags = self.tags_for(bucket, key, e, rules).await?;
                 let d = rules.decide(key, &tags, e.delete_marker);
-                d.map(|d| d.sites).unwrap_or_default()
+                let names = d.map(|d| d.sites).unwrap_or_default();
+                names.into_iter().map(|s| (s, false)).collect()
             }
             None => Vec::new(),
         };
-        for class in crate::lifecycle::eval::transition_classes(&self.lifecycle, key, e) {
-            if self.routes.contains_key(class) && !sites.iter().any(|s| s == class) {
-                sites.push(class.to_string());
+        let due = crate::lifecycle::eval::transitions_due(&self.lifecycle, clock, key, e, since);
+        for class in due {
+            if self.routes.contains_key(class) {
+                sites.retain(|(s, _)| s != class);
+                sites.push((class.to_string(), true));
             }
         }
         Ok(sites)
@@ -167,6 +209,18 @@ struct Resolved {
     source: Client,
     rules: LifecycleRules,
     guard: ReplicaGuard,
+    /// Whether the source bucket keeps versions.
+    versioned: bool,
+}
+
+/// Whether `bucket` keeps versions (a server without GetBucketVersioning keeps none); an
+/// error is an error, not a guess.
+async fn versioning(c: &Client, bucket: &str) -> Result<bool, String> {
+    match c.get_bucket_versioning(bucket).await {
+        Ok(v) => Ok(v == Versioning::Enabled),
+        Err(e) if e.code() == "NotImplemented" => Ok(false),
+        Err(e) => Err(format!("reading the versioning of bucket {bucket}: {e}")),
+    }
 }
 
 /// The bucket's lifecycle rules: its rules file, else what the source stores.
@@ -232,10 +286,11 @@ async fn resolve(cfg: &Config, bucket: &str) -> Result<Option<Resolved>, String>
             .get(bucket)
             .cloned()
             .unwrap_or_else(|| bucket.into());
-        let versioned = matches!(
-            dest.get_bucket_versioning(&dest_bucket).await,
-            Ok(Versioning::Enabled)
-        );
+        // Unknown is not "unversioned": that would make a missing object read as a
+        // replicated delete.
+        let versioned = versioning(&dest, &dest_bucket)
+            .await
+            .map_err(|e| format!("site {name}: {e}"))?;
         let route = Route {
             source: source.clone(),
             source_bucket: bucket.to_string(),
@@ -258,10 +313,12 @@ async fn resolve(cfg: &Config, bucket: &str) -> Result<Option<Resolved>, String>
         routes,
         dp,
     };
+    let versioned = versioning(&source, bucket).await?;
     Ok(Some(Resolved {
         source,
         rules,
         guard,
+        versioned,
     }))
 }
 
@@ -331,6 +388,7 @@ pub fn run_once(
             clock: Clock::new(SystemTime::now(), factor),
             dry_run,
             guard: &r.guard,
+            versioned: r.versioned,
         };
         pass.run(on_action, on_key)
             .await

@@ -42,6 +42,9 @@ pub struct Roles {
 /// Lifecycle's pause state, as the control topic says.
 type Control = Rc<RefCell<SiteControl>>;
 
+/// Site -> whether lifecycle's transitions to it are paused.
+type SitePauses = Rc<BTreeMap<String, Control>>;
+
 impl Roles {
     fn group(&self, role: &str) -> String {
         format!("{}lifecycle-{role}", self.cfg.kafka.topic_prefix)
@@ -80,7 +83,18 @@ pub async fn run(roles: Roles, shutdown: Shutdown) -> Result<(), QueueError> {
     let c = glommio::spawn_local(conductor(roles.clone(), p, st.clone(), sd));
     let sd = shutdown.clone();
     let b = glommio::spawn_local(bucket_processor(roles.clone(), producer, st.clone(), sd));
-    let o = glommio::spawn_local(object_processor(roles, st, shutdown));
+    let mut sites = BTreeMap::new();
+    for site in roles.cfg.sites.keys() {
+        let key = control::lifecycle_key(site);
+        let c = control::follow(
+            &roles.brokers,
+            &roles.topics.control,
+            &key,
+            shutdown.clone(),
+        );
+        sites.insert(site.clone(), c.await?);
+    }
+    let o = glommio::spawn_local(object_processor(roles, st, Rc::new(sites), shutdown));
     let (c, b, o) = (c.await, b.await, o.await);
     c.and(b).and(o)
 }
@@ -181,6 +195,8 @@ async fn start_pass(roles: &Roles, p: &Producer, bucket: &str) -> Result<PassSta
         at,
         keys: 0,
         actions: 0,
+        step: 0,
+        error: None,
     };
     publish(roles, p, bucket, &state).await?;
     let task = BucketTask {
@@ -189,6 +205,7 @@ async fn start_pass(roles: &Roles, p: &Producer, bucket: &str) -> Result<PassSta
         pass: state.pass.clone(),
         phase: Phase::Versions,
         after: None,
+        step: 0,
         keys: 0,
         actions: 0,
     };
@@ -214,7 +231,7 @@ async fn publish(
 /// partitions a rebalance adds), the consumer still polled (so it stays in its group), and
 /// a message fetched before the pause put back. Returns once resumed, or at shutdown.
 async fn hold(
-    consumer: &kafka::Consumer<DefaultConsumerContext>,
+    consumer: &Arc<kafka::Consumer<DefaultConsumerContext>>,
     topic: &str,
     paused: &Control,
     shutdown: &Shutdown,
@@ -230,8 +247,9 @@ async fn hold(
         if let Some(Ok(m)) = kafka::recv_within(consumer, Duration::from_millis(200)).await {
             let (p, o) = (m.partition(), m.offset());
             drop(m);
-            let back = consumer.seek(topic, p, Offset::Offset(o), Duration::from_secs(5));
-            if let Err(e) = back {
+            let (c, t) = (consumer.clone(), topic.to_string());
+            let seek = move || c.seek(&t, p, Offset::Offset(o), Duration::from_secs(5));
+            if let Err(e) = glommio::executor().spawn_blocking(seek).await {
                 tracing::warn!(topic, partition = p, offset = o, error = %e, "cannot put back a task fetched before the pause");
             }
         }
@@ -240,6 +258,12 @@ async fn hold(
         let _ = consumer.resume(&a);
     }
     tracing::info!(topic, "lifecycle resumed");
+}
+
+/// How long a task may take before its consumer is polled while it goes on.
+fn poll_after(roles: &Roles) -> Duration {
+    let poll_interval = u64::from(roles.membership.max_poll_interval_ms);
+    Duration::from_millis(poll_interval / 4).min(Duration::from_secs(5))
 }
 
 /// Commits the offset after `offset`.
@@ -266,6 +290,14 @@ async fn bucket_processor(
 ) -> Result<(), QueueError> {
     let topic = roles.topics.lifecycle_bucket_tasks.clone();
     let consumer = Arc::new(roles.consumer("bucket", &topic)?);
+    // Blocks this executor while it asks for the topic's partitions, once, at start.
+    let (b, t) = (&roles.brokers, &roles.topics.lifecycle_passes);
+    let passes = control::follow_all(b, t, PassState::decode, shutdown.clone())?;
+    let bp = BucketProcessor {
+        roles: &roles,
+        producer: &producer,
+        passes,
+    };
     while !shutdown.is_set() {
         hold(&consumer, &topic, &paused, &shutdown).await;
         let Some(Ok(m)) = kafka::recv_within(&consumer, Duration::from_millis(500)).await else {
@@ -277,23 +309,25 @@ async fn bucket_processor(
             .and_then(|()| BucketTask::decode(m.payload().unwrap_or_default()));
         drop(m);
         match task {
-            Ok(task) => {
-                let attempt = |_| step(&roles, &producer, &task);
-                let what = format!("lifecycle step over {}", task.bucket);
-                let work = retry(
-                    &RetryPolicy::UNTIL_DONE,
-                    &shutdown,
-                    what,
-                    |_: &String| false,
-                    attempt,
+            Ok(task) if bp.superseded(&task).is_some() => {
+                let why = bp.superseded(&task).unwrap_or_default();
+                tracing::info!(
+                    bucket = task.bucket,
+                    pass = task.pass,
+                    step = task.step,
+                    "lifecycle step dropped: {why}"
                 );
-                let poll_interval = u64::from(roles.membership.max_poll_interval_ms);
-                let after = Duration::from_millis(poll_interval / 4).min(Duration::from_secs(5));
-                if kafka::polled_while(&consumer, &topic, after, work)
-                    .await
-                    .is_err()
-                {
-                    return Ok(()); // shut down: the step is done again after a restart
+            }
+            Ok(task) => {
+                let attempt = |_| bp.step(&task);
+                let what = format!("lifecycle step over {}", task.bucket);
+                let work = retry(&STEP_RETRY, &shutdown, what, |_: &String| false, attempt);
+                let after = poll_after(&roles);
+                match kafka::polled_while(&consumer, &topic, after, work).await {
+                    Ok(()) => {}
+                    // Shut down: the step is done again after a restart.
+                    Err(g) if g.cancelled => return Ok(()),
+                    Err(g) => bp.give_up(&task, g.error).await,
                 }
             }
             Err(e) => {
@@ -305,74 +339,164 @@ async fn bucket_processor(
     Ok(())
 }
 
-/// One step of a pass: its actions produced, then the next step (or the pass recorded as
-/// finished).
-async fn step(roles: &Roles, p: &Producer, task: &BucketTask) -> Result<(), String> {
-    let Some(r) = resolve(&roles.cfg, &task.bucket).await? else {
-        return finish(roles, p, task, 0).await;
-    };
-    let pass = pass_of(roles, &r, &task.bucket);
-    let (actions, next) = match task.phase {
-        Phase::Versions => {
-            let s = pass
-                .step(task.after.clone(), roles.cfg.lifecycle.page_keys)
-                .await
-                .map_err(|e| e.to_string())?;
-            roles.stats.scanned(&task.bucket, s.versions);
-            let next = match s.next {
-                Some(after) => Some((Phase::Versions, Some(after), s.keys)),
-                None if r.rules.aborts_uploads() => Some((Phase::Uploads, None, s.keys)),
-                None => None,
-            };
-            (s.actions, next)
+/// How long a step is tried (about 8 minutes) before its pass is given up: a bucket that
+/// has gone, or credentials refused, must not hold its partition's other buckets for ever.
+const STEP_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 20,
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+    warn_after: 1,
+};
+
+/// A bucket processor: the passes' states (the compacted passes topic, and what it wrote
+/// itself), to recognize a step that is not the pass's next.
+struct BucketProcessor<'a> {
+    roles: &'a Roles,
+    producer: &'a Producer,
+    passes: control::Compacted<PassState>,
+}
+
+impl BucketProcessor<'_> {
+    /// Why `t` is not to be done: its pass was replaced by a newer one, or the step was
+    /// done already (delivered twice, or produced twice by a step done again).
+    fn superseded(&self, t: &BucketTask) -> Option<&'static str> {
+        let passes = self.passes.borrow();
+        let s = passes.get(&t.bucket)?;
+        if t.pass < s.pass {
+            return Some("a newer pass over the bucket has started");
         }
-        Phase::Uploads => {
-            let mut report = Default::default();
-            (
-                pass.upload_actions(&mut report)
-                    .await
-                    .map_err(|e| e.to_string())?,
-                None,
-            )
-        }
-    };
-    let n = actions.len() as u64;
-    for a in actions {
-        let key = format!("{}/{}", a.bucket, a.key);
-        let t = ObjectTask {
-            v: 1,
-            pass: task.pass.clone(),
-            action: a,
-        };
-        let body = serde_json::to_vec(&t).expect("a task serializes");
-        kafka::send(p, &roles.topics.lifecycle_object_tasks, &key, Some(&body))
+        (t.pass == s.pass && t.step < s.step).then_some("the step was done already")
+    }
+
+    async fn publish(&self, bucket: &str, s: PassState) -> Result<(), String> {
+        publish(self.roles, self.producer, bucket, &s)
             .await
             .map_err(|e| e.to_string())?;
+        self.passes.borrow_mut().insert(bucket.to_string(), s);
+        Ok(())
     }
-    match next {
-        Some((phase, after, keys)) => {
-            let t = BucketTask {
-                phase,
-                after,
-                keys: task.keys + keys,
-                actions: task.actions + n,
-                ..task.clone()
+
+    /// A step failed for good: the pass ends, saying why (the next one tries again).
+    async fn give_up(&self, t: &BucketTask, error: String) {
+        tracing::warn!(
+            bucket = t.bucket,
+            pass = t.pass,
+            error,
+            "lifecycle pass given up"
+        );
+        let mut s = state_of(t, false);
+        s.step = t.step + 1;
+        s.error = Some(error);
+        if let Err(e) = self.publish(&t.bucket, s).await {
+            tracing::warn!(
+                bucket = t.bucket,
+                error = e,
+                "lifecycle pass state not written"
+            );
+        }
+    }
+
+    /// One step of a pass: its actions produced, then the next step (or the pass recorded
+    /// as finished).
+    async fn step(&self, task: &BucketTask) -> Result<(), String> {
+        let roles = self.roles;
+        let Some(r) = resolve(&roles.cfg, &task.bucket).await? else {
+            return self.finish(task, 0).await;
+        };
+        let (actions, next) = self.list(&r, task).await?;
+        let n = actions.len() as u64;
+        for a in actions {
+            let key = format!("{}/{}", a.bucket, a.key);
+            let t = ObjectTask {
+                v: 1,
+                pass: task.pass.clone(),
+                action: a,
             };
             let body = serde_json::to_vec(&t).expect("a task serializes");
-            kafka::send(
-                p,
-                &roles.topics.lifecycle_bucket_tasks,
-                &task.bucket,
-                Some(&body),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            let state = state_of(&t, true);
-            publish(roles, p, &task.bucket, &state)
-                .await
-                .map_err(|e| e.to_string())
+            let topic = &roles.topics.lifecycle_object_tasks;
+            let sent = kafka::send(self.producer, topic, &key, Some(&body)).await;
+            sent.map_err(|e| e.to_string())?;
         }
-        None => finish(roles, p, task, n).await,
+        let Some((phase, after, keys)) = next else {
+            return self.finish(task, n).await;
+        };
+        let t = BucketTask {
+            phase,
+            after,
+            step: task.step + 1,
+            keys: task.keys + keys,
+            actions: task.actions + n,
+            ..task.clone()
+        };
+        let body = serde_json::to_vec(&t).expect("a task serializes");
+        let topic = &roles.topics.lifecycle_bucket_tasks;
+        let sent = kafka::send(self.producer, topic, &task.bucket, Some(&body)).await;
+        sent.map_err(|e| e.to_string())?;
+        self.publish(&task.bucket, state_of(&t, true)).await
+    }
+
+    /// The step's listing: the actions to produce and what the next step lists (`None`:
+    /// the pass is over). Actions waiting for their sites are counted, not produced.
+    async fn list(
+        &self,
+        r: &Resolved,
+        task: &BucketTask,
+    ) -> Result<
+        (
+            Vec<crate::lifecycle::eval::Action>,
+            Option<(Phase, Option<String>, u64)>,
+        ),
+        String,
+    > {
+        let roles = self.roles;
+        let pass = pass_of(roles, r, &task.bucket);
+        match task.phase {
+            Phase::Versions => {
+                let page = roles.cfg.lifecycle.page_keys;
+                let s = pass
+                    .step(task.after.clone(), page)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                roles.stats.scanned(&task.bucket, s.versions);
+                for a in &s.waiting {
+                    roles.stats.action(&a.bucket, kind_name(&a.kind), "skipped");
+                }
+                let next = match s.next {
+                    Some(after) => Some((Phase::Versions, Some(after), s.keys)),
+                    None if r.rules.aborts_uploads() => Some((Phase::Uploads, None, s.keys)),
+                    None => None,
+                };
+                Ok((s.actions, next))
+            }
+            Phase::Uploads => {
+                let mut report = Default::default();
+                let a = pass
+                    .upload_actions(&mut report)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((a, None))
+            }
+        }
+    }
+
+    async fn finish(&self, task: &BucketTask, n: u64) -> Result<(), String> {
+        let t = BucketTask {
+            actions: task.actions + n,
+            step: task.step + 1,
+            ..task.clone()
+        };
+        tracing::info!(
+            bucket = t.bucket,
+            pass = t.pass,
+            keys = t.keys,
+            actions = t.actions,
+            "lifecycle pass finished"
+        );
+        let started = crate::time::parse_rfc3339(&state_of(&t, false).started);
+        if let Some(took) = started.and_then(|s| SystemTime::now().duration_since(s).ok()) {
+            self.roles.stats.pass_finished(&t.bucket, took);
+        }
+        self.publish(&task.bucket, state_of(&t, false)).await
     }
 }
 
@@ -385,28 +509,9 @@ fn state_of(t: &BucketTask, running: bool) -> PassState {
         at: now(),
         keys: t.keys,
         actions: t.actions,
+        step: t.step,
+        error: None,
     }
-}
-
-async fn finish(roles: &Roles, p: &Producer, task: &BucketTask, n: u64) -> Result<(), String> {
-    let t = BucketTask {
-        actions: task.actions + n,
-        ..task.clone()
-    };
-    tracing::info!(
-        bucket = t.bucket,
-        pass = t.pass,
-        keys = t.keys,
-        actions = t.actions,
-        "lifecycle pass finished"
-    );
-    let started = crate::time::parse_rfc3339(&state_of(&t, false).started);
-    if let Some(took) = started.and_then(|s| SystemTime::now().duration_since(s).ok()) {
-        roles.stats.pass_finished(&t.bucket, took);
-    }
-    publish(roles, p, &task.bucket, &state_of(&t, false))
-        .await
-        .map_err(|e| e.to_string())
 }
 
 fn pass_of<'a>(roles: &Roles, r: &'a Resolved, bucket: &'a str) -> Pass<'a, super::ReplicaGuard> {
@@ -417,6 +522,7 @@ fn pass_of<'a>(roles: &Roles, r: &'a Resolved, bucket: &'a str) -> Pass<'a, supe
         clock: roles.clock(),
         dry_run: false,
         guard: &r.guard,
+        versioned: r.versioned,
     }
 }
 
@@ -426,10 +532,11 @@ fn pass_of<'a>(roles: &Roles, r: &'a Resolved, bucket: &'a str) -> Pass<'a, supe
 async fn object_processor(
     roles: Rc<Roles>,
     paused: Control,
+    sites: SitePauses,
     shutdown: Shutdown,
 ) -> Result<(), QueueError> {
     let topic = roles.topics.lifecycle_object_tasks.clone();
-    let consumer = roles.consumer("object", &topic)?;
+    let consumer = Arc::new(roles.consumer("object", &topic)?);
     let resolved: RefCell<BTreeMap<String, (Instant, Rc<Resolved>)>> = Default::default();
     while !shutdown.is_set() {
         hold(&consumer, &topic, &paused, &shutdown).await;
@@ -442,7 +549,21 @@ async fn object_processor(
             .and_then(|()| ObjectTask::decode(m.payload().unwrap_or_default()));
         drop(m);
         match task {
-            Ok(t) => execute(&roles, &resolved, &t, &shutdown).await,
+            Ok(t) if transition_paused(&sites, &t).is_some() => {
+                let why = transition_paused(&sites, &t).unwrap_or_default();
+                let a = &t.action;
+                roles.stats.action(&a.bucket, kind_name(&a.kind), "skipped");
+                tracing::info!(
+                    bucket = a.bucket,
+                    key = a.key,
+                    "lifecycle action skipped: {why}"
+                );
+            }
+            Ok(t) => {
+                // A long action (a copy to a site) keeps the member polled.
+                let work = execute(&roles, &resolved, &t, &shutdown);
+                kafka::polled_while(&consumer, &topic, poll_after(&roles), work).await
+            }
             Err(e) => {
                 tracing::warn!(partition, offset, error = %e, "lifecycle object task ignored")
             }
@@ -450,6 +571,16 @@ async fn object_processor(
         commit(&consumer, &topic, partition, offset);
     }
     Ok(())
+}
+
+/// Why `t` waits, when it is a transition to a site whose lifecycle is paused (the next
+/// pass decides it again).
+fn transition_paused(sites: &SitePauses, t: &ObjectTask) -> Option<String> {
+    let crate::lifecycle::eval::Kind::Transition { storage_class, .. } = &t.action.kind else {
+        return None;
+    };
+    let paused = sites.get(storage_class)?.borrow().paused_now();
+    paused.then(|| format!("lifecycle transitions to site {storage_class} are paused"))
 }
 
 /// The bucket's rules and guard, read again at most every minute.
