@@ -459,8 +459,21 @@ impl Engine {
             membership: self.membership(),
             stats: self.lifecycle_stats.clone(),
         };
-        tracing::info!("lifecycle: conductor, bucket and object processors running");
-        shard::block_on(lifecycle::roles::run(roles, shutdown))??;
+        let shards = self.shards();
+        tracing::info!(
+            shards,
+            "lifecycle: conductor, bucket and object processors running"
+        );
+        let results = shard::run(shards, self.cfg.replication.placement, move |i| {
+            let (roles, shutdown) = (roles.clone(), shutdown.clone());
+            async move {
+                let r = lifecycle::roles::run(roles, i, shutdown).await;
+                r.map_err(|e| e.to_string())
+            }
+        })?;
+        for r in results {
+            r.map_err(EngineError::Setup)?;
+        }
         Ok(())
     }
 

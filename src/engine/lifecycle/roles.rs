@@ -31,6 +31,7 @@ use super::{resolve, Resolved};
 const STALE: Duration = Duration::from_secs(600);
 
 /// What every lifecycle role of this node shares.
+#[derive(Clone)]
 pub struct Roles {
     pub cfg: Arc<Config>,
     pub brokers: String,
@@ -74,15 +75,24 @@ impl Roles {
 }
 
 /// Runs the conductor and both processors until shutdown.
-pub async fn run(roles: Roles, shutdown: Shutdown) -> Result<(), QueueError> {
+///
+/// Shard 0 of the node runs the conductor's and the bucket processors' members, and every
+/// shard an object processor's (a member of the object group each), so actions spread over
+/// the node's cores.
+pub async fn run(roles: Roles, shard: usize, shutdown: Shutdown) -> Result<(), QueueError> {
     let roles = Rc::new(roles);
-    let producer = kafka::producer(&roles.brokers)?;
     let (b, t) = (&roles.brokers, &roles.topics.control);
     let st = control::follow(b, t, control::LIFECYCLE, shutdown.clone()).await?;
-    let (p, sd) = (producer.clone(), shutdown.clone());
-    let c = glommio::spawn_local(conductor(roles.clone(), p, st.clone(), sd));
-    let sd = shutdown.clone();
-    let b = glommio::spawn_local(bucket_processor(roles.clone(), producer, st.clone(), sd));
+    let (c, b) = if shard == 0 {
+        let producer = kafka::producer(&roles.brokers)?;
+        let (p, sd) = (producer.clone(), shutdown.clone());
+        let c = glommio::spawn_local(conductor(roles.clone(), p, st.clone(), sd));
+        let sd = shutdown.clone();
+        let b = glommio::spawn_local(bucket_processor(roles.clone(), producer, st.clone(), sd));
+        (Some(c), Some(b))
+    } else {
+        (None, None)
+    };
     let mut sites = BTreeMap::new();
     for site in roles.cfg.sites.keys() {
         let key = control::lifecycle_key(site);
@@ -94,9 +104,16 @@ pub async fn run(roles: Roles, shutdown: Shutdown) -> Result<(), QueueError> {
         );
         sites.insert(site.clone(), c.await?);
     }
-    let o = glommio::spawn_local(object_processor(roles, st, Rc::new(sites), shutdown));
-    let (c, b, o) = (c.await, b.await, o.await);
-    c.and(b).and(o)
+    let o = object_processor(roles, st, Rc::new(sites), shutdown).await;
+    let c = match c {
+        Some(c) => c.await,
+        None => Ok(()),
+    };
+    let b = match b {
+        Some(b) => b.await,
+        None => Ok(()),
+    };
+    o.and(c).and(b)
 }
 
 fn now() -> String {
