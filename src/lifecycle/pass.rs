@@ -109,6 +109,9 @@ pub enum PassError {
     Uploads { bucket: String, message: String },
 }
 
+/// Keys whose actions a pass carries out at once.
+pub const KEYS_AT_ONCE: usize = 32;
+
 /// One pass's inputs.
 pub struct Pass<'a, G> {
     pub client: &'a Client,
@@ -133,14 +136,24 @@ impl<G: Guard> Pass<'_, G> {
         let mut report = PassReport::default();
         let mut lister = Lister::new(self.client, self.bucket, None, None);
         loop {
-            let next = lister.next_key().await.map_err(|e| PassError::List {
-                bucket: self.bucket.to_string(),
-                message: e.to_string(),
-            })?;
-            let Some(k) = next else { break };
-            report.keys += 1;
+            // Up to KEYS_AT_ONCE keys at a time (a key's actions stay in order); their
+            // outcomes are reported in key order.
+            let mut batch = Vec::with_capacity(KEYS_AT_ONCE);
+            while batch.len() < KEYS_AT_ONCE {
+                let next = lister.next_key().await.map_err(|e| PassError::List {
+                    bucket: self.bucket.to_string(),
+                    message: e.to_string(),
+                })?;
+                let Some(k) = next else { break };
+                batch.push(k);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            report.keys += batch.len() as u64;
             report.versions = lister.listed;
-            for (a, o) in self.key(k).await {
+            let done = futures_util::future::join_all(batch.into_iter().map(|k| self.key(k)));
+            for (a, o) in done.await.into_iter().flatten() {
                 report.count(&a.kind, &o);
                 on_action(&a, &o);
             }
