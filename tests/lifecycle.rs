@@ -107,6 +107,59 @@ fn without_outcome(a: &[[String; 5]]) -> BTreeSet<[String; 4]> {
         .collect()
 }
 
+/// `backbeat run` with lifecycle on (a pass every second, a day a second) for bucket `b`
+/// (its rules `lc`), one site (`site`, destination bucket `d`) whose replication rules
+/// select `replicated` (a prefix), and the API on a port of its own; `source_extra` goes into
+/// `[source]`. Returns the setup, the process and the API's port once it answers.
+fn lifecycle_engine(
+    b: &str,
+    (site, d): (&str, &str),
+    replicated: &str,
+    lc: &str,
+    source_extra: &str,
+) -> (common::kafka::Setup, common::kafka::Proc, u16) {
+    use common::kafka::{api_ready, free_port, rule, rules, setup, spawn, wait_until};
+    let port = free_port();
+    let extra = format!(
+        "\n[api]\nlisten = \"127.0.0.1:{port}\"\n[lifecycle]\nenabled = \"on\"\ninterval_seconds = 1\ntime_progression_factor = 86400\nrules_files.{b} = \"lc.xml\"\n"
+    );
+    let filter = format!("<Prefix>{replicated}</Prefix>");
+    let rule = rules(&[rule("r", 1, &filter, true, site)]);
+    let st = setup(b, &[(site, &servers().dest, d)], &rule, &extra);
+    std::fs::write(st.config.parent().unwrap().join("lc.xml"), lc).unwrap();
+    let text = std::fs::read_to_string(&st.config).unwrap().replace(
+        "rules_file = \"rules.xml\"\n",
+        &format!("rules_file = \"rules.xml\"\n{source_extra}"),
+    );
+    std::fs::write(&st.config, text).unwrap();
+    let run = spawn(&["run"], &st.config);
+    wait_until(90, "the API", || api_ready(port));
+    (st, run, port)
+}
+
+/// `backbeat lifecycle ARGS --api 127.0.0.1:PORT`, which must succeed; its stdout.
+fn lc_cli(port: u16, args: &[&str]) -> String {
+    let api = format!("127.0.0.1:{port}");
+    let mut all = vec!["lifecycle"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--api", &api]);
+    let (code, out, err) = backbeat(&all);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out
+}
+
+/// `backbeat_lifecycle_actions_total` for (bucket, action, outcome), from `/metrics`.
+fn counted(port: u16, b: &str, action: &str, outcome: &str) -> u64 {
+    let (_, m) = common::kafka::http_get(port, "/metrics", None);
+    let line = format!(
+        "backbeat_lifecycle_actions_total{{bucket=\"{b}\",action=\"{action}\",outcome=\"{outcome}\"}} "
+    );
+    m.lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 const RULES: &str = r#"<LifecycleConfiguration>
   <Rule><ID>logs</ID><Status>Enabled</Status><Filter><Prefix>logs/</Prefix></Filter>
     <NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays><NewerNoncurrentVersions>1</NewerNoncurrentVersions></NoncurrentVersionExpiration></Rule>
@@ -474,31 +527,13 @@ fn passes_run_on_kafka_and_a_crash_mid_pass_does_nothing_twice() {
 /// counts each action by bucket, kind and outcome.
 #[test]
 fn lifecycle_pauses_resumes_on_schedule_and_counts_its_actions() {
-    use common::kafka::{
-        api_ready, free_port, http_get, rule, rules, setup, spawn, stop, wait_until,
-    };
+    use common::kafka::{http_get, stop, wait_until};
     let s = servers();
     let (b, d) = (bucket("lc-pause"), bucket("lc-pause-dst"));
     let src = block_on(async { versioned_pair(&s, &b, &d).await.0 });
-    let port = free_port();
     let lc = "<LifecycleConfiguration><Rule><ID>tmp</ID><Status>Enabled</Status><Filter><Prefix>tmp/</Prefix></Filter><Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>";
-    let extra = format!(
-        "\n[api]\nlisten = \"127.0.0.1:{port}\"\n[lifecycle]\nenabled = \"on\"\ninterval_seconds = 1\ntime_progression_factor = 86400\nrules_files.{b} = \"lc.xml\"\n"
-    );
-    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
-    let st = setup(&b, &[("site-a", &s.dest, &d)], &rule, &extra);
-    std::fs::write(st.config.parent().unwrap().join("lc.xml"), lc).unwrap();
-    let run = spawn(&["run"], &st.config);
-    wait_until(90, "the API", || api_ready(port));
-    let api = format!("127.0.0.1:{port}");
-    let cli = |args: &[&str]| {
-        let mut all = vec!["lifecycle"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--api", &api]);
-        let (code, out, err) = backbeat(&all);
-        assert_eq!(code, 0, "{args:?}: {err}");
-        out
-    };
+    let (_st, run, port) = lifecycle_engine(&b, ("site-a", &d), "", lc, "");
+    let cli = |args: &[&str]| lc_cli(port, args);
     assert_eq!(cli(&["pause"]).trim(), "lifecycle: paused");
     assert!(cli(&["status"]).contains("lifecycle: disabled"));
     let n = 5;
@@ -680,29 +715,14 @@ fn transitions_copy_to_a_cold_site_and_change_class_in_place() {
 /// it, and the site keeps both versions.
 #[test]
 fn a_version_stays_while_its_site_is_paused_and_goes_once_replicated() {
-    use common::kafka::{
-        api_ready, free_port, http_get, rule, rules, setup, spawn, stop, wait_until,
-    };
+    use common::kafka::{stop, wait_until};
     let s = servers();
     let (b, d) = (bucket("lc-guard"), bucket("lc-guard-dst"));
     let src = block_on(async { versioned_pair(&s, &b, &d).await.0 });
-    let port = free_port();
     let lc = "<LifecycleConfiguration><Rule><ID>logs</ID><Status>Enabled</Status><Filter><Prefix>logs/</Prefix></Filter><NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays></NoncurrentVersionExpiration></Rule></LifecycleConfiguration>";
-    let extra = format!(
-        "\n[api]\nlisten = \"127.0.0.1:{port}\"\n[lifecycle]\nenabled = \"on\"\ninterval_seconds = 1\ntime_progression_factor = 86400\nrules_files.{b} = \"lc.xml\"\n"
-    );
-    let rule = rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]);
-    let st = setup(&b, &[("site-a", &s.dest, &d)], &rule, &extra);
-    let dir = st.config.parent().unwrap().to_path_buf();
-    std::fs::write(dir.join("lc.xml"), lc).unwrap();
     // Versions reach the site through rescans (no event notifications in this test).
-    let text = std::fs::read_to_string(&st.config).unwrap().replace(
-        "rules_file = \"rules.xml\"\n",
-        "rules_file = \"rules.xml\"\nscan_interval_seconds = 1\n",
-    );
-    std::fs::write(&st.config, text).unwrap();
-    let run = spawn(&["run"], &st.config);
-    wait_until(90, "the API", || api_ready(port));
+    let rescans = "scan_interval_seconds = 1\n";
+    let (_st, run, port) = lifecycle_engine(&b, ("site-a", &d), "", lc, rescans);
     let api = format!("127.0.0.1:{port}");
     let (code, _, err) = backbeat(&["pause", "site-a", "--api", &api]);
     assert_eq!(code, 0, "{err}");
@@ -711,14 +731,7 @@ fn a_version_stays_while_its_site_is_paused_and_goes_once_replicated() {
         put_data(&src, &b, "logs/x", b"second").await;
         v1
     });
-    let skipped = || {
-        let (_, m) = http_get(port, "/metrics", None);
-        let line = format!("backbeat_lifecycle_actions_total{{bucket=\"{b}\",action=\"delete_version\",outcome=\"skipped\"}} ");
-        m.lines()
-            .find_map(|l| l.strip_prefix(line.as_str()))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let skipped = || counted(port, &b, "delete_version", "skipped");
     wait_until(60, "passes keeping the noncurrent version", || {
         skipped() >= 3
     });
@@ -750,32 +763,14 @@ fn a_version_stays_while_its_site_is_paused_and_goes_once_replicated() {
 /// copies the version there.
 #[test]
 fn transitions_to_a_site_wait_while_lifecycle_is_paused_for_it() {
-    use common::kafka::{
-        api_ready, free_port, http_get, rule, rules, setup, spawn, stop, wait_until,
-    };
+    use common::kafka::{stop, wait_until};
     let s = servers();
     let (b, c) = (bucket("lc-sitepause"), bucket("lc-sitepause-cold"));
     let src = block_on(async { versioned_pair(&s, &b, &c).await.0 });
-    let port = free_port();
     let lc = "<LifecycleConfiguration><Rule><ID>archive</ID><Status>Enabled</Status><Filter><Prefix>arch/</Prefix></Filter><NoncurrentVersionTransition><NoncurrentDays>1</NoncurrentDays><StorageClass>cold</StorageClass></NoncurrentVersionTransition></Rule><Rule><ID>tmp</ID><Status>Enabled</Status><Filter><Prefix>tmp/</Prefix></Filter><Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>";
-    let extra = format!(
-        "\n[api]\nlisten = \"127.0.0.1:{port}\"\n[lifecycle]\nenabled = \"on\"\ninterval_seconds = 1\ntime_progression_factor = 86400\nrules_files.{b} = \"lc.xml\"\n"
-    );
     // Replication rules that select nothing here: only lifecycle writes to the site.
-    let rule = rules(&[rule("none", 1, "<Prefix>elsewhere/</Prefix>", true, "cold")]);
-    let st = setup(&b, &[("cold", &s.dest, &c)], &rule, &extra);
-    std::fs::write(st.config.parent().unwrap().join("lc.xml"), lc).unwrap();
-    let run = spawn(&["run"], &st.config);
-    wait_until(90, "the API", || api_ready(port));
-    let api = format!("127.0.0.1:{port}");
-    let cli = |args: &[&str]| {
-        let mut all = vec!["lifecycle"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--api", &api]);
-        let (code, out, err) = backbeat(&all);
-        assert_eq!(code, 0, "{args:?}: {err}");
-        out
-    };
+    let (_st, run, port) = lifecycle_engine(&b, ("cold", &c), "elsewhere/", lc, "");
+    let cli = |args: &[&str]| lc_cli(port, args);
     assert_eq!(
         cli(&["pause", "cold"]).trim(),
         "lifecycle transitions to cold: paused"
@@ -791,14 +786,7 @@ fn transitions_to_a_site_wait_while_lifecycle_is_paused_for_it() {
         put_data(&src, &b, "tmp/t", b"temporary").await;
         v1
     });
-    let skipped = || {
-        let (_, m) = http_get(port, "/metrics", None);
-        let line = format!("backbeat_lifecycle_actions_total{{bucket=\"{b}\",action=\"transition\",outcome=\"skipped\"}} ");
-        m.lines()
-            .find_map(|l| l.strip_prefix(line.as_str()))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let skipped = || counted(port, &b, "transition", "skipped");
     wait_until(60, "transitions to cold held back", || skipped() >= 2);
     let tmp_expired = entries(&state(&s.source, &b), "tmp/t").iter().any(|e| e.1);
     assert!(tmp_expired, "the rest of lifecycle runs");

@@ -130,18 +130,7 @@ impl FilterDoc {
 
 /// The name of the document's root element.
 fn root_name(xml: &str) -> Result<String, RulesError> {
-    use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_str(xml);
-    loop {
-        match reader.read_event() {
-            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
-                return Ok(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())
-            }
-            Ok(Event::Eof) => return Err(RulesError("empty document".into())),
-            Err(e) => return Err(RulesError(format!("not well-formed XML: {e}"))),
-            Ok(_) => {}
-        }
-    }
+    crate::s3::ops::xml::root_element(xml).map_err(RulesError)
 }
 
 /// The document's root must be a ReplicationConfiguration.

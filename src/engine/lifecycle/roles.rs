@@ -277,6 +277,21 @@ async fn hold(
     tracing::info!(topic, "lifecycle resumed");
 }
 
+/// The next task (within 500 ms): its partition, offset, and the task or why it is not
+/// one (a signature that does not check, a record that does not decode).
+async fn next_task<T>(
+    consumer: &kafka::Consumer<DefaultConsumerContext>,
+    decode: fn(&[u8]) -> Result<T, String>,
+) -> Option<(i32, i64, Result<T, String>)> {
+    let Some(Ok(m)) = kafka::recv_within(consumer, Duration::from_millis(500)).await else {
+        return None;
+    };
+    let task = crate::queue::signing::check(&m)
+        .map_err(|e| e.to_string())
+        .and_then(|()| decode(m.payload().unwrap_or_default()));
+    Some((m.partition(), m.offset(), task))
+}
+
 /// How long a task may take before its consumer is polled while it goes on.
 fn poll_after(roles: &Roles) -> Duration {
     let poll_interval = u64::from(roles.membership.max_poll_interval_ms);
@@ -317,14 +332,9 @@ async fn bucket_processor(
     };
     while !shutdown.is_set() {
         hold(&consumer, &topic, &paused, &shutdown).await;
-        let Some(Ok(m)) = kafka::recv_within(&consumer, Duration::from_millis(500)).await else {
+        let Some((partition, offset, task)) = next_task(&consumer, BucketTask::decode).await else {
             continue;
         };
-        let (partition, offset) = (m.partition(), m.offset());
-        let task = crate::queue::signing::check(&m)
-            .map_err(|e| e.to_string())
-            .and_then(|()| BucketTask::decode(m.payload().unwrap_or_default()));
-        drop(m);
         match task {
             Ok(task) if bp.superseded(&task).is_some() => {
                 let why = bp.superseded(&task).unwrap_or_default();
@@ -557,14 +567,9 @@ async fn object_processor(
     let resolved: RefCell<BTreeMap<String, (Instant, Rc<Resolved>)>> = Default::default();
     while !shutdown.is_set() {
         hold(&consumer, &topic, &paused, &shutdown).await;
-        let Some(Ok(m)) = kafka::recv_within(&consumer, Duration::from_millis(500)).await else {
+        let Some((partition, offset, task)) = next_task(&consumer, ObjectTask::decode).await else {
             continue;
         };
-        let (partition, offset) = (m.partition(), m.offset());
-        let task = crate::queue::signing::check(&m)
-            .map_err(|e| e.to_string())
-            .and_then(|()| ObjectTask::decode(m.payload().unwrap_or_default()));
-        drop(m);
         match task {
             Ok(t) if transition_paused(&sites, &t).is_some() => {
                 let why = transition_paused(&sites, &t).unwrap_or_default();

@@ -33,6 +33,22 @@ pub(crate) fn from_xml<T: DeserializeOwned>(
     quick_xml::de::from_str(&text).map_err(|e| bad(&e))
 }
 
+/// The name of a document's root element (a configuration document read from a file or a
+/// bucket), or why it has none.
+pub(crate) fn root_element(xml: &str) -> Result<String, String> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
+                return Ok(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())
+            }
+            Ok(Event::Eof) => return Err("empty document".into()),
+            Err(e) => return Err(format!("not well-formed XML: {e}")),
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Writes a request body: no XML declaration, empty elements as `<A></A>` and every
 /// special character escaped, as S3 clients have always sent them.
 pub(crate) fn to_xml<T: Serialize>(value: &T, document: &str) -> Result<String, RequestError> {
