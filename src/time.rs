@@ -115,10 +115,43 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     (valid && u.minute < 60 && u.second < 61).then(|| u.to_system_time())
 }
 
+/// Parses an HTTP date, `Thu, 01 Jan 2026 00:00:00 GMT` (IMF-fixdate, as S3 sends
+/// `Last-Modified`).
+pub fn parse_http_date(s: &str) -> Option<SystemTime> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut parts = s.split_ascii_whitespace();
+    let (_weekday, day, month, year, clock, zone) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    let month = MONTHS.iter().position(|m| *m == month)? + 1;
+    if zone != "GMT" || parts.next().is_some() {
+        return None;
+    }
+    let iso = format!("{year:0>4}-{month:02}-{day:0>2}T{clock}Z");
+    parse_rfc3339(&iso)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn http_dates_read_as_their_rfc3339_twins() {
+        let a = parse_http_date("Thu, 01 Jan 2026 10:20:30 GMT");
+        assert_eq!(a, parse_rfc3339("2026-01-01T10:20:30Z"));
+        assert!(a.is_some());
+        assert!(parse_http_date("Thu, 01 Foo 2026 10:20:30 GMT").is_none());
+        assert!(parse_http_date("Thu, 01 Jan 2026 10:20:30 CET").is_none());
+        assert!(parse_http_date("").is_none());
+    }
 
     #[test]
     fn leap_days_and_centuries() {

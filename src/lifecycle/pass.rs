@@ -359,7 +359,8 @@ impl<G: Guard> Pass<'_, G> {
         match h {
             Ok(h)
                 if h.version_id.as_deref().unwrap_or("null") == a.version_id
-                    && h.etag == a.etag =>
+                    && h.etag == a.etag
+                    && same_time(&h, a) =>
             {
                 Ok(())
             }
@@ -377,7 +378,7 @@ impl<G: Guard> Pass<'_, G> {
             ..Default::default()
         };
         match self.client.head_object(self.bucket, &a.key, req).await {
-            Ok(h) if h.etag != a.etag => {
+            Ok(h) if h.etag != a.etag || !same_time(&h, a) => {
                 Err(Outcome::Skipped("changed since it was listed".into()))
             }
             Ok(h) if h.lock.holds(SystemTime::now()) => Err(Outcome::Skipped(format!(
@@ -508,6 +509,25 @@ fn waiting_for(
         (Err(e), _) => Some(format!("cannot tell whether it was replicated: {e}")),
         (Ok(r), Some(i)) => r.get(i).cloned().flatten(),
         (Ok(_), None) => None,
+    }
+}
+
+/// Whether a HEAD's `Last-Modified` is the listed LastModified of `a` (to the second; a
+/// time that does not read is no evidence either way).
+fn same_time(h: &crate::s3::ops::ObjectHead, a: &Action) -> bool {
+    let head = h
+        .last_modified
+        .as_deref()
+        .and_then(crate::time::parse_http_date);
+    let listed = crate::time::parse_rfc3339(&a.last_modified);
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    match (head, listed) {
+        (Some(h), Some(l)) => secs(h) == secs(l),
+        _ => true,
     }
 }
 
