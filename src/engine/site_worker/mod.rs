@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
 
@@ -224,8 +225,14 @@ impl Shared {
         }
         let consumer = self.consumer.clone();
         let commit = move || consumer.commit(&tpl, CommitMode::Sync);
-        if let Err(e) = glommio::executor().spawn_blocking(commit).await {
-            tracing::warn!(partitions = ?revoked, error = %e, "commit failed");
+        match glommio::executor().spawn_blocking(commit).await {
+            Ok(()) => {}
+            // The group moved on before this member's last commit: the partitions' new
+            // owners replay from the last committed offsets (entries are idempotent).
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::RebalanceInProgress) => {
+                tracing::info!(partitions = ?revoked, "revoked partitions' last offsets not committed (the group was already rebalancing): their new owners replay from the last committed ones")
+            }
+            Err(e) => tracing::warn!(partitions = ?revoked, error = %e, "commit failed"),
         }
     }
 
