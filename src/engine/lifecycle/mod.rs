@@ -223,23 +223,41 @@ async fn versioning(c: &Client, bucket: &str) -> Result<bool, String> {
     }
 }
 
+/// A configuration document of a bucket: its file when one is configured, else what the
+/// source stores (`None`: the source has none, `absent` being that error).
+async fn document(
+    file: Option<&std::path::Path>,
+    stored: impl std::future::Future<Output = Result<String, BucketError>>,
+    absent: fn(&BucketError) -> bool,
+    what: &str,
+) -> Result<Option<String>, String> {
+    if let Some(p) = file {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        return Ok(Some(text));
+    }
+    match stored.await {
+        Ok(xml) => Ok(Some(xml)),
+        Err(e) if absent(&e) => Ok(None),
+        Err(e) => Err(format!("reading its {what} configuration: {e}")),
+    }
+}
+
 /// The bucket's lifecycle rules: its rules file, else what the source stores.
 async fn lifecycle_rules(
     cfg: &Config,
     source: &Client,
     bucket: &str,
 ) -> Result<Option<LifecycleRules>, String> {
-    let text = match cfg.lifecycle.rules_files.get(bucket) {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        None => match source.get_bucket_lifecycle(bucket).await {
-            Ok(xml) => xml,
-            Err(BucketError::NoLifecycleConfiguration) => return Ok(None),
-            Err(e) => return Err(format!("reading its lifecycle configuration: {e}")),
-        },
-    };
-    LifecycleRules::parse(&text)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    let file = cfg.lifecycle.rules_files.get(bucket).map(|p| p.as_path());
+    let absent = |e: &BucketError| matches!(e, BucketError::NoLifecycleConfiguration);
+    let text = document(
+        file,
+        source.get_bucket_lifecycle(bucket),
+        absent,
+        "lifecycle",
+    );
+    let parse = |t: String| LifecycleRules::parse(&t).map_err(|e| e.to_string());
+    text.await?.map(parse).transpose()
 }
 
 /// The bucket's replication rules: `source.rules_file`, else what the source stores.
@@ -248,17 +266,16 @@ async fn replication_rules(
     source: &Client,
     bucket: &str,
 ) -> Result<Option<ReplicationConfig>, String> {
-    let text = match &cfg.source.rules_file {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        None => match source.get_bucket_replication(bucket).await {
-            Ok(xml) => xml,
-            Err(BucketError::NoReplicationConfiguration) => return Ok(None),
-            Err(e) => return Err(format!("reading its replication configuration: {e}")),
-        },
-    };
-    ReplicationConfig::parse(&text)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    let file = cfg.source.rules_file.as_deref();
+    let absent = |e: &BucketError| matches!(e, BucketError::NoReplicationConfiguration);
+    let text = document(
+        file,
+        source.get_bucket_replication(bucket),
+        absent,
+        "replication",
+    );
+    let parse = |t: String| ReplicationConfig::parse(&t).map_err(|e| e.to_string());
+    text.await?.map(parse).transpose()
 }
 
 /// The source client, the rules and the guard for `bucket` (`None`: it has no rules).
