@@ -330,7 +330,9 @@ fn kafka_over_tls_with_a_client_certificate() {
     wait_until(90, "k replicated over Kafka on TLS", || {
         real_versions(&dst, &da, "k").len() == 1
     });
-    stop(run);
+    // Killed, not stopped: this test is about the login. (Seen once in CI: on this slower
+    // broker, mid-rebalance, the engine took over 40 s to stop on SIGTERM; see the notes.)
+    drop(run);
     assert!(real_versions(&dst, &da, "k") == [body.clone()]);
     let (ok, refused) = (
         tunnel.handshakes.load(std::sync::atomic::Ordering::SeqCst),
@@ -526,7 +528,9 @@ fn a_sasl_scram_login_replicates_and_a_wrong_password_is_named() {
     wait_until(90, "k replicated over Kafka with a SASL login", || {
         real_versions(&dst, &da, "k").len() == 1
     });
-    stop(run);
+    // Killed, not stopped: this test is about the login. (Seen once in CI: on this slower
+    // broker, mid-rebalance, the engine took over 40 s to stop on SIGTERM; see the notes.)
+    drop(run);
     assert!(real_versions(&dst, &da, "k") == [body.clone()]);
     let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
     assert!(!log.contains(password), "the password is never logged");
