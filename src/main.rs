@@ -675,6 +675,7 @@ fn sync_job(a: SyncArgs) -> anyhow::Result<SyncJob> {
             retry: RetryPolicy::with_attempts(a.attempts),
             replicate_replicas: a.replicate_replicas,
         },
+        policy: Default::default(),
         progress: !a.json && sync::progress_wanted(),
         source: a.source,
         destination: a.destination,

@@ -69,6 +69,8 @@ pub struct SyncJob {
     /// Parts in flight per shard, across objects.
     pub shard_parts: usize,
     pub options: Options,
+    /// What the replicas carry beyond bytes and metadata.
+    pub policy: Arc<crate::replication::ReplicaPolicy>,
     pub progress: bool,
 }
 
@@ -267,6 +269,7 @@ async fn shard_task(
         dest: Client::new(job.destination_endpoint.clone(), None),
         dest_bucket: job.destination.bucket.clone(),
         dest_versioned: shared.dest_versioned,
+        policy: job.policy.clone(),
     });
     let data = Rc::new(DataPath::new(
         job.options.clone(),

@@ -33,6 +33,7 @@ fn object_operations_round_trip() {
             content_language: Some("fr".into()),
             expires: Some("Thu, 01 Dec 2094 16:00:00 GMT".into()),
             user: vec![("color".into(), "blue".into())],
+            ..Default::default()
         };
         let tags = vec![
             ("k".to_string(), "v w".to_string()),

@@ -82,6 +82,7 @@ fn versioned_bucket_replicates_version_by_version_and_second_run_copies_nothing(
             content_language: Some("de-CH".into()),
             expires: Some("Wed, 21 Oct 2099 07:28:00 GMT".into()),
             user: vec![("owner".into(), "team a".into()), ("n".into(), "1".into())],
+            ..Default::default()
         };
         let tags = vec![
             ("class".to_string(), "gold".to_string()),

@@ -146,6 +146,7 @@ async fn at_destination(
         dest: Client::new(route.dest.clone(), None),
         dest_bucket,
         dest_versioned: route.dest_versioned,
+        policy: Default::default(),
     };
     let v = crate::replication::Version {
         key: key.to_string(),

@@ -16,6 +16,7 @@ use super::de;
 pub use super::kafka_security::{KafkaSecurity, Mechanism, Protocol};
 use super::tuning::TuningFile;
 pub use super::tuning::{ReplicationTuning, TUNING_KEYS};
+use crate::replication::ReplicaPolicy;
 use crate::s3::ChecksumTransport;
 
 /// Where a value came from.
@@ -226,6 +227,9 @@ pub struct SiteConfig {
     pub verify_after_write: bool,
     /// Source bucket -> destination bucket; a source bucket not listed keeps its name.
     pub buckets: BTreeMap<String, String>,
+    /// What the site's replicas carry beyond bytes and metadata (`storage_class`, `sse`,
+    /// `kms_key_id`, `acl`).
+    pub policy: crate::replication::ReplicaPolicy,
 }
 
 /// The operations API.
@@ -350,6 +354,10 @@ struct SiteFile {
     checksum: Option<ChecksumTransport>,
     verify_after_write: bool,
     buckets: BTreeMap<String, String>,
+    storage_class: Option<String>,
+    sse: Option<String>,
+    kms_key_id: Option<String>,
+    acl: Option<String>,
 }
 
 /// An endpoint's keys as the file gives them.
@@ -744,6 +752,7 @@ impl SiteFile {
     fn into_site(self, name: &str, settle: &mut Settle<'_>) -> Result<SiteConfig, ConfigError> {
         let prefix = format!("sites.{name}");
         let file = settle.file;
+        let policy = self.policy(&prefix, file)?;
         let s3 = settle.endpoint(
             &prefix,
             EndpointFile {
@@ -769,6 +778,23 @@ impl SiteFile {
             checksum: self.checksum.unwrap_or(ChecksumTransport::Trailer),
             verify_after_write: self.verify_after_write,
             buckets: self.buckets,
+            policy,
+        })
+    }
+
+    /// The site's `storage_class`, `sse`, `kms_key_id` and `acl` keys.
+    fn policy(&self, prefix: &str, file: &Path) -> Result<ReplicaPolicy, ConfigError> {
+        let at = |k: &str| format!("{prefix}.{k}");
+        let storage_class = ReplicaPolicy::parse_storage_class(self.storage_class.as_deref())
+            .map_err(|m| error(file, &at("storage_class"), m))?;
+        let sse = ReplicaPolicy::parse_sse(self.sse.as_deref(), self.kms_key_id.clone())
+            .map_err(|m| error(file, &at("sse"), m))?;
+        let acl = ReplicaPolicy::parse_acl(self.acl.as_deref())
+            .map_err(|m| error(file, &at("acl"), m))?;
+        Ok(ReplicaPolicy {
+            storage_class,
+            sse,
+            acl,
         })
     }
 }
@@ -872,6 +898,9 @@ impl Config {
             let verify = s.verify_after_write.to_string();
             lines.push((format!("{p}.verify_after_write"), verify));
             lines.push((format!("{p}.buckets"), format!("{:?}", s.buckets)));
+            for (k, v) in s.policy.shown() {
+                lines.push((format!("{p}.{k}"), v));
+            }
         }
         let tuning = self.replication.shown().into_iter();
         lines.extend(tuning.map(|(k, v)| (k.to_string(), v)));

@@ -46,6 +46,8 @@ pub struct Site {
     pub endpoint: Arc<Endpoint>,
     pub buckets: BTreeMap<String, String>,
     pub versioned: bool,
+    /// What the site's replicas carry beyond bytes and metadata.
+    pub policy: Arc<crate::replication::ReplicaPolicy>,
 }
 
 /// Entries the embedded broker may hold unconsumed: with entries under 1 KiB spread over the
@@ -294,6 +296,7 @@ impl Engine {
                 endpoint: ep,
                 buckets: s.buckets.clone(),
                 versioned: true,
+                policy: Arc::new(s.policy.clone()),
             };
             sites.insert(name.clone(), site);
         }
@@ -350,6 +353,7 @@ impl Engine {
             buckets: s.buckets.clone(),
             source_buckets: self.cfg.source.buckets.iter().cloned().collect(),
             dest_versioned: s.versioned,
+            policy: s.policy.clone(),
             opts: self.options(),
             concurrency: self.cfg.replication.concurrency,
             shard_parts: self.cfg.replication.shard_parts(),
@@ -388,6 +392,7 @@ impl Engine {
                             replay_group: kafka::replay_group(&self.cfg.kafka.topic_prefix, n),
                             buckets: s.buckets.clone(),
                             versioned: s.versioned,
+                            policy: s.policy.clone(),
                         },
                     )
                 })

@@ -40,6 +40,8 @@ pub struct Stats {
     pub scan_done: std::sync::atomic::AtomicBool,
     pub versions_copied: AtomicU64,
     pub delete_markers: AtomicU64,
+    /// Metadata-only updates applied (tags, ACL, retention, legal hold), apart from copies.
+    pub metadata_updates: AtomicU64,
     pub skipped: AtomicU64,
     /// Versions not written because the destination reflects a later version of the key
     /// (or the source no longer holds them).

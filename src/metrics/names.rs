@@ -2,6 +2,7 @@
 
 pub const VERSIONS_COPIED: &str = "backbeat_versions_copied_total";
 pub const DELETE_MARKERS: &str = "backbeat_delete_markers_replicated_total";
+pub const METADATA_UPDATES: &str = "backbeat_metadata_updates_total";
 pub const SKIPPED: &str = "backbeat_versions_skipped_total";
 pub const SUPERSEDED: &str = "backbeat_versions_superseded_total";
 pub const FAILED: &str = "backbeat_versions_failed_total";

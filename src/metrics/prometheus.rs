@@ -32,6 +32,11 @@ const COUNTERS: &[Counter] = &[
         read: |s| Stats::get(&s.delete_markers),
     },
     Counter {
+        name: METADATA_UPDATES,
+        help: "Metadata-only updates applied to replicas (tags, ACL, retention, legal hold), bytes untouched.",
+        read: |s| Stats::get(&s.metadata_updates),
+    },
+    Counter {
         name: SKIPPED,
         help: "Versions already at the destination.",
         read: |s| Stats::get(&s.skipped),

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::replication::MetadataField;
+
 /// What a record asks to replicate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -12,6 +14,29 @@ pub enum ChangeKind {
     Created,
     /// `ObjectRemoved:DeleteMarkerCreated`
     DeleteMarker,
+    /// A version's tags, ACL, retention or legal hold changed: `ObjectTagging:Put|Delete`,
+    /// `ObjectAcl:Put`, `ObjectRetention:Put`, `ObjectLegalHold:Put`, and MinIO's
+    /// `ObjectCreated:PutTagging|DeleteTagging|PutRetention|PutLegalHold`.
+    Metadata(MetadataField),
+}
+
+/// The kind of change an event name announces (`None`: not replicated).
+fn kind_of(name: &str) -> Option<ChangeKind> {
+    use MetadataField::*;
+    let field = match name {
+        "ObjectTagging:Put" | "ObjectTagging:Delete" => Some(Tags),
+        "ObjectCreated:PutTagging" | "ObjectCreated:DeleteTagging" => Some(Tags),
+        "ObjectAcl:Put" => Some(Acl),
+        "ObjectRetention:Put" | "ObjectCreated:PutRetention" => Some(Retention),
+        "ObjectLegalHold:Put" | "ObjectCreated:PutLegalHold" => Some(LegalHold),
+        _ => None,
+    };
+    match field {
+        Some(f) => Some(ChangeKind::Metadata(f)),
+        None if name.starts_with("ObjectCreated:") => Some(ChangeKind::Created),
+        None if name == "ObjectRemoved:DeleteMarkerCreated" => Some(ChangeKind::DeleteMarker),
+        None => None,
+    }
 }
 
 /// One change to replicate.
@@ -100,11 +125,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Change>, MalformedEvent> {
     let mut out = Vec::new();
     for r in records {
         let name = r.event_name.trim_start_matches("s3:");
-        let kind = if name.starts_with("ObjectCreated:") {
-            ChangeKind::Created
-        } else if name == "ObjectRemoved:DeleteMarkerCreated" {
-            ChangeKind::DeleteMarker
-        } else {
+        let Some(kind) = kind_of(name) else {
             continue;
         };
         if r.s3.bucket.name.is_empty() || r.s3.object.key.is_empty() {
@@ -139,13 +160,18 @@ mod tests {
              "object":{"key":"a+b%2Bc%C3%A9.jpg","size":1234,"eTag":"abc","contentType":"image/jpeg","versionId":"v-1","sequencer":"17B"}}},
       {"eventName":"ObjectRemoved:DeleteMarkerCreated","s3":{"bucket":{"name":"photos"},"object":{"key":"old","versionId":"dm-1","sequencer":"17C"}}},
       {"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"photos"},"object":{"key":"x","versionId":"v-9"}}},
-      {"eventName":"ObjectCreated:CompleteMultipartUpload","s3":{"bucket":{"name":"photos"},"object":{"key":"big","size":99}}}
+      {"eventName":"ObjectCreated:CompleteMultipartUpload","s3":{"bucket":{"name":"photos"},"object":{"key":"big","size":99}}},
+      {"eventName":"s3:ObjectCreated:PutTagging","s3":{"bucket":{"name":"photos"},"object":{"key":"t","versionId":"v-2"}}},
+      {"eventName":"s3:ObjectTagging:Delete","s3":{"bucket":{"name":"photos"},"object":{"key":"t","versionId":"v-2"}}},
+      {"eventName":"s3:ObjectAcl:Put","s3":{"bucket":{"name":"photos"},"object":{"key":"t","versionId":"v-2"}}},
+      {"eventName":"s3:ObjectCreated:PutRetention","s3":{"bucket":{"name":"photos"},"object":{"key":"t","versionId":"v-2"}}},
+      {"eventName":"s3:ObjectCreated:PutLegalHold","s3":{"bucket":{"name":"photos"},"object":{"key":"t","versionId":"v-2"}}}
     ]}"#;
 
     #[test]
     fn parses_records() {
         let c = parse(MINIO.as_bytes()).unwrap();
-        assert_eq!(c.len(), 3, "the version delete is not replicated");
+        assert_eq!(c.len(), 8, "the version delete is not replicated");
         assert_eq!(c[0].kind, ChangeKind::Created);
         assert_eq!(c[0].key, "a b+cé.jpg");
         assert_eq!(
@@ -156,6 +182,13 @@ mod tests {
         assert_eq!(c[1].kind, ChangeKind::DeleteMarker);
         assert_eq!(c[1].version_id, "dm-1");
         assert_eq!(c[2].version_id, "null", "unversioned bucket");
+        let kinds: Vec<ChangeKind> = c[3..].iter().map(|c| c.kind).collect();
+        use MetadataField::*;
+        assert_eq!(
+            kinds,
+            [Tags, Tags, Acl, Retention, LegalHold].map(ChangeKind::Metadata),
+            "metadata changes are told apart from new versions"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::queue::codec::{EntryType, ReplicationEntry, VERSION};
 use crate::queue::kafka::{self, Producer, QueueError, Topics};
 use crate::queue::lines::Turn;
 use crate::queue::replayer::{self, ReplayerConfig, Schedule};
-use crate::replication::{Route, SourceOrder, Version};
+use crate::replication::{MetadataField, Route, SourceOrder, Version};
 use crate::retry::{retry, RetryPolicy};
 use crate::s3::ops::bucket::BucketError;
 use crate::s3::ops::tagging::TaggingError;
@@ -42,6 +42,8 @@ pub struct SiteTarget {
     pub replay_group: String,
     pub buckets: BTreeMap<String, String>,
     pub versioned: bool,
+    /// What the site's replicas carry (a missing-only scan compares their metadata).
+    pub policy: Arc<crate::replication::ReplicaPolicy>,
 }
 
 /// What the populator needs.
@@ -211,6 +213,7 @@ async fn entry_for(
     bucket: &str,
     v: &Version,
     event_time: Option<String>,
+    fields: Vec<MetadataField>,
 ) -> Result<Option<ReplicationEntry>, PopulateError> {
     let Some(tags) = tags_for(source, rules, bucket, v).await? else {
         return Ok(None);
@@ -228,11 +231,12 @@ async fn entry_for(
     }
     Ok(Some(ReplicationEntry {
         v: VERSION,
-        kind: if v.delete_marker {
-            EntryType::DeleteMarker
-        } else {
-            EntryType::Put
+        kind: match (v.delete_marker, fields.is_empty()) {
+            (true, _) => EntryType::DeleteMarker,
+            (false, true) => EntryType::Put,
+            (false, false) => EntryType::Metadata,
         },
+        fields,
         bucket: bucket.to_string(),
         key: v.key.clone(),
         version_id: v.version_id.clone(),
@@ -687,7 +691,11 @@ impl EventIntake {
             etag: c.etag.clone(),
             order: SourceOrder::new(None, Some(&c.sequencer)),
         };
-        entry_for(cfg, source, &r, &c.bucket, &v, c.event_time.clone()).await
+        let fields = match c.kind {
+            ChangeKind::Metadata(f) => vec![f],
+            _ => Vec::new(),
+        };
+        entry_for(cfg, source, &r, &c.bucket, &v, c.event_time.clone(), fields).await
     }
 
     /// Waits for backpressure (if any) to admit `n` entries, one by one; on shutdown gives
@@ -805,6 +813,9 @@ pub struct ScanSummary {
     /// Keys skipped because they could not be checked or read (the next scan tries them
     /// again), and the first few of them with why.
     pub keys_failed: u64,
+    /// Current versions at their sites whose replica's metadata differs (missing-only): a
+    /// metadata entry each (counted in `entries_enqueued` too).
+    pub metadata_drift: u64,
     pub first_key_failures: Vec<String>,
     /// Versions missing at their sites but FAILED there or waiting for a replay
     /// (missing-only): not enqueued again (`backbeat failed retry` is for those FAILED).
@@ -896,6 +907,7 @@ fn site_routes(cfg: &PopulateConfig, source: &Client, bucket: &str) -> BTreeMap<
                 dest: Client::new(s.endpoint.clone(), None),
                 dest_bucket: dest_bucket.to_string(),
                 dest_versioned: s.versioned,
+                policy: s.policy.clone(),
             };
             (name.clone(), route)
         })
@@ -934,7 +946,8 @@ impl ScanJob<'_> {
                 }
             }
             self.summary.borrow_mut().versions_found += 1;
-            let entry = entry_for(self.cfg, self.source, self.rules, self.bucket, v, None).await?;
+            let (cfg, source, rules, bucket) = (self.cfg, self.source, self.rules, self.bucket);
+            let entry = entry_for(cfg, source, rules, bucket, v, None, Vec::new()).await?;
             let Some(mut e) = entry else {
                 continue;
             };
@@ -947,6 +960,9 @@ impl ScanJob<'_> {
                     .retain(|s| applied.get(s.as_str()).is_none_or(|n| i >= *n));
                 if e.sites.is_empty() {
                     self.summary.borrow_mut().already_present += 1;
+                    if i + 1 == kv.versions.len() && !v.delete_marker {
+                        self.enqueue_drift(e, v).await?;
+                    }
                     continue;
                 }
                 if let ScanMode::Missing(settled) = self.mode {
@@ -961,6 +977,44 @@ impl ScanJob<'_> {
             produce(self.cfg, self.producer, &e).await?;
             self.summary.borrow_mut().entries_enqueued += 1;
         }
+        Ok(())
+    }
+
+    /// The key's current version is at its sites: a metadata entry for the sites whose
+    /// replica's tags, retention, legal hold (or copied ACL) differ from the source's.
+    async fn enqueue_drift(
+        &self,
+        mut e: ReplicationEntry,
+        v: &Version,
+    ) -> Result<(), PopulateError> {
+        let wanted = std::mem::take(&mut e.sites);
+        for site in wanted {
+            let Some(route) = self.routes.get(&site) else {
+                continue;
+            };
+            let fields = crate::replication::metadata::drift(route, v)
+                .await
+                .map_err(|err| {
+                    PopulateError::Scan(format!("checking {} at site {site}: {err}", v.key))
+                })?;
+            for f in fields {
+                if !e.fields.contains(&f) {
+                    e.fields.push(f);
+                }
+            }
+            if !e.fields.is_empty() && !e.sites.contains(&site) {
+                e.sites.push(site);
+            }
+        }
+        if e.sites.is_empty() {
+            return Ok(());
+        }
+        e.fields.sort();
+        e.kind = EntryType::Metadata;
+        produce(self.cfg, self.producer, &e).await?;
+        let mut s = self.summary.borrow_mut();
+        s.metadata_drift += 1;
+        s.entries_enqueued += 1;
         Ok(())
     }
 

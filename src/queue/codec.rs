@@ -14,6 +14,9 @@ pub const VERSION: u32 = 1;
 pub enum EntryType {
     Put,
     DeleteMarker,
+    /// The version's tags, ACL, retention or legal hold changed (`fields` says which): its
+    /// replica follows, its bytes are not copied again.
+    Metadata,
 }
 
 /// One object version (or delete marker) to replicate, naming every site it must reach.
@@ -46,6 +49,9 @@ pub struct ReplicationEntry {
     #[serde(default)]
     pub checksum: Option<String>,
     pub sites: Vec<String>,
+    /// For a metadata entry, what changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<crate::replication::MetadataField>,
     #[serde(default)]
     pub rule_id: Option<String>,
     /// When the source changed (RFC 3339), for replication latency.
@@ -282,6 +288,7 @@ mod tests {
             tags: vec![],
             checksum: Some("mnG7TA==".into()),
             sites: vec!["site2".into()],
+            fields: Vec::new(),
             rule_id: Some("r1".into()),
             source_event_time: None,
             attempt: 0,

@@ -12,9 +12,11 @@
 
 pub mod breaker;
 mod error;
+pub mod metadata;
 pub mod multipart;
 pub mod order;
 mod pipeline;
+pub mod policy;
 mod route;
 
 use std::sync::Arc;
@@ -23,8 +25,10 @@ use crate::metrics::Stats;
 pub use crate::retry::RetryPolicy;
 use crate::shard::Shutdown;
 pub use error::{ErrorKind, ReplicationError, Stage};
+pub use metadata::MetadataField;
 pub use order::SourceOrder;
 pub use pipeline::{replicate, replicate_key, replicate_once, window_units};
+pub use policy::ReplicaPolicy;
 pub use route::{
     list_key, Route, Verdict, GONE_FROM_SOURCE, NEWER_AT_DESTINATION, REPLICA_AT_SOURCE,
 };
@@ -33,6 +37,9 @@ pub use route::{
 pub const META_SOURCE_VERSION: &str = "backbeat-source-version-id";
 /// User metadata the destination object carries: the source ETag.
 pub const META_SOURCE_ETAG: &str = "backbeat-source-etag";
+/// User metadata the destination object carries when the source version's ETag is not the
+/// MD5 of its bytes: its encryption (`aws:kms` or `customer`).
+pub const META_SOURCE_ENCRYPTION: &str = "backbeat-source-encryption";
 /// User metadata the destination object carries: where the version was first written
 /// (`bucket/version-id` of the first source), kept across hops.
 pub const META_ORIGIN: &str = "backbeat-origin";
@@ -120,8 +127,13 @@ pub enum Outcome {
         bytes: u64,
     },
     DeleteMarker,
-    /// Already at the destination.
+    /// Already at the destination (for a metadata update: nothing differed).
     Skipped,
+    /// The replica's tags, ACL, retention or legal hold were brought in line with the
+    /// source's (this many writes), its bytes untouched.
+    MetadataUpdated {
+        writes: u32,
+    },
     /// Not written: the destination reflects a later version of the key, or the source no
     /// longer holds this one (the reason).
     Superseded(&'static str),
@@ -138,6 +150,8 @@ pub(crate) fn source_version_id(v: &str) -> Option<&str> {
     (v != "null" && !v.is_empty()).then_some(v)
 }
 
+#[cfg(test)]
+mod metadata_tests;
 #[cfg(test)]
 mod order_tests;
 #[cfg(test)]

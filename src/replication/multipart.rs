@@ -176,9 +176,10 @@ pub async fn copy<S: ObjectStore>(
         route
             .dest
             .create_multipart_upload(&route.dest_bucket, &v.key, meta, tags, with_crc);
-    let upload_id = create
-        .await
-        .map_err(|e| ReplicationError::op(Stage::Multipart, e))?;
+    let upload_id = create.await.map_err(|e| {
+        let e = ReplicationError::op(Stage::Multipart, e);
+        super::pipeline::explain_refusal(e, meta, &route.dest_bucket)
+    })?;
     let upload = Upload {
         route,
         dp,
@@ -187,7 +188,8 @@ pub async fn copy<S: ObjectStore>(
         upload_id: &upload_id,
         with_crc,
     };
-    match complete_and_verify(&upload, head, &plan, same_layout).await {
+    let comparable = super::pipeline::etags_comparable(head, meta);
+    match complete_and_verify(&upload, head, &plan, same_layout, comparable).await {
         Ok(()) => Ok(head.content_length),
         Err(e) => {
             let abort = route
@@ -238,6 +240,7 @@ async fn complete_and_verify<S: ObjectStore>(
     head: &ObjectHead,
     plan: &[PartPlan],
     same_layout: bool,
+    etags_comparable: bool,
 ) -> Result<(), ReplicationError> {
     let (route, key) = (u.route, &u.v.key);
     let whole_crc = std::cell::Cell::new(None);
@@ -249,8 +252,11 @@ async fn complete_and_verify<S: ObjectStore>(
     let out = complete
         .await
         .map_err(|e| ReplicationError::op(Stage::Multipart, e))?;
-    let mut check = super::pipeline::verify_etag(&head.etag, &out.etag, same_layout);
-    if check.is_ok() && !same_layout && route.dest.verify_after_write() {
+    let mut check = match etags_comparable {
+        true => super::pipeline::verify_etag(&head.etag, &out.etag, same_layout),
+        false => Ok(()),
+    };
+    if check.is_ok() && (!same_layout || !etags_comparable) && route.dest.verify_after_write() {
         let vid = out.version_id.as_deref();
         let got = super::pipeline::read_back_crc(route, key, vid).await?;
         check = read_back_matches(got, whole_crc.get());

@@ -120,7 +120,11 @@ impl Replica {
                 .and_then(normalize_sequencer),
             multipart: is_multipart_etag(&source_etag),
         };
-        let intact = !differ_as_md5(&source_etag, &h.etag);
+        // An ETag under SSE-KMS or SSE-C (at either end) is not the MD5 of the bytes.
+        let opaque = h.user_meta(super::META_SOURCE_ENCRYPTION).is_some()
+            || h.sse.as_deref().is_some_and(|s| s != "AES256")
+            || h.sse_customer_algorithm.is_some();
+        let intact = opaque || !differ_as_md5(&source_etag, &h.etag);
         Some(Self {
             source_version,
             source_etag,

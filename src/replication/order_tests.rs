@@ -148,6 +148,7 @@ fn route_of(src: MemStore, dst: Flaky<MemStore>, dest_versioned: bool) -> Route<
         dest: dst,
         dest_bucket: DST.into(),
         dest_versioned,
+        policy: Default::default(),
     }
 }
 

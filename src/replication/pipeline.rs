@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::policy::Acl;
 use super::{
     multipart, multipart_etag_parts, order, DataPath, ErrorKind, Options, Outcome,
-    ReplicationError, Route, Stage, Verdict, Version, META_ORIGIN, META_SOURCE_ETAG,
-    META_SOURCE_VERSION, REPLICA_AT_SOURCE,
+    ReplicationError, Route, Stage, Verdict, Version, META_ORIGIN, META_SOURCE_ENCRYPTION,
+    META_SOURCE_ETAG, META_SOURCE_VERSION, REPLICA_AT_SOURCE,
 };
 use crate::metrics::{Failure, Stats};
 use crate::retry::{retry, GaveUp};
@@ -24,13 +25,19 @@ use crate::s3::{checksum, ChecksumTransport};
 /// Metadata to write at the destination: the source's, plus where it came from, where it
 /// stands in the key's history (see [`super::order`]) and its origin, `site/bucket/version`
 /// (kept when the source is itself a replica).
-fn destination_metadata(head: &ObjectHead, v: &Version, source: (&str, &str)) -> ObjectMetadata {
+fn destination_metadata<S: ObjectStore>(
+    route: &Route<S>,
+    head: &ObjectHead,
+    v: &Version,
+) -> ObjectMetadata {
+    let source = (&route.source.site(), &route.source_bucket);
     let ours = [
         META_SOURCE_VERSION,
         META_SOURCE_ETAG,
         order::META_SOURCE_LAST_MODIFIED,
         order::META_SOURCE_SEQUENCER,
         META_ORIGIN,
+        META_SOURCE_ENCRYPTION,
     ];
     let origin = match head.user_meta(META_ORIGIN) {
         Some(o) => o.to_string(),
@@ -48,7 +55,66 @@ fn destination_metadata(head: &ObjectHead, v: &Version, source: (&str, &str)) ->
     // read are then those of a later object, and the entry's sequencer is not theirs.
     let same = v.version_id != "null" || (!v.etag.is_empty() && v.etag.trim_matches('"') == etag);
     m.user.extend(order::recorded(head, &v.order, same));
+    let encryption = match (&head.sse, &head.sse_customer_algorithm) {
+        (_, Some(_)) => Some("customer"),
+        (Some(s), None) if s != "AES256" => Some("aws:kms"),
+        _ => None,
+    };
+    if let Some(e) = encryption {
+        m.user
+            .push((META_SOURCE_ENCRYPTION.to_string(), e.to_string()));
+    }
+    m.write = route.policy.attributes(head);
     m
+}
+
+/// Whether the source's and the replica's ETags may be compared: neither is encrypted in a
+/// way that makes its ETag something other than a hash of the bytes (SSE-KMS, SSE-C).
+pub(crate) fn etags_comparable(head: &ObjectHead, meta: &ObjectMetadata) -> bool {
+    meta.write.etag_is_md5()
+        && head.sse.as_deref().is_none_or(|s| s == "AES256")
+        && head.sse_customer_algorithm.is_none()
+}
+
+/// A write refused because it carries Object Lock to a bucket without it, said so with what
+/// to do; any other error as it is.
+pub(crate) fn explain_refusal(
+    e: ReplicationError,
+    meta: &ObjectMetadata,
+    bucket: &str,
+) -> ReplicationError {
+    let lock = &meta.write.lock;
+    let locked = lock.mode.is_some() || lock.legal_hold;
+    let said = e.message.to_ascii_lowercase().replace(' ', "");
+    let refused =
+        matches!(e.code(), "InvalidRequest" | "InvalidArgument") && said.contains("objectlock");
+    if !(locked && refused) {
+        return e;
+    }
+    let what = match (&lock.mode, &lock.retain_until) {
+        (Some(m), Some(u)) => format!("retention {m} until {u}"),
+        _ => "no retention".to_string(),
+    };
+    let hold = if lock.legal_hold {
+        "legal hold ON"
+    } else {
+        "no legal hold"
+    };
+    let message = format!(
+        "the source version is under Object Lock ({what}, {hold}) and destination bucket \
+         {bucket} has no Object Lock configuration, so the lock cannot be carried: create the \
+         destination bucket with Object Lock enabled (or map the source bucket to one that \
+         has it), then `backbeat failed retry`; the server said: {}",
+        e.message
+    );
+    ReplicationError {
+        kind: ErrorKind::Request {
+            code: "DestinationWithoutObjectLock".into(),
+            retryable: false,
+        },
+        message,
+        ..e
+    }
 }
 
 /// The upload checksum mode for a body whose CRC32C may be known upfront.
@@ -175,8 +241,23 @@ fn reset_progress<S: ObjectStore>(route: &Route<S>, dp: &DataPath, v: &Version) 
     }
 }
 
-/// Replicates one version, once (no retry).
+/// Replicates one version, once (no retry); a site that copies ACLs then gives the replica
+/// the source's grants.
 pub async fn replicate_once<S: ObjectStore>(
+    route: &Route<S>,
+    dp: &DataPath,
+    v: &Version,
+) -> Result<Outcome, ReplicationError> {
+    let out = copy_once(route, dp, v).await?;
+    if let (Outcome::Copied { .. }, Acl::Copy) = (&out, &route.policy.acl) {
+        let acl = [super::MetadataField::Acl];
+        super::metadata::update(route, v, &acl, true).await?;
+    }
+    Ok(out)
+}
+
+/// Copies one version (or writes its delete marker), once.
+async fn copy_once<S: ObjectStore>(
     route: &Route<S>,
     dp: &DataPath,
     v: &Version,
@@ -203,7 +284,7 @@ pub async fn replicate_once<S: ObjectStore>(
     } else {
         Vec::new()
     };
-    let meta = destination_metadata(&head, v, (&route.source.site(), &route.source_bucket));
+    let meta = destination_metadata(route, &head, v);
     let get = match get {
         Some(g) => g,
         None if multipart::wanted(&head, &dp.opts) => {
@@ -317,10 +398,15 @@ async fn put_streamed<S: ObjectStore>(
         checksum: mode,
     };
     let out = route.dest.put_object(&route.dest_bucket, &v.key, put).await;
-    let out = out.map_err(|e| ReplicationError::op(Stage::PutDestination, e))?;
-    if let Err(e) = verify(result.crc32c(), out.crc32c)
-        .and_then(|_| verify_etag(&get.head.etag, &out.etag, true))
-    {
+    let out = out.map_err(|e| {
+        let e = ReplicationError::op(Stage::PutDestination, e);
+        explain_refusal(e, meta, &route.dest_bucket)
+    })?;
+    let comparable = etags_comparable(&get.head, meta);
+    if let Err(e) = verify(result.crc32c(), out.crc32c).and_then(|_| match comparable {
+        true => verify_etag(&get.head.etag, &out.etag, true),
+        false => Ok(()),
+    }) {
         discard_version(route, &v.key, out.version_id.as_deref()).await;
         return Err(e);
     }
@@ -407,7 +493,10 @@ pub(crate) async fn replicate_small_empty<S: ObjectStore>(
             },
         )
         .await
-        .map_err(|e| ReplicationError::op(Stage::PutDestination, e))?;
+        .map_err(|e| {
+            let e = ReplicationError::op(Stage::PutDestination, e);
+            explain_refusal(e, meta, &route.dest_bucket)
+        })?;
     Ok(0)
 }
 
@@ -558,6 +647,7 @@ pub async fn replicate_key<S: ObjectStore>(
                     .saturating_record(t.elapsed().as_micros().max(1) as u64);
             }
             Ok(Outcome::Skipped) => Stats::add(&dp.stats.skipped, 1),
+            Ok(Outcome::MetadataUpdated { .. }) => Stats::add(&dp.stats.metadata_updates, 1),
             Ok(Outcome::Superseded(_)) => Stats::add(&dp.stats.superseded, 1),
             Err(GaveUp {
                 error: e, attempts, ..

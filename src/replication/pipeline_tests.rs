@@ -38,6 +38,7 @@ fn route(faults: Vec<Fault>) -> Route<Flaky<MemStore>> {
         dest,
         dest_bucket: DST.into(),
         dest_versioned: true,
+        policy: Default::default(),
     }
 }
 

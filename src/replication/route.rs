@@ -25,6 +25,8 @@ pub struct Route<S = Client> {
     pub dest_bucket: String,
     /// Whether the destination keeps versions (decides how delete markers are checked).
     pub dest_versioned: bool,
+    /// What the site's replicas carry beyond bytes and metadata.
+    pub policy: std::sync::Arc<super::policy::ReplicaPolicy>,
 }
 
 /// What the destination's state means for a version about to be written.

@@ -17,6 +17,7 @@ use super::client::ChecksumTransport;
 use super::error::RequestError;
 use super::http::{ReqBody, RespBody};
 use super::ops::abort_multipart_upload::AbortMultipartUploadError;
+use super::ops::acl::{Grant, ObjectAcl};
 use super::ops::complete_multipart_upload::{CompleteMultipartUploadError, CompleteOutput};
 use super::ops::create_multipart_upload::CreateMultipartUploadError;
 use super::ops::delete_object::{DeleteObjectError, DeleteObjectOutput};
@@ -31,7 +32,7 @@ use super::ops::put_object::{PutObjectError, PutObjectOutput, PutObjectRequest, 
 use super::ops::tagging::TaggingError;
 use super::ops::upload_part::{CompletedPart, UploadPartError, UploadPartRequest};
 use super::ops::{ObjectHead, ObjectMetadata};
-use super::store::ObjectStore;
+use super::store::{MetadataWrite, ObjectStore};
 
 /// One stored version or delete marker.
 #[derive(Debug, Clone)]
@@ -281,6 +282,10 @@ fn head_of(s: &Stored, part: Option<u32>, checksum_mode: bool) -> ObjectHead {
         parts_count,
         tag_count: s.tags.len() as u32,
         range_total: None,
+        storage_class: s.metadata.write.storage_class.clone(),
+        lock: s.metadata.write.lock.clone(),
+        sse: s.metadata.write.sse.clone(),
+        sse_kms_key_id: s.metadata.write.kms_key_id.clone(),
         ..Default::default()
     }
 }
@@ -382,6 +387,55 @@ impl ObjectStore for MemStore {
             Some(s) if !s.delete_marker => Ok(s.tags),
             _ => Err(TaggingError::NotFound),
         }
+    }
+
+    async fn get_object_acl(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Vec<Grant>, TaggingError> {
+        // Grants are not kept: every version has the store's default (none listed).
+        self.count("get_object_acl");
+        match self.find(bucket, key, version_id)? {
+            Some(s) if !s.delete_marker => Ok(Vec::new()),
+            _ => Err(TaggingError::NotFound),
+        }
+    }
+
+    async fn put_object_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        w: &MetadataWrite,
+    ) -> Result<(), TaggingError> {
+        self.count(w.operation());
+        let mut buckets = self.buckets.borrow_mut();
+        let b = buckets
+            .get_mut(bucket)
+            .ok_or_else(|| service(404, "NoSuchBucket"))?;
+        let versions = b.keys.get_mut(key).ok_or(TaggingError::NotFound)?;
+        let s = match version_id {
+            None => versions.last_mut(),
+            Some(id) => versions.iter_mut().find(|s| s.version_id == id),
+        };
+        let s = s
+            .filter(|s| !s.delete_marker)
+            .ok_or(TaggingError::NotFound)?;
+        let write = &mut s.metadata.write;
+        match w {
+            MetadataWrite::Tags(t) => s.tags = t.clone(),
+            MetadataWrite::DeleteTags => s.tags.clear(),
+            MetadataWrite::Acl(ObjectAcl::Canned(c)) => write.acl = Some(c.clone()),
+            MetadataWrite::Acl(ObjectAcl::Grants(_)) => write.acl = None,
+            MetadataWrite::Retention { mode, retain_until } => {
+                write.lock.mode = mode.clone();
+                write.lock.retain_until = retain_until.clone();
+            }
+            MetadataWrite::LegalHold(on) => write.lock.legal_hold = *on,
+        }
+        Ok(())
     }
 
     async fn put_object(
@@ -822,6 +876,33 @@ impl<S: ObjectStore> ObjectStore for Flaky<S> {
             self,
             "get_object_tagging",
             self.inner.get_object_tagging(bucket, key, version_id)
+        )
+    }
+
+    async fn get_object_acl(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Vec<Grant>, TaggingError> {
+        flaky!(
+            self,
+            "get_object_acl",
+            self.inner.get_object_acl(bucket, key, version_id)
+        )
+    }
+
+    async fn put_object_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        w: &MetadataWrite,
+    ) -> Result<(), TaggingError> {
+        flaky!(
+            self,
+            "put_object_metadata",
+            self.inner.put_object_metadata(bucket, key, version_id, w)
         )
     }
 

@@ -7,6 +7,7 @@
 
 use super::client::{ChecksumTransport, Client};
 use super::ops::abort_multipart_upload::AbortMultipartUploadError;
+use super::ops::acl::{Grant, ObjectAcl};
 use super::ops::complete_multipart_upload::{CompleteMultipartUploadError, CompleteOutput};
 use super::ops::create_multipart_upload::CreateMultipartUploadError;
 use super::ops::delete_object::{DeleteObjectError, DeleteObjectOutput};
@@ -21,6 +22,33 @@ use super::ops::put_object::{PutObjectError, PutObjectOutput, PutObjectRequest};
 use super::ops::tagging::TaggingError;
 use super::ops::upload_part::{CompletedPart, UploadPartError, UploadPartRequest};
 use super::ops::{ObjectHead, ObjectMetadata};
+
+/// A change to a version's metadata that leaves its bytes alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataWrite {
+    Tags(Vec<(String, String)>),
+    DeleteTags,
+    Acl(ObjectAcl),
+    /// Retention to set (`mode` absent: none).
+    Retention {
+        mode: Option<String>,
+        retain_until: Option<String>,
+    },
+    LegalHold(bool),
+}
+
+impl MetadataWrite {
+    /// The S3 operation that makes the change.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            MetadataWrite::Tags(_) => "PutObjectTagging",
+            MetadataWrite::DeleteTags => "DeleteObjectTagging",
+            MetadataWrite::Acl(_) => "PutObjectAcl",
+            MetadataWrite::Retention { .. } => "PutObjectRetention",
+            MetadataWrite::LegalHold(_) => "PutObjectLegalHold",
+        }
+    }
+}
 
 /// One endpoint's object operations, as the replication pipeline needs them.
 #[allow(async_fn_in_trait)] // used on one shard: the futures need not be `Send`
@@ -59,6 +87,23 @@ pub trait ObjectStore {
         key: &str,
         r: PutObjectRequest<'_>,
     ) -> Result<PutObjectOutput, PutObjectError>;
+
+    /// A version's grants, sorted.
+    async fn get_object_acl(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Vec<Grant>, TaggingError>;
+
+    /// Changes a version's tags, ACL, retention or legal hold.
+    async fn put_object_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        w: &MetadataWrite,
+    ) -> Result<(), TaggingError>;
 
     async fn delete_object(
         &self,
@@ -165,6 +210,34 @@ impl ObjectStore for Client {
         r: PutObjectRequest<'_>,
     ) -> Result<PutObjectOutput, PutObjectError> {
         Client::put_object(self, bucket, key, r).await
+    }
+
+    async fn get_object_acl(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Vec<Grant>, TaggingError> {
+        Client::get_object_acl(self, bucket, key, version_id).await
+    }
+
+    async fn put_object_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        vid: Option<&str>,
+        w: &MetadataWrite,
+    ) -> Result<(), TaggingError> {
+        match w {
+            MetadataWrite::Tags(t) => self.put_object_tagging(bucket, key, vid, t).await,
+            MetadataWrite::DeleteTags => self.delete_object_tagging(bucket, key, vid).await,
+            MetadataWrite::Acl(a) => self.put_object_acl(bucket, key, vid, a).await,
+            MetadataWrite::Retention { mode, retain_until } => {
+                let (m, u) = (mode.as_deref(), retain_until.as_deref());
+                self.put_object_retention(bucket, key, vid, m, u).await
+            }
+            MetadataWrite::LegalHold(on) => self.put_object_legal_hold(bucket, key, vid, *on).await,
+        }
     }
 
     async fn delete_object(

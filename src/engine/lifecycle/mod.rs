@@ -314,6 +314,7 @@ async fn resolve(cfg: &Config, bucket: &str) -> Result<Option<Resolved>, String>
             dest,
             dest_bucket,
             dest_versioned: versioned,
+            policy: Default::default(),
         };
         routes.insert(name.clone(), route);
     }

@@ -173,6 +173,9 @@ async fn attempt(sh: &Shared, entry: &ReplicationEntry) -> EntryResult {
     let (dp, permanent) = (&sh.data, ReplicationError::is_permanent);
     let what = "deciding whether the destination needs this version";
     let breaker = dp.breaker.as_deref();
+    if entry.kind == EntryType::Metadata {
+        return update_metadata(sh, entry, &route, &v).await;
+    }
     let decided = retry(&dp.opts.retry, &dp.cancel, what, permanent, |_| {
         crate::replication::breaker::through(breaker, &v.key, &dp.cancel, || route.decide(&v))
     });
@@ -182,6 +185,26 @@ async fn attempt(sh: &Shared, entry: &ReplicationEntry) -> EntryResult {
         Ok(Verdict::Apply) => replicate(&route, dp, &v).await,
         Err(gave_up) => Err(gave_up),
     }
+}
+
+/// Brings the replica's tags, ACL, retention or legal hold in line with the source's (no
+/// bytes copied), with retries.
+async fn update_metadata(
+    sh: &Shared,
+    entry: &ReplicationEntry,
+    route: &crate::replication::Route,
+    v: &Version,
+) -> EntryResult {
+    let (dp, permanent) = (&sh.data, ReplicationError::is_permanent);
+    let what = "updating the replica's metadata";
+    let breaker = dp.breaker.as_deref();
+    let replicas = dp.opts.replicate_replicas;
+    retry(&dp.opts.retry, &dp.cancel, what, permanent, |_| {
+        crate::replication::breaker::through(breaker, &v.key, &dp.cancel, || {
+            crate::replication::metadata::update(route, v, &entry.fields, replicas)
+        })
+    })
+    .await
 }
 
 /// The entry is done: its offset may be committed, and the next version of its key starts

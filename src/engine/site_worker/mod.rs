@@ -73,6 +73,8 @@ pub struct WorkerConfig {
     /// The source buckets the configuration names: an entry for any other is refused.
     pub source_buckets: std::collections::BTreeSet<String>,
     pub dest_versioned: bool,
+    /// What the site's replicas carry beyond bytes and metadata.
+    pub policy: Arc<crate::replication::ReplicaPolicy>,
     pub opts: Options,
     /// Entries in flight per shard.
     pub concurrency: usize,
@@ -140,6 +142,7 @@ impl Shared {
             dest: self.dest.clone(),
             dest_bucket: dest_bucket.to_string(),
             dest_versioned: self.cfg.dest_versioned,
+            policy: self.cfg.policy.clone(),
         });
         self.routes
             .borrow_mut()

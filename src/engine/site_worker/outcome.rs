@@ -124,6 +124,10 @@ impl OutcomeEvent<'_> {
                 tracing::debug!("delete marker written");
                 done(&stats.delete_markers, 0, None)
             }
+            Ok(Outcome::MetadataUpdated { writes }) => {
+                tracing::debug!(writes, "metadata updated");
+                done(&stats.metadata_updates, 0, None)
+            }
             Ok(Outcome::Skipped) => {
                 tracing::debug!("already at the destination");
                 done(&stats.skipped, 0, Some("already at the destination".into()))

@@ -2,6 +2,7 @@
 //! serde reading and writing of S3 XML documents their models share.
 
 pub mod abort_multipart_upload;
+pub mod acl;
 pub mod bucket;
 pub mod complete_multipart_upload;
 pub mod copy_object;
@@ -12,6 +13,7 @@ pub mod head_object;
 pub mod list_multipart_uploads;
 pub mod list_object_versions;
 pub mod list_objects_v2;
+pub mod object_lock;
 pub mod put_object;
 pub mod tagging;
 pub mod upload_part;
@@ -34,6 +36,52 @@ pub struct ObjectMetadata {
     pub expires: Option<String>,
     /// `x-amz-meta-*` pairs, names without the prefix, lower-case.
     pub user: Vec<(String, String)>,
+    /// What the write sets beyond metadata (storage class, encryption, Object Lock, ACL):
+    /// set by replication for a replica, never read from a response.
+    #[serde(skip)]
+    pub write: WriteAttributes,
+}
+
+/// What a replica is written with beyond its bytes and metadata. Each absent: the
+/// destination bucket's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteAttributes {
+    pub storage_class: Option<String>,
+    /// `AES256` or `aws:kms`.
+    pub sse: Option<String>,
+    /// The KMS key of `aws:kms` (absent: the destination's default key).
+    pub kms_key_id: Option<String>,
+    pub lock: ObjectLock,
+    /// A canned ACL (`x-amz-acl`).
+    pub acl: Option<String>,
+}
+
+impl WriteAttributes {
+    /// Whether the written ETag is the MD5 of the bytes (not under SSE-KMS).
+    pub fn etag_is_md5(&self) -> bool {
+        self.sse.as_deref() != Some("aws:kms")
+    }
+
+    fn headers(&self) -> [(&'static str, Option<&str>); 6] {
+        let l = &self.lock;
+        [
+            ("x-amz-storage-class", self.storage_class.as_deref()),
+            ("x-amz-server-side-encryption", self.sse.as_deref()),
+            (
+                "x-amz-server-side-encryption-aws-kms-key-id",
+                self.kms_key_id.as_deref(),
+            ),
+            (
+                "x-amz-object-lock-mode",
+                l.mode.as_deref().filter(|_| l.retain_until.is_some()),
+            ),
+            (
+                "x-amz-object-lock-retain-until-date",
+                l.retain_until.as_deref().filter(|_| l.mode.is_some()),
+            ),
+            ("x-amz-acl", self.acl.as_deref()),
+        ]
+    }
 }
 
 /// What HEAD (or the headers of a GET) say about an object version.
@@ -58,6 +106,12 @@ pub struct ObjectHead {
     pub storage_class: Option<String>,
     /// Object Lock: retention mode and date, and legal hold.
     pub lock: ObjectLock,
+    /// `x-amz-server-side-encryption`: `AES256` or `aws:kms` (absent: not encrypted, or
+    /// SSE-C).
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    /// `x-amz-server-side-encryption-customer-algorithm`: encrypted with a customer key.
+    pub sse_customer_algorithm: Option<String>,
 }
 
 /// A version's Object Lock state, as HEAD returns it.
@@ -116,6 +170,7 @@ impl ObjectHead {
                 content_language: header_string(h, "content-language"),
                 expires: header_string(h, "expires"),
                 user,
+                write: WriteAttributes::default(),
             },
             crc32c: raw.as_deref().and_then(checksum::decode),
             checksum_crc32c_raw: raw,
@@ -132,6 +187,12 @@ impl ObjectHead {
                 retain_until: header_string(h, "x-amz-object-lock-retain-until-date"),
                 legal_hold: header(h, "x-amz-object-lock-legal-hold") == Some("ON"),
             },
+            sse: header_string(h, "x-amz-server-side-encryption"),
+            sse_kms_key_id: header_string(h, "x-amz-server-side-encryption-aws-kms-key-id"),
+            sse_customer_algorithm: header_string(
+                h,
+                "x-amz-server-side-encryption-customer-algorithm",
+            ),
         }
     }
 
@@ -164,6 +225,14 @@ pub(crate) fn apply_metadata<'a>(
     }
     for (k, v) in &m.user {
         req = req.header_dyn(&format!("x-amz-meta-{k}"), v)?;
+    }
+    for (name, value) in m.write.headers() {
+        if let Some(v) = value {
+            req = req.header(name, v)?;
+        }
+    }
+    if m.write.lock.legal_hold {
+        req = req.header("x-amz-object-lock-legal-hold", "ON")?;
     }
     Ok(req)
 }

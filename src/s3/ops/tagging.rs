@@ -1,4 +1,4 @@
-//! GetObjectTagging and PutObjectTagging.
+//! GetObjectTagging, PutObjectTagging and DeleteObjectTagging.
 
 use http::Method;
 use serde::{Deserialize, Serialize};
@@ -114,6 +114,19 @@ impl Client {
             Err(e) if e.status() == Some(404) => Err(TaggingError::NotFound),
             Err(e) => Err(e.into()),
         }
+    }
+
+    pub async fn delete_object_tagging(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<(), TaggingError> {
+        let mut req = Req::new(Method::DELETE, bucket, Some(key)).query("tagging", "");
+        if let Some(v) = version_id {
+            req = req.query("versionId", v);
+        }
+        self.send_ok("DeleteObjectTagging", req).await
     }
 }
 
