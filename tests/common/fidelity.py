@@ -1,0 +1,133 @@
+"""Sets up and reads back what a replica carries beyond its bytes, with boto3 (an
+independent client): Object Lock, encryption, storage class, tags and ACLs.
+
+usage: fidelity.py ENDPOINT_URL COMMAND JSON_ARGS
+  bucket    {"bucket", "lock": bool}                 versioned bucket (Object Lock optional)
+  put       {"bucket", "key", "size", "opts": {...}} prints {"version_id"}; opts are
+            put_object keywords, "RetainDays" standing for ObjectLockRetainUntilDate
+  tags      {"bucket", "key", "version_id", "tags": [[k, v]...]}  (empty: delete the tags)
+  acl       {"bucket", "key", "version_id", "acl"}   a canned ACL
+  retention {"bucket", "key", "version_id", "mode", "days"}
+  legalhold {"bucket", "key", "version_id", "on": bool}
+  describe  {"bucket"}   {"KEY": [{version_id, source_version, size, storage_class, sse,
+            kms_key_id, lock_mode, retain_until, legal_hold, tags, grants}...]} newest first
+  delete    {"bucket", "key", "version_id"}          prints {"error": CODE or null}
+"""
+import datetime
+import json
+import sys
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+
+def client(url):
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="AKTEST",
+        aws_secret_access_key="SKTEST/secret",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
+    )
+
+
+def until(days):
+    t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=days)
+    return t.replace(microsecond=0)
+
+
+def bucket(s3, a):
+    kw = {"ObjectLockEnabledForBucket": True} if a.get("lock") else {}
+    s3.create_bucket(Bucket=a["bucket"], **kw)
+    s3.put_bucket_versioning(Bucket=a["bucket"], VersioningConfiguration={"Status": "Enabled"})
+    return {}
+
+
+def put(s3, a):
+    opts = dict(a.get("opts", {}))
+    if "RetainDays" in opts:
+        opts["ObjectLockRetainUntilDate"] = until(opts.pop("RetainDays"))
+    body = bytes((i * 7 + 3) % 251 for i in range(a["size"]))
+    r = s3.put_object(Bucket=a["bucket"], Key=a["key"], Body=body, **opts)
+    return {"version_id": r.get("VersionId")}
+
+
+def tags(s3, a):
+    where = {"Bucket": a["bucket"], "Key": a["key"], "VersionId": a["version_id"]}
+    if a["tags"]:
+        tagset = [{"Key": k, "Value": v} for k, v in a["tags"]]
+        s3.put_object_tagging(Tagging={"TagSet": tagset}, **where)
+    else:
+        s3.delete_object_tagging(**where)
+    return {}
+
+
+def acl(s3, a):
+    s3.put_object_acl(Bucket=a["bucket"], Key=a["key"], VersionId=a["version_id"], ACL=a["acl"])
+    return {}
+
+
+def retention(s3, a):
+    s3.put_object_retention(
+        Bucket=a["bucket"], Key=a["key"], VersionId=a["version_id"],
+        Retention={"Mode": a["mode"], "RetainUntilDate": until(a["days"])},
+        BypassGovernanceRetention=True,
+    )
+    return {}
+
+
+def legalhold(s3, a):
+    s3.put_object_legal_hold(
+        Bucket=a["bucket"], Key=a["key"], VersionId=a["version_id"],
+        LegalHold={"Status": "ON" if a["on"] else "OFF"},
+    )
+    return {}
+
+
+def describe(s3, a):
+    out = {}
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=a["bucket"]):
+        for v in page.get("Versions", []):
+            out.setdefault(v["Key"], []).append(version(s3, a["bucket"], v))
+    return out
+
+
+def version(s3, b, v):
+    where = {"Bucket": b, "Key": v["Key"], "VersionId": v["VersionId"]}
+    h = s3.head_object(**where)
+    tagset = s3.get_object_tagging(**where)["TagSet"]
+    grants = s3.get_object_acl(**where)["Grants"]
+    lock_until = h.get("ObjectLockRetainUntilDate")
+    return {
+        "version_id": v["VersionId"],
+        "source_version": h.get("Metadata", {}).get("backbeat-source-version-id"),
+        "size": h["ContentLength"],
+        "storage_class": h.get("StorageClass", "STANDARD"),
+        "sse": h.get("ServerSideEncryption"),
+        "kms_key_id": h.get("SSEKMSKeyId"),
+        "lock_mode": h.get("ObjectLockMode"),
+        "retain_until": lock_until.isoformat() if lock_until else None,
+        "legal_hold": h.get("ObjectLockLegalHoldStatus"),
+        "tags": sorted([t["Key"], t["Value"]] for t in tagset),
+        "grants": sorted(
+            [g["Permission"], g["Grantee"].get("URI") or g["Grantee"].get("ID") or ""]
+            for g in grants
+        ),
+    }
+
+
+def delete(s3, a):
+    try:
+        s3.delete_object(Bucket=a["bucket"], Key=a["key"], VersionId=a["version_id"])
+        return {"error": None}
+    except ClientError as e:
+        return {"error": e.response["Error"]["Code"]}
+
+
+COMMANDS = {f.__name__: f for f in (bucket, put, tags, acl, retention, legalhold, describe, delete)}
+
+if __name__ == "__main__":
+    url, command, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    json.dump(COMMANDS[command](client(url), args), sys.stdout, sort_keys=True)

@@ -1,0 +1,303 @@
+//! What a replica carries beyond its bytes, through Kafka (nisshi) between moto servers, read
+//! back with boto3: tag, ACL, retention and legal-hold changes applied to the replica of
+//! that version without copying it again; Object Lock, SSE-KMS with a site key and a site's
+//! storage class carried; a locked version refused by a destination without Object Lock,
+//! parked with the reason.
+
+mod common;
+
+use backbeat::queue::kafka::Topics;
+use common::kafka::*;
+use common::*;
+use serde_json::{json, Value};
+
+/// Runs `tests/common/fidelity.py` (boto3) against `url`.
+fn fid(url: &str, command: &str, args: Value) -> Value {
+    let python = python();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/fidelity.py");
+    let out = std::process::Command::new(&python)
+        .args([script, url, command, &args.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "fidelity.py {command} {args} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("fidelity.py prints JSON")
+}
+
+/// The replicas of `key` in `bucket` (newest first), as boto3 reads them.
+fn replicas(url: &str, bucket: &str, key: &str) -> Vec<Value> {
+    let all = fid(url, "describe", json!({ "bucket": bucket }));
+    all[key].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the replicas of `key` satisfy `f`, and returns them.
+fn wait_replicas(
+    url: &str,
+    bucket: &str,
+    key: &str,
+    what: &str,
+    f: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut got = Vec::new();
+    wait_until(90, what, || {
+        got = replicas(url, bucket, key);
+        f(&got)
+    });
+    got
+}
+
+fn announce(topics: &Topics, name: &str, bucket: &str, key: &str, vid: &str, size: usize) {
+    let e = event(name, bucket, key, vid, size);
+    produce(&topics.events, &[(format!("{bucket}/{key}"), e)]);
+}
+
+fn metric(port: u16, name: &str, site: &str) -> f64 {
+    let (code, text) = http_get(port, "/metrics", None);
+    assert_eq!(code, 200, "{text}");
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(&format!("site=\"{site}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .next()
+        .unwrap_or_else(|| panic!("no {name} for site {site} in /metrics"))
+}
+
+#[test]
+fn tag_and_acl_changes_update_the_replica_without_a_copy() {
+    let s = servers();
+    let (sb, db) = (bucket("fid-src"), bucket("fid-dst"));
+    fid(&s.source, "bucket", json!({ "bucket": sb }));
+    fid(&s.dest, "bucket", json!({ "bucket": db }));
+    let port = free_port();
+    let st = setup(
+        &sb,
+        &[("site-a", &s.dest, &db)],
+        &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
+        &format!("\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let config = std::fs::read_to_string(&st.config).unwrap();
+    let config = config.replace(
+        "verify_after_write = true\n",
+        "verify_after_write = true\nacl = \"copy\"\n",
+    );
+    std::fs::write(&st.config, config).unwrap();
+    let topics = Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    let put = json!({ "bucket": sb, "key": "doc", "size": 1000, "opts": { "Tagging": "team=a" } });
+    let vid = fid(&s.source, "put", put)["version_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    announce(&topics, "ObjectCreated:Put", &sb, "doc", &vid, 1000);
+    let first = wait_replicas(&s.dest, &db, "doc", "the replica", |r| r.len() == 1);
+    let replica_vid = first[0]["version_id"].clone();
+    assert_eq!(first[0]["source_version"], json!(vid));
+    assert_eq!(first[0]["tags"], json!([["team", "a"]]));
+    wait_until(60, "the API ready", || api_ready(port));
+    let copied = metric(port, "backbeat_bytes_copied_total", "site-a");
+    assert_eq!(copied, 1000.0);
+
+    let at = |extra: Value| {
+        let mut a = json!({ "bucket": sb, "key": "doc", "version_id": vid });
+        a.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        a
+    };
+    fid(
+        &s.source,
+        "tags",
+        at(json!({ "tags": [["team", "b"], ["env", "prod"]] })),
+    );
+    announce(&topics, "ObjectTagging:Put", &sb, "doc", &vid, 0);
+    let r = wait_replicas(&s.dest, &db, "doc", "the new tags", |r| {
+        r[0]["tags"] == json!([["env", "prod"], ["team", "b"]])
+    });
+    assert_eq!(r.len(), 1, "a tag change writes no version: {r:?}");
+    assert_eq!(r[0]["version_id"], replica_vid);
+
+    fid(&s.source, "acl", at(json!({ "acl": "public-read" })));
+    announce(&topics, "ObjectAcl:Put", &sb, "doc", &vid, 0);
+    let all_users = json!(["READ", "http://acs.amazonaws.com/groups/global/AllUsers"]);
+    let r = wait_replicas(&s.dest, &db, "doc", "the new ACL", |r| {
+        r[0]["grants"].as_array().unwrap().contains(&all_users)
+    });
+    let source = replicas(&s.source, &sb, "doc");
+    assert_eq!(r[0]["grants"], source[0]["grants"], "the source's grants");
+
+    // MinIO's name for a tag removal.
+    fid(&s.source, "tags", at(json!({ "tags": [] })));
+    announce(&topics, "ObjectCreated:DeleteTagging", &sb, "doc", &vid, 0);
+    let r = wait_replicas(&s.dest, &db, "doc", "no tags", |r| {
+        r[0]["tags"] == json!([])
+    });
+    assert_eq!((r.len(), &r[0]["version_id"]), (1, &replica_vid));
+    assert_eq!(r[0]["size"], json!(1000));
+    wait_until(30, "three metadata updates counted", || {
+        metric(port, "backbeat_metadata_updates_total", "site-a") == 3.0
+    });
+    let copied = metric(port, "backbeat_bytes_copied_total", "site-a");
+    assert_eq!(copied, 1000.0, "no byte copied again");
+    assert_eq!(
+        metric(port, "backbeat_versions_copied_total", "site-a"),
+        1.0
+    );
+    stop(run);
+}
+
+#[test]
+fn object_lock_sse_kms_and_storage_class_reach_the_replica() {
+    let s = servers();
+    let (sb, locked_db, plain_db) = (bucket("lk-src"), bucket("lk-dst"), bucket("lk-plain"));
+    fid(&s.source, "bucket", json!({ "bucket": sb, "lock": true }));
+    fid(
+        &s.dest,
+        "bucket",
+        json!({ "bucket": locked_db, "lock": true }),
+    );
+    fid(&s.dest, "bucket", json!({ "bucket": plain_db }));
+    let key_id = "arn:aws:kms:us-east-1:123456789012:key/dr-site";
+    let st = setup(
+        &sb,
+        &[
+            ("site-lock", &s.dest, &locked_db),
+            ("site-plain", &s.dest, &plain_db),
+        ],
+        &rules(&[rule(
+            "all",
+            1,
+            "<Prefix></Prefix>",
+            true,
+            "site-lock,site-plain",
+        )]),
+        "",
+    );
+    let config = std::fs::read_to_string(&st.config).unwrap().replacen(
+        &format!("buckets = {{ {sb} = \"{locked_db}\" }}\n"),
+        &format!("buckets = {{ {sb} = \"{locked_db}\" }}\nstorage_class = \"STANDARD_IA\"\nsse = \"aws:kms\"\nkms_key_id = \"{key_id}\"\n"),
+        1,
+    );
+    assert!(config.contains("STANDARD_IA"), "{config}");
+    std::fs::write(&st.config, config).unwrap();
+    let topics = Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    let lock = json!({ "ObjectLockMode": "GOVERNANCE", "RetainDays": 1, "ObjectLockLegalHoldStatus": "ON", "ServerSideEncryption": "AES256" });
+    let put = json!({ "bucket": sb, "key": "locked", "size": 3000, "opts": lock });
+    let locked_vid = fid(&s.source, "put", put)["version_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let put = json!({ "bucket": sb, "key": "plain", "size": 2000, "opts": {} });
+    let plain_vid = fid(&s.source, "put", put)["version_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    announce(
+        &topics,
+        "ObjectCreated:Put",
+        &sb,
+        "locked",
+        &locked_vid,
+        3000,
+    );
+    announce(&topics, "ObjectCreated:Put", &sb, "plain", &plain_vid, 2000);
+
+    let source = replicas(&s.source, &sb, "locked").remove(0);
+    let r = wait_replicas(&s.dest, &locked_db, "locked", "the locked replica", |r| {
+        r.len() == 1
+    });
+    let replica = &r[0];
+    assert_eq!(replica["lock_mode"], json!("GOVERNANCE"));
+    assert_eq!(replica["retain_until"], source["retain_until"]);
+    assert_eq!(replica["legal_hold"], json!("ON"));
+    assert_eq!(
+        replica["sse"],
+        json!("aws:kms"),
+        "the site's encryption, not the source's"
+    );
+    assert_eq!(replica["kms_key_id"], json!(key_id));
+    assert_eq!(replica["storage_class"], json!("STANDARD_IA"));
+    let rvid = replica["version_id"].as_str().unwrap().to_string();
+    let refused = fid(
+        &s.dest,
+        "delete",
+        json!({ "bucket": locked_db, "key": "locked", "version_id": rvid }),
+    );
+    assert_eq!(
+        refused["error"],
+        json!("AccessDenied"),
+        "the destination keeps the lock"
+    );
+    let plain = wait_replicas(&s.dest, &locked_db, "plain", "the plain replica", |r| {
+        r.len() == 1
+    });
+    assert_eq!(plain[0]["lock_mode"], Value::Null);
+    assert_eq!(plain[0]["storage_class"], json!("STANDARD_IA"));
+
+    // Lock changes at the source follow (MinIO's event names).
+    let at = json!({ "bucket": sb, "key": "locked", "version_id": locked_vid });
+    let mut off = at.clone();
+    off["on"] = json!(false);
+    fid(&s.source, "legalhold", off);
+    announce(
+        &topics,
+        "ObjectCreated:PutLegalHold",
+        &sb,
+        "locked",
+        &locked_vid,
+        0,
+    );
+    let mut longer = at.clone();
+    longer["mode"] = json!("GOVERNANCE");
+    longer["days"] = json!(3);
+    fid(&s.source, "retention", longer);
+    announce(
+        &topics,
+        "ObjectCreated:PutRetention",
+        &sb,
+        "locked",
+        &locked_vid,
+        0,
+    );
+    let source = replicas(&s.source, &sb, "locked").remove(0);
+    assert_ne!(source["retain_until"], replica["retain_until"]);
+    let r = wait_replicas(
+        &s.dest,
+        &locked_db,
+        "locked",
+        "the new retention and no legal hold",
+        |r| r[0]["legal_hold"] == json!("OFF") && r[0]["retain_until"] == source["retain_until"],
+    );
+    assert_eq!(
+        (r.len(), r[0]["version_id"].as_str()),
+        (1, Some(rvid.as_str()))
+    );
+
+    // A destination without Object Lock: the locked version is parked, named, the other
+    // replicated.
+    wait_replicas(
+        &s.dest,
+        &plain_db,
+        "plain",
+        "plain at the site without lock",
+        |r| r.len() == 1,
+    );
+    let failed = read_topic(&topics.failed, 1);
+    let record: Value = serde_json::from_str(&failed[0].1).unwrap();
+    assert_eq!(failed[0].0, format!("{sb}/locked/{locked_vid}/site-plain"));
+    assert_eq!(
+        record["error"]["code"],
+        json!("DestinationWithoutObjectLock"),
+        "{record}"
+    );
+    let message = record["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&plain_db) && message.contains("Object Lock"),
+        "{message}"
+    );
+    assert!(replicas(&s.dest, &plain_db, "locked").is_empty());
+    stop(run);
+}
