@@ -1,6 +1,7 @@
 //! backbeat: asynchronous S3 replication, a thread-per-core io_uring data mover.
 
 pub mod api;
+pub mod bandwidth;
 pub mod config;
 pub mod engine;
 pub mod failure;

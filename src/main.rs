@@ -483,6 +483,10 @@ struct SyncArgs {
     /// not, so two-way replication does not loop
     #[arg(long)]
     replicate_replicas: bool,
+    /// Bandwidth limit shared by the shards: a rate (`200MiB/s`, `off`) or a weekly UTC
+    /// timetable of `[Day-]HH:MM,RATE` entries (`"08:00,10MiB/s 19:00,off"`)
+    #[arg(long, value_parser = parse_bandwidth)]
+    bandwidth: Option<backbeat::bandwidth::Timetable>,
     /// Read buffer of each connection: the largest frame moved at once (8KiB to 16MiB)
     #[arg(long, default_value = "256KiB", value_parser = parse_size)]
     read_buffer: u64,
@@ -676,12 +680,17 @@ fn sync_job(a: SyncArgs) -> anyhow::Result<SyncJob> {
             replicate_replicas: a.replicate_replicas,
         },
         policy: Default::default(),
+        bandwidth: a.bandwidth.clone(),
         progress: !a.json && sync::progress_wanted(),
         source: a.source,
         destination: a.destination,
         source_endpoint: src,
         destination_endpoint: dst,
     })
+}
+
+fn parse_bandwidth(s: &str) -> Result<backbeat::bandwidth::Timetable, String> {
+    backbeat::bandwidth::Timetable::parse(s)
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<backbeat::config::file::Config> {

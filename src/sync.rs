@@ -71,6 +71,8 @@ pub struct SyncJob {
     pub options: Options,
     /// What the replicas carry beyond bytes and metadata.
     pub policy: Arc<crate::replication::ReplicaPolicy>,
+    /// A bandwidth limit shared by the shards (none: no limit).
+    pub bandwidth: Option<crate::bandwidth::Timetable>,
     pub progress: bool,
 }
 
@@ -169,6 +171,10 @@ pub fn run(job: SyncJob, shutdown: Shutdown) -> Result<Summary, SyncError> {
         shutdown: shutdown.clone(),
         scan_error: Arc::default(),
         dest_versioned,
+        bandwidth: job
+            .bandwidth
+            .clone()
+            .map(|t| crate::bandwidth::NodeLimit::new(t, job.shards.max(1))),
     };
     let runner = spawn_shards(shared.clone(), queues);
     wait_with_progress(&runner, &stats, job.progress);
@@ -209,6 +215,7 @@ struct ShardShared {
     /// Set by the scan when listing the source fails.
     scan_error: Arc<std::sync::Mutex<Option<String>>>,
     dest_versioned: bool,
+    bandwidth: Option<Arc<crate::bandwidth::NodeLimit>>,
 }
 
 /// One bounded queue of keys per shard; the scan (on shard 0) takes every sender.
@@ -271,12 +278,14 @@ async fn shard_task(
         dest_versioned: shared.dest_versioned,
         policy: job.policy.clone(),
     });
-    let data = Rc::new(DataPath::new(
+    let mut data = DataPath::new(
         job.options.clone(),
         job.shard_parts,
         shared.stats.clone(),
         shared.shutdown.clone(),
-    ));
+    );
+    data.limit = shared.bandwidth.as_ref().map(|n| Rc::new(n.shard()));
+    let data = Rc::new(data);
     if let Some(senders) = senders {
         glommio::spawn_local(scan_source(route.clone(), shared.clone(), senders)).detach();
     }

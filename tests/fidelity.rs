@@ -301,3 +301,140 @@ fn object_lock_sse_kms_and_storage_class_reach_the_replica() {
     assert!(replicas(&s.dest, &plain_db, "locked").is_empty());
     stop(run);
 }
+
+/// Samples of a counter per site: (seconds since the start, value).
+type Samples = Vec<(f64, f64)>;
+
+/// The highest rate over any window of at least `window` seconds between two samples.
+fn max_rate(samples: &Samples, window: f64) -> f64 {
+    let mut best: f64 = 0.0;
+    for (i, (t0, b0)) in samples.iter().enumerate() {
+        if let Some((t1, b1)) = samples[i..].iter().find(|(t, _)| t - t0 >= window) {
+            best = best.max((b1 - b0) / (t1 - t0));
+        }
+    }
+    best
+}
+
+/// When the counter first moved and when it reached `total` (seconds since the start).
+fn span(samples: &Samples, total: f64) -> (f64, f64) {
+    let first = samples.iter().find(|(_, b)| *b > 0.0).map(|s| s.0).unwrap();
+    let last = samples
+        .iter()
+        .find(|(_, b)| *b >= total)
+        .map(|s| s.0)
+        .unwrap();
+    (first, last)
+}
+
+#[test]
+fn a_bandwidth_limit_holds_one_site_to_its_rate_and_not_the_other() {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let s = servers();
+    let (sb, slow_db, fast_db) = (bucket("bw-src"), bucket("bw-slow"), bucket("bw-fast"));
+    for (url, b) in [(&s.source, &sb), (&s.dest, &slow_db), (&s.dest, &fast_db)] {
+        fid(url, "bucket", json!({ "bucket": b }));
+    }
+    let port = free_port();
+    let st = setup(
+        &sb,
+        &[
+            ("site-slow", &s.dest, &slow_db),
+            ("site-fast", &s.dest, &fast_db),
+        ],
+        &rules(&[rule(
+            "all",
+            1,
+            "<Prefix></Prefix>",
+            true,
+            "site-slow,site-fast",
+        )]),
+        &format!("\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let config = std::fs::read_to_string(&st.config).unwrap().replacen(
+        &format!("buckets = {{ {sb} = \"{slow_db}\" }}\n"),
+        &format!("buckets = {{ {sb} = \"{slow_db}\" }}\nbandwidth = \"8MiB/s\"\n"),
+        1,
+    );
+    std::fs::write(&st.config, config).unwrap();
+    let topics = Topics::new(&st.prefix);
+    let src = backbeat::s3::Client::new(endpoint(&s.source), None);
+    let events: Vec<(String, String)> = block_on(async {
+        let mut events = Vec::new();
+        for i in 0..20 {
+            let key = format!("obj-{i:02}");
+            let vid = put_version(&src, &sb, &key, &data(4 << 20, i), &[]).await;
+            let e = event("ObjectCreated:Put", &sb, &key, &vid, 4 << 20);
+            events.push((format!("{sb}/{key}"), e));
+        }
+        events
+    });
+    let run = spawn(&["run"], &st.config);
+    wait_until(60, "the API ready", || api_ready(port));
+    assert_eq!(
+        metric(
+            port,
+            "backbeat_site_bandwidth_limit_bytes_per_second",
+            "site-slow"
+        ),
+        8.0 * MIB
+    );
+    assert_eq!(
+        metric(
+            port,
+            "backbeat_site_bandwidth_limit_bytes_per_second",
+            "site-fast"
+        ),
+        0.0
+    );
+    let (code, status) = http_get(port, "/_/metrics/crr/site-slow/all", None);
+    assert_eq!(code, 200, "{status}");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["bandwidth"]["bytesPerSecond"],
+        json!(8 << 20),
+        "{status}"
+    );
+    produce(&topics.events, &events);
+    let total = 80.0 * MIB;
+    let start = std::time::Instant::now();
+    let (mut slow, mut fast) = (Samples::new(), Samples::new());
+    while slow.last().is_none_or(|(_, b)| *b < total) {
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "not replicated in 120 s: {slow:?}"
+        );
+        let t = start.elapsed().as_secs_f64();
+        slow.push((t, metric(port, "backbeat_bytes_moved_total", "site-slow")));
+        fast.push((t, metric(port, "backbeat_bytes_moved_total", "site-fast")));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (s0, s1) = span(&slow, total);
+    let (f0, f1) = span(&fast, total);
+    let peak = max_rate(&slow, 5.0) / MIB;
+    eprintln!(
+        "bandwidth: limited site {:.1} s ({:.2} MiB/s on average, at most {peak:.2} MiB/s over 5 s); \
+         unlimited site {:.1} s",
+        s1 - s0,
+        80.0 / (s1 - s0),
+        f1 - f0
+    );
+    assert!(
+        s1 - s0 >= 9.5,
+        "80 MiB at 8 MiB/s take at least 9.5 s: {:.1} s",
+        s1 - s0
+    );
+    assert!(
+        peak <= 8.4,
+        "over any 5 s the limited site stays at 8.4 MiB/s or under: {peak:.2}"
+    );
+    assert!(
+        f1 - f0 < (s1 - s0) / 2.0,
+        "the other site is not slowed: {:.1} s",
+        f1 - f0
+    );
+    wait_until(30, "20 versions at the limited site", || {
+        metric(port, "backbeat_versions_copied_total", "site-slow") == 20.0
+    });
+    stop(run);
+}

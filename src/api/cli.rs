@@ -321,15 +321,27 @@ fn segment(s: &str) -> String {
 /// A readable table of each site's state and metrics.
 pub fn status_table(report: &StatusReport) -> String {
     let mut out = format!(
-        "{:<16} {:<9} {:>9} {:>12} {:>10} {:>9} {:>14}\n",
-        "site", "state", "backlog", "completions", "failures", "pending", "throughput/s"
+        "{:<16} {:<9} {:>9} {:>12} {:>10} {:>9} {:>14} {:>14}\n",
+        "site",
+        "state",
+        "backlog",
+        "completions",
+        "failures",
+        "pending",
+        "throughput/s",
+        "bandwidth"
     );
     for (site, state) in &report.status {
         let m = report.metrics.get(site);
         let count = |f: Option<u64>| f.map_or("?".to_string(), |c| c.to_string());
         let state = serde_json::to_value(state).expect("a state");
+        let bandwidth = m
+            .and_then(|m| m.bandwidth.as_ref())
+            .map_or("none".into(), |b| {
+                crate::bandwidth::show_rate(b.bytes_per_second)
+            });
         out.push_str(&format!(
-            "{:<16} {:<9} {:>9} {:>12} {:>10} {:>9} {:>14}\n",
+            "{:<16} {:<9} {:>9} {:>12} {:>10} {:>9} {:>14} {:>14}\n",
             site,
             state.as_str().unwrap_or("?"),
             count(m.and_then(|m| m.backlog.as_ref()).map(|f| f.results.count)),
@@ -341,6 +353,7 @@ pub fn status_table(report: &StatusReport) -> String {
             count(m.and_then(|m| m.pending.as_ref()).map(|f| f.results.count)),
             m.and_then(|m| m.throughput.as_ref())
                 .map_or("?", |f| f.results.count.as_str()),
+            bandwidth,
         ));
     }
     out

@@ -93,6 +93,14 @@ pub(super) async fn crr_metrics(state: &ApiState, site: &str, metric: &str) -> R
         format!("{:.2}", quarter.ok as f64 / 900.0),
         format!("{:.2}", quarter.ok_bytes as f64 / 900.0),
     ));
+    if metric == "all" {
+        out.bandwidth = sites.iter().find_map(|(_, s)| s.bandwidth.get()).map(|b| {
+            crate::api::model::Bandwidth {
+                configured: b.timetable().text().to_string(),
+                bytes_per_second: b.rate_now(),
+            }
+        });
+    }
     out.pending = wants("pending").then(|| {
         family(
             "Number of pending replication operations (count) and bytes (size)",

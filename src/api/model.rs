@@ -88,6 +88,19 @@ pub struct Metrics {
     /// Per second, as Backbeat writes it: a decimal in a string (`"0.25"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throughput: Option<Family<String>>,
+    /// The site's bandwidth limit on the node that answers (absent: none configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
+}
+
+/// A site's bandwidth limit on one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bandwidth {
+    /// As configured (a rate, or a weekly timetable).
+    pub configured: String,
+    /// In force now, bytes per second (absent: no limit now).
+    pub bytes_per_second: Option<u64>,
 }
 
 /// The metric names `/_/metrics/crr/{site}/{metric}` answers.

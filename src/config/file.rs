@@ -230,6 +230,8 @@ pub struct SiteConfig {
     /// What the site's replicas carry beyond bytes and metadata (`storage_class`, `sse`,
     /// `kms_key_id`, `acl`).
     pub policy: crate::replication::ReplicaPolicy,
+    /// The site's bandwidth limit on each node (`bandwidth`), shared by the node's shards.
+    pub bandwidth: Option<crate::bandwidth::Timetable>,
 }
 
 /// The operations API.
@@ -358,6 +360,7 @@ struct SiteFile {
     sse: Option<String>,
     kms_key_id: Option<String>,
     acl: Option<String>,
+    bandwidth: Option<String>,
 }
 
 /// An endpoint's keys as the file gives them.
@@ -753,6 +756,13 @@ impl SiteFile {
         let prefix = format!("sites.{name}");
         let file = settle.file;
         let policy = self.policy(&prefix, file)?;
+        let bandwidth = match &self.bandwidth {
+            Some(b) => Some(
+                crate::bandwidth::Timetable::parse(b)
+                    .map_err(|m| error(file, &format!("{prefix}.bandwidth"), m))?,
+            ),
+            None => None,
+        };
         let s3 = settle.endpoint(
             &prefix,
             EndpointFile {
@@ -779,6 +789,7 @@ impl SiteFile {
             verify_after_write: self.verify_after_write,
             buckets: self.buckets,
             policy,
+            bandwidth,
         })
     }
 
@@ -901,6 +912,8 @@ impl Config {
             for (k, v) in s.policy.shown() {
                 lines.push((format!("{p}.{k}"), v));
             }
+            let bandwidth = s.bandwidth.as_ref().map_or("off", |b| b.text());
+            lines.push((format!("{p}.bandwidth"), format!("{bandwidth:?}")));
         }
         let tuning = self.replication.shown().into_iter();
         lines.extend(tuning.map(|(k, v)| (k.to_string(), v)));

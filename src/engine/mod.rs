@@ -354,6 +354,7 @@ impl Engine {
             source_buckets: self.cfg.source.buckets.iter().cloned().collect(),
             dest_versioned: s.versioned,
             policy: s.policy.clone(),
+            bandwidth: None,
             opts: self.options(),
             concurrency: self.cfg.replication.concurrency,
             shard_parts: self.cfg.replication.shard_parts(),
@@ -433,7 +434,17 @@ impl Engine {
         stats: Arc<Stats>,
         shutdown: Shutdown,
     ) -> Result<(), EngineError> {
-        let wc = self.worker_config(site)?;
+        let mut wc = self.worker_config(site)?;
+        if let Some(t) = self.cfg.sites.get(site).and_then(|s| s.bandwidth.clone()) {
+            let node = crate::bandwidth::NodeLimit::new(t, shards);
+            tracing::info!(
+                site,
+                bandwidth = node.timetable().text(),
+                "bandwidth limited"
+            );
+            let _ = stats.bandwidth.set(node.clone());
+            wc.bandwidth = Some(node);
+        }
         let results = shard::run(shards, self.cfg.replication.placement, move |_i| {
             let (wc, stats, shutdown) = (wc.clone(), stats.clone(), shutdown.clone());
             async move {

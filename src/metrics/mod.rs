@@ -75,6 +75,8 @@ pub struct Stats {
     /// Entries being replicated now, and their bytes.
     pub in_flight: AtomicU64,
     pub in_flight_bytes: AtomicU64,
+    /// The site's bandwidth limit on this node, when it has one.
+    pub bandwidth: std::sync::OnceLock<Arc<crate::bandwidth::NodeLimit>>,
 }
 
 impl Stats {

@@ -57,6 +57,11 @@ const COUNTERS: &[Counter] = &[
         read: |s| Stats::get(&s.bytes_copied),
     },
     Counter {
+        name: BYTES_MOVED,
+        help: "Bytes sent through the data path as they move, including unfinished and retried transfers.",
+        read: |s| Stats::get(&s.bytes_moved),
+    },
+    Counter {
         name: RETRIES,
         help: "Attempts retried after a retryable error.",
         read: |s| Stats::get(&s.retries),
@@ -186,6 +191,13 @@ pub fn render(sites: &BTreeMap<String, Arc<Stats>>) -> String {
         "Entries being replicated now.",
         sites,
         |s| Stats::get(&s.in_flight),
+    );
+    gauge(
+        &mut out,
+        BANDWIDTH_LIMIT,
+        "The site's bandwidth limit in force now on this node, shared by its shards (0: none).",
+        sites,
+        |s| s.bandwidth.get().and_then(|b| b.rate_now()).unwrap_or(0),
     );
     gauge(
         &mut out,

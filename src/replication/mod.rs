@@ -90,6 +90,8 @@ pub struct DataPath {
     pub cancel: Shutdown,
     /// The site's circuit breaker (the engine's workers): attempts wait through outages.
     pub breaker: Option<std::rc::Rc<breaker::Breaker>>,
+    /// This shard's share of the site's bandwidth limit (none: no limit).
+    pub limit: Option<std::rc::Rc<crate::bandwidth::ShardLimit>>,
 }
 
 impl DataPath {
@@ -103,6 +105,7 @@ impl DataPath {
             stats,
             cancel,
             breaker: None,
+            limit: None,
         }
     }
 }

@@ -374,6 +374,7 @@ async fn upload_one<S: ObjectStore>(
         chunked,
         progress_counters(route, dp, v),
     );
+    let pipe = pipe.with_limit(dp.limit.clone());
     let mut part = route
         .dest
         .upload_part(

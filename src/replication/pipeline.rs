@@ -390,6 +390,7 @@ async fn put_streamed<S: ObjectStore>(
     let (mode, chunked) = upload_checksum(&route.dest, get.head.crc32c);
     let counters = progress_counters(route, dp, v);
     let (pipe, result) = PipeBody::new(get.body, len, get.head.crc32c, chunked, counters);
+    let pipe = pipe.with_limit(dp.limit.clone());
     let put = PutObjectRequest {
         body: ReqBody::Stream(Box::new(pipe)),
         length: len,

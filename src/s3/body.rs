@@ -57,6 +57,9 @@ pub struct PipeBody {
     encoded_len: u64,
     pending: Option<Bytes>,
     state: PipeState,
+    /// The shard's share of a bandwidth limit, and the timer of a wait for it.
+    limit: Option<Rc<crate::bandwidth::ShardLimit>>,
+    sleep: Option<glommio::timer::Timer>,
 }
 
 struct Chunking {
@@ -119,16 +122,47 @@ impl PipeBody {
             encoded_len,
             pending: None,
             state: PipeState::Header,
+            limit: None,
+            sleep: None,
         };
         (body, result)
+    }
+
+    /// Holds each frame until the shard's share of a bandwidth limit admits it.
+    pub fn with_limit(mut self, limit: Option<Rc<crate::bandwidth::ShardLimit>>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Ready once the bandwidth limit (if any) admits the next frame.
+    fn poll_limit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(limit) = &self.limit else {
+            return Poll::Ready(());
+        };
+        loop {
+            if let Some(t) = &mut self.sleep {
+                ready!(std::future::Future::poll(Pin::new(t), cx));
+                self.sleep = None;
+            }
+            match limit.wait() {
+                None => return Poll::Ready(()),
+                Some(d) => self.sleep = Some(glommio::timer::Timer::new(d)),
+            }
+        }
     }
 
     fn next_src(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BodyError>> {
         if let Some(b) = self.pending.take() {
             return Poll::Ready(Ok(Some(b)));
         }
+        ready!(self.poll_limit(cx));
         match ready!(self.src.poll_data(cx)) {
-            Some(Ok(b)) => Poll::Ready(Ok(Some(b))),
+            Some(Ok(b)) => {
+                if let Some(l) = &self.limit {
+                    l.take(b.len() as u64);
+                }
+                Poll::Ready(Ok(Some(b)))
+            }
             Some(Err(e)) => Poll::Ready(Err(BodyError::Source {
                 retryable: e.is_retryable(),
                 message: e.to_string(),

@@ -75,6 +75,8 @@ pub struct WorkerConfig {
     pub dest_versioned: bool,
     /// What the site's replicas carry beyond bytes and metadata.
     pub policy: Arc<crate::replication::ReplicaPolicy>,
+    /// The site's bandwidth limit on this node, shared by its shards (none: no limit).
+    pub bandwidth: Option<Arc<crate::bandwidth::NodeLimit>>,
     pub opts: Options,
     /// Entries in flight per shard.
     pub concurrency: usize,
@@ -333,6 +335,7 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
     let threshold = BREAKER_FAILURES.min(cfg.opts.retry.max_attempts);
     let breaker = Rc::new(Breaker::new(threshold, stats.unavailable_shards.clone()));
     data.breaker = Some(breaker.clone());
+    data.limit = cfg.bandwidth.as_ref().map(|n| Rc::new(n.shard()));
     let sh = Rc::new(Shared {
         producer: kafka::producer(&cfg.brokers)?,
         consumer: Arc::new(consumer),
