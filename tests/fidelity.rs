@@ -438,3 +438,113 @@ fn a_bandwidth_limit_holds_one_site_to_its_rate_and_not_the_other() {
     });
     stop(run);
 }
+
+/// An SSE-C key as S3 headers carry it: (base64, MD5 base64).
+fn customer_headers(key: &[u8; 32]) -> (String, String) {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    (b64.encode(key), b64.encode(md5::Md5::digest(key)))
+}
+
+#[test]
+fn sse_c_sources_are_read_and_replicas_written_with_customer_keys() {
+    use common::proxy::Proxy;
+    let s = servers();
+    let (sb, db) = (bucket("ssec-src"), bucket("ssec-dst"));
+    fid(&s.source, "bucket", json!({ "bucket": sb }));
+    fid(&s.dest, "bucket", json!({ "bucket": db }));
+    // moto has no SSE-C: a proxy in front of each server refuses every request for the
+    // bucket's objects' bytes that lacks its key, as a server with SSE-C does.
+    let (k1, k2) = (
+        *b"source-key-0123456789abcdef01234",
+        *b"replica-key-0123456789abcdef0123",
+    );
+    let (src_proxy, dst_proxy) = (Proxy::start(&s.source, false), Proxy::start(&s.dest, false));
+    let (k1_b64, k1_md5) = customer_headers(&k1);
+    let (k2_b64, k2_md5) = customer_headers(&k2);
+    *src_proxy.faults.customer_key.lock().unwrap() = Some((sb.clone(), k1_b64.clone(), k1_md5));
+    *dst_proxy.faults.customer_key.lock().unwrap() = Some((db.clone(), k2_b64.clone(), k2_md5));
+    let k1_text = std::str::from_utf8(&k1).unwrap();
+    let k2_text = std::str::from_utf8(&k2).unwrap();
+    let st = setup(
+        &sb,
+        &[("site-a", &dst_proxy.url, &db)],
+        &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
+        "",
+    );
+    std::fs::write(st.dir.path().join("k1"), k1).unwrap();
+    std::fs::write(st.dir.path().join("k2.b64"), format!("{k2_b64}\n")).unwrap();
+    let config = std::fs::read_to_string(&st.config)
+        .unwrap()
+        .replacen(
+            &format!("endpoint = \"{}\"", s.source),
+            &format!("endpoint = \"{}\"", src_proxy.url),
+            1,
+        )
+        .replacen(
+            "rules_file = \"rules.xml\"\n",
+            &format!("rules_file = \"rules.xml\"\nsse_customer_key_files = {{ {sb} = \"k1\" }}\n"),
+            1,
+        )
+        .replacen(
+            "verify_after_write = true\n",
+            "verify_after_write = true\nsse = \"customer\"\nsse_customer_key_file = \"k2.b64\"\n",
+            1,
+        );
+    std::fs::write(&st.config, config).unwrap();
+    let topics = Topics::new(&st.prefix);
+    let run = spawn(&["run"], &st.config);
+    let ssec = json!({ "SSECustomerAlgorithm": "AES256", "SSECustomerKey": k1_text });
+    let mut events = Vec::new();
+    for (key, size) in [("small", 1000), ("large", 7 << 20)] {
+        let put = json!({ "bucket": sb, "key": key, "size": size, "opts": ssec });
+        let vid = fid(&src_proxy.url, "put", put)["version_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        events.push((
+            format!("{sb}/{key}"),
+            event("ObjectCreated:Put", &sb, key, &vid, size),
+        ));
+    }
+    produce(&topics.events, &events);
+    for key in ["small", "large"] {
+        let source = fid(
+            &src_proxy.url,
+            "get",
+            json!({ "bucket": sb, "key": key, "sse_c_key": k1_text }),
+        );
+        assert!(source["sha256"].is_string(), "{source}");
+        let mut replica = Value::Null;
+        wait_until(90, &format!("{key} at the site"), || {
+            let get = json!({ "bucket": db, "key": key, "sse_c_key": k2_text });
+            replica = fid(&dst_proxy.url, "get", get);
+            replica["error"].is_null()
+        });
+        assert_eq!(
+            replica, source,
+            "{key}: the same bytes, read with the site's key"
+        );
+        let no_key = fid(&dst_proxy.url, "get", json!({ "bucket": db, "key": key }));
+        assert_eq!(no_key["error"], json!("InvalidRequest"));
+    }
+    stop(run);
+    use std::sync::atomic::Ordering::SeqCst;
+    let refused = |p: &Proxy| p.faults.customer_refused.load(SeqCst);
+    let checked = |p: &Proxy| p.faults.customer_checked.load(SeqCst);
+    assert_eq!(refused(&src_proxy), 0, "every source read carried the key");
+    assert_eq!(
+        refused(&dst_proxy),
+        2,
+        "only the test's reads without the key"
+    );
+    // Source: boto3's 2 PUTs and 2 GETs, and the engine's reads (GET, HEAD, ranged parts).
+    assert!(checked(&src_proxy) >= 6, "{}", checked(&src_proxy));
+    // Destination: the small PUT, the multipart upload and its parts, the checks (HEAD).
+    assert!(checked(&dst_proxy) >= 5, "{}", checked(&dst_proxy));
+    let log = std::fs::read_to_string(st.dir.path().join("run.log")).unwrap();
+    for secret in [k1_b64.as_str(), k2_b64.as_str(), k1_text, k2_text] {
+        assert!(!log.contains(secret), "a key is in the log");
+    }
+}

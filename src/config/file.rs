@@ -16,6 +16,7 @@ use super::de;
 pub use super::kafka_security::{KafkaSecurity, Mechanism, Protocol};
 use super::tuning::TuningFile;
 pub use super::tuning::{ReplicationTuning, TUNING_KEYS};
+use crate::replication::policy::Sse;
 use crate::replication::ReplicaPolicy;
 use crate::s3::ChecksumTransport;
 
@@ -217,6 +218,8 @@ pub struct SourceConfig {
     /// Replicate versions that are themselves replicas (chains A to B to C). Off: a replica
     /// is not sent on, which stops loops in two-way replication (A to B and B to A).
     pub replicate_replicas: bool,
+    /// SSE-C keys of source buckets (`sse_customer_key_files`), read from their files.
+    pub customer_keys: crate::s3::customer_key::CustomerKeys,
 }
 
 /// A destination site.
@@ -232,6 +235,9 @@ pub struct SiteConfig {
     pub policy: crate::replication::ReplicaPolicy,
     /// The site's bandwidth limit on each node (`bandwidth`), shared by the node's shards.
     pub bandwidth: Option<crate::bandwidth::Timetable>,
+    /// The SSE-C key replicas are written with (`sse = "customer"`,
+    /// `sse_customer_key_file`).
+    pub customer_key: Option<crate::s3::customer_key::CustomerKey>,
 }
 
 /// The operations API.
@@ -288,6 +294,7 @@ impl Default for Config {
                 rules_file: None,
                 scan_interval_seconds: 0,
                 replicate_replicas: false,
+                customer_keys: Default::default(),
             },
             sites: BTreeMap::new(),
             replication: ReplicationTuning::default(),
@@ -338,6 +345,7 @@ struct SourceFile {
     #[serde(deserialize_with = "de::int::<_, _, 0, 2_592_000>")]
     scan_interval_seconds: u64,
     replicate_replicas: bool,
+    sse_customer_key_files: BTreeMap<String, PathBuf>,
 }
 
 /// A `[sites.NAME]` table.
@@ -361,6 +369,7 @@ struct SiteFile {
     kms_key_id: Option<String>,
     acl: Option<String>,
     bandwidth: Option<String>,
+    sse_customer_key_file: Option<PathBuf>,
 }
 
 /// An endpoint's keys as the file gives them.
@@ -486,6 +495,25 @@ impl EndpointFile {
 }
 
 /// A path as written in `file`: relative paths are relative to the file that names them.
+/// The source buckets' SSE-C keys, read from their files (relative to the configuration's).
+fn source_keys(
+    file: &Path,
+    buckets: &[String],
+    files: BTreeMap<String, PathBuf>,
+) -> Result<crate::s3::customer_key::CustomerKeys, ConfigError> {
+    let mut keys = crate::s3::customer_key::CustomerKeys::default();
+    for (bucket, path) in files {
+        let at = format!("source.sse_customer_key_files.{bucket}");
+        if !buckets.contains(&bucket) {
+            return Err(error(file, &at, "not one of source.buckets"));
+        }
+        let key = crate::s3::customer_key::CustomerKey::from_file(&relative_to(file, path))
+            .map_err(|m| error(file, &at, m))?;
+        keys.by_bucket.insert(bucket, key);
+    }
+    Ok(keys)
+}
+
 fn relative_to(file: &Path, p: PathBuf) -> PathBuf {
     if p.is_relative() {
         file.parent().unwrap_or(Path::new(".")).join(p)
@@ -629,7 +657,9 @@ impl FileModel {
     /// The configuration: paths made absolute, endpoints settled, cross-key checks done.
     fn into_config(self, settle: &mut Settle<'_>) -> Result<Config, ConfigError> {
         let file = settle.file;
-        let s = self.source;
+        let mut s = self.source;
+        let key_files = std::mem::take(&mut s.sse_customer_key_files);
+        let customer_keys = source_keys(file, &s.buckets, key_files)?;
         let source = SourceConfig {
             s3: settle.endpoint(
                 "source",
@@ -647,6 +677,7 @@ impl FileModel {
             rules_file: s.rules_file.map(|p| relative_to(file, p)),
             scan_interval_seconds: s.scan_interval_seconds,
             replicate_replicas: s.replicate_replicas,
+            customer_keys,
         };
         let mut sites = BTreeMap::new();
         for (name, site) in self.sites {
@@ -763,6 +794,21 @@ impl SiteFile {
             ),
             None => None,
         };
+        let customer_key = match (&self.sse_customer_key_file, &policy.sse) {
+            (Some(p), Sse::Customer) => Some(
+                crate::s3::customer_key::CustomerKey::from_file(&relative_to(file, p.clone()))
+                    .map_err(|m| error(file, &format!("{prefix}.sse_customer_key_file"), m))?,
+            ),
+            (None, Sse::Customer) => {
+                let m = "sse = \"customer\" needs sse_customer_key_file (the key replicas are written with)";
+                return Err(error(file, &format!("{prefix}.sse_customer_key_file"), m));
+            }
+            (Some(_), _) => {
+                let m = "a customer key is used with sse = \"customer\" only";
+                return Err(error(file, &format!("{prefix}.sse"), m));
+            }
+            (None, _) => None,
+        };
         let s3 = settle.endpoint(
             &prefix,
             EndpointFile {
@@ -790,6 +836,7 @@ impl SiteFile {
             buckets: self.buckets,
             policy,
             bandwidth,
+            customer_key,
         })
     }
 

@@ -10,6 +10,7 @@
 pub mod lifecycle;
 pub mod site_worker;
 
+use crate::s3::customer_key::CustomerKeys;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -247,13 +248,36 @@ pub struct EmbeddedBroker(
     rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
 );
 
+/// The source's endpoint, with its buckets' SSE-C keys.
+pub(crate) fn source_endpoint(cfg: &Config) -> Result<Arc<Endpoint>, EngineError> {
+    let keys = cfg.source.customer_keys.clone();
+    let writes = (ChecksumTransport::Trailer, false, keys);
+    endpoint("source", &cfg.source.s3, writes, &cfg.replication)
+}
+
+/// A site's endpoint, with the SSE-C key its replicas are written with.
+pub(crate) fn site_endpoint(
+    name: &str,
+    s: &crate::config::file::SiteConfig,
+    tuning: &crate::config::file::ReplicationTuning,
+) -> Result<Arc<Endpoint>, EngineError> {
+    let keys = CustomerKeys {
+        by_bucket: Default::default(),
+        any_bucket: s.customer_key.clone(),
+    };
+    let writes = (s.checksum, s.verify_after_write, keys);
+    endpoint(&format!("site {name}"), &s.s3, writes, tuning)
+}
+
+/// An endpoint from its settings; `writes` says how uploads carry their CRC32C, whether
+/// multipart copies are read back, and the SSE-C keys of its buckets.
 fn endpoint(
     name: &str,
     s: &EndpointSettings,
-    checksum: ChecksumTransport,
-    verify: bool,
+    writes: (ChecksumTransport, bool, CustomerKeys),
     tuning: &crate::config::file::ReplicationTuning,
 ) -> Result<Arc<Endpoint>, EngineError> {
+    let (checksum, verify, customer_keys) = writes;
     let creds = credentials::resolve(s.profile.as_deref(), &credentials::ProcessEnv)
         .map_err(|e| EngineError::Setup(format!("{name} credentials: {e}")))?;
     let mut c = EndpointConfig::new(&s.endpoint, &s.region, creds);
@@ -261,6 +285,7 @@ fn endpoint(
     c.ca_file = s.ca_file.clone();
     c.checksum = checksum;
     c.verify_after_write = verify;
+    c.customer_keys = customer_keys;
     c.read_buffer = tuning.read_buffer as usize;
     c.socket_buffer = (tuning.socket_buffer > 0).then_some(tuning.socket_buffer as usize);
     let idle = s
@@ -284,14 +309,12 @@ impl Engine {
             return Err(EngineError::Setup(e.into()));
         }
         let tuning = &cfg.replication;
-        let trailer = ChecksumTransport::Trailer;
-        let source = endpoint("source", &cfg.source.s3, trailer, false, tuning)?;
+        let source = source_endpoint(&cfg)?;
         let topics = Topics::new(&cfg.kafka.topic_prefix);
         let (brokers, embedded) = connect_kafka(&cfg, &topics)?;
         let mut sites = BTreeMap::new();
         for (name, s) in &cfg.sites {
-            let who = format!("site {name}");
-            let ep = endpoint(&who, &s.s3, s.checksum, s.verify_after_write, tuning)?;
+            let ep = site_endpoint(name, s, tuning)?;
             let site = Site {
                 endpoint: ep,
                 buckets: s.buckets.clone(),

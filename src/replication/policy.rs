@@ -20,6 +20,9 @@ pub enum Sse {
     Aes256,
     /// SSE-KMS with this key (absent: the destination's default KMS key).
     Kms(Option<String>),
+    /// SSE-C with the site's customer key (sent by its client on every request that reads
+    /// or writes bytes, see `s3::customer_key`).
+    Customer,
 }
 
 /// The ACL of a site's replicas.
@@ -70,6 +73,7 @@ impl ReplicaPolicy {
         let (sse, kms_key_id) = match &self.sse {
             Sse::Aes256 => (Some("AES256".to_string()), None),
             Sse::Kms(key) => (Some("aws:kms".to_string()), key.clone()),
+            Sse::Customer => (None, None),
             Sse::Source => match head.sse.as_deref() {
                 Some("aws:kms") | Some("aws:kms:dsse") => (Some("aws:kms".to_string()), None),
                 Some(_) => (Some("AES256".to_string()), None),
@@ -97,6 +101,7 @@ impl ReplicaPolicy {
         match &self.sse {
             Sse::Source => v.push(("sse", "\"source\"".into())),
             Sse::Aes256 => v.push(("sse", "\"AES256\"".into())),
+            Sse::Customer => v.push(("sse", "\"customer\"".into())),
             Sse::Kms(key) => {
                 v.push(("sse", "\"aws:kms\"".into()));
                 let key = key.as_deref().unwrap_or("(the destination's default key)");
@@ -118,11 +123,12 @@ impl ReplicaPolicy {
             (None | Some("source"), None) => Ok(Sse::Source),
             (Some("AES256"), None) => Ok(Sse::Aes256),
             (Some("aws:kms"), key) => Ok(Sse::Kms(key)),
-            (None | Some("source") | Some("AES256"), Some(_)) => {
+            (Some("customer"), None) => Ok(Sse::Customer),
+            (None | Some("source") | Some("AES256") | Some("customer"), Some(_)) => {
                 Err("kms_key_id needs sse = \"aws:kms\"".into())
             }
             (Some(other), _) => Err(format!(
-                "sse = {other:?}: expected \"source\", \"AES256\" or \"aws:kms\""
+                "sse = {other:?}: expected \"source\", \"AES256\", \"aws:kms\" or \"customer\""
             )),
         }
     }

@@ -73,6 +73,8 @@ pub struct EndpointConfig {
     pub read_buffer: usize,
     /// SO_SNDBUF/SO_RCVBUF of each connection; `None` keeps the kernel's autotuning.
     pub socket_buffer: Option<usize>,
+    /// SSE-C keys sent with the requests that read or write objects' bytes.
+    pub customer_keys: super::customer_key::CustomerKeys,
 }
 
 impl EndpointConfig {
@@ -93,6 +95,7 @@ impl EndpointConfig {
             idle_timeout: Duration::from_secs(30),
             read_buffer: 256 * 1024,
             socket_buffer: None,
+            customer_keys: Default::default(),
         }
     }
 }
@@ -508,6 +511,12 @@ impl Client {
         mut req: Req<'_>,
         pass: &[u16],
     ) -> Result<Resp, RequestError> {
+        let keys = &self.inner.endpoint.config.customer_keys;
+        if let Some(k) = keys.for_bucket(req.bucket).and_then(|k| k.headers(op)) {
+            for (name, value) in k {
+                req = req.header(name, value)?;
+            }
+        }
         let start = Instant::now();
         let host = self.inner.endpoint.host_for(req.bucket);
         let pool = self.pool(&host)?;

@@ -11,6 +11,7 @@
 pub mod body;
 pub mod checksum;
 pub mod client;
+pub mod customer_key;
 pub mod error;
 pub mod http;
 pub mod mem;

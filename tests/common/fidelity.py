@@ -12,8 +12,11 @@ usage: fidelity.py ENDPOINT_URL COMMAND JSON_ARGS
   describe  {"bucket"}   {"KEY": [{version_id, source_version, size, storage_class, sse,
             kms_key_id, lock_mode, retain_until, legal_hold, tags, grants}...]} newest first
   delete    {"bucket", "key", "version_id"}          prints {"error": CODE or null}
+  get       {"bucket", "key", "sse_c_key"}           the current object's {"size", "sha256"}
+            read with that SSE-C key (32 characters), or {"error": CODE}
 """
 import datetime
+import hashlib
 import json
 import sys
 
@@ -126,7 +129,21 @@ def delete(s3, a):
         return {"error": e.response["Error"]["Code"]}
 
 
-COMMANDS = {f.__name__: f for f in (bucket, put, tags, acl, retention, legalhold, describe, delete)}
+def get(s3, a):
+    kw = {}
+    if a.get("sse_c_key"):
+        kw = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": a["sse_c_key"]}
+    try:
+        body = s3.get_object(Bucket=a["bucket"], Key=a["key"], **kw)["Body"].read()
+    except ClientError as e:
+        return {"error": e.response["Error"]["Code"]}
+    return {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+COMMANDS = {
+    f.__name__: f
+    for f in (bucket, put, tags, acl, retention, legalhold, describe, delete, get)
+}
 
 if __name__ == "__main__":
     url, command, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])

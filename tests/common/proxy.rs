@@ -50,6 +50,14 @@ pub struct Faults {
     pub down: AtomicBool,
     /// The pause between two bytes of a dripped answer, in ms (0: 250 ms).
     pub drip_every_ms: std::sync::atomic::AtomicU64,
+    /// When set, (bucket, key base64, key MD5 base64): requests reading or writing the
+    /// bucket's objects' bytes must carry that SSE-C key, as a server enforcing SSE-C
+    /// would; the proxy answers 400 InvalidRequest without one and 403 AccessDenied with
+    /// another (and passes the request on, headers and all, when it is right).
+    pub customer_key: Mutex<Option<(String, String, String)>>,
+    /// Requests checked for the SSE-C key, and those refused.
+    pub customer_checked: AtomicUsize,
+    pub customer_refused: AtomicUsize,
 }
 
 impl Faults {
@@ -75,6 +83,61 @@ impl Faults {
             .iter()
             .filter(|(_, k)| *k == Some(kind))
             .count()
+    }
+
+    /// The answer to a request that lacks the SSE-C key its bucket requires (see
+    /// [`Faults::customer_key`]).
+    fn customer_refusal(
+        &self,
+        method: &str,
+        target: &str,
+        head: &str,
+    ) -> Option<(&'static str, &'static str)> {
+        let guard = self.customer_key.lock().unwrap();
+        let (bucket, key, md5) = guard.as_ref()?;
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let object = path
+            .strip_prefix(&format!("/{bucket}/"))
+            .is_some_and(|k| !k.is_empty());
+        let has = |q: &str| {
+            query
+                .split('&')
+                .any(|p| p == q || p.starts_with(&format!("{q}=")))
+        };
+        let bytes = match method {
+            "GET" | "HEAD" => !["tagging", "acl", "retention", "legal-hold", "uploadId"]
+                .iter()
+                .any(|q| has(q)),
+            "PUT" => !["tagging", "acl", "retention", "legal-hold"]
+                .iter()
+                .any(|q| has(q)),
+            "POST" => has("uploads"),
+            _ => false,
+        };
+        if !object || !bytes {
+            return None;
+        }
+        self.customer_checked
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
+            })
+        };
+        let algorithm = header("x-amz-server-side-encryption-customer-algorithm");
+        let given = header("x-amz-server-side-encryption-customer-key");
+        let given_md5 = header("x-amz-server-side-encryption-customer-key-md5");
+        let refusal = match (algorithm.as_deref(), given, given_md5) {
+            (Some("AES256"), Some(k), Some(m)) if &k == key && &m == md5 => return None,
+            (Some(_), Some(_), Some(_)) => ("403 Forbidden", "AccessDenied"),
+            _ => ("400 Bad Request", "InvalidRequest"),
+        };
+        self.customer_refused
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(refusal)
     }
 
     fn take(&self, method: &str, target: &str, body_len: usize) -> Option<Kind> {
@@ -292,48 +355,45 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
             fault == Some(Kind::Drip),
             std::sync::atomic::Ordering::SeqCst,
         );
-        match fault {
-            Some(Kind::Reset) => {
-                reset(client.sock());
-                reset(&up);
-                return;
-            }
-            Some(k @ (Kind::SlowDown | Kind::Forbidden)) => {
-                // Read the body first, as servers do, so the client sees the answer.
-                buf.drain(..end);
-                let mut left = len;
-                while left > 0 {
-                    if buf.is_empty() {
-                        match client.read(&mut tmp) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
+        if fault == Some(Kind::Reset) {
+            reset(client.sock());
+            reset(&up);
+            return;
+        }
+        let answer = match fault {
+            Some(Kind::SlowDown) => Some(("503 Service Unavailable", "SlowDown")),
+            Some(Kind::Forbidden) => Some(("403 Forbidden", "AccessDenied")),
+            _ => faults.customer_refusal(&method, &target, &head),
+        };
+        if let Some((status, code)) = answer {
+            // Read the body first, as servers do, so the client sees the answer.
+            buf.drain(..end);
+            let mut left = len;
+            while left > 0 {
+                if buf.is_empty() {
+                    match client.read(&mut tmp) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
                     }
-                    let n = buf.len().min(left);
-                    buf.drain(..n);
-                    left -= n;
                 }
-                let (status, code) = if k == Kind::SlowDown {
-                    ("503 Service Unavailable", "SlowDown")
-                } else {
-                    ("403 Forbidden", "AccessDenied")
-                };
-                let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>");
-                let body = if method == "HEAD" {
-                    String::new()
-                } else {
-                    body
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = client.write_all(resp.as_bytes());
-                let _ = client.sock().shutdown(Shutdown::Both);
-                let _ = up.shutdown(Shutdown::Both);
-                return;
+                let n = buf.len().min(left);
+                buf.drain(..n);
+                left -= n;
             }
-            _ => {}
+            let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>");
+            let body = if method == "HEAD" {
+                String::new()
+            } else {
+                body
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.write_all(resp.as_bytes());
+            let _ = client.sock().shutdown(Shutdown::Both);
+            let _ = up.shutdown(Shutdown::Both);
+            return;
         }
         if (&*up).write_all(&buf[..end]).is_err() {
             return;

@@ -19,10 +19,10 @@ use crate::replication::Version;
 use crate::replication::{DataPath, Route, Verdict};
 use crate::s3::ops::bucket::{BucketError, Versioning};
 use crate::s3::ops::list_object_versions::ListedVersion;
-use crate::s3::{ChecksumTransport, Client};
+use crate::s3::Client;
 use crate::shard;
 
-use super::{endpoint, EngineError};
+use super::{site_endpoint, source_endpoint, EngineError};
 
 /// Keeps a version until every site it must reach reflects it.
 pub struct ReplicaGuard {
@@ -281,22 +281,14 @@ async fn replication_rules(
 /// The source client, the rules and the guard for `bucket` (`None`: it has no rules).
 async fn resolve(cfg: &Config, bucket: &str) -> Result<Option<Resolved>, String> {
     let t = &cfg.replication;
-    let src = endpoint(
-        "source",
-        &cfg.source.s3,
-        ChecksumTransport::Trailer,
-        false,
-        t,
-    )
-    .map_err(|e| e.to_string())?;
+    let src = source_endpoint(cfg).map_err(|e| e.to_string())?;
     let source = Client::new(src, None);
     let Some(rules) = lifecycle_rules(cfg, &source, bucket).await? else {
         return Ok(None);
     };
     let mut routes = BTreeMap::new();
     for (name, s) in &cfg.sites {
-        let ep = endpoint(&format!("site {name}"), &s.s3, s.checksum, false, t)
-            .map_err(|e| e.to_string())?;
+        let ep = site_endpoint(name, s, t).map_err(|e| e.to_string())?;
         let dest = Client::new(ep, None);
         let dest_bucket = s
             .buckets
@@ -350,14 +342,7 @@ pub fn wanted(cfg: &Config) -> Result<bool, EngineError> {
         Enabled::Auto if !cfg.lifecycle.rules_files.is_empty() => return Ok(true),
         Enabled::Auto => {}
     }
-    let t = &cfg.replication;
-    let src = endpoint(
-        "source",
-        &cfg.source.s3,
-        ChecksumTransport::Trailer,
-        false,
-        t,
-    )?;
+    let src = source_endpoint(cfg)?;
     let buckets = cfg.source.buckets.clone();
     Ok(shard::block_on(async move {
         let source = Client::new(src, None);
