@@ -180,7 +180,15 @@ fn object_lock_sse_kms_and_storage_class_reach_the_replica() {
         &format!("buckets = {{ {sb} = \"{locked_db}\" }}\nstorage_class = \"STANDARD_IA\"\nsse = \"aws:kms\"\nkms_key_id = \"{key_id}\"\n"),
         1,
     );
-    assert!(config.contains("STANDARD_IA"), "{config}");
+    let config = config.replacen(
+        &format!("buckets = {{ {sb} = \"{plain_db}\" }}\n"),
+        &format!("buckets = {{ {sb} = \"{plain_db}\" }}\nacl = \"public-read\"\n"),
+        1,
+    );
+    assert!(
+        config.contains("STANDARD_IA") && config.contains("public-read"),
+        "{config}"
+    );
     std::fs::write(&st.config, config).unwrap();
     let topics = Topics::new(&st.prefix);
     let run = spawn(&["run"], &st.config);
@@ -278,12 +286,17 @@ fn object_lock_sse_kms_and_storage_class_reach_the_replica() {
 
     // A destination without Object Lock: the locked version is parked, named, the other
     // replicated.
-    wait_replicas(
+    let plain = wait_replicas(
         &s.dest,
         &plain_db,
         "plain",
         "plain at the site without lock",
         |r| r.len() == 1,
+    );
+    let all_users = json!(["READ", "http://acs.amazonaws.com/groups/global/AllUsers"]);
+    assert!(
+        plain[0]["grants"].as_array().unwrap().contains(&all_users),
+        "the site's canned ACL: {plain:?}"
     );
     let failed = read_topic(&topics.failed, 1);
     let record: Value = serde_json::from_str(&failed[0].1).unwrap();
@@ -547,4 +560,88 @@ fn sse_c_sources_are_read_and_replicas_written_with_customer_keys() {
     for secret in [k1_b64.as_str(), k2_b64.as_str(), k1_text, k2_text] {
         assert!(!log.contains(secret), "a key is in the log");
     }
+}
+
+#[test]
+fn a_missing_only_scan_enqueues_tag_drift_as_metadata_updates() {
+    let s = servers();
+    let (sb, db) = (bucket("drift-src"), bucket("drift-dst"));
+    fid(&s.source, "bucket", json!({ "bucket": sb }));
+    fid(&s.dest, "bucket", json!({ "bucket": db }));
+    let mut vids = std::collections::BTreeMap::new();
+    for (key, tagging) in [("a", "team=a"), ("b", ""), ("c", "x=1")] {
+        let opts = if tagging.is_empty() {
+            json!({})
+        } else {
+            json!({ "Tagging": tagging })
+        };
+        let put = json!({ "bucket": sb, "key": key, "size": 500, "opts": opts });
+        vids.insert(
+            key,
+            fid(&s.source, "put", put)["version_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let (code, _, err) = common::sync(&s.source, &sb, &s.dest, &db, &[]);
+    assert_eq!(code, 0, "{err}");
+    // Tags change at the source with no event seen: a retagged, b tagged, c as it was.
+    let at = |key: &str, tags: Value| json!({ "bucket": sb, "key": key, "version_id": vids[key], "tags": tags });
+    fid(&s.source, "tags", at("a", json!([["team", "b"]])));
+    fid(&s.source, "tags", at("b", json!([["k", "v"]])));
+    let st = setup(
+        &sb,
+        &[("site-a", &s.dest, &db)],
+        &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
+        "",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backbeat"))
+        .args([
+            "populate",
+            "--scan",
+            &format!("s3://{sb}"),
+            "--missing-only",
+            "--config",
+        ])
+        .arg(&st.config)
+        .env("AWS_ACCESS_KEY_ID", "AKTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "SKTEST/secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["already_present"], 3, "{summary}");
+    assert_eq!(summary["metadata_drift"], 2, "{summary}");
+    assert_eq!(summary["entries_enqueued"], 2, "{summary}");
+    let topics = Topics::new(&st.prefix);
+    let mut entries: Vec<Value> = read_topic(&topics.replication, 2)
+        .iter()
+        .map(|(_, v)| serde_json::from_str(v).unwrap())
+        .collect();
+    entries.sort_by_key(|e| e["key"].as_str().unwrap().to_string());
+    for (e, key) in entries.iter().zip(["a", "b"]) {
+        assert_eq!(
+            (e["type"].as_str(), e["key"].as_str()),
+            (Some("metadata"), Some(key)),
+            "{e}"
+        );
+        assert_eq!(e["fields"], json!(["tags"]), "{e}");
+    }
+    let mover = spawn(&["replicate", "--site", "site-a"], &st.config);
+    for (key, tags) in [
+        ("a", json!([["team", "b"]])),
+        ("b", json!([["k", "v"]])),
+        ("c", json!([["x", "1"]])),
+    ] {
+        let r = wait_replicas(&s.dest, &db, key, &format!("the tags of {key}"), |r| {
+            r[0]["tags"] == tags
+        });
+        assert_eq!(r.len(), 1, "{key}: no new version");
+    }
+    stop(mover);
 }

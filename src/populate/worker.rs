@@ -956,11 +956,13 @@ impl ScanJob<'_> {
                 if e.sites.is_empty() {
                     continue; // every site it goes to was left out of this scan
                 }
+                let wanted = e.sites.clone();
                 e.sites
                     .retain(|s| applied.get(s.as_str()).is_none_or(|n| i >= *n));
                 if e.sites.is_empty() {
                     self.summary.borrow_mut().already_present += 1;
                     if i + 1 == kv.versions.len() && !v.delete_marker {
+                        e.sites = wanted;
                         self.enqueue_drift(e, v).await?;
                     }
                     continue;
