@@ -140,3 +140,27 @@ fn nothing_is_written_before_the_copy_or_after_the_version_is_gone() {
         assert_eq!(out, Outcome::Superseded(GONE_FROM_SOURCE));
     });
 }
+
+#[test]
+fn a_copy_whose_acl_failed_gets_its_acl_on_the_retry_not_a_second_copy() {
+    on_executor(|| async {
+        let mut r = route();
+        r.policy = std::sync::Arc::new(policy::ReplicaPolicy {
+            acl: policy::Acl::Copy,
+            ..Default::default()
+        });
+        let fault = crate::s3::mem::Fault::new("get_object_acl", 503, "SlowDown");
+        r.dest = r.dest.fail(fault);
+        r.source.inner.put(SRC, "k", b"with an acl");
+        let v = version(&r, 0);
+        let out = replicate(&r, &data_path(), &v).await.unwrap();
+        assert_eq!(out, Outcome::Skipped, "the retry found the copy there");
+        assert_eq!(r.dest.inner.calls("put_object"), 1, "copied once");
+        assert_eq!(
+            r.dest.inner.calls("get_object_acl"),
+            1,
+            "the ACL compared again on the retry (the failed call did not reach the store)"
+        );
+        assert_eq!(r.source.inner.calls("get_object_acl"), 2);
+    });
+}

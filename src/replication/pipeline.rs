@@ -256,6 +256,18 @@ pub async fn replicate_once<S: ObjectStore>(
     Ok(out)
 }
 
+/// A version found at the destination on a retry: done, once its ACL is the source's when
+/// the site copies ACLs (the attempt that copied it may have failed on the ACL).
+async fn applied<S: ObjectStore>(
+    route: &Route<S>,
+    v: &Version,
+) -> Result<Outcome, ReplicationError> {
+    if route.policy.acl == Acl::Copy && !v.delete_marker {
+        super::metadata::update(route, v, &[super::MetadataField::Acl], true).await?;
+    }
+    Ok(Outcome::Skipped)
+}
+
 /// Copies one version (or writes its delete marker), once.
 async fn copy_once<S: ObjectStore>(
     route: &Route<S>,
@@ -577,7 +589,7 @@ async fn attempt_once<S: ObjectStore>(
         Stats::add(&dp.stats.retries, 1);
         match route.decide(v).await? {
             Verdict::Apply => {}
-            Verdict::Applied => return Ok(Outcome::Skipped),
+            Verdict::Applied => return applied(route, v).await,
             Verdict::Superseded(why) => return Ok(Outcome::Superseded(why)),
         }
     }

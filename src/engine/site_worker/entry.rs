@@ -14,6 +14,7 @@ use super::Shared;
 use crate::queue::codec::{EntryType, ReplicationEntry};
 use crate::queue::lines::Turn;
 use crate::replication::breaker::is_outage;
+use crate::replication::policy::Acl;
 use crate::replication::{replicate, Outcome, ReplicationError, SourceOrder, Verdict, Version};
 use crate::retry::retry;
 
@@ -174,12 +175,20 @@ async fn attempt(sh: &Shared, entry: &ReplicationEntry) -> EntryResult {
     let what = "deciding whether the destination needs this version";
     let breaker = dp.breaker.as_deref();
     if entry.kind == EntryType::Metadata {
-        return update_metadata(sh, entry, &route, &v).await;
+        return update_metadata(sh, &entry.fields, &route, &v).await;
     }
     let decided = retry(&dp.opts.retry, &dp.cancel, what, permanent, |_| {
         crate::replication::breaker::through(breaker, &v.key, &dp.cancel, || route.decide(&v))
     });
     match decided.await {
+        // A copy whose ACL write failed: the ACL, not the bytes, again.
+        Ok(Verdict::Applied) if route.policy.acl == Acl::Copy && !v.delete_marker => {
+            let acl = [crate::replication::MetadataField::Acl];
+            match update_metadata(sh, &acl, &route, &v).await {
+                Ok(_) => Ok(Outcome::Skipped),
+                Err(e) => Err(e),
+            }
+        }
         Ok(Verdict::Applied) => Ok(Outcome::Skipped),
         Ok(Verdict::Superseded(why)) => Ok(Outcome::Superseded(why)),
         Ok(Verdict::Apply) => replicate(&route, dp, &v).await,
@@ -191,7 +200,7 @@ async fn attempt(sh: &Shared, entry: &ReplicationEntry) -> EntryResult {
 /// bytes copied), with retries.
 async fn update_metadata(
     sh: &Shared,
-    entry: &ReplicationEntry,
+    fields: &[crate::replication::MetadataField],
     route: &crate::replication::Route,
     v: &Version,
 ) -> EntryResult {
@@ -201,7 +210,7 @@ async fn update_metadata(
     let replicas = dp.opts.replicate_replicas;
     retry(&dp.opts.retry, &dp.cancel, what, permanent, |_| {
         crate::replication::breaker::through(breaker, &v.key, &dp.cancel, || {
-            crate::replication::metadata::update(route, v, &entry.fields, replicas)
+            crate::replication::metadata::update(route, v, fields, replicas)
         })
     })
     .await
