@@ -6,6 +6,7 @@
 //! the server, are measured. CPU time and peak RSS are each mover process's own (wait4).
 //! The limit is `relay.rs`, a plain socket relay run as `backbeat-bench relay`.
 
+mod bandwidth;
 mod e2e;
 mod lifecycle;
 mod mem_s3;
@@ -605,10 +606,11 @@ fn main() -> anyhow::Result<()> {
             || *w == "sweep"
             || *w == "e2e"
             || *w == "lifecycle"
+            || *w == "bandwidth"
             || known.iter().any(|s| s.name == *w);
         if !ok {
             bail!(
-                "no scenario {w}: choose from all, sweep, {}, e2e, lifecycle",
+                "no scenario {w}: choose from all, sweep, {}, e2e, lifecycle, bandwidth",
                 known
                     .iter()
                     .map(|s| s.name.as_str())
@@ -669,6 +671,13 @@ fn main() -> anyhow::Result<()> {
     }
     if want("lifecycle") {
         runs.extend(lifecycle::run(&backbeat, args.scale, args.server_threads)?);
+    }
+    if want("bandwidth") {
+        let shards = args.shards.unwrap_or_else(cores);
+        let (r, note) = bandwidth::run(&backbeat, args.scale, args.server_threads, shards)?;
+        eprintln!("{note}");
+        runs.extend(r);
+        notes.push(note);
     }
     let ratios = ratios(&runs);
     print_table(&runs, &ratios);

@@ -4,11 +4,12 @@
 //! Each shard holds a token bucket refilled at the node's rate divided by the shards moving
 //! bytes now (those that asked for tokens in the last [`ACTIVE_WINDOW`]): a shard that goes
 //! idle leaves its share to the others within that window. A transfer takes tokens for each
-//! frame it passes on (the bucket may go into debt by one frame) and waits, on a timer,
-//! while its shard's bucket is in debt; nothing is allocated per frame. With no limit set
+//! frame it passes on (the bucket may go into debt by one frame; an admitted transfer holds a
+//! frame's worth until its frame arrives, so that the others wait meanwhile) and waits, on a
+//! timer, while its shard's bucket is in debt; nothing is allocated per frame. With no limit set
 //! the data path holds no limiter at all.
 //!
-//! Owns: the timetable, the node's shares, the shard buckets. May call: `time` (the clock).
+//! Owns: the timetable, the node's shares, the shard buckets. May call: nothing.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,6 +21,9 @@ pub const ACTIVE_WINDOW: Duration = Duration::from_millis(500);
 /// Tokens a shard may save while idle: this much time at its share (at least one frame).
 const BURST: Duration = Duration::from_millis(100);
 const MIN_BURST: f64 = 64.0 * 1024.0;
+/// Tokens an admitted transfer holds until its frame arrives (a frame is at most the read
+/// buffer, 256 KiB by default).
+const FRAME_RESERVED: u64 = 256 * 1024;
 
 /// A weekly timetable of rates (`None`: no limit). One entry applies all week.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,8 +238,24 @@ impl ShardLimit {
 
     /// Takes `bytes` (the frame just passed on).
     pub fn take(&self, bytes: u64) {
+        self.add(-(bytes as f64));
+    }
+
+    /// Reserves a frame's tokens for a transfer [`ShardLimit::wait`] admitted, so that the
+    /// shard's other transfers wait while its frame is read.
+    pub fn reserve(&self) {
+        self.add(-(FRAME_RESERVED as f64));
+    }
+
+    /// The admitted transfer's frame arrived (`Some(bytes)`) or its body ended: its
+    /// reservation is replaced by what it took.
+    pub fn settle(&self, bytes: Option<u64>) {
+        self.add(FRAME_RESERVED as f64 - bytes.unwrap_or(0) as f64);
+    }
+
+    fn add(&self, n: f64) {
         if self.rate.get().is_some() {
-            self.tokens.set(self.tokens.get() - bytes as f64);
+            self.tokens.set(self.tokens.get() + n);
         }
     }
 
@@ -308,7 +328,9 @@ mod tests {
         let alone = a.wait().expect("in debt");
         assert!(alone > Duration::from_millis(900), "{alone:?}");
         assert_eq!(b.wait(), None);
-        b.take(1 << 20);
+        b.reserve();
+        assert!(b.wait().is_some(), "a reserved frame holds the others back");
+        b.settle(Some(1 << 20));
         let shared = a.wait().expect("in debt");
         assert!(
             shared > Duration::from_millis(1800),

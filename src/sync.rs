@@ -3,7 +3,7 @@
 //! The scan runs on shard 0 and hands each key (all its versions, oldest first) to the shard
 //! chosen by the key's hash; each shard replicates up to `concurrency` keys at once, each
 //! key's versions in order. Owns: the job's wiring, progress and summary.
-//! May call: `s3`, `replication`, `populate`, `shard`, `metrics`.
+//! May call: `s3`, `replication`, `populate`, `shard`, `metrics`, `bandwidth`.
 
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};

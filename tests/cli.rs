@@ -262,7 +262,7 @@ fn stand_in_api(tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> u16 {
             Some("/_/crr/status") => (200, r#"{"site-a":"disabled"}"#),
             Some("/_/metrics/crr/site-a/all") => (
                 200,
-                r#"{"backlog":{"description":"b","results":{"count":7,"size":70}},"completions":{"description":"c","results":{"count":4,"size":40}},"failures":{"description":"f","results":{"count":1,"size":10}},"pending":{"description":"p","results":{"count":0,"size":0}},"throughput":{"description":"t","results":{"count":"0.01","size":"0.04"}}}"#,
+                r#"{"backlog":{"description":"b","results":{"count":7,"size":70}},"completions":{"description":"c","results":{"count":4,"size":40}},"failures":{"description":"f","results":{"count":1,"size":10}},"pending":{"description":"p","results":{"count":0,"size":0}},"throughput":{"description":"t","results":{"count":"0.01","size":"0.04"}},"bandwidth":{"configured":"08:00,8MiB/s 19:00,off","bytesPerSecond":8388608}}"#,
             ),
             _ => (404, r#"{"error":"no route"}"#),
         }
@@ -346,7 +346,7 @@ fn status_reads_the_api_documents_and_prints_a_table() {
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(
         cols,
-        ["site-a", "disabled", "7", "4", "1", "0", "0.01"],
+        ["site-a", "disabled", "7", "4", "1", "0", "0.01", "8", "MiB/s"],
         "{out}"
     );
     let url = format!("http://127.0.0.1:{port}/");

@@ -57,6 +57,11 @@ fn announce(topics: &Topics, name: &str, bucket: &str, key: &str, vid: &str, siz
 fn metric(port: u16, name: &str, site: &str) -> f64 {
     let (code, text) = http_get(port, "/metrics", None);
     assert_eq!(code, 200, "{text}");
+    value(&text, name, site)
+}
+
+/// A sample of a Prometheus text: `name{site="SITE"...} VALUE`.
+fn value(text: &str, name: &str, site: &str) -> f64 {
     let prefix = format!("{name}{{");
     text.lines()
         .filter(|l| l.starts_with(&prefix) && l.contains(&format!("site=\"{site}\"")))
@@ -329,9 +334,14 @@ fn max_rate(samples: &Samples, window: f64) -> f64 {
     best
 }
 
-/// When the counter first moved and when it reached `total` (seconds since the start).
+/// When the counter was last seen still (the copy started after) and when it was first
+/// seen at `total` (seconds since the start).
 fn span(samples: &Samples, total: f64) -> (f64, f64) {
-    let first = samples.iter().find(|(_, b)| *b > 0.0).map(|s| s.0).unwrap();
+    let first = samples
+        .iter()
+        .rev()
+        .find(|(_, b)| *b == 0.0)
+        .map_or(0.0, |s| s.0);
     let last = samples
         .iter()
         .find(|(_, b)| *b >= total)
@@ -417,9 +427,13 @@ fn a_bandwidth_limit_holds_one_site_to_its_rate_and_not_the_other() {
             start.elapsed().as_secs() < 120,
             "not replicated in 120 s: {slow:?}"
         );
-        let t = start.elapsed().as_secs_f64();
-        slow.push((t, metric(port, "backbeat_bytes_moved_total", "site-slow")));
-        fast.push((t, metric(port, "backbeat_bytes_moved_total", "site-fast")));
+        // One scrape for both sites, timed at its middle.
+        let before = start.elapsed().as_secs_f64();
+        let (code, text) = http_get(port, "/metrics", None);
+        assert_eq!(code, 200, "{text}");
+        let t = (before + start.elapsed().as_secs_f64()) / 2.0;
+        slow.push((t, value(&text, "backbeat_bytes_moved_total", "site-slow")));
+        fast.push((t, value(&text, "backbeat_bytes_moved_total", "site-fast")));
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let (s0, s1) = span(&slow, total);

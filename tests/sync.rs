@@ -830,3 +830,27 @@ fn a_trickling_server_fails_the_rate_guard_and_says_why() {
         started.elapsed()
     );
 }
+
+#[test]
+fn sync_bandwidth_holds_the_copy_to_the_rate_and_a_bad_rate_is_named() {
+    let s = servers();
+    let (sb, db) = (bucket("bw-src"), bucket("bw-dst"));
+    block_on(async {
+        let (src, _) = versioned_pair(&s, &sb, &db).await;
+        for i in 0..4 {
+            put_data(&src, &sb, &format!("k{i}"), &data(1 << 20, i)).await;
+        }
+    });
+    let (code, _, err) = backbeat(&["sync", "s3://a", "s3://b", "--bandwidth", "fast"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--bandwidth") && err.contains("\"fast\""),
+        "{err}"
+    );
+    let t = std::time::Instant::now();
+    let (code, out, err) = sync(&s.source, &sb, &s.dest, &db, &["--bandwidth", "1MiB/s"]);
+    let took = t.elapsed().as_secs_f64();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(n(&out, "versions_copied"), 4, "{out}");
+    assert!(took >= 3.0, "4 MiB at 1 MiB/s took {took:.1} s");
+}

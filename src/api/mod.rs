@@ -13,7 +13,7 @@
 //! May call: `metrics`, `s3` (clients, and the glommio socket adapter hyper serves on),
 //! `queue` (control, failed and status topics), `shard`, `replication` (the destination
 //! check of the per-object progress route), `failure` (the recorded error of a failed
-//! entry), `time`.
+//! entry), `time`, `bandwidth` (a site's limit shown).
 
 pub mod cli;
 mod conn;

@@ -928,6 +928,10 @@ impl Config {
         lines.push(("source.scan_interval_seconds".into(), interval));
         let replicas = s.replicate_replicas.to_string();
         lines.push(("source.replicate_replicas".into(), replicas));
+        for (b, k) in &s.customer_keys.by_bucket {
+            let shown = format!("\"(SSE-C key, MD5 {})\"", k.md5());
+            lines.push((format!("source.sse_customer_key_files.{b}"), shown));
+        }
         let rules = show_path(&s.rules_file, "(GetBucketReplication)");
         lines.push(("source.rules_file".into(), rules));
         let r = &self.replay;
@@ -958,6 +962,10 @@ impl Config {
             lines.push((format!("{p}.buckets"), format!("{:?}", s.buckets)));
             for (k, v) in s.policy.shown() {
                 lines.push((format!("{p}.{k}"), v));
+            }
+            if let Some(k) = &s.customer_key {
+                let shown = format!("\"(SSE-C key, MD5 {})\"", k.md5());
+                lines.push((format!("{p}.sse_customer_key_file"), shown));
             }
             let bandwidth = s.bandwidth.as_ref().map_or("off", |b| b.text());
             lines.push((format!("{p}.bandwidth"), format!("{bandwidth:?}")));
@@ -1066,6 +1074,66 @@ concurrency = 64
             "{shown}"
         );
         assert!(shown.contains("sites.site-a.profile = \"dr\""), "{shown}");
+    }
+
+    #[test]
+    fn what_a_replica_carries_is_read_and_bad_values_are_named() {
+        let base = "[source]\nendpoint = \"http://127.0.0.1:9000\"\nbuckets = [\"photos\"]\n[sites.dr]\nendpoint = \"http://127.0.0.1:9001\"\n";
+        let c = load(&format!(
+            "{base}storage_class = \"STANDARD_IA\"\nsse = \"aws:kms\"\nkms_key_id = \"alias/dr\"\nacl = \"bucket-owner-full-control\"\nbandwidth = \"08:00,10MiB/s 19:00,off\"\n"
+        ))
+        .unwrap();
+        let dr = &c.sites["dr"];
+        assert_eq!(dr.policy.storage_class.as_deref(), Some("STANDARD_IA"));
+        assert_eq!(dr.policy.sse, Sse::Kms(Some("alias/dr".into())));
+        let shown = c.render();
+        assert!(
+            shown.contains("sites.dr.bandwidth = \"08:00,10MiB/s 19:00,off\""),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("sites.dr.kms_key_id = \"alias/dr\""),
+            "{shown}"
+        );
+        for (extra, key, said) in [
+            ("sse = \"aes\"\n", "sites.dr.sse", "expected"),
+            ("acl = \"everyone\"\n", "sites.dr.acl", "canned"),
+            ("bandwidth = \"fast\"\n", "sites.dr.bandwidth", "rate"),
+            (
+                "storage_class = \"cold storage\"\n",
+                "sites.dr.storage_class",
+                "class",
+            ),
+            (
+                "sse = \"customer\"\n",
+                "sites.dr.sse_customer_key_file",
+                "needs",
+            ),
+            (
+                "sse_customer_key_file = \"k\"\n",
+                "sites.dr.sse",
+                "customer",
+            ),
+        ] {
+            let e = load(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(said), "{extra}: {e}");
+            assert!(e.contains("backbeat.toml"), "the file is named: {e}");
+        }
+        let e = load(&format!(
+            "{base}sse = \"customer\"\nsse_customer_key_file = \"nowhere.key\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("sites.dr.sse_customer_key_file") && e.contains("nowhere.key"),
+            "{e}"
+        );
+        let src = "[source]\nendpoint = \"http://127.0.0.1:9000\"\nbuckets = [\"photos\"]\nsse_customer_key_files = { other = \"k\" }\n";
+        let e = load(src).unwrap_err().to_string();
+        assert!(
+            e.contains("source.sse_customer_key_files.other") && e.contains("source.buckets"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! Owns: where settings come from and their validation. May call: `s3` (its config types),
 //! `shard` (placement), `retry` (the default number of attempts), `lifecycle` (rules files
-//! are read at check time).
+//! are read at check time), `replication` (what a site's replicas carry), `bandwidth` (a
+//! site's limit).
 
 pub mod credentials;
 mod de;

@@ -5,7 +5,7 @@
 //! that feeds the replication pipeline, records outcomes and commits offsets), and the
 //! lifecycle role (`lifecycle`: a bucket's rules, the replication guard, a pass now).
 //! May call: `config`, `queue`, `populate`, `replication`, `shard`, `s3`, `metrics`, `api`,
-//! `time`, `retry`, `failure`, `lifecycle`.
+//! `time`, `retry`, `failure`, `lifecycle`, `bandwidth`.
 
 pub mod lifecycle;
 pub mod site_worker;

@@ -3,7 +3,7 @@
 //! Owns: [`Stats`] (lock-free counters shared by every shard and read by progress display
 //! and summaries), per-shard latency histograms, lifecycle's counters (`lifecycle`), and
 //! the metric names (`names`).
-//! May call: `failure` (the recorded form of an error).
+//! May call: `failure` (the recorded form of an error), `bandwidth` (a site's limit, shown).
 
 pub mod lifecycle;
 pub mod names;

@@ -51,7 +51,7 @@ pub struct ReplicationEntry {
     pub sites: Vec<String>,
     /// For a metadata entry, what changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<crate::replication::MetadataField>,
+    pub fields: Vec<crate::s3::ops::MetadataField>,
     #[serde(default)]
     pub rule_id: Option<String>,
     /// When the source changed (RFC 3339), for replication latency.

@@ -9,8 +9,6 @@
 //! Owns: finding the replica of a source version, and the comparison and writes. May call:
 //! `s3` (through [`ObjectStore`]), `order` (what a replica records).
 
-use serde::{Deserialize, Serialize};
-
 use super::order::Replica;
 use super::policy::Acl;
 use super::{
@@ -22,15 +20,7 @@ use crate::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
 use crate::s3::ops::ObjectHead;
 use crate::s3::store::{MetadataWrite, ObjectStore};
 
-/// What part of a version's metadata changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MetadataField {
-    Tags,
-    Acl,
-    Retention,
-    LegalHold,
-}
+pub use crate::s3::ops::MetadataField;
 
 /// Versions of a key looked through for the replica of a source version, at most.
 const MAX_VERSIONS_SEARCHED: usize = 1000;

@@ -8,7 +8,8 @@
 //! preservation, checksum verification, retry with backoff, and the site's circuit breaker
 //! that attempts wait on through an outage (`breaker`). Knows nothing of Kafka.
 //! May call: `s3` (clients), `metrics` (counters), `shard` (shutdown signal), `retry`,
-//! `failure` (the recorded form of its errors), `time` (LastModified read back).
+//! `failure` (the recorded form of its errors), `time` (LastModified read back), `bandwidth`
+//! (a shard's share of the site's limit, in its `DataPath`).
 
 pub mod breaker;
 mod error;

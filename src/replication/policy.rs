@@ -91,6 +91,7 @@ impl ReplicaPolicy {
             kms_key_id,
             lock: head.lock.clone(),
             acl,
+            customer_key: self.sse == Sse::Customer,
         }
     }
 
@@ -216,6 +217,17 @@ mod tests {
         );
         assert_eq!(a.acl.as_deref(), Some("bucket-owner-full-control"));
         assert!(!a.etag_is_md5());
+        let customer = ReplicaPolicy {
+            sse: Sse::Customer,
+            ..Default::default()
+        };
+        let c = customer.attributes(&head(Some("AES256"), None));
+        assert_eq!(
+            (c.sse.as_deref(), c.customer_key),
+            (None, true),
+            "the client sends the key"
+        );
+        assert!(!c.etag_is_md5());
     }
 
     #[test]

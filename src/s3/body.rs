@@ -60,6 +60,8 @@ pub struct PipeBody {
     /// The shard's share of a bandwidth limit, and the timer of a wait for it.
     limit: Option<Rc<crate::bandwidth::ShardLimit>>,
     sleep: Option<glommio::timer::Timer>,
+    /// Admitted by the limit: a frame's tokens are held until the frame arrives.
+    reserved: bool,
 }
 
 struct Chunking {
@@ -124,6 +126,7 @@ impl PipeBody {
             state: PipeState::Header,
             limit: None,
             sleep: None,
+            reserved: false,
         };
         (body, result)
     }
@@ -139,13 +142,20 @@ impl PipeBody {
         let Some(limit) = &self.limit else {
             return Poll::Ready(());
         };
+        if self.reserved {
+            return Poll::Ready(());
+        }
         loop {
             if let Some(t) = &mut self.sleep {
                 ready!(std::future::Future::poll(Pin::new(t), cx));
                 self.sleep = None;
             }
             match limit.wait() {
-                None => return Poll::Ready(()),
+                None => {
+                    limit.reserve();
+                    self.reserved = true;
+                    return Poll::Ready(());
+                }
                 Some(d) => self.sleep = Some(glommio::timer::Timer::new(d)),
             }
         }
@@ -156,13 +166,16 @@ impl PipeBody {
             return Poll::Ready(Ok(Some(b)));
         }
         ready!(self.poll_limit(cx));
-        match ready!(self.src.poll_data(cx)) {
-            Some(Ok(b)) => {
-                if let Some(l) = &self.limit {
-                    l.take(b.len() as u64);
-                }
-                Poll::Ready(Ok(Some(b)))
-            }
+        let next = ready!(self.src.poll_data(cx));
+        if let (Some(l), true) = (&self.limit, self.reserved) {
+            l.settle(match &next {
+                Some(Ok(b)) => Some(b.len() as u64),
+                _ => None,
+            });
+            self.reserved = false;
+        }
+        match next {
+            Some(Ok(b)) => Poll::Ready(Ok(Some(b))),
             Some(Err(e)) => Poll::Ready(Err(BodyError::Source {
                 retryable: e.is_retryable(),
                 message: e.to_string(),

@@ -5,7 +5,8 @@
 //! timeouts: `progress`), signing, checksums, the data path's pipe (`body`) and one file per
 //! operation. `error` is a leaf every other
 //! file may use; `http` knows nothing of the pipe, which only feeds it a body.
-//! May call: `time` (UTC calendar fields) only. It knows nothing of Kafka, replication or metrics;
+//! May call: `time` (UTC calendar fields), `bandwidth` (the pipe waits for its shard's share
+//! of a limit). It knows nothing of Kafka, replication or metrics;
 //! callers observe requests through a telemetry callback.
 
 pub mod body;

@@ -42,6 +42,19 @@ pub struct ObjectMetadata {
     pub write: WriteAttributes,
 }
 
+/// A part of a version's metadata that may change without its bytes (and that a replica
+/// follows).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetadataField {
+    Tags,
+    Acl,
+    Retention,
+    LegalHold,
+}
+
 /// What a replica is written with beyond its bytes and metadata. Each absent: the
 /// destination bucket's default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,12 +67,14 @@ pub struct WriteAttributes {
     pub lock: ObjectLock,
     /// A canned ACL (`x-amz-acl`).
     pub acl: Option<String>,
+    /// Written with an SSE-C key (whose headers the client adds, see `customer_key`).
+    pub customer_key: bool,
 }
 
 impl WriteAttributes {
-    /// Whether the written ETag is the MD5 of the bytes (not under SSE-KMS).
+    /// Whether the written ETag is the MD5 of the bytes (not under SSE-KMS or SSE-C).
     pub fn etag_is_md5(&self) -> bool {
-        self.sse.as_deref() != Some("aws:kms")
+        self.sse.as_deref() != Some("aws:kms") && !self.customer_key
     }
 
     fn headers(&self) -> [(&'static str, Option<&str>); 6] {
