@@ -233,7 +233,14 @@ impl ShardLimit {
         let cap = (share * BURST.as_secs_f64()).max(MIN_BURST);
         let tokens = (self.tokens.get() + elapsed * share).min(cap);
         self.tokens.set(tokens);
-        (tokens < 0.0).then(|| Duration::from_secs_f64(-tokens / share))
+        if tokens >= 0.0 {
+            return None;
+        }
+        let wait = Duration::from_secs_f64(-tokens / share);
+        // A shard asleep for its tokens still holds its share: counted active until it wakes.
+        let until = self.node.millis(now + wait);
+        self.node.active[self.slot].store(until, Ordering::Relaxed);
+        Some(wait)
     }
 
     /// Takes `bytes` (the frame just passed on).
@@ -335,6 +342,24 @@ mod tests {
         assert!(
             shared > Duration::from_millis(1800),
             "half the rate each: {shared:?}"
+        );
+        // A shard asleep longer than the active window keeps its share meanwhile: at
+        // 512 KiB/s over 8 shards a frame's debt is a 4 s sleep.
+        let slow = NodeLimit::new(Timetable::parse("512KiB/s").unwrap(), 8);
+        let shards: Vec<ShardLimit> = (0..8).map(|_| slow.shard()).collect();
+        for s in &shards {
+            assert_eq!(s.wait(), None);
+            s.take(256 << 10);
+        }
+        for s in &shards {
+            let asleep = s.wait().expect("in debt");
+            assert!(asleep > Duration::from_secs(3), "{asleep:?}");
+        }
+        std::thread::sleep(ACTIVE_WINDOW + Duration::from_millis(50));
+        let other = shards[1].wait().expect("in debt");
+        assert!(
+            other > Duration::from_millis(3400),
+            "still an eighth each: {other:?}"
         );
         let off = NodeLimit::new(Timetable::parse("off").unwrap(), 1).shard();
         off.take(1 << 30);

@@ -303,9 +303,20 @@ fn object_lock_sse_kms_and_storage_class_reach_the_replica() {
         plain[0]["grants"].as_array().unwrap().contains(&all_users),
         "the site's canned ACL: {plain:?}"
     );
-    let failed = read_topic(&topics.failed, 1);
-    let record: Value = serde_json::from_str(&failed[0].1).unwrap();
-    assert_eq!(failed[0].0, format!("{sb}/locked/{locked_vid}/site-plain"));
+    // The copy's record; the lock changes' metadata entries, finding no replica there, try
+    // the copy too and are refused alike (their records keyed `.../metadata`).
+    let copy_key = format!("{sb}/locked/{locked_vid}/site-plain");
+    let failed = read_until_quiet(&topics.failed, std::time::Duration::from_secs(3));
+    let keys: Vec<&str> = failed.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        keys.iter().all(|k| k.starts_with(&copy_key)),
+        "only the locked version at site-plain: {keys:?}"
+    );
+    let (_, record) = failed
+        .iter()
+        .find(|(k, _)| *k == copy_key)
+        .expect("the copy's record");
+    let record: Value = serde_json::from_str(record).unwrap();
     assert_eq!(
         record["error"]["code"],
         json!("DestinationWithoutObjectLock"),

@@ -308,13 +308,11 @@ fn a_pass_applies_every_rule_and_a_dry_run_lists_exactly_what_it_does() {
 fn versions_stay_until_replicated_and_while_under_object_lock() {
     let s = servers();
     let (b, d) = (bucket("lc-safe"), bucket("lc-safe-dst"));
-    let (src, dst) = (
-        Client::new(endpoint(&s.source), None),
-        Client::new(endpoint(&s.dest), None),
-    );
+    let src = Client::new(endpoint(&s.source), None);
     py(&s.source, &["lock-bucket", &b]);
+    // Locked versions are replicated with their lock: the site's bucket needs Object Lock.
+    py(&s.dest, &["lock-bucket", &d]);
     let (rep, held) = block_on(async {
-        make_bucket(&dst, &d, true).await;
         let rep = put_data(&src, &b, "rep/b", b"one").await.unwrap();
         put_data(&src, &b, "rep/b", b"two").await;
         let held = put_data(&src, &b, "held/a", b"one").await.unwrap();

@@ -112,9 +112,15 @@ impl FailedRecord {
         }
     }
 
-    /// The failed topic's key of an entry at a site.
+    /// The failed topic's key of an entry at a site. A metadata entry's is apart
+    /// (`.../SITE/metadata`): its failure, or the tombstone of its retry, never replaces
+    /// the record of the version's copy.
     pub fn key(entry: &ReplicationEntry, site: &str) -> String {
-        format!("{}/{}/{}/{site}", entry.bucket, entry.key, entry.version_id)
+        let (b, k, v) = (&entry.bucket, &entry.key, &entry.version_id);
+        match entry.kind {
+            EntryType::Metadata => format!("{b}/{k}/{v}/{site}/metadata"),
+            _ => format!("{b}/{k}/{v}/{site}"),
+        }
     }
 }
 

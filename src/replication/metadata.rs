@@ -7,7 +7,7 @@
 //! (the copy, when it comes, reads the same current state).
 //!
 //! Owns: finding the replica of a source version, and the comparison and writes. May call:
-//! `s3` (through [`ObjectStore`]), `order` (what a replica records).
+//! `s3` (through [`ObjectStore`]), `order` (what a replica records), `time` (dates compared).
 
 use super::order::Replica;
 use super::policy::Acl;
@@ -17,7 +17,7 @@ use super::{
 };
 use crate::s3::ops::acl::ObjectAcl;
 use crate::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
-use crate::s3::ops::ObjectHead;
+use crate::s3::ops::{ObjectHead, ObjectLock};
 use crate::s3::store::{MetadataWrite, ObjectStore};
 
 pub use crate::s3::ops::MetadataField;
@@ -61,14 +61,16 @@ pub async fn update<S: ObjectStore>(
     })
 }
 
-/// What of the replica of `v` differs from the source (tags, retention, legal hold, and the
-/// ACL when the site copies it), for a scan: nothing when the replica is not there.
+/// What of the replica of `v` differs from the source (its tags, and its ACL when the site
+/// copies it), for a scan: nothing when the replica is not there. Retention and legal hold
+/// are left to their events: a destination's own protections (a default retention, a hold
+/// placed there) are never taken for drift and removed.
 pub async fn drift<S: ObjectStore>(
     route: &Route<S>,
     v: &Version,
 ) -> Result<Vec<MetadataField>, ReplicationError> {
     use MetadataField::*;
-    let all = [Tags, Acl, Retention, LegalHold];
+    let all = [Tags, Acl];
     let Ok((_, writes)) = plan(route, v, &all, false).await? else {
         return Ok(Vec::new());
     };
@@ -113,6 +115,11 @@ async fn plan<S: ObjectStore>(
     if source.user_meta(META_SOURCE_VERSION).is_some() && !replicate_replicas {
         return Ok(Err(REPLICA_AT_SOURCE));
     }
+    let (was, now) = (v.etag.trim_matches('"'), source.etag.trim_matches('"'));
+    if v.version_id == "null" && !was.is_empty() && was != now {
+        // An unversioned object overwritten since: its metadata is the new object's.
+        return Ok(Err(GONE_FROM_SOURCE));
+    }
     let Some(replica) = find_replica(route, v).await? else {
         return Ok(Err(NOT_REPLICATED_YET));
     };
@@ -151,12 +158,8 @@ async fn wanted<S: ObjectStore>(
                 }
             }
             MetadataField::Retention => {
-                let (have, want) = (&replica.head.lock, &source.lock);
-                if (&have.mode, &have.retain_until) != (&want.mode, &want.retain_until) {
-                    out.push(MetadataWrite::Retention {
-                        mode: want.mode.clone(),
-                        retain_until: want.retain_until.clone(),
-                    });
+                if let Some(w) = retention(&replica.head.lock, &source.lock) {
+                    out.push(w);
                 }
             }
             MetadataField::LegalHold => {
@@ -167,6 +170,25 @@ async fn wanted<S: ObjectStore>(
         }
     }
     Ok(out)
+}
+
+/// The retention write that gives the replica the source's retention: none when the source
+/// has none or an expired one (a replica's own retention is never removed), nor when both
+/// dates are the same time however written.
+fn retention(have: &ObjectLock, want: &ObjectLock) -> Option<MetadataWrite> {
+    let when = |l: &ObjectLock| {
+        l.retain_until
+            .as_deref()
+            .and_then(crate::time::parse_rfc3339)
+    };
+    let until = when(want).filter(|t| *t > std::time::SystemTime::now())?;
+    if have.mode == want.mode && when(have) == Some(until) {
+        return None;
+    }
+    Some(MetadataWrite::Retention {
+        mode: want.mode.clone(),
+        retain_until: want.retain_until.clone(),
+    })
 }
 
 /// A version's tags (none read when its HEAD counts none).

@@ -110,9 +110,38 @@ fn retention_and_legal_hold_follow_the_source() {
         set(&r, &v, MetadataWrite::LegalHold(false)).await;
         assert_eq!(
             metadata::drift(&r, &v).await.unwrap(),
-            vec![MetadataField::LegalHold],
-            "a scan finds what differs"
+            vec![],
+            "a scan leaves locks to their events (the replica's own are never removed)"
         );
+        set(&r, &v, MetadataWrite::Tags(pairs(&[("a", "1")]))).await;
+        assert_eq!(
+            metadata::drift(&r, &v).await.unwrap(),
+            vec![MetadataField::Tags],
+            "a scan finds tags that differ"
+        );
+        // The same retention date written another way is no change; a source without
+        // retention never removes the replica's.
+        let same = MetadataWrite::Retention {
+            mode: Some("GOVERNANCE".into()),
+            retain_until: Some("2030-01-01T00:00:00.000Z".into()),
+        };
+        set(&r, &v, same).await;
+        let fields = [MetadataField::Retention];
+        assert_eq!(
+            metadata::update(&r, &v, &fields, false).await.unwrap(),
+            Outcome::Skipped
+        );
+        let none = MetadataWrite::Retention {
+            mode: None,
+            retain_until: None,
+        };
+        set(&r, &v, none).await;
+        assert_eq!(
+            metadata::update(&r, &v, &fields, false).await.unwrap(),
+            Outcome::Skipped
+        );
+        let kept = &r.dest.inner.versions(DST, "k")[0].metadata.write.lock;
+        assert_eq!(kept.mode.as_deref(), Some("GOVERNANCE"));
     });
 }
 

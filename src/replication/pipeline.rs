@@ -86,8 +86,10 @@ pub(crate) fn explain_refusal(
     let lock = &meta.write.lock;
     let locked = lock.mode.is_some() || lock.legal_hold;
     let said = e.message.to_ascii_lowercase().replace(' ', "");
-    let refused =
-        matches!(e.code(), "InvalidRequest" | "InvalidArgument") && said.contains("objectlock");
+    // "Bucket is missing Object Lock Configuration" (AWS), "...ObjectLockConfiguration" (moto);
+    // not the other Object Lock refusals (a missing checksum, a past date).
+    let refused = matches!(e.code(), "InvalidRequest" | "InvalidArgument")
+        && said.contains("missingobjectlock");
     if !(locked && refused) {
         return e;
     }

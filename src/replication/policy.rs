@@ -3,9 +3,10 @@
 //! configuration chooses each; [`ReplicaPolicy::attributes`] turns it and the source's HEAD
 //! into the headers of the write.
 //!
-//! Owns: the per-site choices and their defaults. May call: `s3::ops` (the attributes type).
+//! Owns: the per-site choices and their defaults. May call: `s3::ops` (the attributes type),
+//! `time` (a retention's date read).
 
-use crate::s3::ops::{ObjectHead, WriteAttributes};
+use crate::s3::ops::{ObjectHead, ObjectLock, WriteAttributes};
 
 /// Server-side encryption of a site's replicas.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,6 +59,23 @@ pub struct ReplicaPolicy {
     pub acl: Acl,
 }
 
+/// The lock a replica is written with: the legal hold, and the retention while its date is
+/// ahead (S3 refuses a retain-until date in the past, and reports expired ones).
+fn in_force(lock: &ObjectLock, now: std::time::SystemTime) -> ObjectLock {
+    let ahead = lock
+        .retain_until
+        .as_deref()
+        .and_then(crate::time::parse_rfc3339)
+        .is_some_and(|t| t > now);
+    match ahead {
+        true => lock.clone(),
+        false => ObjectLock {
+            legal_hold: lock.legal_hold,
+            ..Default::default()
+        },
+    }
+}
+
 impl ReplicaPolicy {
     /// The attributes a replica of the version `head` describes is written with. Object
     /// Lock is always carried: a destination without it refuses the write (see
@@ -89,7 +107,7 @@ impl ReplicaPolicy {
             storage_class,
             sse,
             kms_key_id,
-            lock: head.lock.clone(),
+            lock: in_force(&head.lock, std::time::SystemTime::now()),
             acl,
             customer_key: self.sse == Sse::Customer,
         }
@@ -168,7 +186,6 @@ impl ReplicaPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::s3::ops::ObjectLock;
 
     fn head(sse: Option<&str>, class: Option<&str>) -> ObjectHead {
         ObjectHead {
@@ -193,6 +210,14 @@ mod tests {
         assert_eq!(a.storage_class.as_deref(), Some("STANDARD_IA"));
         assert!(a.lock.legal_hold);
         assert_eq!(a.lock.mode.as_deref(), Some("GOVERNANCE"));
+        let mut expired = head(None, None);
+        expired.lock.retain_until = Some("2020-01-01T00:00:00Z".into());
+        let e = p.attributes(&expired).lock;
+        assert_eq!(
+            (e.mode, e.retain_until, e.legal_hold),
+            (None, None, true),
+            "a past date is not sent"
+        );
         let plain = p.attributes(&head(None, Some("STANDARD")));
         assert_eq!((plain.sse, plain.storage_class), (None, None));
         let customer = ObjectHead {

@@ -1,7 +1,8 @@
 //! SSE-C: objects encrypted with a key the client gives on every request that reads or
 //! writes their bytes. A key is read from a file (32 raw bytes, or their base64) and sent
 //! as the three `x-amz-server-side-encryption-customer-*` headers on GetObject, HeadObject,
-//! PutObject, CreateMultipartUpload and UploadPart for the buckets it is given for. Its
+//! PutObject, CreateMultipartUpload, UploadPart and CompleteMultipartUpload for the buckets
+//! it is given for. Its
 //! bytes never appear in a log, an error or `Debug` output: only its MD5 does.
 
 use std::collections::BTreeMap;
@@ -24,12 +25,14 @@ impl std::fmt::Debug for CustomerKey {
 }
 
 /// The operations that carry the key.
-const OPERATIONS: [&str; 5] = [
+const OPERATIONS: [&str; 6] = [
     "GetObject",
     "HeadObject",
     "PutObject",
     "CreateMultipartUpload",
     "UploadPart",
+    // AWS wants the key again on Complete when the upload has a checksum algorithm.
+    "CompleteMultipartUpload",
 ];
 
 impl CustomerKey {

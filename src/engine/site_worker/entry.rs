@@ -64,13 +64,18 @@ pub fn spawn(sh: &Rc<Shared>, job: Job, permit: StaticPermit) {
 }
 
 fn version_of(e: &ReplicationEntry) -> Version {
+    // A metadata event's sequencer orders the change, not the version: not its place.
+    let sequencer = match e.kind {
+        EntryType::Metadata => None,
+        _ => e.sequencer.as_deref(),
+    };
     Version {
         key: e.key.clone(),
         version_id: e.version_id.clone(),
         delete_marker: e.kind == EntryType::DeleteMarker,
         size: e.size,
         etag: e.etag.clone(),
-        order: SourceOrder::of_version(e.last_modified.as_deref(), e.sequencer.as_deref(), &e.etag),
+        order: SourceOrder::of_version(e.last_modified.as_deref(), sequencer, &e.etag),
     }
 }
 
@@ -175,7 +180,13 @@ async fn attempt(sh: &Shared, entry: &ReplicationEntry) -> EntryResult {
     let what = "deciding whether the destination needs this version";
     let breaker = dp.breaker.as_deref();
     if entry.kind == EntryType::Metadata {
-        return update_metadata(sh, &entry.fields, &route, &v).await;
+        let updated = update_metadata(sh, &entry.fields, &route, &v).await;
+        let missing = crate::replication::metadata::NOT_REPLICATED_YET;
+        if !matches!(updated, Ok(Outcome::Superseded(why)) if why == missing) {
+            return updated;
+        }
+        // Its replica is not there (a tag that now matches a rule, a copy that failed): the
+        // version is copied, with the metadata it has now, if the source's order wants it.
     }
     let decided = retry(&dp.opts.retry, &dp.cancel, what, permanent, |_| {
         crate::replication::breaker::through(breaker, &v.key, &dp.cancel, || route.decide(&v))
