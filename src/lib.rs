@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod bandwidth;
+pub mod buckets;
 pub mod config;
 pub mod engine;
 pub mod failure;

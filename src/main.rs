@@ -811,7 +811,7 @@ fn run_all(a: RunArgs) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::with_signals();
     eprintln!(
         "backbeat: replicating {:?} from {} to {}; operations API on {}://{} (Ctrl-C stops)",
-        engine.cfg.source.buckets,
+        engine.cfg.source.buckets.text(),
         engine.source.label(),
         engine.sites.keys().cloned().collect::<Vec<_>>().join(", "),
         if engine.cfg.api.cert_file.is_some() {

@@ -166,7 +166,9 @@ pub(super) async fn prometheus(state: &ApiState) -> Reply {
         .status(StatusCode::OK)
         .header("content-type", "text/plain; version=0.0.4")
         .body(Full::new(Bytes::from(
-            exposition(&state.sites, &q) + &state.lifecycle.render(),
+            exposition(&state.sites, &q)
+                + &state.lifecycle.render()
+                + &crate::metrics::buckets::render(&state.sites, &state.buckets.stats),
         )))
         .expect("response")
 }

@@ -13,8 +13,10 @@
 //! May call: `metrics`, `s3` (clients, and the glommio socket adapter hyper serves on),
 //! `queue` (control, failed and status topics), `shard`, `replication` (the destination
 //! check of the per-object progress route), `failure` (the recorded error of a failed
-//! entry), `time`, `bandwidth` (a site's limit shown).
+//! entry), `time`, `bandwidth` (a site's limit shown), `buckets` (the known source buckets
+//! and their names at each site).
 
+mod buckets;
 pub mod cli;
 mod conn;
 mod control;
@@ -77,14 +79,25 @@ pub struct ApiState {
     pub open_probes: bool,
     /// Serve HTTPS with these settings (`api.cert_file`, `api.key_file`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The source buckets known and what discovery did (`/_/buckets`).
+    pub buckets: BucketsView,
+}
+
+/// What `/_/buckets` reports from.
+#[derive(Default)]
+pub struct BucketsView {
+    pub known: Arc<crate::buckets::Known>,
+    pub stats: Arc<crate::metrics::buckets::BucketStats>,
+    /// Site -> what it calls each source bucket.
+    pub names: BTreeMap<String, crate::buckets::NameMap>,
 }
 
 /// A site's source and destination, for the progress route.
 pub struct SiteRoute {
     pub source: Arc<Endpoint>,
     pub dest: Arc<Endpoint>,
-    /// Source bucket -> destination bucket (the same name when not listed).
-    pub buckets: BTreeMap<String, String>,
+    /// What the site calls each source bucket.
+    pub buckets: crate::buckets::NameMap,
     pub dest_versioned: bool,
 }
 
@@ -312,6 +325,7 @@ async fn dispatch(
             version_id,
         } => failed::get(local, &bucket, &key, &version_id),
         Call::FailedRetry => failed::retry(local, body).await,
+        Call::Buckets => reply(StatusCode::OK, &buckets::buckets(state)),
     }
 }
 
@@ -455,6 +469,7 @@ mod tests {
             limits: Limits::default(),
             open_probes: false,
             tls: None,
+            buckets: Default::default(),
         })
     }
 

@@ -312,3 +312,40 @@ mod tests {
         assert_eq!(r.hours, 6.0);
     }
 }
+
+/// `/_/buckets`: the selected source buckets this node knows to exist, and for each its
+/// site buckets, each site's figures for it, and what discovery did with it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Buckets {
+    pub adopted: u64,
+    pub adoption_failures: u64,
+    pub buckets: BTreeMap<String, BucketDoc>,
+    pub known: u64,
+}
+
+/// One source bucket in `/_/buckets`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BucketDoc {
+    /// Set when this node adopted it (or tried to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adoption: Option<AdoptionDoc>,
+    pub sites: BTreeMap<String, BucketAtSite>,
+}
+
+/// What discovery did with a bucket on this node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdoptionDoc {
+    pub created: u64,
+    pub enqueued: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A source bucket at one site: the site's bucket and this node's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BucketAtSite {
+    pub bucket: String,
+    pub bytes: u64,
+    pub completed: u64,
+    pub failed: u64,
+}

@@ -135,11 +135,7 @@ async fn at_destination(
     vid: &str,
     (size, delete_marker): Head,
 ) -> Result<bool, impl std::fmt::Display> {
-    let dest_bucket = route
-        .buckets
-        .get(bucket)
-        .cloned()
-        .unwrap_or_else(|| bucket.to_string());
+    let dest_bucket = route.buckets.dest(bucket);
     let route = crate::replication::Route {
         source,
         source_bucket: bucket.to_string(),

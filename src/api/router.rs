@@ -49,6 +49,8 @@ pub enum Call {
         version_id: String,
     },
     FailedRetry,
+    /// Site-level replication: each known source bucket, its site buckets and figures.
+    Buckets,
 }
 
 /// Why a request names no call.
@@ -78,6 +80,7 @@ enum Id {
     FailedList,
     FailedGet,
     FailedRetry,
+    Buckets,
     /// The lifecycle routes: the same calls, for lifecycle as a whole.
     Lifecycle(LcId),
 }
@@ -119,6 +122,7 @@ const TABLE: &[(&str, &[(Method, Id)])] = &[
         "/_/metrics/crr/{site}/progress/{*rest}",
         &[(Method::GET, Id::Progress)],
     ),
+    ("/_/buckets", &[(Method::GET, Id::Buckets)]),
     ("/_/crr/status", &[(Method::GET, Id::Status)]),
     ("/_/crr/status/{site}", &[(Method::GET, Id::Status)]),
     ("/_/crr/pause", &[(Method::POST, Id::Pause)]),
@@ -255,6 +259,7 @@ fn call(id: Id, param: &dyn Fn(&str) -> String, rest: &str) -> Result<Call, Reje
         Id::CancelSchedule => Call::CancelSchedule { site: site() },
         Id::FailedList => Call::FailedList,
         Id::FailedRetry => Call::FailedRetry,
+        Id::Buckets => Call::Buckets,
         Id::Lifecycle(lc) => {
             let named = crate::queue::control::lifecycle_key(&site());
             let every = match lc {

@@ -209,9 +209,16 @@ pub struct EndpointSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceConfig {
     pub s3: EndpointSettings,
-    pub buckets: Vec<String>,
+    /// The buckets replicated: names or patterns (`"*"`, `"logs-*"`), minus
+    /// `exclude_buckets`.
+    pub buckets: crate::buckets::Selection,
     /// A ReplicationConfiguration XML file used instead of GetBucketReplication.
     pub rules_file: Option<PathBuf>,
+    /// The rules of a bucket that has no ReplicationConfiguration of its own.
+    pub default_rules_file: Option<PathBuf>,
+    /// With patterns: every this many seconds the source's buckets are listed and new ones
+    /// adopted (0: only at start and on a bucket-creation event).
+    pub discover_interval_seconds: u64,
     /// For sources that publish no event notifications: every this many seconds, `run`
     /// scans the buckets and enqueues the versions missing at a site (0: never).
     pub scan_interval_seconds: u64,
@@ -228,8 +235,12 @@ pub struct SiteConfig {
     pub s3: EndpointSettings,
     pub checksum: ChecksumTransport,
     pub verify_after_write: bool,
-    /// Source bucket -> destination bucket; a source bucket not listed keeps its name.
-    pub buckets: BTreeMap<String, String>,
+    /// Source bucket -> destination bucket (`buckets`), else `bucket_template`, else the
+    /// source bucket's name.
+    pub buckets: crate::buckets::NameMap,
+    /// Create a source bucket's site bucket (versioned, with Object Lock when the source
+    /// bucket has it) when it is adopted or found missing.
+    pub create_buckets: bool,
     /// What the site's replicas carry beyond bytes and metadata (`storage_class`, `sse`,
     /// `kms_key_id`, `acl`).
     pub policy: crate::replication::ReplicaPolicy,
@@ -290,8 +301,10 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             source: SourceConfig {
                 s3: EndpointFile::default().settled(),
-                buckets: Vec::new(),
+                buckets: Default::default(),
                 rules_file: None,
+                default_rules_file: None,
+                discover_interval_seconds: 60,
                 scan_interval_seconds: 0,
                 replicate_replicas: false,
                 customer_keys: Default::default(),
@@ -341,9 +354,12 @@ struct SourceFile {
     io_idle_timeout_seconds: Option<u64>,
     request_deadline_seconds: Option<u64>,
     buckets: Vec<String>,
+    exclude_buckets: Vec<String>,
     rules_file: Option<PathBuf>,
+    default_rules_file: Option<PathBuf>,
     #[serde(deserialize_with = "de::int::<_, _, 0, 2_592_000>")]
     scan_interval_seconds: u64,
+    discover_interval_seconds: Option<u64>,
     replicate_replicas: bool,
     sse_customer_key_files: BTreeMap<String, PathBuf>,
 }
@@ -364,6 +380,8 @@ struct SiteFile {
     checksum: Option<ChecksumTransport>,
     verify_after_write: bool,
     buckets: BTreeMap<String, String>,
+    bucket_template: Option<String>,
+    create_buckets: bool,
     storage_class: Option<String>,
     sse: Option<String>,
     kms_key_id: Option<String>,
@@ -498,13 +516,13 @@ impl EndpointFile {
 /// The source buckets' SSE-C keys, read from their files (relative to the configuration's).
 fn source_keys(
     file: &Path,
-    buckets: &[String],
+    buckets: &crate::buckets::Selection,
     files: BTreeMap<String, PathBuf>,
 ) -> Result<crate::s3::customer_key::CustomerKeys, ConfigError> {
     let mut keys = crate::s3::customer_key::CustomerKeys::default();
     for (bucket, path) in files {
         let at = format!("source.sse_customer_key_files.{bucket}");
-        if !buckets.contains(&bucket) {
+        if !buckets.matches(&bucket) {
             return Err(error(file, &at, "not one of source.buckets"));
         }
         let key = crate::s3::customer_key::CustomerKey::from_file(&relative_to(file, path))
@@ -512,6 +530,39 @@ fn source_keys(
         keys.by_bucket.insert(bucket, key);
     }
     Ok(keys)
+}
+
+/// `source.buckets` and `source.exclude_buckets`, each pattern checked.
+fn selection(
+    file: &Path,
+    include: &[String],
+    exclude: &[String],
+) -> Result<crate::buckets::Selection, ConfigError> {
+    for (key, list) in [
+        ("source.buckets", include),
+        ("source.exclude_buckets", exclude),
+    ] {
+        for p in list {
+            crate::buckets::check_pattern(p).map_err(|m| error(file, key, m))?;
+        }
+    }
+    Ok(crate::buckets::Selection::new(
+        include.to_vec(),
+        exclude.to_vec(),
+    ))
+}
+
+/// `source.default_rules_file`, made absolute, read and parsed.
+fn default_rules(file: &Path, p: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(p) = p.map(|p| relative_to(file, p)) else {
+        return Ok(None);
+    };
+    let key = "source.default_rules_file";
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| error(file, key, format!("cannot read {}: {e}", p.display())))?;
+    crate::populate::rules::ReplicationConfig::parse(&text)
+        .map_err(|e| error(file, key, format!("{}: {e}", p.display())))?;
+    Ok(Some(p))
 }
 
 fn relative_to(file: &Path, p: PathBuf) -> PathBuf {
@@ -659,7 +710,13 @@ impl FileModel {
         let file = settle.file;
         let mut s = self.source;
         let key_files = std::mem::take(&mut s.sse_customer_key_files);
-        let customer_keys = source_keys(file, &s.buckets, key_files)?;
+        let buckets = selection(file, &s.buckets, &s.exclude_buckets)?;
+        let customer_keys = source_keys(file, &buckets, key_files)?;
+        let discover = s.discover_interval_seconds.unwrap_or(60);
+        if discover > 86_400 {
+            let m = format!("must be between 0 and 86400, not {discover}");
+            return Err(error(file, "source.discover_interval_seconds", m));
+        }
         let source = SourceConfig {
             s3: settle.endpoint(
                 "source",
@@ -673,8 +730,10 @@ impl FileModel {
                     request_deadline_seconds: s.request_deadline_seconds,
                 },
             )?,
-            buckets: s.buckets,
+            buckets,
             rules_file: s.rules_file.map(|p| relative_to(file, p)),
+            default_rules_file: default_rules(file, s.default_rules_file)?,
+            discover_interval_seconds: discover,
             scan_interval_seconds: s.scan_interval_seconds,
             replicate_replicas: s.replicate_replicas,
             customer_keys,
@@ -829,11 +888,16 @@ impl SiteFile {
                  AWS_ENDPOINT_URL, or as endpoint_url in its AWS profile)",
             ));
         }
+        if let Some(t) = &self.bucket_template {
+            crate::buckets::check_template(t)
+                .map_err(|m| error(file, &format!("{prefix}.bucket_template"), m))?;
+        }
         Ok(SiteConfig {
             s3,
             checksum: self.checksum.unwrap_or(ChecksumTransport::Trailer),
             verify_after_write: self.verify_after_write,
-            buckets: self.buckets,
+            buckets: crate::buckets::NameMap::new(self.buckets, self.bucket_template),
+            create_buckets: self.create_buckets,
             policy,
             bandwidth,
             customer_key,
@@ -923,7 +987,16 @@ impl Config {
         lines.extend(k.security().shown());
         let s = &self.source;
         show_endpoint(&mut lines, "source", &s.s3);
-        lines.push(("source.buckets".into(), format!("{:?}", s.buckets)));
+        lines.push((
+            "source.buckets".into(),
+            format!("{:?}", s.buckets.include()),
+        ));
+        let exclude = format!("{:?}", s.buckets.exclude());
+        lines.push(("source.exclude_buckets".into(), exclude));
+        let discover = s.discover_interval_seconds.to_string();
+        lines.push(("source.discover_interval_seconds".into(), discover));
+        let default_rules = show_path(&s.default_rules_file, "(none)");
+        lines.push(("source.default_rules_file".into(), default_rules));
         let interval = s.scan_interval_seconds.to_string();
         lines.push(("source.scan_interval_seconds".into(), interval));
         let replicas = s.replicate_replicas.to_string();
@@ -959,7 +1032,12 @@ impl Config {
             lines.push((format!("{p}.checksum"), checksum));
             let verify = s.verify_after_write.to_string();
             lines.push((format!("{p}.verify_after_write"), verify));
-            lines.push((format!("{p}.buckets"), format!("{:?}", s.buckets)));
+            lines.push((format!("{p}.buckets"), format!("{:?}", s.buckets.named)));
+            if let Some(t) = &s.buckets.template {
+                lines.push((format!("{p}.bucket_template"), format!("{t:?}")));
+            }
+            let create = s.create_buckets.to_string();
+            lines.push((format!("{p}.create_buckets"), create));
             for (k, v) in s.policy.shown() {
                 lines.push((format!("{p}.{k}"), v));
             }
@@ -1054,7 +1132,7 @@ concurrency = 64
             .render()
             .contains("sites.site-a.io_idle_timeout_seconds = 300"));
         assert_eq!(c.sites["site-a"].checksum, ChecksumTransport::Header);
-        assert_eq!(c.sites["site-a"].buckets["photos"], "photos-dr");
+        assert_eq!(c.sites["site-a"].buckets.dest("photos"), "photos-dr");
         assert_eq!(c.replication.shards, 2);
         assert_eq!(c.replication.part_size, 8 << 20);
         assert_eq!(

@@ -4,7 +4,8 @@
 //! Owns: where settings come from and their validation. May call: `s3` (its config types),
 //! `shard` (placement), `retry` (the default number of attempts), `lifecycle` (rules files
 //! are read at check time), `replication` (what a site's replicas carry), `bandwidth` (a
-//! site's limit).
+//! site's limit), `buckets` (patterns and name templates checked), `populate` (a default
+//! rules file is parsed at check time).
 
 pub mod credentials;
 mod de;

@@ -1,12 +1,13 @@
 //! The long-running roles, wired from the configuration: `populate`, `replicate --site` and
 //! `run` (all of them in one process).
 //!
-//! Owns: the roles' wiring, the site worker (`site_worker`: the consumer group member
+//! Owns: the roles' wiring, bucket discovery and adoption (`buckets`), the site worker (`site_worker`: the consumer group member
 //! that feeds the replication pipeline, records outcomes and commits offsets), and the
 //! lifecycle role (`lifecycle`: a bucket's rules, the replication guard, a pass now).
 //! May call: `config`, `queue`, `populate`, `replication`, `shard`, `s3`, `metrics`, `api`,
-//! `time`, `retry`, `failure`, `lifecycle`, `bandwidth`.
+//! `time`, `retry`, `failure`, `lifecycle`, `bandwidth`, `buckets`.
 
+pub mod buckets;
 pub mod lifecycle;
 pub mod site_worker;
 
@@ -45,11 +46,16 @@ pub enum EngineError {
 /// A site's endpoint and settings.
 pub struct Site {
     pub endpoint: Arc<Endpoint>,
-    pub buckets: BTreeMap<String, String>,
+    pub buckets: crate::buckets::NameMap,
+    /// Create a source bucket's site bucket when missing.
+    pub create_buckets: bool,
     pub versioned: bool,
     /// What the site's replicas carry beyond bytes and metadata.
     pub policy: Arc<crate::replication::ReplicaPolicy>,
 }
+
+/// Buckets the health route asks about (the first ones known).
+const HEALTH_BUCKETS: usize = 20;
 
 /// Entries the embedded broker may hold unconsumed: with entries under 1 KiB spread over the
 /// partitions, far below the ~5 MiB per partition it keeps.
@@ -76,6 +82,7 @@ fn connect_kafka(
             &topics.lifecycle_bucket_tasks,
             &topics.lifecycle_object_tasks,
             &topics.lifecycle_passes,
+            &topics.buckets,
         ];
         for t in fixed.into_iter().chain(&replay) {
             mock.create_topic(t, p, 1)
@@ -97,6 +104,7 @@ fn connect_kafka(
             (t.lifecycle_bucket_tasks.as_str(), p, rf, false),
             (t.lifecycle_object_tasks.as_str(), p, rf, false),
             (t.lifecycle_passes.as_str(), 1, rf, true),
+            (t.buckets.as_str(), 1, rf, true),
         ];
         wanted.extend(replay.iter().map(|r| (r.as_str(), p, rf, false)));
         kafka::ensure_topics(&b, &wanted).await
@@ -167,50 +175,95 @@ fn replay_topics(cfg: &Config, topics: &Topics) -> Vec<String> {
         .collect()
 }
 
-/// Checks every bucket once, so a missing bucket or rejected credentials is said at start:
-/// the source must be usable; a site that is not is warned about (its entries fail, and are
-/// listed, until it is fixed). Records whether each site's buckets keep versions.
+/// At most this many buckets are checked at start (with patterns there may be thousands:
+/// the others are checked when their entries come).
+const CHECKED_AT_START: usize = 100;
+
+/// Checks the known buckets once, so a missing bucket or rejected credentials is said at
+/// start: the source must be usable; a site that is not is warned about (its entries fail,
+/// and are listed, until it is fixed), and its missing buckets created where it has
+/// `create_buckets`. Records whether each site's buckets keep versions.
 fn check_buckets(
-    cfg: &Config,
+    known: &[String],
     source: &Arc<Endpoint>,
     sites: &mut BTreeMap<String, Site>,
 ) -> Result<(), EngineError> {
-    let buckets = &cfg.source.buckets;
-    let checks: Vec<(String, Arc<Endpoint>, String)> = buckets
+    let buckets: Vec<String> = known.iter().take(CHECKED_AT_START).cloned().collect();
+    let site_list: Vec<(String, Arc<Endpoint>, crate::buckets::NameMap, bool)> = sites
         .iter()
-        .map(|b| ("source".to_string(), source.clone(), b.clone()))
-        .chain(sites.iter().flat_map(|(n, s)| {
-            buckets.iter().map(move |b| {
-                let dest = s.buckets.get(b).cloned().unwrap_or_else(|| b.clone());
-                (format!("site {n}"), s.endpoint.clone(), dest)
-            })
-        }))
+        .map(|(n, s)| {
+            (
+                n.clone(),
+                s.endpoint.clone(),
+                s.buckets.clone(),
+                s.create_buckets,
+            )
+        })
         .collect();
+    let src = source.clone();
     let versioning = shard::block_on(async move {
+        let source = Client::new(src.clone(), None);
         let mut out = Vec::new();
-        for (who, ep, bucket) in checks {
-            let c = Client::new(ep.clone(), None);
-            match c.get_bucket_versioning(&bucket).await {
-                Ok(v) => out.push((who, v)),
-                Err(e) if e.code() == "NotImplemented" => out.push((who, Versioning::Unversioned)),
-                Err(e) if who == "source" => {
-                    return Err(format!("{who}: bucket {bucket:?} at {}: {e}", ep.label()))
+        for b in &buckets {
+            match source.get_bucket_versioning(b).await {
+                Ok(_) => {}
+                Err(e) if e.code() == "NotImplemented" => {}
+                Err(e) => return Err(format!("source: bucket {b:?} at {}: {e}", src.label())),
+            }
+            for (name, ep, names, create) in &site_list {
+                let dest = names.dest(b);
+                let site = Client::new(ep.clone(), None);
+                if *create {
+                    if let Err(e) = buckets::ensure_site_bucket(&source, &site, b, &dest).await {
+                        tracing::warn!("site {name}: bucket {dest:?} at {} could not be created: {e}; its entries will fail until this is fixed", ep.label());
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!("{who}: bucket {bucket:?} at {} is not usable: {e}; its entries will fail until this is fixed", ep.label());
+                match site.get_bucket_versioning(&dest).await {
+                    Ok(v) => out.push((name.clone(), v)),
+                    Err(e) if e.code() == "NotImplemented" => {
+                        out.push((name.clone(), Versioning::Unversioned))
+                    }
+                    Err(e) => {
+                        tracing::warn!("site {name}: bucket {dest:?} at {} is not usable: {e}; its entries will fail until this is fixed", ep.label());
+                    }
                 }
             }
         }
         Ok(out)
     })?
     .map_err(EngineError::Setup)?;
-    for (who, v) in versioning {
-        let site = who.strip_prefix("site ").and_then(|n| sites.get_mut(n));
-        if let Some(s) = site {
+    for (name, v) in versioning {
+        if let Some(s) = sites.get_mut(&name) {
             s.versioned &= v == Versioning::Enabled;
         }
     }
     Ok(())
+}
+
+/// The selected source buckets that exist at start: those named, or (with patterns) those
+/// the source lists.
+fn known_at_start(cfg: &Config, source: &Arc<Endpoint>) -> Result<Vec<String>, EngineError> {
+    if let Some(fixed) = cfg.source.buckets.fixed() {
+        return Ok(fixed);
+    }
+    let (src, sel) = (source.clone(), cfg.source.buckets.clone());
+    let listed = shard::block_on(async move {
+        let c = Client::new(src, None);
+        buckets::list_selected(&c, &sel).await
+    })?;
+    let found = listed.map_err(|e| {
+        EngineError::Setup(format!(
+            "source: listing buckets at {} (source.buckets has patterns: {}): {e}; the credentials need s3:ListAllMyBuckets",
+            source.label(),
+            cfg.source.buckets.text()
+        ))
+    })?;
+    tracing::info!(
+        buckets = found.len(),
+        selection = cfg.source.buckets.text(),
+        "source buckets selected"
+    );
+    Ok(found)
 }
 
 /// The data path's options from `[replication]`.
@@ -239,6 +292,10 @@ pub struct Engine {
     pub site_stats: BTreeMap<String, Arc<Stats>>,
     /// Lifecycle's counters (exported by the API).
     pub lifecycle_stats: Arc<crate::metrics::lifecycle::LifecycleStats>,
+    /// The selected source buckets known to exist (refreshed by discovery with patterns).
+    pub known: Arc<crate::buckets::Known>,
+    /// Bucket discovery's figures.
+    pub bucket_stats: Arc<crate::metrics::buckets::BucketStats>,
 }
 
 /// The embedded in-process broker, used when the configuration names none. It lives as long
@@ -305,7 +362,7 @@ impl Engine {
             return Err(EngineError::Setup("source.endpoint is not set".into()));
         }
         if cfg.source.buckets.is_empty() {
-            let e = "source.buckets is empty: name the buckets to replicate (entries for any other bucket are refused)";
+            let e = "source.buckets is empty: name the buckets to replicate, or patterns such as [\"*\"] (entries for any other bucket are refused)";
             return Err(EngineError::Setup(e.into()));
         }
         let tuning = &cfg.replication;
@@ -318,12 +375,17 @@ impl Engine {
             let site = Site {
                 endpoint: ep,
                 buckets: s.buckets.clone(),
+                create_buckets: s.create_buckets,
                 versioned: true,
                 policy: Arc::new(s.policy.clone()),
             };
             sites.insert(name.clone(), site);
         }
-        check_buckets(&cfg, &source, &mut sites)?;
+        let known = known_at_start(&cfg, &source)?;
+        check_buckets(&known, &source, &mut sites)?;
+        let bucket_stats = Arc::new(crate::metrics::buckets::BucketStats::default());
+        bucket_stats.set_known(known.len());
+        let known = Arc::new(crate::buckets::Known::new(known));
         let site_stats: BTreeMap<String, Arc<Stats>> =
             sites.keys().map(|n| (n.clone(), Stats::new())).collect();
         let backpressure = embedded
@@ -339,6 +401,8 @@ impl Engine {
                 backpressure,
                 site_stats,
                 lifecycle_stats: Default::default(),
+                known,
+                bucket_stats,
             },
             embedded,
         ))
@@ -374,7 +438,8 @@ impl Engine {
             source: self.source.clone(),
             dest: s.endpoint.clone(),
             buckets: s.buckets.clone(),
-            source_buckets: self.cfg.source.buckets.iter().cloned().collect(),
+            create_buckets: s.create_buckets,
+            source_buckets: self.cfg.source.buckets.clone(),
             dest_versioned: s.versioned,
             policy: s.policy.clone(),
             bandwidth: None,
@@ -404,6 +469,7 @@ impl Engine {
             source: self.source.clone(),
             buckets: self.cfg.source.buckets.clone(),
             rules_file: self.cfg.source.rules_file.clone(),
+            default_rules_file: self.cfg.source.default_rules_file.clone(),
             sites: self
                 .sites
                 .iter()
@@ -415,6 +481,7 @@ impl Engine {
                             group: kafka::replication_group(&self.cfg.kafka.topic_prefix, n),
                             replay_group: kafka::replay_group(&self.cfg.kafka.topic_prefix, n),
                             buckets: s.buckets.clone(),
+                            create_buckets: s.create_buckets,
                             versioned: s.versioned,
                             policy: s.policy.clone(),
                         },
@@ -497,6 +564,7 @@ impl Engine {
             topics: self.topics.clone(),
             membership: self.membership(),
             stats: self.lifecycle_stats.clone(),
+            known: self.known.clone(),
         };
         let shards = self.shards();
         tracing::info!(
@@ -524,20 +592,15 @@ impl Engine {
             }
             None => None,
         };
-        let mut endpoints: Vec<(String, Arc<Endpoint>, String)> = self
-            .cfg
-            .source
-            .buckets
+        // Health asks about a few buckets, not thousands.
+        let checked: Vec<String> = self.known.list().into_iter().take(HEALTH_BUCKETS).collect();
+        let mut endpoints: Vec<(String, Arc<Endpoint>, String)> = checked
             .iter()
             .map(|b| ("source".to_string(), self.source.clone(), b.clone()))
             .collect();
         for (name, s) in &self.sites {
-            for b in &self.cfg.source.buckets {
-                endpoints.push((
-                    name.clone(),
-                    s.endpoint.clone(),
-                    s.buckets.get(b).cloned().unwrap_or_else(|| b.clone()),
-                ));
+            for b in &checked {
+                endpoints.push((name.clone(), s.endpoint.clone(), s.buckets.dest(b)));
             }
         }
         let state = Arc::new(crate::api::ApiState {
@@ -581,6 +644,15 @@ impl Engine {
             },
             open_probes: self.cfg.api.open_probes,
             tls: api_tls(&self.cfg.api)?,
+            buckets: crate::api::BucketsView {
+                known: self.known.clone(),
+                stats: self.bucket_stats.clone(),
+                names: self
+                    .sites
+                    .iter()
+                    .map(|(n, s)| (n.clone(), s.buckets.clone()))
+                    .collect(),
+            },
         });
         crate::api::serve(self.cfg.api.listen, state.clone(), shutdown)
             .map_err(|e| EngineError::Setup(e.to_string()))?;
@@ -593,17 +665,32 @@ impl Engine {
     fn rescan_loop(&self, shutdown: Shutdown) -> Result<(), EngineError> {
         let pc = self.populate_config(shutdown.clone());
         let every = Duration::from_secs(self.cfg.source.scan_interval_seconds);
-        let buckets = self.cfg.source.buckets.clone();
+        let known = self.known.clone();
         let queues = settle::Queues::new(&pc).map_err(|e| EngineError::Setup(e.to_string()))?;
         shard::block_on(async move {
             while !shutdown.is_set() {
                 match queues.settle(settle::STALL, &shutdown).await {
-                    Ok(settled) => rescan_pass(&pc, &buckets, &settled, &shutdown).await,
+                    Ok(settled) => rescan_pass(&pc, &known.list(), &settled, &shutdown).await,
                     Err(e) => tracing::warn!(error = %e, "scan not started; trying again later"),
                 }
                 shutdown.sleep(every).await;
             }
         })?;
+        Ok(())
+    }
+
+    /// Discovers the source's buckets and adopts new ones until shutdown (with patterns in
+    /// `source.buckets`).
+    fn discover(&self, shutdown: Shutdown) -> Result<(), EngineError> {
+        let d = buckets::Discovery {
+            pc: self.populate_config(shutdown.clone()),
+            selection: self.cfg.source.buckets.clone(),
+            known: self.known.clone(),
+            interval: Duration::from_secs(self.cfg.source.discover_interval_seconds),
+            group: format!("{}buckets", self.cfg.kafka.topic_prefix),
+            stats: self.bucket_stats.clone(),
+        };
+        shard::block_on(buckets::run(d, shutdown))??;
         Ok(())
     }
 
@@ -629,7 +716,16 @@ impl Engine {
                     .map_err(|e| EngineError::Setup(e.to_string()))?,
             );
         }
-        if lifecycle::wanted(&self.cfg)? {
+        if self.cfg.source.buckets.fixed().is_none() {
+            let (me, shutdown) = (self.clone(), shutdown.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name("buckets".into())
+                    .spawn(move || me.discover(shutdown))
+                    .map_err(|e| EngineError::Setup(e.to_string()))?,
+            );
+        }
+        if lifecycle::wanted(&self.cfg, &self.known.list())? {
             let (me, shutdown) = (self.clone(), shutdown.clone());
             handles.push(
                 std::thread::Builder::new()

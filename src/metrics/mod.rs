@@ -1,10 +1,11 @@
 //! Counters and latency histograms of the engine.
 //!
 //! Owns: [`Stats`] (lock-free counters shared by every shard and read by progress display
-//! and summaries), per-shard latency histograms, lifecycle's counters (`lifecycle`), and
-//! the metric names (`names`).
+//! and summaries), per-shard latency histograms, lifecycle's counters (`lifecycle`),
+//! per-bucket figures and discovery's (`buckets`), and the metric names (`names`).
 //! May call: `failure` (the recorded form of an error), `bandwidth` (a site's limit, shown).
 
+pub mod buckets;
 pub mod lifecycle;
 pub mod names;
 pub mod objects;
@@ -77,6 +78,8 @@ pub struct Stats {
     pub in_flight_bytes: AtomicU64,
     /// The site's bandwidth limit on this node, when it has one.
     pub bandwidth: std::sync::OnceLock<Arc<crate::bandwidth::NodeLimit>>,
+    /// Outcomes per source bucket.
+    pub per_bucket: buckets::PerBucket,
 }
 
 impl Stats {

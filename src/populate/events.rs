@@ -18,6 +18,9 @@ pub enum ChangeKind {
     /// `ObjectAcl:Put`, `ObjectRetention:Put`, `ObjectLegalHold:Put`, and MinIO's
     /// `ObjectCreated:PutTagging|DeleteTagging|PutRetention|PutLegalHold`.
     Metadata(MetadataField),
+    /// `BucketCreated` (MinIO's `s3:BucketCreated:*`): a bucket to adopt with site-level
+    /// replication; the change has no key.
+    BucketCreated,
 }
 
 /// The kind of change an event name announces (`None`: not replicated).
@@ -34,6 +37,9 @@ fn kind_of(name: &str) -> Option<ChangeKind> {
     match field {
         Some(f) => Some(ChangeKind::Metadata(f)),
         None if name.starts_with("ObjectCreated:") => Some(ChangeKind::Created),
+        None if name == "BucketCreated" || name.starts_with("BucketCreated:") => {
+            Some(ChangeKind::BucketCreated)
+        }
         None if name == "ObjectRemoved:DeleteMarkerCreated" => Some(ChangeKind::DeleteMarker),
         None => None,
     }
@@ -81,6 +87,7 @@ struct Record {
 #[derive(Deserialize)]
 struct S3Part {
     bucket: BucketPart,
+    #[serde(default)]
     object: ObjectPart,
 }
 
@@ -89,9 +96,10 @@ struct BucketPart {
     name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct ObjectPart {
+    #[serde(default)]
     key: String,
     #[serde(default)]
     size: Option<u64>,
@@ -128,7 +136,8 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Change>, MalformedEvent> {
         let Some(kind) = kind_of(name) else {
             continue;
         };
-        if r.s3.bucket.name.is_empty() || r.s3.object.key.is_empty() {
+        let no_key = r.s3.object.key.is_empty() && kind != ChangeKind::BucketCreated;
+        if r.s3.bucket.name.is_empty() || no_key {
             return Err(MalformedEvent("record without bucket or key".into()));
         }
         out.push(Change {
@@ -165,13 +174,18 @@ mod tests {
       {"eventName":"s3:ObjectTagging:Delete","s3":{"bucket":{"name":"photos"},"object":{"key":"t","versionId":"v-2"}}},
       {"eventName":"s3:ObjectAcl:Put","s3":{"bucket":{"name":"photos"},"object":{"key":"t","versionId":"v-2"}}},
       {"eventName":"s3:ObjectCreated:PutRetention","s3":{"bucket":{"name":"photos"},"object":{"key":"t","versionId":"v-2"}}},
-      {"eventName":"s3:ObjectCreated:PutLegalHold","s3":{"bucket":{"name":"photos"},"object":{"key":"t","versionId":"v-2"}}}
+      {"eventName":"s3:ObjectCreated:PutLegalHold","s3":{"bucket":{"name":"photos"},"object":{"key":"t","versionId":"v-2"}}},
+      {"eventName":"s3:BucketCreated:*","s3":{"bucket":{"name":"new-bucket"}}}
     ]}"#;
 
     #[test]
     fn parses_records() {
         let c = parse(MINIO.as_bytes()).unwrap();
-        assert_eq!(c.len(), 8, "the version delete is not replicated");
+        assert_eq!(c.len(), 9, "the version delete is not replicated");
+        assert_eq!(
+            (c[8].kind, c[8].bucket.as_str(), c[8].key.as_str()),
+            (ChangeKind::BucketCreated, "new-bucket", "")
+        );
         assert_eq!(c[0].kind, ChangeKind::Created);
         assert_eq!(c[0].key, "a b+cé.jpg");
         assert_eq!(
@@ -182,7 +196,7 @@ mod tests {
         assert_eq!(c[1].kind, ChangeKind::DeleteMarker);
         assert_eq!(c[1].version_id, "dm-1");
         assert_eq!(c[2].version_id, "null", "unversioned bucket");
-        let kinds: Vec<ChangeKind> = c[3..].iter().map(|c| c.kind).collect();
+        let kinds: Vec<ChangeKind> = c[3..8].iter().map(|c| c.kind).collect();
         use MetadataField::*;
         assert_eq!(
             kinds,

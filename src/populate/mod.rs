@@ -6,7 +6,8 @@
 //! May call: `s3`, `replication` (its `Version` type and the destination check of
 //! `--missing-only`), `queue` (the topics entries go to, and the consumer groups' positions),
 //! `metrics`, `shard`, `retry`, `time` (an entry's LastModified written out), `failure`
-//! (the error of a change parked on the failed topic).
+//! (the error of a change parked on the failed topic), `buckets` (which buckets are
+//! replicated, and their names at each site).
 
 pub mod aside;
 pub mod events;

@@ -40,7 +40,9 @@ pub struct SiteTarget {
     pub group: String,
     /// The site's replay group (a missing-only scan skips what waits on its replay topics).
     pub replay_group: String,
-    pub buckets: BTreeMap<String, String>,
+    pub buckets: crate::buckets::NameMap,
+    /// Create a source bucket's site bucket when it is adopted.
+    pub create_buckets: bool,
     pub versioned: bool,
     /// What the site's replicas carry (a missing-only scan compares their metadata).
     pub policy: Arc<crate::replication::ReplicaPolicy>,
@@ -55,8 +57,10 @@ pub struct PopulateConfig {
     pub membership: kafka::Membership,
     pub source: Arc<Endpoint>,
     /// Source buckets to replicate; events of other buckets are ignored.
-    pub buckets: Vec<String>,
+    pub buckets: crate::buckets::Selection,
     pub rules_file: Option<PathBuf>,
+    /// The rules of a bucket without a ReplicationConfiguration of its own.
+    pub default_rules_file: Option<PathBuf>,
     /// Configured sites: rules naming other sites are ignored for them.
     pub sites: BTreeMap<String, SiteTarget>,
     /// With the embedded broker: wait while too many entries are unconsumed.
@@ -141,29 +145,17 @@ impl PopulateError {
 /// Rules per bucket, loaded once (from the file, or GetBucketReplication).
 struct RulesCache {
     file: Option<Arc<ReplicationConfig>>,
+    /// For buckets without a ReplicationConfiguration (`default_rules_file`).
+    default: Option<Arc<ReplicationConfig>>,
     /// Filled as buckets are met (a `RefCell`, borrowed only between awaits).
     by_bucket: std::cell::RefCell<HashMap<String, Option<Arc<ReplicationConfig>>>>,
 }
 
 impl RulesCache {
     fn new(cfg: &PopulateConfig) -> Result<Self, PopulateError> {
-        let file = match &cfg.rules_file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| PopulateError::Rules {
-                    bucket: "*".into(),
-                    message: format!("{}: {e}", p.display()),
-                })?;
-                Some(Arc::new(ReplicationConfig::parse(&text).map_err(|e| {
-                    PopulateError::Rules {
-                        bucket: "*".into(),
-                        message: format!("{}: {e}", p.display()),
-                    }
-                })?))
-            }
-            None => None,
-        };
         Ok(Self {
-            file,
+            file: rules_from(cfg.rules_file.as_deref())?,
+            default: rules_from(cfg.default_rules_file.as_deref())?,
             by_bucket: Default::default(),
         })
     }
@@ -186,6 +178,9 @@ impl RulesCache {
                     message: e.to_string(),
                 }
             })?)),
+            Err(BucketError::NoReplicationConfiguration) if self.default.is_some() => {
+                self.default.clone()
+            }
             Err(BucketError::NoReplicationConfiguration) => {
                 tracing::warn!(
                     bucket,
@@ -203,6 +198,20 @@ impl RulesCache {
             .insert(bucket.to_string(), r.clone());
         Ok(r)
     }
+}
+
+/// The rules of a file, if one is given.
+fn rules_from(
+    p: Option<&std::path::Path>,
+) -> Result<Option<Arc<ReplicationConfig>>, PopulateError> {
+    let Some(p) = p else { return Ok(None) };
+    let failed = |e: String| PopulateError::Rules {
+        bucket: "*".into(),
+        message: format!("{}: {e}", p.display()),
+    };
+    let text = std::fs::read_to_string(p).map_err(|e| failed(e.to_string()))?;
+    let rules = ReplicationConfig::parse(&text).map_err(|e| failed(e.to_string()))?;
+    Ok(Some(Arc::new(rules)))
 }
 
 /// The entry for one version, or `None` when no configured site must receive it.
@@ -587,7 +596,12 @@ impl EventIntake {
     ) -> Result<(), PopulateError> {
         let cfg = &self.cfg;
         for (c, prior) in changes {
-            if !cfg.buckets.is_empty() && !cfg.buckets.contains(&c.bucket) {
+            if !cfg.buckets.is_empty() && !cfg.buckets.matches(&c.bucket) {
+                continue;
+            }
+            if c.kind == events::ChangeKind::BucketCreated {
+                let topic = &cfg.topics.buckets;
+                crate::queue::buckets::seen_created(&self.producer, topic, &c.bucket).await?;
                 continue;
             }
             let key = format!("{}/{}", c.bucket, c.key);
@@ -900,7 +914,7 @@ fn site_routes(cfg: &PopulateConfig, source: &Client, bucket: &str) -> BTreeMap<
     cfg.sites
         .iter()
         .map(|(name, s)| {
-            let dest_bucket = s.buckets.get(bucket).map_or(bucket, |b| b.as_str());
+            let dest_bucket = s.buckets.dest(bucket);
             let route = Route {
                 source: source.clone(),
                 source_bucket: bucket.to_string(),

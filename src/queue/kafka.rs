@@ -76,6 +76,9 @@ pub struct Topics {
     pub lifecycle_object_tasks: String,
     /// Lifecycle: each bucket's latest pass (compacted, keyed by bucket).
     pub lifecycle_passes: String,
+    /// Site-level replication: each source bucket adopted, or seen created (compacted,
+    /// keyed by bucket).
+    pub buckets: String,
 }
 
 impl Topics {
@@ -108,6 +111,7 @@ impl Topics {
             lifecycle_bucket_tasks: format!("{prefix}lifecycle-bucket-tasks"),
             lifecycle_object_tasks: format!("{prefix}lifecycle-object-tasks"),
             lifecycle_passes: format!("{prefix}lifecycle-passes"),
+            buckets: format!("{prefix}buckets"),
         }
     }
 }

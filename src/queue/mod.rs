@@ -1,6 +1,7 @@
 //! Kafka: rdkafka on glommio (`kafka`), the message codecs, the per-partition offset ledger,
 //! the control topic, consumer groups' lag (`lag`), delayed replay (`replayer`, and the
-//! keys' waiting lines behind replayed items, `lines`) and the embedded broker's backpressure.
+//! keys' waiting lines behind replayed items, `lines`), the buckets topic's records
+//! (`buckets`) and the embedded broker's backpressure.
 //! What consumes the replication topic (the site worker) lives in `engine`.
 //!
 //! Owns: the replication entry and status event formats, which offsets may be committed,
@@ -10,6 +11,7 @@
 //! requests or of replication.
 
 pub mod backpressure;
+pub mod buckets;
 pub mod codec;
 pub mod control;
 pub mod kafka;

@@ -222,6 +222,11 @@ impl Endpoint {
         }
     }
 
+    /// The region requests are signed for.
+    pub fn region(&self) -> &str {
+        &self.config.region
+    }
+
     /// `host:port` as shown to users.
     pub fn label(&self) -> &str {
         &self.config.url

@@ -290,11 +290,7 @@ async fn resolve(cfg: &Config, bucket: &str) -> Result<Option<Resolved>, String>
     for (name, s) in &cfg.sites {
         let ep = site_endpoint(name, s, t).map_err(|e| e.to_string())?;
         let dest = Client::new(ep, None);
-        let dest_bucket = s
-            .buckets
-            .get(bucket)
-            .cloned()
-            .unwrap_or_else(|| bucket.into());
+        let dest_bucket = s.buckets.dest(bucket);
         // Unknown is not "unversioned": that would make a missing object read as a
         // replicated delete.
         let versioned = versioning(&dest, &dest_bucket)
@@ -334,7 +330,7 @@ async fn resolve(cfg: &Config, bucket: &str) -> Result<Option<Resolved>, String>
 
 /// Whether `run` executes lifecycle: `on`, `off`, or (`auto`) when a configured bucket has
 /// a rules file or rules stored on it.
-pub fn wanted(cfg: &Config) -> Result<bool, EngineError> {
+pub fn wanted(cfg: &Config, known: &[String]) -> Result<bool, EngineError> {
     use crate::config::lifecycle::Enabled;
     match cfg.lifecycle.enabled {
         Enabled::On => return Ok(true),
@@ -343,7 +339,7 @@ pub fn wanted(cfg: &Config) -> Result<bool, EngineError> {
         Enabled::Auto => {}
     }
     let src = source_endpoint(cfg)?;
-    let buckets = cfg.source.buckets.clone();
+    let buckets = known.to_vec();
     Ok(shard::block_on(async move {
         let source = Client::new(src, None);
         for b in &buckets {
@@ -364,10 +360,10 @@ pub fn run_once(
     on_action: impl FnMut(&Action, &Outcome),
     on_key: impl FnMut(&PassReport),
 ) -> Result<PassReport, EngineError> {
-    if !cfg.source.buckets.iter().any(|b| b == bucket) {
+    if !cfg.source.buckets.matches(bucket) {
         return Err(EngineError::Setup(format!(
             "bucket {bucket:?} is not in source.buckets ({}): lifecycle acts only on configured buckets",
-            cfg.source.buckets.join(", ")
+            cfg.source.buckets.text()
         )));
     }
     let cfg = Arc::new(cfg.clone());

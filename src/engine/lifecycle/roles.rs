@@ -38,6 +38,8 @@ pub struct Roles {
     pub topics: Topics,
     pub membership: Membership,
     pub stats: Arc<crate::metrics::lifecycle::LifecycleStats>,
+    /// The selected source buckets known to exist (passes run over these).
+    pub known: Arc<crate::buckets::Known>,
 }
 
 /// Lifecycle's pause state, as the control topic says.
@@ -188,7 +190,7 @@ async fn conductor(
         if paused.borrow().paused_now() {
             continue;
         }
-        for bucket in &roles.cfg.source.buckets {
+        for bucket in &roles.known.list() {
             if due(states.borrow().get(bucket), interval) {
                 match start_pass(&roles, &producer, bucket).await {
                     Ok(s) => {

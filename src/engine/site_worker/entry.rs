@@ -174,6 +174,7 @@ fn turn(sh: &Shared, job: &Job) -> Turn {
 /// Decides whether the destination needs the version, and copies it if so.
 async fn attempt(sh: &Shared, entry: &ReplicationEntry) -> EntryResult {
     let route = sh.route(&entry.bucket);
+    sh.site_bucket_ready(&route).await;
     let v = version_of(entry);
     // The decision may list the key at the source: retried like the copy.
     let (dp, permanent) = (&sh.data, ReplicationError::is_permanent);

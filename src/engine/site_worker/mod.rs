@@ -32,7 +32,7 @@ mod replay;
 pub use replay::ReplayConfig;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -68,10 +68,12 @@ pub struct WorkerConfig {
     pub membership: kafka::Membership,
     pub source: Arc<Endpoint>,
     pub dest: Arc<Endpoint>,
-    /// Source bucket -> destination bucket (a bucket not listed keeps its name).
-    pub buckets: BTreeMap<String, String>,
-    /// The source buckets the configuration names: an entry for any other is refused.
-    pub source_buckets: std::collections::BTreeSet<String>,
+    /// What the site calls each source bucket.
+    pub buckets: crate::buckets::NameMap,
+    /// Create a source bucket's site bucket when it is missing.
+    pub create_buckets: bool,
+    /// The source buckets the configuration selects: an entry for any other is refused.
+    pub source_buckets: crate::buckets::Selection,
     pub dest_versioned: bool,
     /// What the site's replicas carry beyond bytes and metadata.
     pub policy: Arc<crate::replication::ReplicaPolicy>,
@@ -109,6 +111,8 @@ struct Shared {
     /// Entry slots: `concurrency` entries run at once.
     slots: Rc<glommio::sync::Semaphore>,
     routes: RefCell<HashMap<String, Rc<Route>>>,
+    /// Site buckets this shard found or created (with `create_buckets`).
+    site_buckets: RefCell<std::collections::HashSet<String>>,
     data: DataPath,
     source: Client,
     dest: Client,
@@ -137,7 +141,7 @@ impl Shared {
         if let Some(r) = self.routes.borrow().get(bucket) {
             return r.clone();
         }
-        let dest_bucket = self.cfg.buckets.get(bucket).map_or(bucket, |b| b.as_str());
+        let dest_bucket = self.cfg.buckets.dest(bucket);
         let route = Rc::new(Route {
             source: self.source.clone(),
             source_bucket: bucket.to_string(),
@@ -150,6 +154,22 @@ impl Shared {
             .borrow_mut()
             .insert(bucket.to_string(), route.clone());
         route
+    }
+
+    /// With `create_buckets`: makes sure the site has the route's bucket (once per bucket on
+    /// this shard), so entries of a bucket created at the source do not fail for want of
+    /// it. A failure is only logged: the copy then fails and is retried as usual.
+    async fn site_bucket_ready(&self, route: &Route) {
+        if !self.cfg.create_buckets || self.site_buckets.borrow().contains(&route.dest_bucket) {
+            return;
+        }
+        let (src, dest) = (&route.source_bucket, &route.dest_bucket);
+        match super::buckets::ensure_site_bucket(&route.source, &route.dest, src, dest).await {
+            Ok(_) => {
+                self.site_buckets.borrow_mut().insert(dest.clone());
+            }
+            Err(e) => tracing::warn!(site_bucket = dest, error = %e, "site bucket not created"),
+        }
     }
 
     /// A message that needs no work here (malformed and recorded, or for other sites);
@@ -348,6 +368,7 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
         partitions: RefCell::default(),
         running: InFlight::default(),
         routes: RefCell::default(),
+        site_buckets: RefCell::default(),
         data,
         latency: stats.latency.register(),
         rpo: stats.rpo.register(),
@@ -537,7 +558,7 @@ fn start_probe(sh: &Rc<Shared>) {
             .values()
             .next()
             .map(|r| r.dest_bucket.clone());
-        let bucket = seen.or_else(|| sh.cfg.buckets.values().next().cloned());
+        let bucket = seen.or_else(|| sh.cfg.buckets.named.values().next().cloned());
         let mut delay = Duration::from_secs(1);
         while sh.breaker.is_open() && sh.abort.sleep(delay).await {
             let answered = match &bucket {
@@ -597,7 +618,7 @@ async fn handle(
         Ok(e) if !e.sites.iter().any(|s| *s == sh.cfg.site) => {
             return sh.pass(m.partition, m.offset, admitted(&e))
         }
-        Ok(e) if !sh.cfg.source_buckets.contains(&e.bucket) => {
+        Ok(e) if !sh.cfg.source_buckets.matches(&e.bucket) => {
             let why = format!(
                 "bucket {:?} is not in source.buckets: an entry for it is refused, never copied",
                 e.bucket

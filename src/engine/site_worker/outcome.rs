@@ -103,6 +103,13 @@ impl OutcomeEvent<'_> {
                 Err(_) => w.record(false, entry.size),
             }
         }
+        let bytes = match result {
+            Ok(Outcome::Copied { bytes }) => *bytes,
+            _ => 0,
+        };
+        stats
+            .per_bucket
+            .record(&entry.bucket, result.is_ok(), bytes);
         let done = |counter: &std::sync::atomic::AtomicU64, bytes: u64, reason: Option<String>| {
             Stats::add(counter, 1);
             let status = Status::Completed;

@@ -95,7 +95,28 @@ impl Client {
 
     /// Creates a bucket; an existing bucket owned by the caller is not an error.
     pub async fn create_bucket(&self, bucket: &str) -> Result<(), BucketError> {
-        let req = Req::new(Method::PUT, bucket, None);
+        self.create_bucket_with(bucket, false).await
+    }
+
+    /// Creates a bucket in the endpoint's region, with Object Lock enabled when
+    /// `object_lock` (it cannot be turned on later on every server); an existing bucket
+    /// owned by the caller is not an error.
+    pub async fn create_bucket_with(
+        &self,
+        bucket: &str,
+        object_lock: bool,
+    ) -> Result<(), BucketError> {
+        let mut req = Req::new(Method::PUT, bucket, None);
+        if object_lock {
+            req = req.header("x-amz-bucket-object-lock-enabled", "true")?;
+        }
+        let region = self.endpoint().region().to_string();
+        if region != "us-east-1" && !region.is_empty() {
+            let xml = format!(
+                "<CreateBucketConfiguration xmlns=\"{S3_XMLNS}\"><LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
+            );
+            req = req.body(ReqBody::full(xml));
+        }
         match self.send("CreateBucket", req, &[]).await {
             Ok(r) => {
                 let _ = r.body.collect(64 * 1024).await;
@@ -146,6 +167,36 @@ impl Client {
             .map_err(map_bucket_err)?;
         let _ = r.body.collect(64 * 1024).await;
         Ok(())
+    }
+}
+
+/// The `ObjectLockConfiguration` document, as far as whether Object Lock is on.
+#[derive(Deserialize)]
+struct ObjectLockConfiguration {
+    #[serde(rename = "ObjectLockEnabled", default)]
+    enabled: Option<String>,
+}
+
+impl Client {
+    /// Whether the bucket has Object Lock enabled (a bucket without its configuration, or a
+    /// server without the API, has not).
+    pub async fn object_lock_enabled(&self, bucket: &str) -> Result<bool, BucketError> {
+        let req = Req::new(Method::GET, bucket, None).query("object-lock", "");
+        let resp = match self.send("GetObjectLockConfiguration", req, &[]).await {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.code(),
+                    "ObjectLockConfigurationNotFoundError" | "NotImplemented"
+                ) =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(map_bucket_err(e)),
+        };
+        let body = resp.body.collect(64 * 1024).await?;
+        let doc: ObjectLockConfiguration = from_xml(&body, "ObjectLockConfiguration")?;
+        Ok(doc.enabled.as_deref().map(str::trim) == Some("Enabled"))
     }
 }
 

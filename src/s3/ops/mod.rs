@@ -10,6 +10,7 @@ pub mod create_multipart_upload;
 pub mod delete_object;
 pub mod get_object;
 pub mod head_object;
+pub mod list_buckets;
 pub mod list_multipart_uploads;
 pub mod list_object_versions;
 pub mod list_objects_v2;
