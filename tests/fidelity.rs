@@ -11,22 +11,6 @@ use common::kafka::*;
 use common::*;
 use serde_json::{json, Value};
 
-/// Runs `tests/common/fidelity.py` (boto3) against `url`.
-fn fid(url: &str, command: &str, args: Value) -> Value {
-    let python = python();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/fidelity.py");
-    let out = std::process::Command::new(&python)
-        .args([script, url, command, &args.to_string()])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    assert!(
-        out.status.success(),
-        "fidelity.py {command} {args} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("fidelity.py prints JSON")
-}
-
 /// The replicas of `key` in `bucket` (newest first), as boto3 reads them.
 fn replicas(url: &str, bucket: &str, key: &str) -> Vec<Value> {
     let all = fid(url, "describe", json!({ "bucket": bucket }));

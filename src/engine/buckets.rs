@@ -6,9 +6,10 @@
 //! does not adopt them again. The adopter is whichever member of its group holds that
 //! topic's only partition; every node refreshes its own list of known buckets.
 //!
-//! Buckets that exist when site-level replication first runs are adopted as they are (their
+//! Buckets that exist when site-level replication first starts are adopted as they are (their
 //! site buckets created, their objects left to `populate --scan`), as a bucket named in
-//! `source.buckets` always was: the record `#baseline` says that first pass is done.
+//! `source.buckets` always was: the record `#baseline` says that first pass is done. A
+//! bucket created after that start is new: its existing versions are enqueued.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -77,6 +78,9 @@ pub struct Discovery {
     /// The group whose member holding the topic's partition adopts.
     pub group: String,
     pub stats: Arc<crate::metrics::buckets::BucketStats>,
+    /// The buckets this node found at start: before the first pass is recorded
+    /// (`#baseline`), these are adopted as they are; any other is new.
+    pub at_start: Vec<String>,
 }
 
 /// The adopter's view of the topic.
@@ -221,7 +225,8 @@ async fn adopt_new(
         if shutdown.is_set() {
             return;
         }
-        match adopt(d, &b, !baseline, shutdown).await {
+        let as_is = !baseline && d.at_start.contains(&b);
+        match adopt(d, &b, as_is, shutdown).await {
             Ok(r) => {
                 let body = serde_json::to_vec(&r).expect("a bucket record serializes");
                 match kafka::send(p, topic, &b, Some(&body)).await {

@@ -689,6 +689,7 @@ impl Engine {
             interval: Duration::from_secs(self.cfg.source.discover_interval_seconds),
             group: format!("{}buckets", self.cfg.kafka.topic_prefix),
             stats: self.bucket_stats.clone(),
+            at_start: self.known.list(),
         };
         shard::block_on(buckets::run(d, shutdown))??;
         Ok(())

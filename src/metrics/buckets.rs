@@ -118,10 +118,13 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// A per-bucket counter family: name, help, and what it reads.
+type Family = (&'static str, &'static str, fn(&BucketCounts) -> u64);
+
 /// The per-bucket families and discovery's figures, in Prometheus text.
 pub fn render(sites: &BTreeMap<String, Arc<Stats>>, d: &BucketStats) -> String {
     let mut out = String::new();
-    let families: [(&str, &str, fn(&BucketCounts) -> u64); 3] = [
+    let families: [Family; 3] = [
         (BUCKET_COMPLETED, "Entries completed per source bucket (copies, delete markers, metadata updates, versions already there).", |c| c.completed),
         (BUCKET_BYTES, "Bytes copied per source bucket.", |c| c.bytes),
         (BUCKET_FAILED, "Entries failed per source bucket.", |c| c.failed),

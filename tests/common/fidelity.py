@@ -12,6 +12,8 @@ usage: fidelity.py ENDPOINT_URL COMMAND JSON_ARGS
   describe  {"bucket"}   {"KEY": [{version_id, source_version, size, storage_class, sse,
             kms_key_id, lock_mode, retain_until, legal_hold, tags, grants}...]} newest first
   delete    {"bucket", "key", "version_id"}          prints {"error": CODE or null}
+  state     {"bucket"}   {"exists", "versioning", "lock"}: the bucket's versioning status and
+            whether Object Lock is enabled
   get       {"bucket", "key", "sse_c_key"}           the current object's {"size", "sha256"}
             read with that SSE-C key (32 characters), or {"error": CODE}
 """
@@ -140,9 +142,24 @@ def get(s3, a):
     return {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
+def state(s3, a):
+    try:
+        v = s3.get_bucket_versioning(Bucket=a["bucket"]).get("Status")
+    except ClientError as e:
+        if e.response["Error"]["Code"] == "NoSuchBucket":
+            return {"exists": False, "versioning": None, "lock": False}
+        raise
+    try:
+        c = s3.get_object_lock_configuration(Bucket=a["bucket"])["ObjectLockConfiguration"]
+        lock = c.get("ObjectLockEnabled") == "Enabled"
+    except ClientError:
+        lock = False
+    return {"exists": True, "versioning": v, "lock": lock}
+
+
 COMMANDS = {
     f.__name__: f
-    for f in (bucket, put, tags, acl, retention, legalhold, describe, delete, get)
+    for f in (bucket, put, tags, acl, retention, legalhold, describe, delete, get, state)
 }
 
 if __name__ == "__main__":

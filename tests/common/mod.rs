@@ -437,3 +437,19 @@ pub fn assert_replicated_by_boto3(src_url: &str, sb: &str, dst_url: &str, db: &s
         }
     }
 }
+
+/// Runs `tests/common/fidelity.py` (boto3) against `url`.
+pub fn fid(url: &str, command: &str, args: serde_json::Value) -> serde_json::Value {
+    let python = python();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/fidelity.py");
+    let out = std::process::Command::new(&python)
+        .args([script, url, command, &args.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "fidelity.py {command} {args} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("fidelity.py prints JSON")
+}
