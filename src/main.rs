@@ -56,6 +56,64 @@ enum Command {
     /// Object lifecycle: expire, clean up and abort what a bucket's lifecycle rules say.
     #[command(subcommand)]
     Lifecycle(LifecycleCommand),
+    /// Incremental ingestion (buckets listed pass after pass): status, pause, resume
+    #[command(subcommand)]
+    Ingestion(IngestionCommand),
+    /// The source buckets known (site-level replication), their site buckets and figures
+    Buckets(ApiArgs),
+}
+
+#[derive(Subcommand)]
+enum IngestionCommand {
+    /// Each ingested bucket: enabled or paused, its pass's progress and ETA
+    Status(IngestionArgs),
+    /// Pause the ingestion of a bucket (or all): its pass stops after the page under way
+    Pause(IngestionArgs),
+    /// Resume the ingestion of a bucket (or all): its pass goes on from its last page
+    Resume(IngestionArgs),
+}
+
+#[derive(clap::Args)]
+struct IngestionArgs {
+    /// A bucket, or `all`
+    #[arg(default_value = "all")]
+    bucket: String,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+/// `backbeat ingestion status|pause|resume`, through the API.
+fn run_ingestion(c: IngestionCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        IngestionCommand::Status(a) => {
+            let doc = api_client(&a.api)?.ingestion_status(&a.bucket)?;
+            if a.api.json {
+                println!("{}", serde_json::to_string(&doc)?);
+            } else {
+                print!("{}", backbeat::api::cli::ingestion_table(&doc));
+            }
+        }
+        IngestionCommand::Pause(a) => {
+            api_client(&a.api)?.ingestion_pause(&a.bucket, true)?;
+            println!("ingestion of {}: paused", a.bucket);
+        }
+        IngestionCommand::Resume(a) => {
+            api_client(&a.api)?.ingestion_pause(&a.bucket, false)?;
+            println!("ingestion of {}: resumed", a.bucket);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `backbeat buckets`, through the API.
+fn run_buckets(a: ApiArgs) -> anyhow::Result<ExitCode> {
+    let doc = api_client(&a)?.buckets()?;
+    if a.json {
+        println!("{}", serde_json::to_string(&doc)?);
+    } else {
+        print!("{}", backbeat::api::cli::buckets_table(&doc));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Subcommand)]
@@ -947,6 +1005,8 @@ fn main() -> ExitCode {
         Command::Failed(c) => run_failed(c),
         Command::Tune(a) => run_tune(a),
         Command::Lifecycle(c) => run_lifecycle(c),
+        Command::Ingestion(c) => run_ingestion(c),
+        Command::Buckets(a) => run_buckets(a),
         Command::Config(ConfigCommand::Check { file }) => {
             match backbeat::config::file::Config::load(&file) {
                 Ok(cfg) => {

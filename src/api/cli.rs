@@ -255,6 +255,25 @@ impl ApiClient {
         self.request::<Done>("POST", &path, None::<&()>).map(|_| ())
     }
 
+    /// Ingestion's state per bucket (`all`, or one bucket) and this node's pass figures.
+    pub fn ingestion_status(&self, bucket: &str) -> Result<super::model::Ingestion, CliError> {
+        let path = format!("/_/ingestion/status/{}", segment(bucket));
+        self.request("GET", &path, None::<&()>)
+    }
+
+    /// Pauses (`pause`) or resumes the ingestion of a bucket (`all`: every one).
+    pub fn ingestion_pause(&self, bucket: &str, pause: bool) -> Result<(), CliError> {
+        let op = if pause { "pause" } else { "resume" };
+        let path = format!("/_/ingestion/{op}/{}", segment(bucket));
+        self.request::<serde_json::Value>("POST", &path, None::<&()>)
+            .map(|_| ())
+    }
+
+    /// The known source buckets with their site buckets and figures (`GET /_/buckets`).
+    pub fn buckets(&self) -> Result<super::model::Buckets, CliError> {
+        self.request("GET", "/_/buckets", None::<&()>)
+    }
+
     /// Pauses lifecycle (`all`, or a site's transitions) now and resumes it in `hours`.
     pub fn lifecycle_schedule(&self, site: &str, hours: f64) -> Result<Scheduled, CliError> {
         let path = format!("/_/lifecycle/resume/{}/schedule", segment(site));
@@ -360,6 +379,55 @@ pub fn status_table(report: &StatusReport) -> String {
 }
 
 /// A readable table of failed entries, and their number.
+/// `backbeat ingestion status`: a line per bucket, its pass's progress and ETA.
+pub fn ingestion_table(doc: &super::model::Ingestion) -> String {
+    let mut out = String::new();
+    if !doc.leader {
+        out.push_str("(this node runs no ingestion pass: another node holds ingestion)\n");
+    }
+    for (b, i) in &doc.buckets {
+        let mut line = format!("{b}: {}", i.control);
+        if let Some(p) = &i.pass {
+            let pct = p
+                .fraction
+                .map_or("?".into(), |f| format!("{:.0}%", f * 100.0));
+            let eta = p
+                .eta_seconds
+                .map_or(String::new(), |s| format!(", ETA {s} s"));
+            line.push_str(&format!(
+                ", {} (pass {}): {} keys listed in {} requests, {} enqueued, {pct}{eta}",
+                p.state, p.pass, p.keys, p.pages, p.enqueued
+            ));
+            if let Some(e) = &p.error {
+                line.push_str(&format!(", error: {e}"));
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `backbeat buckets`: a line per source bucket and site.
+pub fn buckets_table(doc: &super::model::Buckets) -> String {
+    let mut out = format!(
+        "{} source buckets known; {} adopted here, {} adoptions failed\n",
+        doc.known, doc.adopted, doc.adoption_failures
+    );
+    for (b, d) in &doc.buckets {
+        for (site, at) in &d.sites {
+            out.push_str(&format!(
+                "{b} -> {site}:{}  {} completed, {} bytes, {} failed\n",
+                at.bucket, at.completed, at.bytes, at.failed
+            ));
+        }
+        if let Some(e) = d.adoption.as_ref().and_then(|a| a.error.as_ref()) {
+            out.push_str(&format!("{b}: not adopted: {e}\n"));
+        }
+    }
+    out
+}
+
 pub fn failed_table(items: &[FailedItem]) -> String {
     let mut out = format!(
         "{:<10} {:<20} {:<40} {:<24} error\n",

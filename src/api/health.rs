@@ -168,7 +168,8 @@ pub(super) async fn prometheus(state: &ApiState) -> Reply {
         .body(Full::new(Bytes::from(
             exposition(&state.sites, &q)
                 + &state.lifecycle.render()
-                + &crate::metrics::buckets::render(&state.sites, &state.buckets.stats),
+                + &crate::metrics::buckets::render(&state.sites, &state.buckets.stats)
+                + &state.buckets.ingest_stats.render(),
         )))
         .expect("response")
 }

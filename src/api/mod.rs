@@ -22,6 +22,7 @@ mod conn;
 mod control;
 mod failed;
 mod health;
+mod ingestion;
 mod metrics;
 pub use conn::{tls_config, Limits};
 pub mod model;
@@ -90,6 +91,9 @@ pub struct BucketsView {
     pub stats: Arc<crate::metrics::buckets::BucketStats>,
     /// Site -> what it calls each source bucket.
     pub names: BTreeMap<String, crate::buckets::NameMap>,
+    /// The buckets ingestion lists (`source.ingest_buckets`), and its figures.
+    pub ingest: crate::buckets::Selection,
+    pub ingest_stats: Arc<crate::metrics::ingest::IngestStats>,
 }
 
 /// A site's source and destination, for the progress route.
@@ -111,6 +115,8 @@ struct Local {
     /// The failed topic's failed entries, by topic key (`bucket/key/versionId/site`).
     failed: Option<crate::queue::control::Compacted<crate::queue::codec::FailedRecord>>,
     replication_topic: String,
+    /// The control topic's every key (ingestion's per bucket are read from it).
+    ingestion: Option<crate::queue::control::Compacted<crate::queue::control::SiteControl>>,
 }
 
 /// Why the API could not start.
@@ -326,6 +332,9 @@ async fn dispatch(
         } => failed::get(local, &bucket, &key, &version_id),
         Call::FailedRetry => failed::retry(local, body).await,
         Call::Buckets => reply(StatusCode::OK, &buckets::buckets(state)),
+        Call::IngestionStatus { bucket } => ingestion::status(state, local, &bucket),
+        Call::IngestionPause { bucket } => ingestion::pause(state, local, &bucket, true).await,
+        Call::IngestionResume { bucket } => ingestion::pause(state, local, &bucket, false).await,
     }
 }
 
@@ -409,8 +418,17 @@ async fn follow_topics(state: &ApiState, shutdown: &Shutdown) -> Local {
     )
     .inspect_err(|e| tracing::warn!(error = %e, "cannot follow the failed topic"))
     .ok();
+    let ingestion = crate::queue::control::follow_all(
+        &state.brokers,
+        &state.control_topic,
+        |b| crate::queue::control::SiteControl::decode(b).ok(),
+        shutdown.clone(),
+    )
+    .inspect_err(|e| tracing::warn!(error = %e, "cannot follow the control topic"))
+    .ok();
     Local {
         control,
+        ingestion,
         producer: crate::queue::kafka::producer(&state.brokers).ok(),
         control_topic: state.control_topic.clone(),
         failed,

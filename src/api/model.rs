@@ -349,3 +349,21 @@ pub struct BucketAtSite {
     pub completed: u64,
     pub failed: u64,
 }
+
+/// `/_/ingestion/status[/{bucket}]`: whether this node runs ingestion, and each ingested
+/// bucket's state (`enabled` or `disabled`, as Backbeat says) with its pass's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ingestion {
+    pub buckets: BTreeMap<String, IngestionBucket>,
+    /// This node holds ingestion's partition (runs the passes; the others show none).
+    pub leader: bool,
+}
+
+/// One bucket in `/_/ingestion/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngestionBucket {
+    /// `enabled` or `disabled` (paused).
+    pub control: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<crate::metrics::ingest::BucketIngest>,
+}

@@ -51,6 +51,16 @@ pub enum Call {
     FailedRetry,
     /// Site-level replication: each known source bucket, its site buckets and figures.
     Buckets,
+    /// Ingestion per bucket (`all`: every ingested bucket).
+    IngestionStatus {
+        bucket: String,
+    },
+    IngestionPause {
+        bucket: String,
+    },
+    IngestionResume {
+        bucket: String,
+    },
 }
 
 /// Why a request names no call.
@@ -81,6 +91,9 @@ enum Id {
     FailedGet,
     FailedRetry,
     Buckets,
+    IngestionStatus,
+    IngestionPause,
+    IngestionResume,
     /// The lifecycle routes: the same calls, for lifecycle as a whole.
     Lifecycle(LcId),
 }
@@ -123,6 +136,24 @@ const TABLE: &[(&str, &[(Method, Id)])] = &[
         &[(Method::GET, Id::Progress)],
     ),
     ("/_/buckets", &[(Method::GET, Id::Buckets)]),
+    ("/_/ingestion/status", &[(Method::GET, Id::IngestionStatus)]),
+    (
+        "/_/ingestion/status/{site}",
+        &[(Method::GET, Id::IngestionStatus)],
+    ),
+    ("/_/ingestion/pause", &[(Method::POST, Id::IngestionPause)]),
+    (
+        "/_/ingestion/pause/{site}",
+        &[(Method::POST, Id::IngestionPause)],
+    ),
+    (
+        "/_/ingestion/resume",
+        &[(Method::POST, Id::IngestionResume)],
+    ),
+    (
+        "/_/ingestion/resume/{site}",
+        &[(Method::POST, Id::IngestionResume)],
+    ),
     ("/_/crr/status", &[(Method::GET, Id::Status)]),
     ("/_/crr/status/{site}", &[(Method::GET, Id::Status)]),
     ("/_/crr/pause", &[(Method::POST, Id::Pause)]),
@@ -260,6 +291,9 @@ fn call(id: Id, param: &dyn Fn(&str) -> String, rest: &str) -> Result<Call, Reje
         Id::FailedList => Call::FailedList,
         Id::FailedRetry => Call::FailedRetry,
         Id::Buckets => Call::Buckets,
+        Id::IngestionStatus => Call::IngestionStatus { bucket: site() },
+        Id::IngestionPause => Call::IngestionPause { bucket: site() },
+        Id::IngestionResume => Call::IngestionResume { bucket: site() },
         Id::Lifecycle(lc) => {
             let named = crate::queue::control::lifecycle_key(&site());
             let every = match lc {

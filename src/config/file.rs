@@ -219,6 +219,13 @@ pub struct SourceConfig {
     /// With patterns: every this many seconds the source's buckets are listed and new ones
     /// adopted (0: only at start and on a bucket-creation event).
     pub discover_interval_seconds: u64,
+    /// The selected buckets whose changes are found by listing them (sources that publish
+    /// no events): `ingest_buckets` patterns.
+    pub ingest_buckets: crate::buckets::Selection,
+    /// Seconds between the end of an ingestion pass over a bucket and the next.
+    pub ingest_interval_seconds: u64,
+    /// Where ingestion keeps each bucket's last seen state (on this node's disk).
+    pub ingest_state_dir: PathBuf,
     /// For sources that publish no event notifications: every this many seconds, `run`
     /// scans the buckets and enqueues the versions missing at a site (0: never).
     pub scan_interval_seconds: u64,
@@ -305,6 +312,9 @@ impl Default for Config {
                 rules_file: None,
                 default_rules_file: None,
                 discover_interval_seconds: 60,
+                ingest_buckets: Default::default(),
+                ingest_interval_seconds: 300,
+                ingest_state_dir: PathBuf::from(DEFAULT_INGEST_DIR),
                 scan_interval_seconds: 0,
                 replicate_replicas: false,
                 customer_keys: Default::default(),
@@ -360,6 +370,9 @@ struct SourceFile {
     #[serde(deserialize_with = "de::int::<_, _, 0, 2_592_000>")]
     scan_interval_seconds: u64,
     discover_interval_seconds: Option<u64>,
+    ingest_buckets: Vec<String>,
+    ingest_interval_seconds: Option<u64>,
+    ingest_state_dir: Option<PathBuf>,
     replicate_replicas: bool,
     sse_customer_key_files: BTreeMap<String, PathBuf>,
 }
@@ -552,6 +565,23 @@ fn selection(
     ))
 }
 
+/// Where ingestion keeps its state when `source.ingest_state_dir` is not set.
+pub const DEFAULT_INGEST_DIR: &str = "/var/lib/backbeat/ingest";
+
+/// `source.ingest_buckets`, each pattern checked.
+fn ingest_selection(
+    file: &Path,
+    patterns: &[String],
+) -> Result<crate::buckets::Selection, ConfigError> {
+    for p in patterns {
+        crate::buckets::check_pattern(p).map_err(|m| error(file, "source.ingest_buckets", m))?;
+    }
+    Ok(crate::buckets::Selection::new(
+        patterns.to_vec(),
+        Vec::new(),
+    ))
+}
+
 /// `source.default_rules_file`, made absolute, read and parsed.
 fn default_rules(file: &Path, p: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
     let Some(p) = p.map(|p| relative_to(file, p)) else {
@@ -712,6 +742,12 @@ impl FileModel {
         let key_files = std::mem::take(&mut s.sse_customer_key_files);
         let buckets = selection(file, &s.buckets, &s.exclude_buckets)?;
         let customer_keys = source_keys(file, &buckets, key_files)?;
+        let ingest_buckets = ingest_selection(file, &s.ingest_buckets)?;
+        let ingest_interval = s.ingest_interval_seconds.unwrap_or(300);
+        if !(1..=2_592_000).contains(&ingest_interval) {
+            let m = format!("must be between 1 and 2592000, not {ingest_interval}");
+            return Err(error(file, "source.ingest_interval_seconds", m));
+        }
         let discover = s.discover_interval_seconds.unwrap_or(60);
         if discover > 86_400 {
             let m = format!("must be between 0 and 86400, not {discover}");
@@ -734,6 +770,10 @@ impl FileModel {
             rules_file: s.rules_file.map(|p| relative_to(file, p)),
             default_rules_file: default_rules(file, s.default_rules_file)?,
             discover_interval_seconds: discover,
+            ingest_buckets,
+            ingest_interval_seconds: ingest_interval,
+            ingest_state_dir: (s.ingest_state_dir.map(|p| relative_to(file, p)))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_INGEST_DIR)),
             scan_interval_seconds: s.scan_interval_seconds,
             replicate_replicas: s.replicate_replicas,
             customer_keys,
@@ -997,6 +1037,14 @@ impl Config {
         lines.push(("source.discover_interval_seconds".into(), discover));
         let default_rules = show_path(&s.default_rules_file, "(none)");
         lines.push(("source.default_rules_file".into(), default_rules));
+        let ingest = format!("{:?}", s.ingest_buckets.include());
+        lines.push(("source.ingest_buckets".into(), ingest));
+        if !s.ingest_buckets.is_empty() {
+            let every = s.ingest_interval_seconds.to_string();
+            lines.push(("source.ingest_interval_seconds".into(), every));
+            let dir = format!("{:?}", s.ingest_state_dir.display().to_string());
+            lines.push(("source.ingest_state_dir".into(), dir));
+        }
         let interval = s.scan_interval_seconds.to_string();
         lines.push(("source.scan_interval_seconds".into(), interval));
         let replicas = s.replicate_replicas.to_string();

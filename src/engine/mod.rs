@@ -8,6 +8,7 @@
 //! `time`, `retry`, `failure`, `lifecycle`, `bandwidth`, `buckets`.
 
 pub mod buckets;
+pub mod ingest;
 pub mod lifecycle;
 pub mod site_worker;
 
@@ -296,6 +297,8 @@ pub struct Engine {
     pub known: Arc<crate::buckets::Known>,
     /// Bucket discovery's figures.
     pub bucket_stats: Arc<crate::metrics::buckets::BucketStats>,
+    /// Incremental ingestion's figures.
+    pub ingest_stats: Arc<crate::metrics::ingest::IngestStats>,
 }
 
 /// The embedded in-process broker, used when the configuration names none. It lives as long
@@ -403,6 +406,7 @@ impl Engine {
                 lifecycle_stats: Default::default(),
                 known,
                 bucket_stats,
+                ingest_stats: Default::default(),
             },
             embedded,
         ))
@@ -652,6 +656,8 @@ impl Engine {
                     .iter()
                     .map(|(n, s)| (n.clone(), s.buckets.clone()))
                     .collect(),
+                ingest: self.cfg.source.ingest_buckets.clone(),
+                ingest_stats: self.ingest_stats.clone(),
             },
         });
         crate::api::serve(self.cfg.api.listen, state.clone(), shutdown)
@@ -695,6 +701,29 @@ impl Engine {
         Ok(())
     }
 
+    /// Lists the ingested buckets pass after pass until shutdown (`source.ingest_buckets`).
+    fn ingest(&self, shutdown: Shutdown) -> Result<(), EngineError> {
+        let s = &self.cfg.source;
+        let i = ingest::Ingestion {
+            pc: self.populate_config(shutdown.clone()),
+            known: self.known.clone(),
+            select: s.ingest_buckets.clone(),
+            interval: Duration::from_secs(s.ingest_interval_seconds),
+            dir: s.ingest_state_dir.clone(),
+            group: format!("{}ingest", self.cfg.kafka.topic_prefix),
+            stats: self.ingest_stats.clone(),
+        };
+        std::fs::create_dir_all(&i.dir).map_err(|e| {
+            EngineError::Setup(format!(
+                "source.ingest_state_dir {}: {e} (ingestion keeps each bucket's last seen state there)",
+                i.dir.display()
+            ))
+        })?;
+        tracing::info!(buckets = s.ingest_buckets.text(), dir = %i.dir.display(), "ingestion: buckets listed pass after pass");
+        shard::block_on(ingest::run(i, shutdown))??;
+        Ok(())
+    }
+
     /// Every role in this process: the populator and each site's shards.
     pub fn run(self: &Arc<Self>, stats: Arc<Stats>, shutdown: Shutdown) -> Result<(), EngineError> {
         let api = self.start_api(shutdown.clone())?;
@@ -723,6 +752,15 @@ impl Engine {
                 std::thread::Builder::new()
                     .name("buckets".into())
                     .spawn(move || me.discover(shutdown))
+                    .map_err(|e| EngineError::Setup(e.to_string()))?,
+            );
+        }
+        if !self.cfg.source.ingest_buckets.is_empty() {
+            let (me, shutdown) = (self.clone(), shutdown.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name("ingest".into())
+                    .spawn(move || me.ingest(shutdown))
                     .map_err(|e| EngineError::Setup(e.to_string()))?,
             );
         }

@@ -2,10 +2,11 @@
 //!
 //! Owns: [`Stats`] (lock-free counters shared by every shard and read by progress display
 //! and summaries), per-shard latency histograms, lifecycle's counters (`lifecycle`),
-//! per-bucket figures and discovery's (`buckets`), and the metric names (`names`).
+//! per-bucket figures and discovery's (`buckets`), ingestion's (`ingest`), and the metric names (`names`).
 //! May call: `failure` (the recorded form of an error), `bandwidth` (a site's limit, shown).
 
 pub mod buckets;
+pub mod ingest;
 pub mod lifecycle;
 pub mod names;
 pub mod objects;

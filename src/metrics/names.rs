@@ -32,3 +32,7 @@ pub const BUCKET_FAILED: &str = "backbeat_bucket_entries_failed_total";
 pub const BUCKETS_KNOWN: &str = "backbeat_source_buckets_known";
 pub const BUCKETS_ADOPTED: &str = "backbeat_buckets_adopted_total";
 pub const BUCKET_ADOPTION_FAILURES: &str = "backbeat_bucket_adoption_failures_total";
+pub const INGEST_LIST_REQUESTS: &str = "backbeat_ingestion_list_requests_total";
+pub const INGEST_ENTRIES: &str = "backbeat_ingestion_entries_total";
+pub const INGEST_PASSES: &str = "backbeat_ingestion_passes_total";
+pub const INGEST_PROGRESS: &str = "backbeat_ingestion_pass_progress_ratio";

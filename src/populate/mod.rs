@@ -1,6 +1,7 @@
 //! Turns a source bucket's changes into versions to replicate.
 //!
-//! Owns: the bucket scan, S3 event notification parsing, the bucket's replication rules,
+//! Owns: the bucket scan, incremental ingestion (`ingest`: a listing compared with what the
+//! last pass saw, kept on the node's disk by `ingest_state`), S3 event notification parsing, the bucket's replication rules,
 //! a missing-only scan's wait for what is already queued (`settle`), and the changes set
 //! aside when they cannot be turned into entries (`aside`).
 //! May call: `s3`, `replication` (its `Version` type and the destination check of
@@ -11,6 +12,8 @@
 
 pub mod aside;
 pub mod events;
+pub mod ingest;
+pub mod ingest_state;
 pub mod rules;
 pub mod scan;
 pub mod settle;

@@ -20,7 +20,7 @@ pub struct KeyVersions {
     pub versions: Vec<Version>,
 }
 
-fn to_version(l: ListedVersion) -> Version {
+pub(super) fn to_version(l: ListedVersion) -> Version {
     Version {
         key: l.key,
         version_id: l.version_id,
@@ -113,6 +113,7 @@ where
         let r = ListObjectsV2Request {
             prefix,
             continuation_token: token.as_deref(),
+            start_after: None,
             max_keys: Some(1000),
         };
         let page = client.list_objects_v2(bucket, r).await?;

@@ -143,7 +143,7 @@ impl PopulateError {
 }
 
 /// Rules per bucket, loaded once (from the file, or GetBucketReplication).
-struct RulesCache {
+pub(super) struct RulesCache {
     file: Option<Arc<ReplicationConfig>>,
     /// For buckets without a ReplicationConfiguration (`default_rules_file`).
     default: Option<Arc<ReplicationConfig>>,
@@ -152,7 +152,7 @@ struct RulesCache {
 }
 
 impl RulesCache {
-    fn new(cfg: &PopulateConfig) -> Result<Self, PopulateError> {
+    pub(super) fn new(cfg: &PopulateConfig) -> Result<Self, PopulateError> {
         Ok(Self {
             file: rules_from(cfg.rules_file.as_deref())?,
             default: rules_from(cfg.default_rules_file.as_deref())?,
@@ -160,7 +160,7 @@ impl RulesCache {
         })
     }
 
-    async fn get(
+    pub(super) async fn get(
         &self,
         source: &Client,
         bucket: &str,
@@ -215,7 +215,7 @@ fn rules_from(
 }
 
 /// The entry for one version, or `None` when no configured site must receive it.
-async fn entry_for(
+pub(super) async fn entry_for(
     cfg: &PopulateConfig,
     source: &Client,
     rules: &ReplicationConfig,
@@ -789,7 +789,7 @@ impl Produced {
 
 /// Sends, all at once and in order, the entries not marked in `sent`, and marks those
 /// delivered. On failures: how many failed, and the first error.
-async fn send_unsent<'a, T, F, Fut>(
+pub(super) async fn send_unsent<'a, T, F, Fut>(
     entries: &'a [T],
     sent: &mut [bool],
     send: F,

@@ -1,4 +1,5 @@
-//! The control topic (compacted, keyed by site, and [`LIFECYCLE`] for lifecycle): whether a
+//! The control topic (compacted, keyed by site, [`LIFECYCLE`] for lifecycle, and
+//! `ingestion/BUCKET` for a bucket's ingestion): whether a
 //! site (or lifecycle) is paused, and when a scheduled resume fires. Every mover shard follows it, so one command reaches the cluster.
 
 use std::cell::RefCell;
@@ -29,6 +30,12 @@ pub const LIFECYCLE: &str = "lifecycle/all";
 /// whole of lifecycle, [`LIFECYCLE`]).
 pub fn lifecycle_key(site: &str) -> String {
     format!("lifecycle/{site}")
+}
+
+/// The control topic's key of ingestion's state for source bucket `bucket` (a site's name
+/// cannot hold a `/`).
+pub fn ingestion_key(bucket: &str) -> String {
+    format!("ingestion/{bucket}")
 }
 
 impl SiteControl {

@@ -21,6 +21,8 @@ pub struct ListObjectsV2Page {
 pub struct ListObjectsV2Request<'a> {
     pub prefix: Option<&'a str>,
     pub continuation_token: Option<&'a str>,
+    /// List the keys after this one (where a stopped listing resumes).
+    pub start_after: Option<&'a str>,
     pub max_keys: Option<u32>,
 }
 
@@ -83,6 +85,9 @@ impl Client {
         }
         if let Some(t) = r.continuation_token {
             req = req.query("continuation-token", t);
+        }
+        if let Some(a) = r.start_after {
+            req = req.query("start-after", a);
         }
         if let Some(m) = r.max_keys {
             req = req.query("max-keys", m.to_string());
