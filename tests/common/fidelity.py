@@ -12,6 +12,8 @@ usage: fidelity.py ENDPOINT_URL COMMAND JSON_ARGS
   describe  {"bucket"}   {"KEY": [{version_id, source_version, size, storage_class, sse,
             kms_key_id, lock_mode, retain_until, legal_hold, tags, grants}...]} newest first
   delete    {"bucket", "key", "version_id"}          prints {"error": CODE or null}
+  fill      {"bucket", "prefix", "count", "size"}  puts keys PREFIX000000... (16 at once)
+  unlink    {"bucket", "key"}    a delete marker: prints {"version_id"}
   state     {"bucket"}   {"exists", "versioning", "lock"}: the bucket's versioning status and
             whether Object Lock is enabled
   get       {"bucket", "key", "sse_c_key"}           the current object's {"size", "sha256"}
@@ -34,7 +36,9 @@ def client(url):
         region_name="us-east-1",
         aws_access_key_id="AKTEST",
         aws_secret_access_key="SKTEST/secret",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
+        config=Config(
+            s3={"addressing_style": "path"}, retries={"max_attempts": 5}, max_pool_connections=32
+        ),
     )
 
 
@@ -157,9 +161,27 @@ def state(s3, a):
     return {"exists": True, "versioning": v, "lock": lock}
 
 
+def fill(s3, a):
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = b"f" * a["size"]
+
+    def one(i):
+        s3.put_object(Bucket=a["bucket"], Key="%s%06d" % (a["prefix"], i), Body=body)
+
+    with ThreadPoolExecutor(16) as ex:
+        list(ex.map(one, range(a["count"])))
+    return {}
+
+
+def unlink(s3, a):
+    r = s3.delete_object(Bucket=a["bucket"], Key=a["key"])
+    return {"version_id": r.get("VersionId")}
+
+
 COMMANDS = {
     f.__name__: f
-    for f in (bucket, put, tags, acl, retention, legalhold, describe, delete, get, state)
+    for f in (bucket, put, tags, acl, retention, legalhold, describe, delete, get, state, fill, unlink)
 }
 
 if __name__ == "__main__":
