@@ -169,7 +169,8 @@ pub(super) async fn prometheus(state: &ApiState) -> Reply {
             exposition(&state.sites, &q)
                 + &state.lifecycle.render()
                 + &crate::metrics::buckets::render(&state.sites, &state.buckets.stats)
-                + &state.buckets.ingest_stats.render(),
+                + &state.buckets.ingest_stats.render()
+                + &state.buckets.transient_stats.render(),
         )))
         .expect("response")
 }

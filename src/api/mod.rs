@@ -94,6 +94,8 @@ pub struct BucketsView {
     /// The buckets ingestion lists (`source.ingest_buckets`), and its figures.
     pub ingest: crate::buckets::Selection,
     pub ingest_stats: Arc<crate::metrics::ingest::IngestStats>,
+    /// Transient sources' figures.
+    pub transient_stats: Arc<crate::metrics::transient::TransientStats>,
 }
 
 /// A site's source and destination, for the progress route.

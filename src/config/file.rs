@@ -226,6 +226,11 @@ pub struct SourceConfig {
     pub ingest_interval_seconds: u64,
     /// Where ingestion keeps each bucket's last seen state (on this node's disk).
     pub ingest_state_dir: PathBuf,
+    /// Transient buckets (`transient_buckets` patterns): a version is deleted from the source
+    /// once every site it must reach holds it.
+    pub transient_buckets: crate::buckets::Selection,
+    /// Seconds a version every site holds stays at the source before it is deleted.
+    pub transient_grace_seconds: u64,
     /// For sources that publish no event notifications: every this many seconds, `run`
     /// scans the buckets and enqueues the versions missing at a site (0: never).
     pub scan_interval_seconds: u64,
@@ -315,6 +320,8 @@ impl Default for Config {
                 ingest_buckets: Default::default(),
                 ingest_interval_seconds: 300,
                 ingest_state_dir: PathBuf::from(DEFAULT_INGEST_DIR),
+                transient_buckets: Default::default(),
+                transient_grace_seconds: 3600,
                 scan_interval_seconds: 0,
                 replicate_replicas: false,
                 customer_keys: Default::default(),
@@ -373,6 +380,8 @@ struct SourceFile {
     ingest_buckets: Vec<String>,
     ingest_interval_seconds: Option<u64>,
     ingest_state_dir: Option<PathBuf>,
+    transient_buckets: Vec<String>,
+    transient_grace_seconds: Option<u64>,
     replicate_replicas: bool,
     sse_customer_key_files: BTreeMap<String, PathBuf>,
 }
@@ -568,18 +577,16 @@ fn selection(
 /// Where ingestion keeps its state when `source.ingest_state_dir` is not set.
 pub const DEFAULT_INGEST_DIR: &str = "/var/lib/backbeat/ingest";
 
-/// `source.ingest_buckets`, each pattern checked.
-fn ingest_selection(
+/// A list of bucket patterns (`key`), each checked.
+fn patterns(
     file: &Path,
-    patterns: &[String],
+    key: &str,
+    list: &[String],
 ) -> Result<crate::buckets::Selection, ConfigError> {
-    for p in patterns {
-        crate::buckets::check_pattern(p).map_err(|m| error(file, "source.ingest_buckets", m))?;
+    for p in list {
+        crate::buckets::check_pattern(p).map_err(|m| error(file, key, m))?;
     }
-    Ok(crate::buckets::Selection::new(
-        patterns.to_vec(),
-        Vec::new(),
-    ))
+    Ok(crate::buckets::Selection::new(list.to_vec(), Vec::new()))
 }
 
 /// `source.default_rules_file`, made absolute, read and parsed.
@@ -742,7 +749,13 @@ impl FileModel {
         let key_files = std::mem::take(&mut s.sse_customer_key_files);
         let buckets = selection(file, &s.buckets, &s.exclude_buckets)?;
         let customer_keys = source_keys(file, &buckets, key_files)?;
-        let ingest_buckets = ingest_selection(file, &s.ingest_buckets)?;
+        let ingest_buckets = patterns(file, "source.ingest_buckets", &s.ingest_buckets)?;
+        let transient_buckets = patterns(file, "source.transient_buckets", &s.transient_buckets)?;
+        let grace = s.transient_grace_seconds.unwrap_or(3600);
+        if grace > 2_592_000 {
+            let m = format!("must be between 0 and 2592000, not {grace}");
+            return Err(error(file, "source.transient_grace_seconds", m));
+        }
         let ingest_interval = s.ingest_interval_seconds.unwrap_or(300);
         if !(1..=2_592_000).contains(&ingest_interval) {
             let m = format!("must be between 1 and 2592000, not {ingest_interval}");
@@ -771,6 +784,8 @@ impl FileModel {
             default_rules_file: default_rules(file, s.default_rules_file)?,
             discover_interval_seconds: discover,
             ingest_buckets,
+            transient_buckets,
+            transient_grace_seconds: grace,
             ingest_interval_seconds: ingest_interval,
             ingest_state_dir: (s.ingest_state_dir.map(|p| relative_to(file, p)))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_INGEST_DIR)),
@@ -1037,6 +1052,12 @@ impl Config {
         lines.push(("source.discover_interval_seconds".into(), discover));
         let default_rules = show_path(&s.default_rules_file, "(none)");
         lines.push(("source.default_rules_file".into(), default_rules));
+        let transient = format!("{:?}", s.transient_buckets.include());
+        lines.push(("source.transient_buckets".into(), transient));
+        if !s.transient_buckets.is_empty() {
+            let grace = s.transient_grace_seconds.to_string();
+            lines.push(("source.transient_grace_seconds".into(), grace));
+        }
         let ingest = format!("{:?}", s.ingest_buckets.include());
         lines.push(("source.ingest_buckets".into(), ingest));
         if !s.ingest_buckets.is_empty() {

@@ -11,6 +11,7 @@ pub mod buckets;
 pub mod ingest;
 pub mod lifecycle;
 pub mod site_worker;
+pub mod transient;
 
 use crate::s3::customer_key::CustomerKeys;
 use std::collections::BTreeMap;
@@ -84,6 +85,7 @@ fn connect_kafka(
             &topics.lifecycle_object_tasks,
             &topics.lifecycle_passes,
             &topics.buckets,
+            &topics.gc,
         ];
         for t in fixed.into_iter().chain(&replay) {
             mock.create_topic(t, p, 1)
@@ -106,6 +108,7 @@ fn connect_kafka(
             (t.lifecycle_object_tasks.as_str(), p, rf, false),
             (t.lifecycle_passes.as_str(), 1, rf, true),
             (t.buckets.as_str(), 1, rf, true),
+            (t.gc.as_str(), p, rf, false),
         ];
         wanted.extend(replay.iter().map(|r| (r.as_str(), p, rf, false)));
         kafka::ensure_topics(&b, &wanted).await
@@ -299,6 +302,8 @@ pub struct Engine {
     pub bucket_stats: Arc<crate::metrics::buckets::BucketStats>,
     /// Incremental ingestion's figures.
     pub ingest_stats: Arc<crate::metrics::ingest::IngestStats>,
+    /// Transient sources' figures.
+    pub transient_stats: Arc<crate::metrics::transient::TransientStats>,
 }
 
 /// The embedded in-process broker, used when the configuration names none. It lives as long
@@ -407,6 +412,7 @@ impl Engine {
                 known,
                 bucket_stats,
                 ingest_stats: Default::default(),
+                transient_stats: Default::default(),
             },
             embedded,
         ))
@@ -658,6 +664,7 @@ impl Engine {
                     .collect(),
                 ingest: self.cfg.source.ingest_buckets.clone(),
                 ingest_stats: self.ingest_stats.clone(),
+                transient_stats: self.transient_stats.clone(),
             },
         });
         crate::api::serve(self.cfg.api.listen, state.clone(), shutdown)
@@ -698,6 +705,25 @@ impl Engine {
             at_start: self.known.list(),
         };
         shard::block_on(buckets::run(d, shutdown))??;
+        Ok(())
+    }
+
+    /// Deletes from transient source buckets what every site holds, until shutdown.
+    fn transient(&self, shutdown: Shutdown) -> Result<(), EngineError> {
+        let s = &self.cfg.source;
+        let t = transient::Transient {
+            pc: self.populate_config(shutdown.clone()),
+            select: s.transient_buckets.clone(),
+            grace: Duration::from_secs(s.transient_grace_seconds),
+            stats: self.transient_stats.clone(),
+            prefix: self.cfg.kafka.topic_prefix.clone(),
+        };
+        tracing::info!(
+            buckets = s.transient_buckets.text(),
+            grace_seconds = s.transient_grace_seconds,
+            "transient buckets: versions every site holds are deleted from the source"
+        );
+        shard::block_on(transient::run(t, shutdown))??;
         Ok(())
     }
 
@@ -752,6 +778,15 @@ impl Engine {
                 std::thread::Builder::new()
                     .name("buckets".into())
                     .spawn(move || me.discover(shutdown))
+                    .map_err(|e| EngineError::Setup(e.to_string()))?,
+            );
+        }
+        if !self.cfg.source.transient_buckets.is_empty() {
+            let (me, shutdown) = (self.clone(), shutdown.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name("transient".into())
+                    .spawn(move || me.transient(shutdown))
                     .map_err(|e| EngineError::Setup(e.to_string()))?,
             );
         }

@@ -2,7 +2,8 @@
 //!
 //! Owns: [`Stats`] (lock-free counters shared by every shard and read by progress display
 //! and summaries), per-shard latency histograms, lifecycle's counters (`lifecycle`),
-//! per-bucket figures and discovery's (`buckets`), ingestion's (`ingest`), and the metric names (`names`).
+//! per-bucket figures and discovery's (`buckets`), ingestion's (`ingest`), transient
+//! sources' (`transient`), and the metric names (`names`).
 //! May call: `failure` (the recorded form of an error), `bandwidth` (a site's limit, shown).
 
 pub mod buckets;
@@ -11,6 +12,7 @@ pub mod lifecycle;
 pub mod names;
 pub mod objects;
 pub mod prometheus;
+pub mod transient;
 pub mod window;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -195,6 +195,10 @@ pub struct StatusEvent {
     /// ..."): absent when it copied or wrote a delete marker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Every site the entry must reach (transient sources delete a version once all of
+    /// them report it COMPLETED).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
 }
 
 /// Why a message is not a valid entry.
@@ -425,6 +429,7 @@ mod tests {
                 error: failed.then(|| ErrorRecord { code: "X".into(), message: msg, retryable: true }),
                 attempt: 1, at: "2026-11-25T00:00:00Z".into(), latency_ms: Some(bytes % 1000),
                 reason: (!failed).then(|| "superseded: x".into()),
+                sites: vec!["a".into(), "b".into()],
             };
             prop_assert_eq!(StatusEvent::decode(&s.encode()).unwrap(), s);
         }

@@ -79,6 +79,9 @@ pub struct Topics {
     /// Site-level replication: each source bucket adopted, or seen created (compacted,
     /// keyed by bucket).
     pub buckets: String,
+    /// Transient sources: versions every site holds, to delete from the source (keyed
+    /// `bucket/key`).
+    pub gc: String,
 }
 
 impl Topics {
@@ -112,6 +115,7 @@ impl Topics {
             lifecycle_object_tasks: format!("{prefix}lifecycle-object-tasks"),
             lifecycle_passes: format!("{prefix}lifecycle-passes"),
             buckets: format!("{prefix}buckets"),
+            gc: format!("{prefix}gc"),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Kafka: rdkafka on glommio (`kafka`), the message codecs, the per-partition offset ledger,
 //! the control topic, consumer groups' lag (`lag`), delayed replay (`replayer`, and the
 //! keys' waiting lines behind replayed items, `lines`), the buckets topic's records
-//! (`buckets`) and the embedded broker's backpressure.
+//! (`buckets`), transient sources' aggregation of statuses and garbage-collection records
+//! (`transient`), and the embedded broker's backpressure.
 //! What consumes the replication topic (the site worker) lives in `engine`.
 //!
 //! Owns: the replication entry and status event formats, which offsets may be committed,
@@ -20,3 +21,4 @@ pub mod ledger;
 pub mod lines;
 pub mod replayer;
 pub mod signing;
+pub mod transient;

@@ -245,6 +245,23 @@ async fn acl<S: ObjectStore>(
     Ok((src != dst).then_some(MetadataWrite::Acl(ObjectAcl::Grants(src))))
 }
 
+/// Whether the destination holds `v` whole: a replica recording `v` as its source, with the
+/// source's ETag and size, whose bytes are not known to differ (what a transient source
+/// checks before deleting `v`).
+pub async fn holds<S: ObjectStore>(
+    route: &Route<S>,
+    v: &Version,
+) -> Result<bool, ReplicationError> {
+    let Some(found) = find_replica(route, v).await? else {
+        return Ok(false);
+    };
+    let Some(r) = Replica::of(&found.head) else {
+        return Ok(false);
+    };
+    let same_etag = !v.etag.trim_matches('"').is_empty() && r.is_of_etag(&v.etag);
+    Ok(r.is_of(v) && r.intact && r.size == v.size && same_etag)
+}
+
 /// The destination version that replicates `v`: its current object when that is the
 /// replica (one HEAD), else the newest of its versions recording `v` as their source.
 pub async fn find_replica<S: ObjectStore>(
