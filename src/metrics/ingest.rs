@@ -51,6 +51,14 @@ pub struct LastPass {
     pub finished: u64,
 }
 
+/// A per-bucket family: name, kind, help, and what it reads.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&BucketIngest) -> f64,
+);
+
 /// Ingestion's figures on this node.
 #[derive(Debug, Default)]
 pub struct IngestStats {
@@ -90,7 +98,7 @@ impl IngestStats {
     pub fn render(&self) -> String {
         let snap = self.snapshot();
         let mut out = String::new();
-        let families: [(&str, &str, &str, fn(&BucketIngest) -> f64); 4] = [
+        let families: [Family; 4] = [
             (INGEST_LIST_REQUESTS, "counter", "Listing requests sent by ingestion passes (their whole cost in requests, tags aside).", |b| b.list_requests_total as f64),
             (INGEST_ENTRIES, "counter", "Entries enqueued by ingestion passes (versions new since the last pass).", |b| b.entries_total as f64),
             (INGEST_PASSES, "counter", "Ingestion passes finished.", |b| b.passes_total as f64),

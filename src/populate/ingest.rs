@@ -452,8 +452,12 @@ mod tests {
             s.see(k);
         }
         assert_eq!(s.place("0a"), 0.0);
-        let mid = s.place("8m");
-        assert!((0.45..0.6).contains(&mid), "{mid}");
+        let (a, b) = (s.place("3m"), s.place("8m"));
+        assert!(0.0 < a && a < b && b < s.place("fz"), "{a} {b}");
+        assert!(
+            (b - 8.0 / 55.0).abs() < 0.01,
+            "bytes '0' to 'f' are 55 places: {b}"
+        );
         assert!(s.place("fz") > 0.99);
     }
 
