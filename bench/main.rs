@@ -8,6 +8,7 @@
 
 mod bandwidth;
 mod e2e;
+mod ingest;
 mod lifecycle;
 mod mem_s3;
 mod plots;
@@ -26,7 +27,7 @@ use mem_s3::{Catalog, MemS3};
 #[derive(Parser)]
 #[command(
     about = "Benchmark backbeat against rclone and a loopback limit on an in-memory S3 endpoint",
-    after_help = "Scenarios: sweep (sweep-4KiB, sweep-64KiB, sweep-1MiB, sweep-16MiB, sweep-256MiB), mixed, versions, e2e, all. Several may be given, comma-separated."
+    after_help = "Scenarios: sweep (sweep-4KiB, sweep-64KiB, sweep-1MiB, sweep-16MiB, sweep-256MiB), mixed, versions, e2e, lifecycle, bandwidth, ingestion, all. Several may be given, comma-separated."
 )]
 struct Args {
     #[command(subcommand)]
@@ -607,10 +608,11 @@ fn main() -> anyhow::Result<()> {
             || *w == "e2e"
             || *w == "lifecycle"
             || *w == "bandwidth"
+            || *w == "ingestion"
             || known.iter().any(|s| s.name == *w);
         if !ok {
             bail!(
-                "no scenario {w}: choose from all, sweep, {}, e2e, lifecycle, bandwidth",
+                "no scenario {w}: choose from all, sweep, {}, e2e, lifecycle, bandwidth, ingestion",
                 known
                     .iter()
                     .map(|s| s.name.as_str())
@@ -677,6 +679,10 @@ fn main() -> anyhow::Result<()> {
         let (r, note) = bandwidth::run(&backbeat, args.scale, args.server_threads, shards)?;
         eprintln!("{note}");
         runs.extend(r);
+        notes.push(note);
+    }
+    if want("ingestion") {
+        let note = ingest::run(args.scale, args.server_threads)?;
         notes.push(note);
     }
     let ratios = ratios(&runs);

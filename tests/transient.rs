@@ -1,7 +1,7 @@
 //! Transient source buckets through Kafka (nisshi) between moto servers, read back with boto3:
 //! a version replicated to two sites is deleted from the source only once both reported it
-//! COMPLETED (not while one is paused), their replicas left whole; a version a site failed
-//! stays at the source.
+//! COMPLETED (not while one is paused), their replicas left whole; a version a site has not
+//! completed (its bucket missing: failing, replayed) stays at the source.
 
 mod common;
 
@@ -95,7 +95,7 @@ fn a_version_leaves_the_source_once_every_site_holds_it() {
             })
     });
     wait_until(60, "the API ready", || api_ready(port));
-    // Site b paused, site c failing: past the grace period, both stay at the source.
+    // Site b paused, site c failing (replayed): past the grace period, both stay.
     std::thread::sleep(std::time::Duration::from_secs(5));
     assert_eq!(
         versions_of(&s.source, &sb, "two/k").len(),
@@ -128,7 +128,11 @@ fn a_version_leaves_the_source_once_every_site_holds_it() {
     );
     std::thread::sleep(std::time::Duration::from_secs(3));
     let kept = versions_of(&s.source, &sb, "bad/k");
-    assert_eq!(kept.len(), 1, "a version a site failed stays at the source");
+    assert_eq!(
+        kept.len(),
+        1,
+        "a version a site has not completed stays at the source"
+    );
     assert_eq!(kept[0]["version_id"], json!(bad));
     stop(run);
 }

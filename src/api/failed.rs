@@ -148,8 +148,7 @@ async fn requeue(local: &Local, body: &[u8]) -> Result<Vec<FailedItem>, Refusal>
     };
     // Sent all at once: the producer keeps them in order per partition.
     let sends = found.iter().map(|record| {
-        let mut entry = record.entry.clone();
-        entry.sites = vec![record.site.clone()];
+        let mut entry = record.entry.for_site(&record.site);
         entry.attempt += 1;
         // A person asked: a fresh start, with its own patience.
         entry.replay = None;

@@ -21,24 +21,33 @@ use rdkafka::message::Message as _;
 
 use crate::buckets::{Known, Selection};
 use crate::populate::worker::{self as populate, PopulateConfig, ScanMode};
-use crate::queue::buckets::{BucketRecord, BASELINE};
+use crate::queue::buckets::{BucketRecord, BASELINE, SEEN};
 use crate::queue::kafka::{self, Producer, QueueError};
 use crate::s3::ops::bucket::BucketError;
 use crate::s3::Client;
 use crate::shard::Shutdown;
 
-/// Makes sure a site has the bucket a source bucket replicates to: created when missing
-/// (versioned, with Object Lock when the source bucket has it). True when it was created.
+/// Makes sure a site has the bucket a source bucket replicates to, versioned: created when
+/// missing (with Object Lock when the source bucket has it), versioning enabled when it is
+/// off (a creation interrupted before it). True when it was created.
 pub async fn ensure_site_bucket(
     source: &Client,
     site: &Client,
     source_bucket: &str,
     site_bucket: &str,
 ) -> Result<bool, String> {
-    match site.head_bucket(site_bucket).await {
-        Ok(()) => return Ok(false),
+    match site.get_bucket_versioning(site_bucket).await {
+        Ok(crate::s3::ops::bucket::Versioning::Enabled) => return Ok(false),
+        Ok(_) => {
+            site.put_bucket_versioning(site_bucket, true)
+                .await
+                .map_err(|e| format!("PutBucketVersioning {site_bucket}: {e}"))?;
+            return Ok(false);
+        }
         Err(BucketError::NoSuchBucket) => {}
-        Err(e) => return Err(format!("HeadBucket {site_bucket}: {e}")),
+        // A server without versioning: the bucket is there, as it can be.
+        Err(e) if e.code() == "NotImplemented" => return Ok(false),
+        Err(e) => return Err(format!("GetBucketVersioning {site_bucket}: {e}")),
     }
     crate::buckets::check_name(site_bucket)?;
     let lock = source
@@ -98,27 +107,40 @@ impl Adopted {
             self.baseline = payload.is_some();
             return;
         }
+        if let Some(bucket) = key.strip_prefix(SEEN) {
+            self.kick |= payload.is_some() && !self.records.contains_key(bucket);
+            return;
+        }
+        if key.starts_with('#') {
+            return; // a sync marker (see `run`)
+        }
         match payload.and_then(BucketRecord::decode) {
             Some(r) if r.adopted.is_some() => {
                 self.records.insert(key.to_string(), r);
             }
-            Some(_) => self.kick |= !self.records.contains_key(key),
-            None => {
+            _ => {
                 self.records.remove(key);
             }
         }
     }
 }
 
+/// The key of this member's sync marker: once it reads its own marker back, it has read
+/// everything written to the topic before (the topic's watermarks are not trusted).
+const SYNC: &str = "#sync";
+
+/// Failed adoptions are tried again after this long, whatever the interval.
+const RETRY_FAILED: Duration = Duration::from_secs(30);
+
 /// Runs discovery until shutdown (on its own executor).
 pub async fn run(d: Discovery, shutdown: Shutdown) -> Result<(), QueueError> {
     let pc = &d.pc;
-    let consumer = kafka::consumer(
+    let consumer = Arc::new(kafka::consumer(
         &pc.brokers,
         &d.group,
         &pc.membership,
         DefaultConsumerContext,
-    )?;
+    )?);
     consumer
         .subscribe(&[pc.topics.buckets.as_str()])
         .map_err(QueueError::Consume)?;
@@ -126,11 +148,17 @@ pub async fn run(d: Discovery, shutdown: Shutdown) -> Result<(), QueueError> {
     let source = Client::new(pc.source.clone(), None);
     let state = RefCell::new(Adopted::default());
     let (mut caught_up, mut next) = (false, Instant::now());
+    let mut sync: Option<String> = None;
+    let topic = pc.topics.buckets.clone();
     while !shutdown.is_set() {
         match kafka::recv_within(&consumer, Duration::from_millis(500)).await {
             Some(Ok(m)) => {
                 if let (Some(k), Ok(())) = (m.key(), crate::queue::signing::check(&m)) {
                     let k = String::from_utf8_lossy(k).into_owned();
+                    if k == SYNC && sync.as_deref().map(str::as_bytes) == m.payload() {
+                        // Everything before our marker is read: adopt now.
+                        (caught_up, state.borrow_mut().kick) = (true, true);
+                    }
                     state.borrow_mut().apply(&k, m.payload());
                 }
                 continue;
@@ -145,12 +173,20 @@ pub async fn run(d: Discovery, shutdown: Shutdown) -> Result<(), QueueError> {
             .assignment()
             .map(|a| a.count() > 0)
             .unwrap_or(false);
-        if leader && !caught_up {
-            // The first quiet poll after the assignment: the topic has been read; adopt now.
-            (caught_up, state.borrow_mut().kick) = (true, true);
+        if !leader {
+            (caught_up, sync) = (false, None);
+        } else if !caught_up {
+            if sync.is_none() {
+                let token = format!("{:016x}", rand::random::<u64>());
+                if kafka::send(&producer, &topic, SYNC, Some(token.as_bytes()))
+                    .await
+                    .is_ok()
+                {
+                    sync = Some(token);
+                }
+            }
             continue;
         }
-        caught_up &= leader;
         let kick = leader && state.borrow().kick;
         if !kick && Instant::now() < next {
             continue;
@@ -160,7 +196,13 @@ pub async fn run(d: Discovery, shutdown: Shutdown) -> Result<(), QueueError> {
             Ok(now) => {
                 refresh(&d, &now);
                 if leader {
-                    adopt_new(&d, &producer, &state, &now, &shutdown).await;
+                    let work = adopt_new(&d, &producer, &state, &now, &shutdown);
+                    let failed =
+                        kafka::polled_while(&consumer, &topic, Duration::from_secs(5), work).await;
+                    if failed {
+                        next = Instant::now() + every(d.interval).min(RETRY_FAILED);
+                        continue;
+                    }
                 }
             }
             Err(e) => {
@@ -198,14 +240,15 @@ fn refresh(d: &Discovery, now: &[String]) {
     d.stats.set_known(d.known.len());
 }
 
-/// Adopts the buckets listed now that the topic does not hold; forgets those gone.
+/// Adopts the buckets listed now that the topic does not hold; forgets those gone. True when
+/// an adoption failed (tried again soon).
 async fn adopt_new(
     d: &Discovery,
     p: &Producer,
     state: &RefCell<Adopted>,
     now: &[String],
     shutdown: &Shutdown,
-) {
+) -> bool {
     let topic = &d.pc.topics.buckets;
     let gone: Vec<String> = (state.borrow().records.keys())
         .filter(|b| !now.contains(b))
@@ -217,13 +260,14 @@ async fn adopt_new(
         }
     }
     let baseline = state.borrow().baseline;
+    let mut failed = false;
     let new: Vec<String> = (now.iter())
         .filter(|b| !state.borrow().records.contains_key(*b))
         .cloned()
         .collect();
     for b in new {
         if shutdown.is_set() {
-            return;
+            return failed;
         }
         let as_is = !baseline && d.at_start.contains(&b);
         match adopt(d, &b, as_is, shutdown).await {
@@ -240,14 +284,16 @@ async fn adopt_new(
                 }
             }
             Err(e) => {
+                failed = true;
                 d.stats.adoption_failed(&b, &e);
                 tracing::warn!(bucket = b, error = %e, "bucket not adopted; trying again at the next pass");
             }
         }
     }
-    if !baseline && kafka::send(p, topic, BASELINE, Some(b"{}")).await.is_ok() {
+    if !baseline && !failed && kafka::send(p, topic, BASELINE, Some(b"{}")).await.is_ok() {
         state.borrow_mut().baseline = true;
     }
+    failed
 }
 
 /// Adopts one bucket: each site's bucket made sure of, then (unless `as_is`) its existing

@@ -56,7 +56,7 @@ fn member(
     t: &Transient,
     role: &str,
     topic: &str,
-) -> Result<Consumer<DefaultConsumerContext>, QueueError> {
+) -> Result<Arc<Consumer<DefaultConsumerContext>>, QueueError> {
     let pc = &t.pc;
     let c = kafka::consumer(
         &pc.brokers,
@@ -65,8 +65,11 @@ fn member(
         DefaultConsumerContext,
     )?;
     c.subscribe(&[topic]).map_err(QueueError::Consume)?;
-    Ok(c)
+    Ok(Arc::new(c))
 }
+
+/// Polled while `work` takes long, so the member stays in its group.
+const POLL_AFTER: Duration = Duration::from_secs(5);
 
 /// Runs the aggregator and the collector until shutdown (on one executor).
 pub async fn run(t: Transient, shutdown: Shutdown) -> Result<(), QueueError> {
@@ -101,7 +104,8 @@ async fn aggregate(t: Transient, shutdown: Shutdown) -> Result<(), QueueError> {
                 None => agg.skip(p, o),
             };
             if let (Aggregated::Complete(sites), Some(e)) = (verdict, ours) {
-                if !enqueue(&t, &producer, e, sites, &shutdown).await {
+                let work = enqueue(&t, &producer, e, sites, &shutdown);
+                if !kafka::polled_while(&consumer, &topic, POLL_AFTER, work).await {
                     return Ok(()); // stopping: the record is read again after a restart
                 }
             }
@@ -220,7 +224,7 @@ async fn collect(t: Transient, shutdown: Shutdown) -> Result<(), QueueError> {
             |_: &String| false,
             |_| collect_one(&t, &source, &rec),
         );
-        match done.await {
+        match kafka::polled_while(&consumer, &topic, POLL_AFTER, done).await {
             Ok(c) => {
                 note(&t, &rec, &c);
                 commit(&consumer, &topic, p, o);
@@ -245,7 +249,7 @@ async fn hold_until_due(
     let paused = c.assignment().unwrap_or_default();
     let _ = c.pause(&paused);
     while unix_ms() < rec.due_ms && !shutdown.is_set() && owned(c).contains(&p) {
-        let wait = Duration::from_millis((rec.due_ms - unix_ms()).min(500));
+        let wait = Duration::from_millis(rec.due_ms.saturating_sub(unix_ms()).min(500));
         if let Some(Ok(m)) = kafka::recv_within(c, wait).await {
             // Fetched before the pause: put back, to be read after this one.
             let (topic, part, off) = (m.topic().to_string(), m.partition(), m.offset());
@@ -321,6 +325,9 @@ async fn collect_one(t: &Transient, source: &Client, rec: &GcRecord) -> Result<C
         Err(HeadObjectError::DeleteMarker { .. }) => {
             return Ok(Collected::Kept("a delete marker is never deleted".into()))
         }
+        Err(e) if !e.is_retryable() => {
+            return Ok(Collected::Kept(format!("the source refused a HEAD: {e}")))
+        }
         Err(e) => return Err(format!("HEAD at the source: {e}")),
     };
     let v = Version {
@@ -352,6 +359,11 @@ async fn collect_one(t: &Transient, source: &Client, rec: &GcRecord) -> Result<C
                     "site {site} does not hold it whole"
                 )))
             }
+            Err(e) if e.is_permanent() => {
+                return Ok(Collected::Kept(format!(
+                    "site {site} cannot be checked: {e}"
+                )))
+            }
             Err(e) => return Err(format!("checking site {site}: {e}")),
         }
     }
@@ -360,9 +372,7 @@ async fn collect_one(t: &Transient, source: &Client, rec: &GcRecord) -> Result<C
         .await
     {
         Ok(_) => Ok(Collected::Reclaimed(v.size)),
-        Err(e) if e.code() == "AccessDenied" => {
-            Ok(Collected::Kept(format!("the source refused: {e}")))
-        }
+        Err(e) if !e.is_retryable() => Ok(Collected::Kept(format!("the source refused: {e}"))),
         Err(e) => Err(format!("DeleteObject at the source: {e}")),
     }
 }

@@ -232,7 +232,7 @@ pub async fn pass(
 ) -> Result<Progress, PopulateError> {
     let failed = |m: String| PopulateError::Scan(format!("ingestion of {bucket}: {m}"));
     let st = BucketState::open(root, bucket).map_err(failed)?;
-    let resumed = st.cursor().map_err(failed)?;
+    let resumed = st.cursor_to_resume().map_err(failed)?;
     let mut cursor = match &resumed {
         Some(c) => c.clone(),
         None => Cursor {
@@ -245,6 +245,14 @@ pub async fn pass(
     let mut next = st.next(cursor.written).map_err(failed)?;
     let source = Client::new(cfg.source.clone(), None);
     let rules = RulesCache::new(cfg)?;
+    if rules.get(&source, bucket).await?.is_none() {
+        // Listed now, its keys would count as seen: rules added later would miss them.
+        let message = "no replication configuration (set source.rules_file, source.default_rules_file or the bucket's ReplicationConfiguration): not listed".into();
+        return Err(PopulateError::Rules {
+            bucket: bucket.into(),
+            message,
+        });
+    }
     let producer = kafka::producer(&cfg.brokers)?;
     let mut lister = Lister::new(&source, bucket, cursor.after.clone());
     let mut p = Progress {

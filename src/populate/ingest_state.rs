@@ -146,6 +146,13 @@ impl BucketState {
             .write(true)
             .open(&p)
             .map_err(|e| io("cannot open", &p, e))?;
+        let len = f.metadata().map_err(|e| io("cannot read", &p, e))?.len();
+        if len < written {
+            return Err(format!(
+                "{} holds {len} bytes, fewer than its cursor's {written}",
+                p.display()
+            ));
+        }
         f.set_len(written).map_err(|e| io("cannot cut", &p, e))?;
         f.seek(std::io::SeekFrom::End(0))
             .map_err(|e| io("cannot seek", &p, e))?;
@@ -156,19 +163,46 @@ impl BucketState {
         })
     }
 
-    /// The pass is finished: its snapshot replaces the last one, and the cursor goes.
+    /// The pass is finished: recorded as done, its cursor removed, then its snapshot put in
+    /// place of the last one. A crash between two steps costs a pass compared with the
+    /// older snapshot (its changes enqueued again), never a change missed: a cursor whose
+    /// pass is done is stale (see [`BucketState::cursor_to_resume`]).
     pub fn finish(&self, mut next: SnapshotWriter, done: &Done) -> Result<(), String> {
         next.flush()?;
         drop(next);
+        self.write_json("done", done)?;
+        self.forget_cursor()?;
         let (n, s) = (self.path("next"), self.path("snapshot"));
         fs::rename(&n, &s).map_err(|e| io("cannot rename", &n, e))?;
-        self.write_json("done", done)?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("cannot sync", &self.dir, e))
+    }
+
+    fn forget_cursor(&self) -> Result<(), String> {
         match fs::remove_file(self.path("cursor")) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(io("cannot remove", &self.path("cursor"), e))
             }
             _ => Ok(()),
         }
+    }
+
+    /// The cursor of a pass to resume: none when there is none, when its pass is already
+    /// done, or when the snapshot it was writing is shorter than it says (then the pass
+    /// starts again, after saying why).
+    pub fn cursor_to_resume(&self) -> Result<Option<Cursor>, String> {
+        let Some(c) = self.cursor()? else {
+            return Ok(None);
+        };
+        let done = self.done()?.map_or(0, |d| d.pass);
+        let len = fs::metadata(self.path("next")).map_or(0, |m| m.len());
+        if c.pass <= done || len < c.written {
+            tracing::warn!(dir = %self.dir.display(), pass = c.pass, "a stopped pass cannot be resumed: it starts again");
+            self.forget_cursor()?;
+            return Ok(None);
+        }
+        Ok(Some(c))
     }
 }
 

@@ -258,6 +258,7 @@ pub(super) async fn entry_for(
         tags,
         checksum: None,
         sites,
+        all_sites: Vec::new(),
         rule_id: Some(decision.rule_id),
         source_event_time: event_time,
         attempt: 0,

@@ -11,6 +11,10 @@ use super::kafka::{self, Producer, QueueError};
 /// `#` is never in a bucket name.
 pub const BASELINE: &str = "#baseline";
 
+/// What the key of a bucket-creation event's record starts with (the bucket follows), apart
+/// from the bucket's own key so that it never replaces an adoption record.
+pub const SEEN: &str = "#seen/";
+
 /// One record of the buckets topic.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BucketRecord {
@@ -47,7 +51,8 @@ pub async fn seen_created(p: &Producer, topic: &str, bucket: &str) -> Result<(),
         ..Default::default()
     };
     let body = serde_json::to_vec(&r).expect("a bucket record serializes");
-    kafka::send(p, topic, bucket, Some(&body)).await.map(|_| ())
+    let key = format!("{SEEN}{bucket}");
+    kafka::send(p, topic, &key, Some(&body)).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -49,6 +49,10 @@ pub struct ReplicationEntry {
     #[serde(default)]
     pub checksum: Option<String>,
     pub sites: Vec<String>,
+    /// Every site the change must reach, when `sites` was narrowed to one (a replay or a
+    /// retry for one site): what its status records name (transient sources wait for all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub all_sites: Vec<String>,
     /// For a metadata entry, what changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<crate::s3::ops::MetadataField>,
@@ -209,6 +213,23 @@ pub struct Malformed {
 }
 
 impl ReplicationEntry {
+    /// Every site the change must reach (see `all_sites`).
+    pub fn every_site(&self) -> &[String] {
+        if self.all_sites.is_empty() {
+            &self.sites
+        } else {
+            &self.all_sites
+        }
+    }
+
+    /// The entry for `site` alone, remembering every site the change must reach.
+    pub fn for_site(&self, site: &str) -> Self {
+        let mut e = self.clone();
+        e.all_sites = self.every_site().to_vec();
+        e.sites = vec![site.to_string()];
+        e
+    }
+
     /// The Kafka key: all versions of one object land in one partition, in order.
     pub fn kafka_key(&self) -> String {
         format!("{}/{}", self.bucket, self.key)
@@ -298,12 +319,31 @@ mod tests {
             tags: vec![],
             checksum: Some("mnG7TA==".into()),
             sites: vec!["site2".into()],
+            all_sites: Vec::new(),
             fields: Vec::new(),
             rule_id: Some("r1".into()),
             source_event_time: None,
             attempt: 0,
             replay: None,
         }
+    }
+
+    #[test]
+    fn an_entry_for_one_site_remembers_every_site() {
+        let mut e = entry();
+        e.sites = vec!["a".into(), "b".into()];
+        let one = e.for_site("b");
+        assert_eq!(
+            (one.sites.as_slice(), one.every_site()),
+            (&["b".to_string()][..], &e.sites[..])
+        );
+        let again = ReplicationEntry::decode(&one.for_site("b").encode()).unwrap();
+        assert_eq!(
+            again.every_site(),
+            e.sites,
+            "a replay of a replay still names both"
+        );
+        assert_eq!(e.every_site(), e.sites);
     }
 
     #[test]

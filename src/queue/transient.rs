@@ -123,6 +123,8 @@ impl Aggregator {
             self.open.insert(k.clone(), o);
         }
         let o = self.open.get_mut(&k).expect("inserted above");
+        // Every record names every site; should one name fewer, the union is required.
+        o.required.extend(ev.sites.iter().cloned());
         match ev.status {
             Status::Completed => o.completed.insert(ev.site.clone()),
             _ => o.completed.remove(&ev.site),

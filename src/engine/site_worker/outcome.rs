@@ -228,7 +228,7 @@ fn status_event(sh: &Shared, entry: &ReplicationEntry, out: &Recorded, t: &Timin
         latency_ms: event_time(entry)
             .and_then(|c| SystemTime::now().duration_since(c).ok())
             .map(|d| d.as_millis() as u64),
-        sites: entry.sites.clone(),
+        sites: entry.every_site().to_vec(),
     }
 }
 

@@ -54,8 +54,7 @@ pub fn after_failure(
 /// Writes the entry, for this site only, to the replay topic of its step (retried until
 /// written, or until the worker abandons its transfers: then false, and the offset stays).
 pub async fn send(sh: &Shared, entry: &ReplicationEntry, replay: Replay, attempts: u32) -> bool {
-    let mut out = entry.clone();
-    out.sites = vec![sh.cfg.site.clone()];
+    let mut out = entry.for_site(&sh.cfg.site);
     out.attempt = entry.attempt + attempts;
     out.replay = Some(replay);
     let topic = sh.cfg.topics.replay(&sh.cfg.site, replay.step as usize);
