@@ -51,7 +51,15 @@ fn exported_metric_names() -> Vec<String> {
         backlogs: BTreeMap::from([("site-a".to_string(), 3)]),
         oldest: BTreeMap::from([("site-a".to_string(), 12.5)]),
     };
-    let text = backbeat::api::exposition(&sites, &q);
+    let mut text = backbeat::api::exposition(&sites, &q);
+    // What `/metrics` adds after the sites' families.
+    text.push_str(&backbeat::metrics::lifecycle::LifecycleStats::default().render());
+    text.push_str(&backbeat::metrics::buckets::render(
+        &sites,
+        &Default::default(),
+    ));
+    text.push_str(&backbeat::metrics::ingest::IngestStats::default().render());
+    text.push_str(&backbeat::metrics::transient::TransientStats::default().render());
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("Prometheus text format");
     let mut names: Vec<String> = scrape.docs.keys().cloned().collect();

@@ -128,6 +128,16 @@ fn after_a_first_pass_only_the_changes_are_enqueued_and_no_head_is_sent() {
     pause_site(&topics, "site-a");
     let run = spawn(&["run"], &st.config);
     wait_until(60, "the API ready", || api_ready(port));
+    let mut during = Value::Null;
+    wait_until(300, "the first pass under way, with its progress", || {
+        during = ingestion(port, &sb)["pass"].clone();
+        during["state"] == json!("listing") && during["keys"].as_u64().unwrap_or(0) > 0
+    });
+    let fraction = during["fraction"]
+        .as_f64()
+        .expect("a first pass says how far it is");
+    assert!(fraction > 0.0 && fraction <= 1.0, "{during}");
+    assert!(during["eta_seconds"].is_u64(), "{during}");
     let first = pass_done(port, &sb, 1, 600);
     assert_eq!(
         (first["keys"].as_u64(), first["enqueued"].as_u64()),

@@ -44,7 +44,8 @@ pub struct Progress {
     pub finished: bool,
     /// How far the listing is through the bucket, 0 to 1: the keys listed over the last
     /// pass's count; in a first pass, where the key reached stands in the key space seen so
-    /// far (exact when keys are spread evenly, as hashes or UUIDs; low for sequential names).
+    /// far (exact when keys are spread evenly, as hashes or UUIDs; far too high for sequential
+    /// names, whose leading digits have not been seen changing yet).
     pub fraction: Option<f64>,
 }
 

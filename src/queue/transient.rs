@@ -54,6 +54,8 @@ struct Open {
     partition: i32,
     first_offset: i64,
     since: Instant,
+    /// Its place in the order versions were opened (`Aggregator::by_age`).
+    seq: u64,
 }
 
 type VersionKey = (String, String, String);
@@ -77,6 +79,9 @@ pub struct Aggregator {
     firsts: BTreeMap<i32, BTreeSet<i64>>,
     /// Partition -> the last offset read.
     read: BTreeMap<i32, i64>,
+    /// Open versions, oldest first (what the bound gives up first).
+    by_age: BTreeMap<u64, VersionKey>,
+    next_seq: u64,
     max_open: usize,
     /// Versions given up at the bound (they stay at the source).
     pub given_up: u64,
@@ -88,6 +93,8 @@ impl Aggregator {
             open: HashMap::new(),
             firsts: BTreeMap::new(),
             read: BTreeMap::new(),
+            by_age: BTreeMap::new(),
+            next_seq: 0,
             max_open: max_open.max(1),
             given_up: 0,
         }
@@ -113,7 +120,10 @@ impl Aggregator {
             }
             self.make_room();
             self.firsts.entry(partition).or_default().insert(offset);
+            self.next_seq += 1;
+            self.by_age.insert(self.next_seq, k.clone());
             let o = Open {
+                seq: self.next_seq,
                 required: ev.sites.iter().cloned().collect(),
                 completed: BTreeSet::new(),
                 partition,
@@ -138,6 +148,7 @@ impl Aggregator {
 
     fn close(&mut self, k: &VersionKey) -> Option<Open> {
         let o = self.open.remove(k)?;
+        self.by_age.remove(&o.seq);
         if let Some(f) = self.firsts.get_mut(&o.partition) {
             f.remove(&o.first_offset);
         }
@@ -147,11 +158,7 @@ impl Aggregator {
     /// At the bound: gives up the oldest open version.
     fn make_room(&mut self) {
         while self.open.len() >= self.max_open {
-            let oldest = self
-                .open
-                .iter()
-                .min_by_key(|(_, o)| o.since)
-                .map(|(k, _)| k.clone());
+            let oldest = self.by_age.first_key_value().map(|(_, k)| k.clone());
             let Some(k) = oldest else { return };
             self.close(&k);
             self.given_up += 1;
@@ -192,7 +199,8 @@ impl Aggregator {
 
     /// How long the oldest open version has waited.
     pub fn oldest_wait(&self) -> Option<std::time::Duration> {
-        self.open.values().map(|o| o.since.elapsed()).max()
+        let (_, k) = self.by_age.first_key_value()?;
+        self.open.get(k).map(|o| o.since.elapsed())
     }
 }
 
@@ -256,6 +264,16 @@ mod tests {
         );
         let done = a.status(0, 4, &ev("k", "a", Status::Completed));
         assert!(matches!(done, Aggregated::Complete(_)));
+    }
+
+    #[test]
+    fn a_record_naming_fewer_sites_does_not_shrink_what_is_required() {
+        let mut a = Aggregator::new(10);
+        a.status(0, 1, &ev("k", "a", Status::Completed));
+        let mut only_b = ev("k", "b", Status::Completed);
+        only_b.sites = vec!["b".into()];
+        let both = Aggregated::Complete(vec!["a".into(), "b".into()]);
+        assert_eq!(a.status(0, 2, &only_b), both);
     }
 
     #[test]
