@@ -99,6 +99,11 @@ fn new_source_buckets_are_adopted_and_their_site_buckets_created() {
         json!("Enabled")
     );
     wait_until(60, "the API ready", || api_ready(port));
+    // Discovery's first pass done (the old bucket adopted): with no interval, the buckets
+    // below are found only when announced, after all their objects are written.
+    wait_until(60, "the first discovery pass", || {
+        buckets_doc(port)["buckets"][&old].get("adoption").is_some()
+    });
 
     // Created after start, written before anyone knew of it, then announced.
     fid(&s.source, "bucket", json!({ "bucket": tmp }));
