@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 
 /// A configuration selecting `{p}-*` but `{p}-tmp-*`, one site naming buckets `{bucket}-dr`
 /// and creating them; the rules come from the default rules file only.
+/// One shard: the test stops an engine and starts another on the same consumer groups, and
+/// nisshi 0.6.0 wedges a group whose leader leaves while a rebalance is under way (two shards
+/// of one engine leaving together, the leader second): docs/architecture.md, "Known gaps".
 fn config(p: &str, port: u16, discover: u64) -> Setup {
     let st = setup(
         "unused",
@@ -27,7 +30,7 @@ fn config(p: &str, port: u16, discover: u64) -> Setup {
          [source]\nendpoint = \"{}\"\nbuckets = [\"{p}-*\"]\nexclude_buckets = [\"{p}-tmp-*\"]\n\
          default_rules_file = \"rules.xml\"\ndiscover_interval_seconds = {discover}\n\n\
          [sites.dr]\nendpoint = \"{}\"\nbucket_template = \"{{bucket}}-dr\"\ncreate_buckets = true\n\n\
-         [replication]\nshards = 2\nconcurrency = 8\nattempts = 3\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+         [replication]\nshards = 1\nconcurrency = 8\nattempts = 3\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
         broker(),
         st.prefix,
         s.source,

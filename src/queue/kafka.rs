@@ -171,6 +171,10 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     c.set("bootstrap.servers", brokers)
         .set("client.id", "backbeat")
         .set("log_level", "3");
+    // librdkafka's own debug contexts (for example `cgrp,protocol`), for diagnosing a broker.
+    if let Ok(contexts) = std::env::var("BACKBEAT_KAFKA_DEBUG") {
+        c.set("debug", contexts).set("log_level", "7");
+    }
     if let Some(s) = SECURITY.get() {
         for (k, v) in &s.settings {
             c.set(*k, v);

@@ -61,7 +61,8 @@ pub struct Setup {
 /// intermittent failure (in CI too) leaves what the engine was doing.
 impl Drop for Setup {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        // BACKBEAT_TEST_KEEP keeps every test's directory (logs), not only a failed one's.
+        if !std::thread::panicking() && std::env::var_os("BACKBEAT_TEST_KEEP").is_none() {
             return;
         }
         self.dir.disable_cleanup(true);
@@ -171,7 +172,10 @@ pub fn spawn_env(
         .arg(config)
         .env("AWS_ACCESS_KEY_ID", "AKTEST")
         .env("AWS_SECRET_ACCESS_KEY", "SKTEST/secret")
-        .env("BACKBEAT_LOG", "info")
+        .env(
+            "BACKBEAT_LOG",
+            std::env::var("BACKBEAT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
