@@ -135,15 +135,8 @@ const RETRY_FAILED: Duration = Duration::from_secs(30);
 /// Runs discovery until shutdown (on its own executor).
 pub async fn run(d: Discovery, shutdown: Shutdown) -> Result<(), QueueError> {
     let pc = &d.pc;
-    let consumer = Arc::new(kafka::consumer(
-        &pc.brokers,
-        &d.group,
-        &pc.membership,
-        DefaultConsumerContext,
-    )?);
-    consumer
-        .subscribe(&[pc.topics.buckets.as_str()])
-        .map_err(QueueError::Consume)?;
+    let (topic, membership) = (&pc.topics.buckets, &pc.membership);
+    let consumer = kafka::member(&pc.brokers, &d.group, membership, topic)?;
     let producer = kafka::producer(&pc.brokers)?;
     let source = Client::new(pc.source.clone(), None);
     let state = RefCell::new(Adopted::default());

@@ -73,15 +73,8 @@ fn due_at(dir: &std::path::Path, bucket: &str, interval: Duration) -> Instant {
 /// Runs ingestion until shutdown (on its own executor).
 pub async fn run(ing: Ingestion, shutdown: Shutdown) -> Result<(), QueueError> {
     let pc = &ing.pc;
-    let consumer = Rc::new(kafka::consumer(
-        &pc.brokers,
-        &ing.group,
-        &pc.membership,
-        DefaultConsumerContext,
-    )?);
-    consumer
-        .subscribe(&[pc.topics.buckets.as_str()])
-        .map_err(QueueError::Consume)?;
+    let (topic, membership) = (&pc.topics.buckets, &pc.membership);
+    let consumer = kafka::member(&pc.brokers, &ing.group, membership, topic)?;
     // Polled all along, so that a long pass keeps the membership.
     let (c, sd) = (consumer.clone(), shutdown.clone());
     glommio::spawn_local(async move {

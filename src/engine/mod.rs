@@ -750,92 +750,78 @@ impl Engine {
         Ok(())
     }
 
-    /// Every role in this process: the populator and each site's shards.
+    /// Every role in this process: the populator, each site's shards, and the optional
+    /// roles the configuration wants.
     pub fn run(self: &Arc<Self>, stats: Arc<Stats>, shutdown: Shutdown) -> Result<(), EngineError> {
         let api = self.start_api(shutdown.clone())?;
-        let mut handles = Vec::new();
-        {
-            let (me, stats, shutdown) = (self.clone(), stats.clone(), shutdown.clone());
-            handles.push(
-                std::thread::Builder::new()
-                    .name("populate".into())
-                    .spawn(move || me.populate(stats, shutdown))
-                    .map_err(|e| EngineError::Setup(e.to_string()))?,
-            );
-        }
-        if self.cfg.source.scan_interval_seconds > 0 {
-            let (me, shutdown) = (self.clone(), shutdown.clone());
-            handles.push(
-                std::thread::Builder::new()
-                    .name("scanner".into())
-                    .spawn(move || me.rescan_loop(shutdown))
-                    .map_err(|e| EngineError::Setup(e.to_string()))?,
-            );
-        }
-        if self.cfg.source.buckets.fixed().is_none() {
-            let (me, shutdown) = (self.clone(), shutdown.clone());
-            handles.push(
-                std::thread::Builder::new()
-                    .name("buckets".into())
-                    .spawn(move || me.discover(shutdown))
-                    .map_err(|e| EngineError::Setup(e.to_string()))?,
-            );
-        }
-        if !self.cfg.source.transient_buckets.is_empty() {
-            let (me, shutdown) = (self.clone(), shutdown.clone());
-            handles.push(
-                std::thread::Builder::new()
-                    .name("transient".into())
-                    .spawn(move || me.transient(shutdown))
-                    .map_err(|e| EngineError::Setup(e.to_string()))?,
-            );
-        }
-        if !self.cfg.source.ingest_buckets.is_empty() {
-            let (me, shutdown) = (self.clone(), shutdown.clone());
-            handles.push(
-                std::thread::Builder::new()
-                    .name("ingest".into())
-                    .spawn(move || me.ingest(shutdown))
-                    .map_err(|e| EngineError::Setup(e.to_string()))?,
-            );
-        }
-        if lifecycle::wanted(&self.cfg, &self.known.list())? {
-            let (me, shutdown) = (self.clone(), shutdown.clone());
-            handles.push(
-                std::thread::Builder::new()
-                    .name("lifecycle".into())
-                    .spawn(move || me.lifecycle(shutdown))
-                    .map_err(|e| EngineError::Setup(e.to_string()))?,
-            );
+        let src = &self.cfg.source;
+        let lifecycle = lifecycle::wanted(&self.cfg, &self.known.list())?;
+        let optional: [(&str, bool, Role); 5] = [
+            (
+                "scanner",
+                src.scan_interval_seconds > 0,
+                Engine::rescan_loop,
+            ),
+            ("buckets", src.buckets.fixed().is_none(), Engine::discover),
+            (
+                "transient",
+                !src.transient_buckets.is_empty(),
+                Engine::transient,
+            ),
+            ("ingest", !src.ingest_buckets.is_empty(), Engine::ingest),
+            ("lifecycle", lifecycle, Engine::lifecycle),
+        ];
+        let (me, st, sd) = (self.clone(), stats.clone(), shutdown.clone());
+        let mut handles = vec![spawn_role("populate".into(), move || me.populate(st, sd))?];
+        for (name, _, f) in optional.into_iter().filter(|(_, wanted, _)| *wanted) {
+            let (me, sd) = (self.clone(), shutdown.clone());
+            handles.push(spawn_role(name.into(), move || f(&me, sd))?);
         }
         let shards = self.shards();
         for site in self.sites.keys().cloned().collect::<Vec<_>>() {
-            let (me, shutdown) = (self.clone(), shutdown.clone());
-            let stats = self.site_stats[&site].clone();
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("site-{site}"))
-                    .spawn(move || me.replicate(&site, shards, stats, shutdown))
-                    .map_err(|e| EngineError::Setup(e.to_string()))?,
+            let (me, sd, st) = (
+                self.clone(),
+                shutdown.clone(),
+                self.site_stats[&site].clone(),
             );
+            let f = move || me.replicate(&site, shards, st, sd);
+            handles.push(spawn_role(format!("site-{site}"), f)?);
         }
         api.ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        let mut first_err = None;
-        for h in handles {
-            match h.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    shutdown.trigger();
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {
-                    shutdown.trigger();
-                    first_err.get_or_insert(EngineError::Setup("a role panicked".into()));
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        join_roles(handles, &shutdown)
     }
+}
+
+/// An optional role of `run`: runs on its own thread until shutdown.
+type Role = fn(&Engine, Shutdown) -> Result<(), EngineError>;
+
+type RoleHandle = std::thread::JoinHandle<Result<(), EngineError>>;
+
+/// Starts a role on a thread of its own, named `name`.
+fn spawn_role(
+    name: String,
+    f: impl FnOnce() -> Result<(), EngineError> + Send + 'static,
+) -> Result<RoleHandle, EngineError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .map_err(|e| EngineError::Setup(e.to_string()))
+}
+
+/// Waits for every role; the first that fails (or panics) stops the others, and its error
+/// is returned.
+fn join_roles(handles: Vec<RoleHandle>, shutdown: &Shutdown) -> Result<(), EngineError> {
+    let mut first_err = None;
+    for h in handles {
+        let failed = match h.join() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => EngineError::Setup("a role panicked".into()),
+        };
+        shutdown.trigger();
+        first_err.get_or_insert(failed);
+    }
+    first_err.map_or(Ok(()), Err)
 }
 
 /// One rescan of every bucket, for the settled sites.

@@ -57,15 +57,7 @@ fn member(
     role: &str,
     topic: &str,
 ) -> Result<Arc<Consumer<DefaultConsumerContext>>, QueueError> {
-    let pc = &t.pc;
-    let c = kafka::consumer(
-        &pc.brokers,
-        &group(t, role),
-        &pc.membership,
-        DefaultConsumerContext,
-    )?;
-    c.subscribe(&[topic]).map_err(QueueError::Consume)?;
-    Ok(Arc::new(c))
+    kafka::member(&t.pc.brokers, &group(t, role), &t.pc.membership, topic)
 }
 
 /// Polled while `work` takes long, so the member stays in its group.

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::ingest_state::{BucketState, Cursor, Done, KeyState, SnapshotReader, SnapshotWriter};
+use super::ingest_state::{BucketState, Cursor, KeyState, SnapshotReader, SnapshotWriter};
 use super::scan::{flush, group, to_version, KeyVersions, Pending};
 use super::worker::{entry_for, send_unsent, PopulateConfig, PopulateError, RulesCache};
 use crate::queue::codec::ReplicationEntry;
@@ -233,33 +233,17 @@ pub async fn pass(
 ) -> Result<Progress, PopulateError> {
     let failed = |m: String| PopulateError::Scan(format!("ingestion of {bucket}: {m}"));
     let st = BucketState::open(root, bucket).map_err(failed)?;
-    let resumed = st.cursor_to_resume().map_err(failed)?;
-    let mut cursor = match &resumed {
-        Some(c) => c.clone(),
-        None => Cursor {
-            pass: st.done().map_err(failed)?.map_or(1, |d| d.pass + 1),
-            started: unix_now(),
-            ..Default::default()
-        },
-    };
+    let (mut cursor, resumed) = cursor_of(&st).map_err(failed)?;
     let mut old = st.snapshot().map_err(failed)?;
     let mut next = st.next(cursor.written).map_err(failed)?;
     let source = Client::new(cfg.source.clone(), None);
-    let rules = RulesCache::new(cfg)?;
-    if rules.get(&source, bucket).await?.is_none() {
-        // Listed now, its keys would count as seen: rules added later would miss them.
-        let message = "no replication configuration (set source.rules_file, source.default_rules_file or the bucket's ReplicationConfiguration): not listed".into();
-        return Err(PopulateError::Rules {
-            bucket: bucket.into(),
-            message,
-        });
-    }
+    let rules = rules_of(cfg, &source, bucket).await?;
     let producer = kafka::producer(&cfg.brokers)?;
     let mut lister = Lister::new(&source, bucket, cursor.after.clone());
     let mut p = Progress {
         pass: cursor.pass,
         started: cursor.started,
-        resumed: resumed.is_some(),
+        resumed,
         ..Default::default()
     };
     let page_of = PageJob {
@@ -269,12 +253,8 @@ pub async fn pass(
         rules: &rules,
         producer: &producer,
     };
-    let last_count = st
-        .done()
-        .map_err(failed)?
-        .map(|d| d.keys)
-        .filter(|n| *n > 0);
-    let mut space = KeySpace::default();
+    let last_count = st.done().map_err(failed)?.map(|d| d.keys);
+    let mut reach = Reach::new(last_count);
     loop {
         if stop() {
             return Ok(p);
@@ -293,12 +273,7 @@ pub async fn pass(
         }
         cursor.written = next.flush().map_err(failed)?;
         st.save_cursor(&cursor).map_err(failed)?;
-        keys.iter().for_each(|k| space.see(&k.key));
-        let fraction = match (last_count, &cursor.after) {
-            (Some(n), _) => Some((cursor.keys as f64 / n as f64).min(1.0)),
-            (None, Some(k)) => Some(space.place(k)),
-            (None, None) => None,
-        };
+        let fraction = reach.after(&keys, &cursor);
         p = Progress {
             keys: cursor.keys,
             pages: cursor.pages,
@@ -312,18 +287,68 @@ pub async fn pass(
             break;
         }
     }
-    let done = Done {
-        pass: cursor.pass,
-        keys: cursor.keys,
-        pages: cursor.pages,
-        enqueued: cursor.enqueued,
-        started: cursor.started,
-        finished: unix_now(),
-    };
-    st.finish(next, &done).map_err(failed)?;
+    st.finish(next, &cursor.done(unix_now())).map_err(failed)?;
     (p.finished, p.fraction) = (true, Some(1.0));
     progress(&p);
     Ok(p)
+}
+
+/// The pass to resume (true), or a new one after the last done.
+fn cursor_of(st: &BucketState) -> Result<(Cursor, bool), String> {
+    if let Some(c) = st.cursor_to_resume()? {
+        return Ok((c, true));
+    }
+    let c = Cursor {
+        pass: st.done()?.map_or(1, |d| d.pass + 1),
+        started: unix_now(),
+        ..Default::default()
+    };
+    Ok((c, false))
+}
+
+/// The bucket's rules, which it must have: listed without them, its keys would count as
+/// seen, and rules added later would miss them.
+async fn rules_of(
+    cfg: &PopulateConfig,
+    source: &Client,
+    bucket: &str,
+) -> Result<RulesCache, PopulateError> {
+    let rules = RulesCache::new(cfg)?;
+    if rules.get(source, bucket).await?.is_none() {
+        let message = "no replication configuration (set source.rules_file, source.default_rules_file or the bucket's ReplicationConfiguration): not listed".into();
+        return Err(PopulateError::Rules {
+            bucket: bucket.into(),
+            message,
+        });
+    }
+    Ok(rules)
+}
+
+/// How far a pass is: keys listed over the last pass's count, else (a first pass) where
+/// the listing stands in the key space seen so far.
+struct Reach {
+    last_count: Option<u64>,
+    space: KeySpace,
+}
+
+impl Reach {
+    fn new(last_count: Option<u64>) -> Self {
+        let last_count = last_count.filter(|n| *n > 0);
+        Self {
+            last_count,
+            space: KeySpace::default(),
+        }
+    }
+
+    /// After a page of `keys`, with the cursor moved past them.
+    fn after(&mut self, keys: &[KeyVersions], cursor: &Cursor) -> Option<f64> {
+        keys.iter().for_each(|k| self.space.see(&k.key));
+        match (self.last_count, &cursor.after) {
+            (Some(n), _) => Some((cursor.keys as f64 / n as f64).min(1.0)),
+            (None, Some(k)) => Some(self.space.place(k)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// What a page needs: the bucket's rules and the replication topic.

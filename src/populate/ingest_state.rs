@@ -46,6 +46,20 @@ pub struct Cursor {
     pub started: u64,
 }
 
+impl Cursor {
+    /// The pass finished at `finished` (Unix seconds), as `done` records it.
+    pub fn done(&self, finished: u64) -> Done {
+        Done {
+            pass: self.pass,
+            keys: self.keys,
+            pages: self.pages,
+            enqueued: self.enqueued,
+            started: self.started,
+            finished,
+        }
+    }
+}
+
 /// What a bucket's last finished pass left (`done`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Done {

@@ -454,6 +454,19 @@ impl Membership {
 }
 
 /// A group member with manual commits: nothing is committed until the caller says so.
+/// A member of `group` subscribed to `topic` (the roles that only need to know whether they
+/// hold the topic's partition, or read it whole).
+pub fn member(
+    brokers: &str,
+    group: &str,
+    membership: &Membership,
+    topic: &str,
+) -> Result<Arc<Consumer<rdkafka::consumer::DefaultConsumerContext>>, QueueError> {
+    let c = consumer(brokers, group, membership, rdkafka::consumer::DefaultConsumerContext)?;
+    c.subscribe(&[topic]).map_err(QueueError::Consume)?;
+    Ok(Arc::new(c))
+}
+
 pub fn consumer<C: ConsumerContext + 'static>(
     brokers: &str,
     group: &str,
