@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer as _, DefaultConsumerContext};
+use rdkafka::consumer::Consumer as _;
 use rdkafka::message::Message as _;
 
 use crate::buckets::{Known, Selection};

@@ -8,11 +8,10 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{Consumer as _, DefaultConsumerContext};
+use rdkafka::consumer::Consumer as _;
 
 use crate::buckets::{Known, Selection};
 use crate::metrics::ingest::{eta, IngestStats, LastPass};

@@ -784,8 +784,9 @@ impl Engine {
                 shutdown.clone(),
                 self.site_stats[&site].clone(),
             );
+            let name = format!("site-{site}");
             let f = move || me.replicate(&site, shards, st, sd);
-            handles.push(spawn_role(format!("site-{site}"), f)?);
+            handles.push(spawn_role(name, f)?);
         }
         api.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         join_roles(handles, &shutdown)

@@ -462,7 +462,12 @@ pub fn member(
     membership: &Membership,
     topic: &str,
 ) -> Result<Arc<Consumer<rdkafka::consumer::DefaultConsumerContext>>, QueueError> {
-    let c = consumer(brokers, group, membership, rdkafka::consumer::DefaultConsumerContext)?;
+    let c = consumer(
+        brokers,
+        group,
+        membership,
+        rdkafka::consumer::DefaultConsumerContext,
+    )?;
     c.subscribe(&[topic]).map_err(QueueError::Consume)?;
     Ok(Arc::new(c))
 }
