@@ -94,6 +94,7 @@ pub fn run(backbeat: &Path, scale: f64, server_threads: usize) -> anyhow::Result
             max_rss_mib: rss,
             latency_ms: None,
             latency_cdf_ms: Vec::new(),
+            per_minute: Vec::new(),
         });
     }
     let _ = std::fs::remove_dir_all(&dir);

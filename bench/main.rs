@@ -27,7 +27,7 @@ use mem_s3::{Catalog, MemS3};
 #[derive(Parser)]
 #[command(
     about = "Benchmark backbeat against rclone and a loopback limit on an in-memory S3 endpoint",
-    after_help = "Scenarios: sweep (sweep-4KiB, sweep-64KiB, sweep-1MiB, sweep-16MiB, sweep-256MiB), mixed, versions, e2e, lifecycle, bandwidth, ingestion, all. Several may be given, comma-separated."
+    after_help = "Scenarios: sweep (sweep-4KiB, sweep-64KiB, sweep-1MiB, sweep-16MiB, sweep-256MiB), mixed, versions, e2e, steady, backlog, lifecycle, bandwidth, ingestion, all. Several may be given, comma-separated."
 )]
 struct Args {
     #[command(subcommand)]
@@ -47,6 +47,19 @@ struct Args {
     /// Object size in the e2e scenario
     #[arg(long, default_value_t = 256 * 1024)]
     e2e_size: u64,
+    /// Object size in the steady and backlog scenarios
+    #[arg(long, default_value_t = 64 * 1024)]
+    steady_size: u64,
+    /// Seconds of steady load (times --scale, at least 60)
+    #[arg(long, default_value_t = 180)]
+    steady_seconds: u64,
+    /// Events per second in the steady scenario (default: half the rate of a burst of the
+    /// same objects, measured first)
+    #[arg(long)]
+    steady_rate: Option<f64>,
+    /// Events waiting in Kafka in the backlog scenario (times --scale)
+    #[arg(long, default_value_t = 100_000)]
+    backlog_count: usize,
     /// Server threads of the in-memory endpoint
     #[arg(long, default_value_t = 1)]
     server_threads: usize,
@@ -113,6 +126,9 @@ pub struct Run {
     latency_ms: Option<[f64; 3]>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     latency_cdf_ms: Vec<[f64; 2]>,
+    /// Through Kafka, per minute of the run: objects, latency p50, p99, p99.9, max (ms).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    per_minute: Vec<[f64; 5]>,
 }
 
 #[derive(serde::Serialize)]
@@ -314,6 +330,7 @@ fn measure(
             max_rss_mib: peak_rss,
             latency_ms: None,
             latency_cdf_ms: Vec::new(),
+            per_minute: Vec::new(),
         },
         out,
     ))
@@ -502,6 +519,16 @@ fn ratios(runs: &[Run]) -> Vec<serde_json::Value> {
             v["cpu_per_gb_backbeat_over_limit"] =
                 serde_json::json!(b.cpu_s_per_gb / l.cpu_s_per_gb);
         }
+        // Through Kafka against `sync` of objects of the same size, in the same run.
+        let sync = runs.iter().find(|r| {
+            r.tool == "backbeat"
+                && r.scenario.starts_with("sweep-")
+                && r.object_size == b.object_size
+        });
+        if let (Some(s), true) = (sync, b.scenario.contains("-kafka-")) {
+            v["cpu_per_1000_objects_engine_over_sync"] =
+                serde_json::json!(b.cpu_s_per_1000_objects / s.cpu_s_per_1000_objects);
+        }
         out.push(v);
     }
     out
@@ -552,6 +579,14 @@ fn print_table(runs: &[Run], ratios: &[serde_json::Value]) {
                 .map(|x| format!("x{x:.2}"))
                 .unwrap_or_else(|| "-".into())
         };
+        if v.get("cpu_per_1000_objects_engine_over_sync").is_some() {
+            println!(
+                "{:<14} through Kafka/sync: CPU per 1000 objects {}",
+                v["scenario"].as_str().unwrap_or(""),
+                f("cpu_per_1000_objects_engine_over_sync")
+            );
+            continue;
+        }
         println!(
             "{:<14} backbeat/rclone: throughput {} objects/s {} CPU/GB {}   backbeat/limit: throughput {} CPU/GB {}",
             v["scenario"].as_str().unwrap_or(""),
@@ -562,6 +597,135 @@ fn print_table(runs: &[Run], ratios: &[serde_json::Value]) {
             f("cpu_per_gb_backbeat_over_limit"),
         );
     }
+}
+
+/// A run through Kafka as the table and the JSON show it.
+fn kafka_run(scenario: String, setting: String, count: usize, size: u64, r: e2e::E2e) -> Run {
+    let bytes = count as u64 * size;
+    let gb = bytes as f64 / 1e9;
+    Run {
+        tool: "backbeat".into(),
+        scenario,
+        object_size: Some(size),
+        setting,
+        objects: count,
+        bytes,
+        seconds: r.seconds,
+        gb_per_s: gb / r.seconds,
+        objects_per_s: count as f64 / r.seconds,
+        cpu_seconds: r.cpu_seconds,
+        cpu_s_per_gb: r.cpu_seconds / gb,
+        cpu_s_per_1000_objects: r.cpu_seconds / count as f64 * 1000.0,
+        max_rss_mib: r.max_rss_mib,
+        latency_ms: Some(r.latency_ms),
+        latency_cdf_ms: r.latency_cdf_ms,
+        per_minute: r.per_minute,
+    }
+}
+
+/// The scenarios through Kafka (`e2e`, `steady`, `backlog`), on one broker; each on an
+/// in-memory endpoint of its own.
+fn through_kafka(
+    args: &Args,
+    backbeat: &std::path::Path,
+    which: &[&str],
+    runs: &mut Vec<Run>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let broker = e2e::broker(args.kafka.as_deref())?;
+    let shards = args.shards.unwrap_or_else(cores);
+    let setting = format!("run, --shards {shards} --concurrency {}", args.concurrency);
+    let serve = |count: usize, size: u64| {
+        let server = MemS3::new("bench-src", Catalog::uniform(count, size));
+        let url = format!("http://127.0.0.1:{}", server.serve(args.server_threads));
+        (server, url)
+    };
+    let setup = e2e::Setup {
+        backbeat,
+        brokers: &broker.addr,
+        shards,
+        concurrency: args.concurrency,
+    };
+    if which.contains(&"e2e") {
+        let (count, size) = (scaled(args.e2e_count, args.scale), args.e2e_size);
+        let (server, url) = serve(count, size);
+        eprintln!("scenario e2e: a burst of {count} events for objects of {} KiB, through Kafka ({}) to the in-memory endpoint {url}", size / 1024, broker.addr);
+        let at = e2e::At {
+            server: &server,
+            url: &url,
+            size,
+        };
+        let r = e2e::burst(&setup, &at, count)?;
+        let name = format!("e2e-kafka-{}KiB", size / 1024);
+        runs.push(kafka_run(name, setting.clone(), count, size, r));
+    }
+    let size = args.steady_size;
+    if which.contains(&"steady") {
+        let rate = match args.steady_rate {
+            Some(r) => r,
+            None => {
+                let count = scaled(4000, args.scale.max(0.5));
+                let (server, url) = serve(count, size);
+                eprintln!("scenario steady: first a burst of {count} events for objects of {} KiB, for the saturating rate", size / 1024);
+                let at = e2e::At {
+                    server: &server,
+                    url: &url,
+                    size,
+                };
+                let r = e2e::burst(&setup, &at, count)?;
+                let saturating = count as f64 / r.seconds;
+                let name = format!("e2e-kafka-{}KiB", size / 1024);
+                runs.push(kafka_run(name, setting.clone(), count, size, r));
+                saturating / 2.0
+            }
+        };
+        let secs = ((args.steady_seconds as f64 * args.scale) as u64).max(60);
+        let count = (rate * secs as f64) as usize;
+        let (server, url) = serve(count, size);
+        eprintln!(
+            "scenario steady: {count} events at {rate:.0}/s for {secs} s, objects of {} KiB",
+            size / 1024
+        );
+        let at = e2e::At {
+            server: &server,
+            url: &url,
+            size,
+        };
+        let (r, achieved) = e2e::steady(&setup, &at, count, rate)?;
+        let mut minutes = String::new();
+        for (i, m) in r.per_minute.iter().enumerate() {
+            minutes.push_str(&format!(
+                "; minute {}: {} objects, p50 {} p99 {} p99.9 {} max {} ms",
+                i + 1,
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4]
+            ));
+        }
+        notes.push(format!(
+            "steady, {achieved:.0} events/s of {} KiB objects{minutes}",
+            size / 1024
+        ));
+        let name = format!("steady-kafka-{}KiB", size / 1024);
+        let set = format!("{setting}, {achieved:.0} events/s");
+        runs.push(kafka_run(name, set, count, size, r));
+    }
+    if which.contains(&"backlog") {
+        let count = scaled(args.backlog_count, args.scale);
+        let (server, url) = serve(count, size);
+        eprintln!("scenario backlog: {count} events waiting in Kafka, then an engine started");
+        let at = e2e::At {
+            server: &server,
+            url: &url,
+            size,
+        };
+        let r = e2e::backlog(&setup, &at, count)?;
+        let name = format!("backlog-kafka-{}KiB", size / 1024);
+        runs.push(kafka_run(name, setting.clone(), count, size, r));
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -606,13 +770,15 @@ fn main() -> anyhow::Result<()> {
         let ok = *w == "all"
             || *w == "sweep"
             || *w == "e2e"
+            || *w == "steady"
+            || *w == "backlog"
             || *w == "lifecycle"
             || *w == "bandwidth"
             || *w == "ingestion"
             || known.iter().any(|s| s.name == *w);
         if !ok {
             bail!(
-                "no scenario {w}: choose from all, sweep, {}, e2e, lifecycle, bandwidth, ingestion",
+                "no scenario {w}: choose from all, sweep, {}, e2e, steady, backlog, lifecycle, bandwidth, ingestion",
                 known
                     .iter()
                     .map(|s| s.name.as_str())
@@ -626,49 +792,20 @@ fn main() -> anyhow::Result<()> {
     for sc in known.iter().filter(|s| want(&s.name)) {
         run_scenario(&args, sc, &backbeat, &mut runs, &mut notes)?;
     }
-    if want("e2e") {
+    let kafka: Vec<&str> = ["e2e", "steady", "backlog"]
+        .into_iter()
+        .filter(|n| want(n))
+        .collect();
+    if !kafka.is_empty() {
         let has_broker =
             args.kafka.is_some() || Command::new("nisshi").arg("--version").output().is_ok();
         if !has_broker && args.scenario == "all" {
-            eprintln!("scenario e2e skipped: no --kafka given and nisshi is not installed");
-            notes.push("e2e skipped: no broker".into());
+            eprintln!(
+                "scenarios through Kafka skipped: no --kafka given and nisshi is not installed"
+            );
+            notes.push("e2e, steady and backlog skipped: no broker".into());
         } else {
-            let broker = e2e::broker(args.kafka.as_deref())?;
-            let count = scaled(args.e2e_count, args.scale);
-            let server = MemS3::new("bench-src", Catalog::uniform(count, args.e2e_size));
-            let port = server.serve(args.server_threads);
-            let url = format!("http://127.0.0.1:{port}");
-            eprintln!("scenario e2e: {count} objects of {} KiB, events in Kafka ({}) to the in-memory endpoint {url}", args.e2e_size / 1024, broker.addr);
-            let shards = args.shards.unwrap_or_else(cores);
-            let r = e2e::run(
-                &backbeat,
-                &broker.addr,
-                &server,
-                &url,
-                count,
-                args.e2e_size,
-                shards,
-                args.concurrency,
-            )?;
-            let bytes = count as u64 * args.e2e_size;
-            let gb = bytes as f64 / 1e9;
-            runs.push(Run {
-                tool: "backbeat".into(),
-                scenario: format!("e2e-kafka-{}KiB", args.e2e_size / 1024),
-                object_size: None,
-                setting: format!("run, --shards {shards} --concurrency {}", args.concurrency),
-                objects: count,
-                bytes,
-                seconds: r.seconds,
-                gb_per_s: gb / r.seconds,
-                objects_per_s: count as f64 / r.seconds,
-                cpu_seconds: r.cpu_seconds,
-                cpu_s_per_gb: r.cpu_seconds / gb,
-                cpu_s_per_1000_objects: r.cpu_seconds / count as f64 * 1000.0,
-                max_rss_mib: r.max_rss_mib,
-                latency_ms: Some(r.latency_ms),
-                latency_cdf_ms: r.latency_cdf_ms,
-            });
+            through_kafka(&args, &backbeat, &kafka, &mut runs, &mut notes)?;
         }
     }
     if want("lifecycle") {

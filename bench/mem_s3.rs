@@ -465,6 +465,9 @@ impl MemS3 {
             .get("x-amz-checksum-crc32c")
             .and_then(|v| v.to_str().ok())
             .and_then(backbeat::s3::checksum::decode);
+        // `If-None-Match: *`, as S3 does: refused when the key was written (checked once the
+        // body is read, as a server that stores the object would).
+        let if_absent = h.get("if-none-match").is_some_and(|v| v.as_bytes() == b"*");
         let mut body = req.into_body();
         let mut dec = Decoder::new(chunked);
         let mut got = 0u64;
@@ -489,6 +492,9 @@ impl MemS3 {
             }
         }
         let etag = format!("\"crc32c.{:08x}\"", dec.crc);
+        if if_absent && self.written.lock().expect("written").contains_key(path) {
+            return error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed");
+        }
         match q.get("uploadId") {
             Some(id) => {
                 *self

@@ -127,7 +127,7 @@ fn latency(runs: &[Run], path: &Path) -> anyhow::Result<()> {
     let with: Vec<&Run> = runs
         .iter()
         .filter(|r| !r.latency_cdf_ms.is_empty())
-        .filter(|r| r.scenario == "sweep-1MiB" || r.scenario.starts_with("e2e"))
+        .filter(|r| r.scenario == "sweep-1MiB" || r.scenario.contains("-kafka-"))
         .collect();
     if with.is_empty() {
         return Ok(());
@@ -169,7 +169,7 @@ fn latency(runs: &[Run], path: &Path) -> anyhow::Result<()> {
             .map(|p| (p[1], p[0]))
             .collect();
         let label = match r.scenario.as_str() {
-            s if s.starts_with("e2e") => format!("backbeat run, event to destination ({s})"),
+            s if s.contains("-kafka-") => format!("backbeat run, event to destination ({s})"),
             s => format!("{} ({s}, per object)", r.tool),
         };
         chart

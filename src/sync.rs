@@ -2,7 +2,9 @@
 //!
 //! The scan runs on shard 0 and hands each key (all its versions, oldest first) to the shard
 //! chosen by the key's hash; each shard replicates up to `concurrency` keys at once, each
-//! key's versions in order. Owns: the job's wiring, progress and summary.
+//! key's versions in order. The destination is listed alongside the source: a key it holds
+//! nothing of is written without a HEAD first, on condition that it is still absent
+//! ([`dest_keys`]). Owns: the job's wiring, progress and summary.
 //! May call: `s3`, `replication`, `populate`, `shard`, `metrics`, `bandwidth`.
 
 use std::cell::RefCell;
@@ -14,6 +16,12 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::{latency_histogram, Failure, Stats};
 use crate::populate::scan::{scan, KeyVersions};
+
+mod dest_keys;
+use dest_keys::DestKeys;
+
+/// A key to copy, and whether the destination's listing held nothing of it.
+type Job = (KeyVersions, bool);
 use crate::replication::{replicate_key, DataPath, Options, Route};
 use crate::s3::ops::bucket::{BucketError, Versioning};
 use crate::s3::{Client, Endpoint};
@@ -220,8 +228,8 @@ struct ShardShared {
 
 /// One bounded queue of keys per shard; the scan (on shard 0) takes every sender.
 struct KeyQueues {
-    senders: std::sync::Mutex<Option<Vec<async_channel::Sender<KeyVersions>>>>,
-    receivers: Vec<async_channel::Receiver<KeyVersions>>,
+    senders: std::sync::Mutex<Option<Vec<async_channel::Sender<Job>>>>,
+    receivers: Vec<async_channel::Receiver<Job>>,
 }
 
 impl KeyQueues {
@@ -230,7 +238,7 @@ impl KeyQueues {
         let mut senders = Vec::with_capacity(shards);
         let mut receivers = Vec::with_capacity(shards);
         for _ in 0..shards {
-            let (tx, rx) = async_channel::bounded::<KeyVersions>(256);
+            let (tx, rx) = async_channel::bounded::<Job>(256);
             senders.push(tx);
             receivers.push(rx);
         }
@@ -266,8 +274,8 @@ fn spawn_shards(
 /// its own queue.
 async fn shard_task(
     shared: ShardShared,
-    rx: async_channel::Receiver<KeyVersions>,
-    senders: Option<Vec<async_channel::Sender<KeyVersions>>>,
+    rx: async_channel::Receiver<Job>,
+    senders: Option<Vec<async_channel::Sender<Job>>>,
 ) {
     let job = &shared.job;
     let route = Rc::new(Route {
@@ -297,7 +305,7 @@ async fn shard_task(
 async fn scan_source(
     route: Rc<Route>,
     shared: ShardShared,
-    senders: Vec<async_channel::Sender<KeyVersions>>,
+    senders: Vec<async_channel::Sender<Job>>,
 ) {
     let ShardShared {
         job,
@@ -306,18 +314,26 @@ async fn scan_source(
         scan_error,
         ..
     } = shared;
+    let prefix = job.source.prefix.clone();
+    let dest = Rc::new(DestKeys::follow(
+        route.dest.clone(),
+        route.dest_bucket.clone(),
+        prefix.clone(),
+        shutdown.clone(),
+    ));
     let r = scan(
         &route.source,
         &job.source.bucket,
-        job.source.prefix.as_deref(),
+        prefix.as_deref(),
         &shutdown,
         |kv| {
-            let stats = stats.clone();
+            let (stats, dest) = (stats.clone(), dest.clone());
             let tx = senders[shard_of(&kv.key, senders.len())].clone();
             async move {
                 Stats::add(&stats.versions_seen, kv.versions.len() as u64);
                 Stats::add(&stats.bytes_seen, kv.versions.iter().map(|v| v.size).sum());
-                tx.send(kv).await.is_ok()
+                let absent = dest.absent(&kv.key).await;
+                tx.send((kv, absent)).await.is_ok()
             }
         },
     )
@@ -337,18 +353,19 @@ async fn replicate_queue(
     route: Rc<Route>,
     data: Rc<DataPath>,
     shared: &ShardShared,
-    rx: async_channel::Receiver<KeyVersions>,
+    rx: async_channel::Receiver<Job>,
 ) {
     let concurrency = shared.job.concurrency.max(1) as u64;
     let slots = Rc::new(glommio::sync::Semaphore::new(concurrency));
     let latency = Rc::new(RefCell::new(latency_histogram()));
-    while let Ok(kv) = rx.recv().await {
+    while let Ok((kv, absent)) = rx.recv().await {
         let Ok(permit) = Rc::clone(&slots).acquire_static_permit(1).await else {
             break;
         };
         let (route, data, latency) = (route.clone(), data.clone(), latency.clone());
         glommio::spawn_local(async move {
-            replicate_key(&route, &data, &kv.key, &kv.versions, &latency).await;
+            let key = (kv.key.as_str(), kv.versions.as_slice());
+            replicate_key(&route, &data, key, absent, &latency).await;
             drop(permit);
         })
         .detach();

@@ -9,7 +9,7 @@ use backbeat::s3::ops::bucket::Versioning;
 use backbeat::s3::ops::get_object::{GetObjectError, GetObjectRequest};
 use backbeat::s3::ops::head_object::{HeadObjectError, HeadObjectRequest};
 use backbeat::s3::ops::list_object_versions::ListObjectVersionsRequest;
-use backbeat::s3::ops::put_object::{PutObjectRequest, UploadChecksum};
+use backbeat::s3::ops::put_object::{PutObjectError, PutObjectRequest, UploadChecksum};
 use backbeat::s3::ops::ObjectMetadata;
 use backbeat::s3::{Client, Endpoint, EndpointConfig};
 use common::*;
@@ -326,6 +326,7 @@ fn streaming_pipe_with_trailer_checksum() {
                 metadata: &ObjectMetadata::default(),
                 tags: &[],
                 checksum: UploadChecksum::Trailer,
+                if_none_match: false,
             },
         )
         .await
@@ -348,6 +349,46 @@ fn streaming_pipe_with_trailer_checksum() {
             Some(checksum::crc32c(&body)),
             "the trailer's CRC32C is stored"
         );
+    });
+}
+
+/// `If-None-Match: *`: written once; a second write of the key is refused as `KeyExists`
+/// and leaves the first; over a current delete marker the write is made (as S3 does).
+#[test]
+fn conditional_write_only_when_the_key_is_absent() {
+    let s = servers();
+    block_on(async {
+        let c = Client::new(endpoint(&s.dest), None);
+        let b = bucket("cond");
+        make_bucket(&c, &b, true).await;
+        let write = |body: &'static [u8]| {
+            let c = c.clone();
+            let b = b.clone();
+            async move {
+                let meta = ObjectMetadata::default();
+                let r = PutObjectRequest {
+                    body: ReqBody::full(body.to_vec()),
+                    length: body.len() as u64,
+                    metadata: &meta,
+                    tags: &[],
+                    checksum: UploadChecksum::Header(checksum::crc32c(body)),
+                    if_none_match: true,
+                };
+                c.put_object(&b, "k", r).await
+            }
+        };
+        write(b"first").await.expect("an absent key is written");
+        let again = write(b"second").await;
+        assert!(matches!(again, Err(PutObjectError::KeyExists)), "{again:?}");
+        assert_eq!(read_all(&c, &b, "k", None).await, b"first");
+        c.delete_object(&b, "k", None).await.unwrap();
+        write(b"third").await.expect("over a delete marker");
+        assert_eq!(read_all(&c, &b, "k", None).await, b"third");
+        let listed = c
+            .list_object_versions(&b, ListObjectVersionsRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(listed.versions.len(), 3, "first, the marker, third");
     });
 }
 

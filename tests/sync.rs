@@ -854,3 +854,60 @@ fn sync_bandwidth_holds_the_copy_to_the_rate_and_a_bad_rate_is_named() {
     assert_eq!(n(&out, "versions_copied"), 4, "{out}");
     assert!(took >= 3.0, "4 MiB at 1 MiB/s took {took:.1} s");
 }
+
+/// The destination is listed alongside the source: a key it holds nothing of is written
+/// with no HEAD first (GET and a conditional PUT), a key it holds is asked for as before.
+/// Counted at a proxy in front of the destination; boto3 compares both sides.
+#[test]
+fn keys_absent_at_the_destination_cost_no_head() {
+    let s = servers();
+    let (sb, db) = (bucket("abs-src"), bucket("abs-dst"));
+    block_on(async {
+        let (src, _) = versioned_pair(&s, &sb, &db).await;
+        for i in 0..20 {
+            put_data(&src, &sb, &format!("k{i:02}"), &data(100, i)).await;
+        }
+        put_data(&src, &sb, "k15", &data(200, 99)).await;
+    });
+    // The first ten keys are at the destination already.
+    let (code, first, err) = sync(&s.source, &format!("{sb}/k0"), &s.dest, &db, &[]);
+    assert_eq!(code, 0, "{first}\n{err}");
+    assert_eq!(n(&first, "versions_copied"), 10, "{first}");
+
+    let proxy = Proxy::start(&s.dest, false);
+    let (code, out, err) = sync(&s.source, &sb, &proxy.url, &db, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        n(&out, "versions_copied"),
+        11,
+        "k10..k19, two of k15: {out}"
+    );
+    assert_eq!(n(&out, "skipped"), 10, "{out}");
+    let lines: Vec<String> = proxy
+        .faults
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(l, _)| l.clone())
+        .collect();
+    let of_keys = |method: &str| -> Vec<&String> {
+        let at = format!("{method} /{db}/k");
+        lines.iter().filter(|l| l.starts_with(&at)).collect()
+    };
+    let heads = of_keys("HEAD");
+    assert_eq!(
+        heads.len(),
+        10,
+        "a HEAD for each key already there only: {lines:#?}"
+    );
+    assert!(heads.iter().all(|l| l.contains("/k0")), "{heads:#?}");
+    assert_eq!(of_keys("PUT").len(), 11, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("GET /") && l.contains("versions")),
+        "the listing: {lines:#?}"
+    );
+    assert_replicated_by_boto3(&s.source, &sb, &s.dest, &db);
+}

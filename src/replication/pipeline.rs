@@ -250,7 +250,27 @@ pub async fn replicate_once<S: ObjectStore>(
     dp: &DataPath,
     v: &Version,
 ) -> Result<Outcome, ReplicationError> {
-    let out = copy_once(route, dp, v).await?;
+    with_acl(route, v, copy_once(route, dp, v, false).await?).await
+}
+
+/// [`replicate_once`] for a key the destination's listing did not hold: the PUT is made only
+/// if the key still has no object there (`If-None-Match: *`), so nothing written since the
+/// listing is overwritten: that write fails as
+/// [`KeyExists`](crate::s3::ops::put_object::PutObjectError::KeyExists) instead.
+async fn replicate_if_absent<S: ObjectStore>(
+    route: &Route<S>,
+    dp: &DataPath,
+    v: &Version,
+) -> Result<Outcome, ReplicationError> {
+    with_acl(route, v, copy_once(route, dp, v, true).await?).await
+}
+
+/// A copied version gets the source's grants when the site copies ACLs.
+async fn with_acl<S: ObjectStore>(
+    route: &Route<S>,
+    v: &Version,
+    out: Outcome,
+) -> Result<Outcome, ReplicationError> {
     if let (Outcome::Copied { .. }, Acl::Copy) = (&out, &route.policy.acl) {
         let acl = [super::MetadataField::Acl];
         super::metadata::update(route, v, &acl, true).await?;
@@ -270,11 +290,13 @@ async fn applied<S: ObjectStore>(
     Ok(Outcome::Skipped)
 }
 
-/// Copies one version (or writes its delete marker), once.
+/// Copies one version (or writes its delete marker), once; `if_absent`: a single PUT is made
+/// only if the key has no object at the destination.
 async fn copy_once<S: ObjectStore>(
     route: &Route<S>,
     dp: &DataPath,
     v: &Version,
+    if_absent: bool,
 ) -> Result<Outcome, ReplicationError> {
     if v.delete_marker {
         return replicate_delete_marker(route, v).await;
@@ -316,7 +338,7 @@ async fn copy_once<S: ObjectStore>(
     if get.head.content_length == 0 {
         return replicate_empty(route, v, get, &meta, &tags).await;
     }
-    put_streamed(route, dp, v, get, &meta, &tags).await
+    put_streamed(route, dp, v, get, (&meta, &tags), if_absent).await
 }
 
 /// What the source says of a version: its head, and the GET already answered when one
@@ -397,8 +419,8 @@ async fn put_streamed<S: ObjectStore>(
     dp: &DataPath,
     v: &Version,
     get: GetObjectOutput,
-    meta: &ObjectMetadata,
-    tags: &[(String, String)],
+    (meta, tags): (&ObjectMetadata, &[(String, String)]),
+    if_none_match: bool,
 ) -> Result<Outcome, ReplicationError> {
     let len = get.head.content_length;
     let (mode, chunked) = upload_checksum(&route.dest, get.head.crc32c);
@@ -411,6 +433,7 @@ async fn put_streamed<S: ObjectStore>(
         metadata: meta,
         tags,
         checksum: mode,
+        if_none_match,
     };
     let out = route.dest.put_object(&route.dest_bucket, &v.key, put).await;
     let out = out.map_err(|e| {
@@ -505,6 +528,7 @@ pub(crate) async fn replicate_small_empty<S: ObjectStore>(
                 metadata: meta,
                 tags,
                 checksum: UploadChecksum::Header(0),
+                if_none_match: false,
             },
         )
         .await
@@ -534,21 +558,19 @@ pub async fn replicate<S: ObjectStore>(
     dp: &DataPath,
     v: &Version,
 ) -> Result<Outcome, GaveUp<ReplicationError>> {
-    let units = window_units(&dp.opts, v.size);
-    let _window = if units > 0 {
-        let closed = |_| GaveUp {
-            error: ReplicationError::new(
-                Stage::Multipart,
-                ErrorKind::Cancelled,
-                "the shard's window is closed",
-            ),
-            attempts: 1,
-            cancelled: true,
-        };
-        Some(dp.byte_window.acquire_permit(units).await.map_err(closed)?)
-    } else {
-        None
-    };
+    replicate_with(route, dp, v, false).await
+}
+
+/// [`replicate`]; `if_absent`: the first attempt writes only if the key has no object at
+/// the destination ([`replicate_if_absent`]), and fails as `PreconditionFailed` (permanent,
+/// see [`key_exists`]) when it has one.
+async fn replicate_with<S: ObjectStore>(
+    route: &Route<S>,
+    dp: &DataPath,
+    v: &Version,
+    if_absent: bool,
+) -> Result<Outcome, GaveUp<ReplicationError>> {
+    let _window = admit(dp, v).await?;
     let label = VersionLabel(v);
     let permanent = ReplicationError::is_permanent;
     let breaker = dp.breaker.as_deref();
@@ -559,10 +581,33 @@ pub async fn replicate<S: ObjectStore>(
         super::breaker::through(breaker, &v.key, &dp.cancel, move || {
             runs += 1;
             let as_attempt = if runs > 1 { attempt.max(2) } else { attempt };
-            attempt_once(route, dp, v, as_attempt)
+            attempt_once(route, dp, v, (as_attempt, if_absent))
         })
     })
     .await
+}
+
+/// Waits for the shard's byte window to admit a version of 1 MiB or more.
+async fn admit<'a>(
+    dp: &'a DataPath,
+    v: &Version,
+) -> Result<Option<glommio::sync::Permit<'a>>, GaveUp<ReplicationError>> {
+    let units = window_units(&dp.opts, v.size);
+    if units == 0 {
+        return Ok(None);
+    }
+    let closed = |_| GaveUp {
+        error: ReplicationError::new(
+            Stage::Multipart,
+            ErrorKind::Cancelled,
+            "the shard's window is closed",
+        ),
+        attempts: 1,
+        cancelled: true,
+    };
+    Ok(Some(
+        dp.byte_window.acquire_permit(units).await.map_err(closed)?,
+    ))
 }
 
 /// Names a version in the log.
@@ -585,7 +630,7 @@ async fn attempt_once<S: ObjectStore>(
     route: &Route<S>,
     dp: &DataPath,
     v: &Version,
-    attempt: u32,
+    (attempt, if_absent): (u32, bool),
 ) -> Result<Outcome, ReplicationError> {
     if attempt > 1 {
         Stats::add(&dp.stats.retries, 1);
@@ -595,7 +640,11 @@ async fn attempt_once<S: ObjectStore>(
             Verdict::Superseded(why) => return Ok(Outcome::Superseded(why)),
         }
     }
-    let result = replicate_once(route, dp, v).await;
+    let result = if if_absent && attempt == 1 {
+        replicate_if_absent(route, dp, v).await
+    } else {
+        replicate_once(route, dp, v).await
+    };
     if let Err(e) = &result {
         if e.kind == ErrorKind::ChecksumMismatch {
             Stats::add(&dp.stats.checksum_mismatches, 1);
@@ -615,14 +664,90 @@ pub fn window_units(opts: &Options, size: u64) -> u64 {
 
 /// Replicates a key's versions, oldest first, skipping those already at the destination.
 /// A failed version stops the key: later versions are reported as blocked, so a rerun
-/// resumes in order.
+/// resumes in order. `dest_absent`: the destination's listing held nothing of the key, so
+/// its first version is written without asking first (one request fewer), on condition
+/// that the key is still absent; when it is not, the key is asked for as any other.
 pub async fn replicate_key<S: ObjectStore>(
+    route: &Route<S>,
+    dp: &DataPath,
+    (key, versions): (&str, &[Version]),
+    dest_absent: bool,
+    latency: &std::cell::RefCell<hdrhistogram::Histogram<u64>>,
+) {
+    // On an unversioned destination a replicated delete leaves nothing: a key whose history
+    // ends deleted is absent there when done, so absence proves nothing (the HEAD decides).
+    let ends_deleted = versions.last().is_some_and(|v| v.delete_marker);
+    let mut if_absent = dest_absent
+        && (route.dest_versioned || !ends_deleted)
+        && versions.first().is_some_and(|v| {
+            !v.delete_marker
+                && v.size < dp.opts.multipart_threshold
+                && multipart_etag_parts(&v.etag).is_none()
+        });
+    let mut i = 0;
+    if !if_absent {
+        let Some(n) = applied_count(route, dp, key, versions).await else {
+            return;
+        };
+        i = n;
+    }
+    while let Some(v) = versions.get(i) {
+        if dp.cancel.is_set() {
+            return;
+        }
+        let t = Instant::now();
+        match replicate_with(route, dp, v, if_absent).await {
+            Ok(out) => record(dp, out, t, latency),
+            Err(gave_up) if if_absent && key_exists(&gave_up.error) => {
+                // Written meanwhile (a replay, another writer): ask, as for any key.
+                if_absent = false;
+                let Some(n) = applied_count(route, dp, key, versions).await else {
+                    return;
+                };
+                i = n;
+                continue;
+            }
+            Err(GaveUp {
+                error: e, attempts, ..
+            }) => {
+                fail(dp, v, &e, attempts);
+                block_after(dp, &versions[i + 1..], v, &e);
+                return;
+            }
+        }
+        if_absent = false;
+        i += 1;
+    }
+}
+
+/// A conditional write refused: the key has an object at the destination.
+fn key_exists(e: &ReplicationError) -> bool {
+    e.stage == Stage::PutDestination && e.code() == "PreconditionFailed"
+}
+
+/// Records the versions after a failed one as blocked behind it.
+fn block_after(dp: &DataPath, later: &[Version], failed: &Version, e: &ReplicationError) {
+    let blocked = ReplicationError::new(
+        e.stage,
+        ErrorKind::Blocked,
+        format!(
+            "not attempted: version {} of this key failed first",
+            failed.version_id
+        ),
+    );
+    for v in later {
+        fail(dp, v, &blocked, 0);
+    }
+}
+
+/// How many of a key's versions the destination already reflects (counted as skipped);
+/// `None` when asking failed for good (every version recorded as failed).
+async fn applied_count<S: ObjectStore>(
     route: &Route<S>,
     dp: &DataPath,
     key: &str,
     versions: &[Version],
-    latency: &std::cell::RefCell<hdrhistogram::Histogram<u64>>,
-) {
+) -> Option<usize> {
     let label = format!("checking what the destination holds of {key}");
     let permanent = ReplicationError::is_permanent;
     let start = retry(&dp.opts.retry, &dp.cancel, &label, permanent, |attempt| {
@@ -632,56 +757,44 @@ pub async fn replicate_key<S: ObjectStore>(
         route.applied_prefix(key, versions)
     })
     .await;
-    let start = match start {
-        Ok(n) => n,
+    match start {
+        Ok(n) => {
+            Stats::add(&dp.stats.skipped, n as u64);
+            Some(n)
+        }
         Err(gave_up) => {
             for v in versions {
                 fail(dp, v, &gave_up.error, gave_up.attempts);
             }
-            return;
+            None
         }
+    }
+}
+
+/// Counts a version's outcome (and its latency, when something was written).
+fn record(
+    dp: &DataPath,
+    out: Outcome,
+    t: Instant,
+    latency: &std::cell::RefCell<hdrhistogram::Histogram<u64>>,
+) {
+    let wrote = |latency: &std::cell::RefCell<hdrhistogram::Histogram<u64>>| {
+        let us = t.elapsed().as_micros().max(1) as u64;
+        latency.borrow_mut().saturating_record(us);
     };
-    Stats::add(&dp.stats.skipped, start as u64);
-    for (i, v) in versions.iter().enumerate().skip(start) {
-        if dp.cancel.is_set() {
-            return;
+    match out {
+        Outcome::Copied { bytes } => {
+            Stats::add(&dp.stats.versions_copied, 1);
+            Stats::add(&dp.stats.bytes_copied, bytes);
+            wrote(latency);
         }
-        let t = Instant::now();
-        match replicate(route, dp, v).await {
-            Ok(Outcome::Copied { bytes }) => {
-                Stats::add(&dp.stats.versions_copied, 1);
-                Stats::add(&dp.stats.bytes_copied, bytes);
-                latency
-                    .borrow_mut()
-                    .saturating_record(t.elapsed().as_micros().max(1) as u64);
-            }
-            Ok(Outcome::DeleteMarker) => {
-                Stats::add(&dp.stats.delete_markers, 1);
-                latency
-                    .borrow_mut()
-                    .saturating_record(t.elapsed().as_micros().max(1) as u64);
-            }
-            Ok(Outcome::Skipped) => Stats::add(&dp.stats.skipped, 1),
-            Ok(Outcome::MetadataUpdated { .. }) => Stats::add(&dp.stats.metadata_updates, 1),
-            Ok(Outcome::Superseded(_)) => Stats::add(&dp.stats.superseded, 1),
-            Err(GaveUp {
-                error: e, attempts, ..
-            }) => {
-                fail(dp, v, &e, attempts);
-                let blocked = ReplicationError::new(
-                    e.stage,
-                    ErrorKind::Blocked,
-                    format!(
-                        "not attempted: version {} of this key failed first",
-                        v.version_id
-                    ),
-                );
-                for later in &versions[i + 1..] {
-                    fail(dp, later, &blocked, 0);
-                }
-                return;
-            }
+        Outcome::DeleteMarker => {
+            Stats::add(&dp.stats.delete_markers, 1);
+            wrote(latency);
         }
+        Outcome::Skipped => Stats::add(&dp.stats.skipped, 1),
+        Outcome::MetadataUpdated { .. } => Stats::add(&dp.stats.metadata_updates, 1),
+        Outcome::Superseded(_) => Stats::add(&dp.stats.superseded, 1),
     }
 }
 

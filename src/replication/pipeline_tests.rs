@@ -107,7 +107,7 @@ fn a_key_is_copied_in_order_and_a_second_pass_copies_nothing() {
         let dm = r.source.inner.delete_marker(SRC, "k");
         let dp = data_path();
         let versions = listed(&r, "k");
-        replicate_key(&r, &dp, "k", &versions, &latency()).await;
+        replicate_key(&r, &dp, ("k", &versions), false, &latency()).await;
         let want: Vec<(String, Option<String>)> = vec![
             ("one".into(), Some(ids[0].clone())),
             ("two".into(), Some(ids[1].clone())),
@@ -129,7 +129,7 @@ fn a_key_is_copied_in_order_and_a_second_pass_copies_nothing() {
         assert_eq!(r.applied_prefix("k", &versions).await.unwrap(), 4);
 
         let puts = r.dest.inner.calls("put_object");
-        replicate_key(&r, &dp, "k", &versions, &latency()).await;
+        replicate_key(&r, &dp, ("k", &versions), false, &latency()).await;
         assert_eq!(
             r.dest.inner.calls("put_object"),
             puts,
@@ -187,7 +187,7 @@ fn a_permanent_error_fails_at_once_and_blocks_the_later_versions_of_its_key() {
             r.source.inner.put(SRC, "k", d.as_bytes());
         }
         let dp = data_path();
-        replicate_key(&r, &dp, "k", &listed(&r, "k"), &latency()).await;
+        replicate_key(&r, &dp, ("k", &listed(&r, "k")), false, &latency()).await;
         assert_eq!(held(&r, "k").len(), 1, "only the first version is copied");
         let failures = dp.stats.failures.lock().unwrap().clone();
         let codes: Vec<(&str, u32)> = failures
@@ -257,5 +257,74 @@ fn metadata_and_tags_travel_with_the_source_version_id() {
         assert!(user.contains(&(META_SOURCE_VERSION, id.as_str())));
         assert_eq!(r.decide(&v).await.unwrap(), Verdict::Applied);
         assert!(user.contains(&(order::META_SOURCE_LAST_MODIFIED, "1790000001")));
+    });
+}
+
+/// A key the destination's listing did not hold: its first version is written with no HEAD
+/// (two requests: GET, PUT), the later ones as usual.
+#[test]
+fn a_key_absent_from_the_listing_is_written_without_a_head() {
+    on_executor(|| async {
+        let r = route(vec![]);
+        let ids: Vec<String> = ["one", "two"]
+            .iter()
+            .map(|d| r.source.inner.put(SRC, "k", d.as_bytes()))
+            .collect();
+        let dp = data_path();
+        let versions = listed(&r, "k");
+        replicate_key(&r, &dp, ("k", &versions), true, &latency()).await;
+        let want: Vec<(String, Option<String>)> = vec![
+            ("one".into(), Some(ids[0].clone())),
+            ("two".into(), Some(ids[1].clone())),
+        ];
+        assert_eq!(held(&r, "k"), want);
+        assert_eq!(r.dest.inner.calls("head_object"), 0, "no HEAD at all");
+        assert_eq!(r.dest.inner.calls("put_object"), 2);
+        assert_eq!(Stats::get(&dp.stats.versions_copied), 2);
+    });
+}
+
+/// Listed as absent, but written meanwhile (a replay of the same versions, or a later
+/// version landing first): the conditional PUT is refused, the usual HEAD decides, and
+/// nothing is doubled or written over the later version.
+#[test]
+fn a_key_written_after_the_listing_is_neither_doubled_nor_overwritten() {
+    on_executor(|| async {
+        let r = route(vec![]);
+        for d in ["one", "two"] {
+            r.source.inner.put(SRC, "k", d.as_bytes());
+        }
+        let dp = data_path();
+        let versions = listed(&r, "k");
+        replicate_key(&r, &dp, ("k", &versions), false, &latency()).await;
+        let before = held(&r, "k");
+        // The same versions again, as a rerun whose listing was taken before the first run.
+        replicate_key(&r, &dp, ("k", &versions), true, &latency()).await;
+        assert_eq!(held(&r, "k"), before, "nothing doubled");
+        assert_eq!(Stats::get(&dp.stats.versions_copied), 2);
+
+        // Only the first version, while the destination already holds the second.
+        let r2 = route(vec![]);
+        for d in ["one", "two"] {
+            r2.source.inner.put(SRC, "k", d.as_bytes());
+        }
+        let versions = listed(&r2, "k");
+        let dp2 = data_path();
+        replicate_key(&r2, &dp2, ("k", &versions[1..]), false, &latency()).await;
+        replicate_key(&r2, &dp2, ("k", &versions[..1]), true, &latency()).await;
+        let held2 = held(&r2, "k");
+        assert_eq!(
+            held2.len(),
+            1,
+            "the older version not written over: {held2:?}"
+        );
+        assert_eq!(held2[0].0, "two");
+        // The usual check counts a version a later replica covers as skipped.
+        assert_eq!(Stats::get(&dp2.stats.skipped), 1);
+        assert_eq!(
+            Stats::get(&dp2.stats.versions_copied),
+            1,
+            "only the first call's"
+        );
     });
 }

@@ -449,6 +449,10 @@ impl ObjectStore for MemStore {
             return Err(PutObjectError::NoSuchBucket);
         }
         let data = read_body(r.body, &r.checksum).await?;
+        // As S3 and moto do: a current delete marker is no object.
+        if r.if_none_match && matches!(self.find(bucket, key, None)?, Some(s) if !s.delete_marker) {
+            return Err(PutObjectError::KeyExists);
+        }
         if data.len() as u64 != r.length {
             return Err(service(400, "IncompleteBody").into());
         }

@@ -136,6 +136,7 @@ pub async fn put(
             metadata: meta,
             tags,
             checksum: UploadChecksum::Header(backbeat::s3::checksum::crc32c(body)),
+            if_none_match: false,
         },
     )
     .await

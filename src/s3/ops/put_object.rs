@@ -14,6 +14,8 @@ op_error! {
     PutObjectError {
         #[error("destination bucket does not exist")]
         NoSuchBucket => false, "NoSuchBucket";
+        #[error("the key already exists at the destination (a write made only if it did not)")]
+        KeyExists => false, "PreconditionFailed";
     }
 }
 
@@ -35,6 +37,9 @@ pub struct PutObjectRequest<'a> {
     pub metadata: &'a ObjectMetadata,
     pub tags: &'a [(String, String)],
     pub checksum: UploadChecksum,
+    /// `If-None-Match: *`: written only if the key has no current object (a conditional
+    /// write; a server that has an object there answers 412, [`PutObjectError::KeyExists`]).
+    pub if_none_match: bool,
 }
 
 /// What PutObject returns.
@@ -95,6 +100,9 @@ impl Client {
             r.length,
             r.metadata.content_encoding.as_deref(),
         )?;
+        if r.if_none_match {
+            req = req.header("if-none-match", "*")?;
+        }
         req = req.body(r.body);
         match self.send("PutObject", req, &[]).await {
             Ok(resp) => {
@@ -118,6 +126,7 @@ impl Client {
                 Ok(out)
             }
             Err(e) if e.code() == "NoSuchBucket" => Err(PutObjectError::NoSuchBucket),
+            Err(e) if e.code() == "PreconditionFailed" => Err(PutObjectError::KeyExists),
             Err(e) => Err(e.into()),
         }
     }
