@@ -100,6 +100,8 @@ fn event(bucket: &str, key: &str, size: u64, time: &str) -> String {
 pub struct Setup<'a> {
     pub backbeat: &'a Path,
     pub brokers: &'a str,
+    /// `kafka.fetch_wait_ms` of the engine.
+    pub fetch_wait_ms: u32,
     pub shards: usize,
     pub concurrency: usize,
 }
@@ -140,8 +142,8 @@ impl Workspace {
         std::fs::write(
             &config,
             format!(
-                "[kafka]\nbrokers = [\"{}\"]\ntopic_prefix = \"{prefix}\"\npartitions = 8\nsession_timeout_ms = 6000\n[source]\nendpoint = \"{}\"\nbuckets = [\"bench-src\"]\nrules_file = \"rules.xml\"\n[sites.bench]\nendpoint = \"{}\"\nbuckets = {{ bench-src = \"bench-dst\" }}\n[replication]\nshards = {}\nconcurrency = {}\n[api]\nlisten = \"127.0.0.1:0\"\n",
-                s.brokers, url, url, s.shards, s.concurrency
+                "[kafka]\nbrokers = [\"{}\"]\ntopic_prefix = \"{prefix}\"\npartitions = 8\nsession_timeout_ms = 6000\nfetch_wait_ms = {}\n[source]\nendpoint = \"{}\"\nbuckets = [\"bench-src\"]\nrules_file = \"rules.xml\"\n[sites.bench]\nendpoint = \"{}\"\nbuckets = {{ bench-src = \"bench-dst\" }}\n[replication]\nshards = {}\nconcurrency = {}\n[api]\nlisten = \"127.0.0.1:0\"\n",
+                s.brokers, s.fetch_wait_ms, url, url, s.shards, s.concurrency
             ),
         )?;
         Ok(Workspace {

@@ -57,6 +57,10 @@ struct Args {
     /// same objects, measured first)
     #[arg(long)]
     steady_rate: Option<f64>,
+    /// `kafka.fetch_wait_ms` of the engine through Kafka (nisshi answers a fetch only when
+    /// its wait ends: every topic crossed costs up to this much latency)
+    #[arg(long, default_value_t = 10)]
+    fetch_wait_ms: u32,
     /// Events waiting in Kafka in the backlog scenario (times --scale)
     #[arg(long, default_value_t = 100_000)]
     backlog_count: usize,
@@ -643,6 +647,7 @@ fn through_kafka(
     let setup = e2e::Setup {
         backbeat,
         brokers: &broker.addr,
+        fetch_wait_ms: args.fetch_wait_ms,
         shards,
         concurrency: args.concurrency,
     };

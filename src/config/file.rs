@@ -96,6 +96,11 @@ pub struct KafkaConfig {
     /// (at least `session_timeout_ms`). Workers keep polling while their slots are busy.
     #[serde(deserialize_with = "de::int::<_, _, 1000, 86_400_000>")]
     pub max_poll_interval_ms: u32,
+    /// The longest a consumer's fetch waits at the broker when there is nothing to read.
+    /// Kafka answers as soon as data arrives, so this only paces idle fetches; a broker that
+    /// answers only when the wait ends (nisshi 0.6) adds up to this much per topic crossed.
+    #[serde(deserialize_with = "de::int::<_, _, 1, 10_000>")]
+    pub fetch_wait_ms: u32,
     /// How long a shard lets its entries in flight finish when its partitions are revoked
     /// or it stops; past it they are stopped (fenced) and their new owner replays them.
     #[serde(deserialize_with = "de::int::<_, _, 1, 3600>")]
@@ -139,6 +144,7 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 60_000,
+            fetch_wait_ms: 500,
             drain_deadline_seconds: 30,
             security_protocol: Protocol::Plaintext,
             sasl_mechanism: None,
@@ -1034,6 +1040,7 @@ impl Config {
                 "kafka.max_poll_interval_ms".into(),
                 k.max_poll_interval_ms.to_string(),
             ),
+            ("kafka.fetch_wait_ms".into(), k.fetch_wait_ms.to_string()),
             (
                 "kafka.drain_deadline_seconds".into(),
                 k.drain_deadline_seconds.to_string(),

@@ -523,6 +523,7 @@ impl Engine {
         kafka::Membership {
             session_timeout_ms: self.cfg.kafka.session_timeout_ms,
             max_poll_interval_ms: self.cfg.kafka.max_poll_interval_ms,
+            fetch_wait_ms: self.cfg.kafka.fetch_wait_ms,
         }
     }
 

@@ -441,6 +441,8 @@ where
 pub struct Membership {
     pub session_timeout_ms: u32,
     pub max_poll_interval_ms: u32,
+    /// The longest a fetch waits at the broker for data (`fetch.wait.max.ms`).
+    pub fetch_wait_ms: u32,
 }
 
 impl Membership {
@@ -449,6 +451,7 @@ impl Membership {
         Self {
             session_timeout_ms,
             max_poll_interval_ms: session_timeout_ms.max(60_000),
+            fetch_wait_ms: 500,
         }
     }
 }
@@ -489,6 +492,7 @@ pub fn consumer<C: ConsumerContext + 'static>(
         .set("heartbeat.interval.ms", (session / 5).max(500).to_string())
         .set("max.poll.interval.ms", max_poll.to_string())
         .set("partition.assignment.strategy", "range,roundrobin")
+        .set("fetch.wait.max.ms", membership.fetch_wait_ms.to_string())
         .create_with_context(context)
         .map_err(QueueError::Setup)
 }
