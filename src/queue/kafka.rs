@@ -493,6 +493,10 @@ pub fn consumer<C: ConsumerContext + 'static>(
         .set("max.poll.interval.ms", max_poll.to_string())
         .set("partition.assignment.strategy", "range,roundrobin")
         .set("fetch.wait.max.ms", membership.fetch_wait_ms.to_string())
+        // What a consumer reads ahead of its application: 8 MiB (thousands of entries, far
+        // more than a shard has slots) instead of librdkafka's 64 MiB, so a backlog in
+        // Kafka costs the node little memory.
+        .set("queued.max.messages.kbytes", "8192")
         .create_with_context(context)
         .map_err(QueueError::Setup)
 }
