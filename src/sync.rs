@@ -16,16 +16,16 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::{latency_histogram, Failure, Stats};
 use crate::populate::scan::{scan, KeyVersions};
+use crate::replication::{replicate_key, DataPath, Options, Route};
+use crate::s3::ops::bucket::{BucketError, Versioning};
+use crate::s3::{Client, Endpoint};
+use crate::shard::{self, Placement, Shutdown};
 
 mod dest_keys;
 use dest_keys::DestKeys;
 
 /// A key to copy, and whether the destination's listing held nothing of it.
 type Job = (KeyVersions, bool);
-use crate::replication::{replicate_key, DataPath, Options, Route};
-use crate::s3::ops::bucket::{BucketError, Versioning};
-use crate::s3::{Client, Endpoint};
-use crate::shard::{self, Placement, Shutdown};
 
 /// `s3://bucket[/prefix]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

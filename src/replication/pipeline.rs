@@ -304,6 +304,9 @@ async fn copy_once<S: ObjectStore>(
     reset_progress(route, dp, v);
     let vid = super::source_version_id(&v.version_id);
     let Some(SourceVersion { head, get }) = read_source(route, dp, v, vid).await? else {
+        if if_absent {
+            return Err(not_as_listed());
+        }
         return replicate_delete_marker(route, v).await;
     };
     if head.user_meta(META_SOURCE_VERSION).is_some() && !dp.opts.replicate_replicas {
@@ -323,6 +326,7 @@ async fn copy_once<S: ObjectStore>(
     let meta = destination_metadata(route, &head, v);
     let get = match get {
         Some(g) => g,
+        None if if_absent && multipart::wanted(&head, &dp.opts) => return Err(not_as_listed()),
         None if multipart::wanted(&head, &dp.opts) => {
             let bytes = multipart::copy(route, dp, v, &head, &meta, &tags).await?;
             return Ok(Outcome::Copied { bytes });
@@ -336,9 +340,26 @@ async fn copy_once<S: ObjectStore>(
         }
     };
     if get.head.content_length == 0 {
+        if if_absent {
+            return Err(not_as_listed());
+        }
         return replicate_empty(route, v, get, &meta, &tags).await;
     }
     put_streamed(route, dp, v, get, (&meta, &tags), if_absent).await
+}
+
+/// A write without asking first found the source's version other than listed (now a
+/// delete marker, empty, or multipart): only the single streamed PUT carries the condition,
+/// so the key goes the usual way instead (a permanent failure of that attempt).
+fn not_as_listed() -> ReplicationError {
+    ReplicationError::new(
+        Stage::PutDestination,
+        ErrorKind::Request {
+            code: "PreconditionFailed".into(),
+            retryable: false,
+        },
+        "the source's version is not what its listing said: checked at the destination first",
+    )
 }
 
 /// What the source says of a version: its head, and the GET already answered when one
@@ -562,8 +583,7 @@ pub async fn replicate<S: ObjectStore>(
 }
 
 /// [`replicate`]; `if_absent`: the first attempt writes only if the key has no object at
-/// the destination ([`replicate_if_absent`]), and fails as `PreconditionFailed` (permanent,
-/// see [`key_exists`]) when it has one.
+/// the destination ([`replicate_if_absent`]), and fails for good when it has one.
 async fn replicate_with<S: ObjectStore>(
     route: &Route<S>,
     dp: &DataPath,
@@ -676,11 +696,13 @@ pub async fn replicate_key<S: ObjectStore>(
 ) {
     // On an unversioned destination a replicated delete leaves nothing: a key whose history
     // ends deleted is absent there when done, so absence proves nothing (the HEAD decides).
-    let ends_deleted = versions.last().is_some_and(|v| v.delete_marker);
+    // A key with a delete marker in its history is asked for as always: the conditional
+    // PUT is taken over a current marker, which may be a later one written meanwhile.
+    let any_marker = versions.iter().any(|v| v.delete_marker);
     let mut if_absent = dest_absent
-        && (route.dest_versioned || !ends_deleted)
+        && !any_marker
         && versions.first().is_some_and(|v| {
-            !v.delete_marker
+            v.size > 0
                 && v.size < dp.opts.multipart_threshold
                 && multipart_etag_parts(&v.etag).is_none()
         });
@@ -698,8 +720,10 @@ pub async fn replicate_key<S: ObjectStore>(
         let t = Instant::now();
         match replicate_with(route, dp, v, if_absent).await {
             Ok(out) => record(dp, out, t, latency),
-            Err(gave_up) if if_absent && key_exists(&gave_up.error) => {
-                // Written meanwhile (a replay, another writer): ask, as for any key.
+            Err(gave_up) if if_absent && gave_up.attempts == 1 && !gave_up.cancelled => {
+                // Refused for good at once: written meanwhile (412, or 409 for a write racing
+                // it), a server that takes no condition, the version not as listed, or an
+                // error the usual way meets again and records. Ask, as for any key.
                 if_absent = false;
                 let Some(n) = applied_count(route, dp, key, versions).await else {
                     return;
@@ -718,11 +742,6 @@ pub async fn replicate_key<S: ObjectStore>(
         if_absent = false;
         i += 1;
     }
-}
-
-/// A conditional write refused: the key has an object at the destination.
-fn key_exists(e: &ReplicationError) -> bool {
-    e.stage == Stage::PutDestination && e.code() == "PreconditionFailed"
 }
 
 /// Records the versions after a failed one as blocked behind it.

@@ -328,3 +328,39 @@ fn a_key_written_after_the_listing_is_neither_doubled_nor_overwritten() {
         );
     });
 }
+
+/// The HEAD-free write is only for a first version that is a small object and a history
+/// without delete markers; anything it meets otherwise (a server refusing the condition for
+/// good) sends the key the usual way, which copies it once.
+#[test]
+fn the_head_free_write_falls_back_to_the_usual_way() {
+    on_executor(|| async {
+        // A server that refuses the conditional PUT once, for good.
+        let r = route(vec![Fault::new("put_object", 400, "InvalidArgument")]);
+        r.source.inner.put(SRC, "k", b"one");
+        let dp = data_path();
+        let versions = listed(&r, "k");
+        replicate_key(&r, &dp, ("k", &versions), true, &latency()).await;
+        assert_eq!(held(&r, "k").len(), 1, "copied once");
+        assert_eq!(
+            r.dest.inner.calls("head_object"),
+            1,
+            "asked after the refusal"
+        );
+        assert_eq!(Stats::get(&dp.stats.failed), 0);
+
+        // An empty object, and a history with a delete marker: asked first.
+        let r = route(vec![]);
+        r.source.inner.put(SRC, "empty", b"");
+        r.source.inner.put(SRC, "gone", b"x");
+        r.source.inner.delete_marker(SRC, "gone");
+        let dp = data_path();
+        for key in ["empty", "gone"] {
+            let versions = listed(&r, key);
+            replicate_key(&r, &dp, (key, &versions), true, &latency()).await;
+        }
+        assert_eq!(r.dest.inner.calls("head_object"), 2, "one HEAD per key");
+        assert_eq!(held(&r, "empty").len(), 1);
+        assert_eq!(held(&r, "gone").len(), 2, "the version and its marker");
+    });
+}

@@ -39,12 +39,17 @@ impl DestKeys {
                 let tx = tx.clone();
                 async move { tx.send(kv.key).await.is_ok() }
             });
-            if let Err(e) = r.await {
-                tracing::info!(
-                    bucket, error = %e,
-                    "listing the destination failed: every key is checked with a HEAD instead"
-                );
-                failed2.set(true);
+            match r.await {
+                Err(e) => {
+                    tracing::info!(
+                        bucket, error = %e,
+                        "listing the destination failed: every key is checked with a HEAD instead"
+                    );
+                    failed2.set(true);
+                }
+                // Stopped early: what it did not list is not known absent.
+                Ok(()) if stop.is_set() => failed2.set(true),
+                Ok(()) => {}
             }
         })
         .detach();
