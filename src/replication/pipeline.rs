@@ -720,10 +720,9 @@ pub async fn replicate_key<S: ObjectStore>(
         let t = Instant::now();
         match replicate_with(route, dp, v, if_absent).await {
             Ok(out) => record(dp, out, t, latency),
-            Err(gave_up) if if_absent && gave_up.attempts == 1 && !gave_up.cancelled => {
-                // Refused for good at once: written meanwhile (412, or 409 for a write racing
-                // it), a server that takes no condition, the version not as listed, or an
-                // error the usual way meets again and records. Ask, as for any key.
+            Err(gave_up) if if_absent && refused(&gave_up) => {
+                // Written meanwhile (412, or 409 for a write racing it), a server that takes
+                // no condition, or the version not as listed: ask, as for any key.
                 if_absent = false;
                 let Some(n) = applied_count(route, dp, key, versions).await else {
                     return;
@@ -742,6 +741,12 @@ pub async fn replicate_key<S: ObjectStore>(
         if_absent = false;
         i += 1;
     }
+}
+
+/// The conditional write's first attempt was refused for good by the destination (an error
+/// elsewhere, at the source say, fails the key as it would the usual way).
+fn refused(g: &GaveUp<ReplicationError>) -> bool {
+    g.attempts == 1 && !g.cancelled && g.error.stage == Stage::PutDestination
 }
 
 /// Records the versions after a failed one as blocked behind it.
