@@ -404,23 +404,34 @@ fn figures(out: &[(SystemTime, u64)], seconds: f64, cpu: f64, rss: f64) -> anyho
 /// Every event produced at once, with the engine running.
 pub fn burst(s: &Setup<'_>, at: &At<'_>, count: usize) -> anyhow::Result<E2e> {
     let ws = Workspace::new(s, at.url, "e2e")?;
-    let mut e = Engine::start(s, &ws)?;
+    let e = Engine::start(s, &ws)?;
     let before = at.server.objects_completed.load(Ordering::SeqCst);
     let start = Instant::now();
-    let r = produce(s.brokers, &ws.topics.events, 0, count, at.size)
-        .and_then(|_| arrived(at.server, before, count, &mut e));
-    if let Err(err) = r {
-        e.kill();
-        return Err(err);
-    }
+    let r = produce(s.brokers, &ws.topics.events, 0, count, at.size);
+    finish(s, at, (&ws, e), (before, start), r.map(|_| count))
+}
+
+/// Waits for `count` objects, stops the engine and reads the outcomes (the engine killed
+/// when `produced` or the wait failed).
+fn finish(
+    s: &Setup<'_>,
+    at: &At<'_>,
+    (ws, mut e): (&Workspace, Engine),
+    (before, start): (u64, Instant),
+    produced: anyhow::Result<usize>,
+) -> anyhow::Result<E2e> {
+    let r = produced.and_then(|count| arrived(at.server, before, count, &mut e).map(|_| count));
+    let count = match r {
+        Ok(c) => c,
+        Err(err) => {
+            e.kill();
+            return Err(err);
+        }
+    };
     let seconds = start.elapsed().as_secs_f64();
     let (cpu, rss) = e.stop();
-    figures(
-        &outcomes(s.brokers, &ws.topics.status, count)?,
-        seconds,
-        cpu,
-        rss,
-    )
+    let out = outcomes(s.brokers, &ws.topics.status, count)?;
+    figures(&out, seconds, cpu, rss)
 }
 
 /// `count` events at `rate` per second, with the engine running.
@@ -455,17 +466,6 @@ pub fn backlog(s: &Setup<'_>, at: &At<'_>, count: usize) -> anyhow::Result<E2e> 
     );
     let before = at.server.objects_completed.load(Ordering::SeqCst);
     let start = Instant::now();
-    let mut e = Engine::start(s, &ws)?;
-    if let Err(err) = arrived(at.server, before, count, &mut e) {
-        e.kill();
-        return Err(err);
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let (cpu, rss) = e.stop();
-    figures(
-        &outcomes(s.brokers, &ws.topics.status, count)?,
-        seconds,
-        cpu,
-        rss,
-    )
+    let e = Engine::start(s, &ws)?;
+    finish(s, at, (&ws, e), (before, start), Ok(count))
 }

@@ -88,18 +88,6 @@ fn entries(topics: &Topics) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Requests the proxy saw, as request lines.
-fn requests(proxy: &Proxy) -> Vec<String> {
-    proxy
-        .faults
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(l, _)| l.clone())
-        .collect()
-}
-
 fn put(url: &str, bucket: &str, key: &str) -> String {
     let v = fid(
         url,
@@ -172,7 +160,7 @@ fn after_a_first_pass_only_the_changes_are_enqueued_and_no_head_is_sent() {
     wait_until(60, "the API ready", || api_ready(port));
     let second = pass_done(port, &sb, 2, 600);
     // Taken at once: the next pass starts 2 s after this one ended.
-    let lines = requests(&proxy);
+    let lines = proxy.request_lines();
     stop(run);
     assert_eq!(second["last_pass"]["enqueued"], json!(10), "{second}");
     let all = entries(&topics);
@@ -259,7 +247,8 @@ fn a_pass_killed_midway_resumes_after_its_last_page_and_pause_holds_it() {
         ingestion(port, &sb)["control"] == json!("disabled")
     });
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let listed = requests(&proxy)
+    let listed = proxy
+        .request_lines()
         .iter()
         .filter(|l| l.contains("?versions"))
         .count();
@@ -288,7 +277,8 @@ fn a_pass_killed_midway_resumes_after_its_last_page_and_pause_holds_it() {
         again <= 1000,
         "{again} enqueued again: at most the page under way when killed"
     );
-    let resumed_requests = requests(&proxy)
+    let resumed_requests = proxy
+        .request_lines()
         .iter()
         .filter(|l| l.contains("?versions"))
         .count() as u64;

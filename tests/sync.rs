@@ -883,14 +883,7 @@ fn keys_absent_at_the_destination_cost_no_head() {
         "k10..k19, two of k15: {out}"
     );
     assert_eq!(n(&out, "skipped"), 10, "{out}");
-    let lines: Vec<String> = proxy
-        .faults
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(l, _)| l.clone())
-        .collect();
+    let lines = proxy.request_lines();
     let of_keys = |method: &str| -> Vec<&String> {
         let at = format!("{method} /{db}/k");
         lines.iter().filter(|l| l.starts_with(&at)).collect()

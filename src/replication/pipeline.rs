@@ -253,18 +253,6 @@ pub async fn replicate_once<S: ObjectStore>(
     with_acl(route, v, copy_once(route, dp, v, false).await?).await
 }
 
-/// [`replicate_once`] for a key the destination's listing did not hold: the PUT is made only
-/// if the key still has no object there (`If-None-Match: *`), so nothing written since the
-/// listing is overwritten: that write fails as
-/// [`KeyExists`](crate::s3::ops::put_object::PutObjectError::KeyExists) instead.
-async fn replicate_if_absent<S: ObjectStore>(
-    route: &Route<S>,
-    dp: &DataPath,
-    v: &Version,
-) -> Result<Outcome, ReplicationError> {
-    with_acl(route, v, copy_once(route, dp, v, true).await?).await
-}
-
 /// A copied version gets the source's grants when the site copies ACLs.
 async fn with_acl<S: ObjectStore>(
     route: &Route<S>,
@@ -583,7 +571,7 @@ pub async fn replicate<S: ObjectStore>(
 }
 
 /// [`replicate`]; `if_absent`: the first attempt writes only if the key has no object at
-/// the destination ([`replicate_if_absent`]), and fails for good when it has one.
+/// the destination (`If-None-Match: *`), and fails for good when it has one.
 async fn replicate_with<S: ObjectStore>(
     route: &Route<S>,
     dp: &DataPath,
@@ -660,10 +648,10 @@ async fn attempt_once<S: ObjectStore>(
             Verdict::Superseded(why) => return Ok(Outcome::Superseded(why)),
         }
     }
-    let result = if if_absent && attempt == 1 {
-        replicate_if_absent(route, dp, v).await
-    } else {
-        replicate_once(route, dp, v).await
+    let first_unasked = if_absent && attempt == 1;
+    let result = match copy_once(route, dp, v, first_unasked).await {
+        Ok(out) => with_acl(route, v, out).await,
+        Err(e) => Err(e),
     };
     if let Err(e) = &result {
         if e.kind == ErrorKind::ChecksumMismatch {
