@@ -350,7 +350,7 @@ pub fn serve(
     let h = std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
-            let ex = match glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            let ex = match crate::shard::executor(glommio::Placement::Unbound)
                 .name("api")
                 .make()
             {

@@ -101,6 +101,11 @@ pub struct KafkaConfig {
     /// answers only when the wait ends (nisshi 0.6) adds up to this much per topic crossed.
     #[serde(deserialize_with = "de::int::<_, _, 1, 10_000>")]
     pub fetch_wait_ms: u32,
+    /// How often a site worker commits the offsets its finished entries moved (0: after
+    /// every entry). A crash replays at most what finished since the last commit, which the
+    /// idempotence check makes harmless; one commit per entry costs a request each.
+    #[serde(deserialize_with = "de::int::<_, _, 0, 60_000>")]
+    pub commit_interval_ms: u32,
     /// How long a shard lets its entries in flight finish when its partitions are revoked
     /// or it stops; past it they are stopped (fenced) and their new owner replays them.
     #[serde(deserialize_with = "de::int::<_, _, 1, 3600>")]
@@ -145,6 +150,7 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 60_000,
             fetch_wait_ms: 500,
+            commit_interval_ms: 200,
             drain_deadline_seconds: 30,
             security_protocol: Protocol::Plaintext,
             sasl_mechanism: None,
@@ -1041,6 +1047,10 @@ impl Config {
                 k.max_poll_interval_ms.to_string(),
             ),
             ("kafka.fetch_wait_ms".into(), k.fetch_wait_ms.to_string()),
+            (
+                "kafka.commit_interval_ms".into(),
+                k.commit_interval_ms.to_string(),
+            ),
             (
                 "kafka.drain_deadline_seconds".into(),
                 k.drain_deadline_seconds.to_string(),

@@ -457,6 +457,7 @@ impl Engine {
             concurrency: self.cfg.replication.concurrency,
             shard_parts: self.cfg.replication.shard_parts(),
             drain_deadline: Duration::from_secs(self.cfg.kafka.drain_deadline_seconds),
+            commit_interval: Duration::from_millis(self.cfg.kafka.commit_interval_ms.into()),
             consumed: self.backpressure.as_ref().and_then(|b| {
                 self.sites
                     .keys()

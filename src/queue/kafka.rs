@@ -270,8 +270,27 @@ fn explain(brokers: &str, message: String) -> String {
     }
 }
 
-/// An idempotent producer that waits for every in-sync replica.
+/// The process's idempotent producer for `brokers`, which waits for every in-sync replica.
+///
+/// One per broker list, shared by every role and shard: each librdkafka producer costs a
+/// thread per broker, a main thread and a polling thread (which wakes for every delivery
+/// and spins through the last millisecond of each 100 ms poll), and one producer batches
+/// the records of all shards together. A process talks to one cluster, so the map holds
+/// one producer (tests that start brokers of their own add one each).
 pub fn producer(brokers: &str) -> Result<Producer, QueueError> {
+    static SHARED: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Producer>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = shared.get(brokers) {
+        return Ok(p.clone());
+    }
+    let p = new_producer(brokers)?;
+    shared.insert(brokers.to_string(), p.clone());
+    Ok(p)
+}
+
+fn new_producer(brokers: &str) -> Result<Producer, QueueError> {
     client_config(brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")

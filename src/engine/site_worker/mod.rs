@@ -86,6 +86,8 @@ pub struct WorkerConfig {
     pub shard_parts: usize,
     /// How long in-flight entries may take to finish at shutdown.
     pub drain_deadline: Duration,
+    /// How often finished entries' offsets are committed (zero: after each).
+    pub commit_interval: Duration,
     /// Counts the messages this site is done with (embedded broker backpressure).
     pub consumed: Option<crate::queue::backpressure::SiteCounter>,
     /// Entries that fail for a reason that may pass are replayed after these delays.
@@ -106,6 +108,10 @@ struct Shared {
     /// Abandons transfers in flight: only once the drain deadline passed.
     abort: Shutdown,
     partitions: RefCell<Partitions<Parked>>,
+    /// Partitions whose finished entries moved their position since the last commit (at
+    /// most the assigned ones), and when the next commit is due.
+    to_commit: RefCell<std::collections::BTreeSet<i32>>,
+    commit_due: Cell<Instant>,
     /// Entries running on this shard.
     running: InFlight,
     /// Entry slots: `concurrency` entries run at once.
@@ -199,23 +205,34 @@ impl Shared {
         }
     }
 
-    fn offsets(&self, partition: i32, pos: i64) -> Option<TopicPartitionList> {
-        let mut tpl = TopicPartitionList::new();
-        let topic = &self.cfg.topics.replication;
-        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(pos))
-            .ok()?;
-        Some(tpl)
+    /// Notes that the partition's position may have moved; commits every noted partition
+    /// once `commit_interval` has passed since the last commit (else [`step`] does, when due).
+    fn commit(&self, partition: i32) {
+        self.to_commit.borrow_mut().insert(partition);
+        self.commit_if_due();
     }
 
-    /// Commits the partition's position if it moved (asynchronously: nothing waits).
-    fn commit(&self, partition: i32) {
-        let pos = self
-            .partitions
-            .borrow_mut()
-            .commit_position(partition, false);
-        if let Some(tpl) = pos.and_then(|pos| self.offsets(partition, pos)) {
+    /// Commits the noted partitions' positions if the interval has passed.
+    fn commit_if_due(&self) {
+        let now = Instant::now();
+        if now < self.commit_due.get() || self.to_commit.borrow().is_empty() {
+            return;
+        }
+        self.commit_due.set(now + self.cfg.commit_interval);
+        let noted = std::mem::take(&mut *self.to_commit.borrow_mut());
+        let mut tpl = TopicPartitionList::new();
+        let mut partitions = self.partitions.borrow_mut();
+        for p in noted {
+            if let Some(pos) = partitions.commit_position(p, false) {
+                let offset = rdkafka::Offset::Offset(pos);
+                let _ = tpl.add_partition_offset(&self.cfg.topics.replication, p, offset);
+            }
+        }
+        drop(partitions);
+        // Asynchronously: nothing waits for the broker's answer.
+        if tpl.count() > 0 {
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::warn!(partition, error = %e, "commit failed");
+                tracing::warn!(error = %e, "commit failed");
             }
         }
     }
@@ -366,6 +383,8 @@ fn start(cfg: WorkerConfig, stats: Arc<Stats>) -> Result<Rc<Shared>, QueueError>
         notes,
         abort,
         partitions: RefCell::default(),
+        to_commit: RefCell::default(),
+        commit_due: Cell::new(Instant::now()),
         running: InFlight::default(),
         routes: RefCell::default(),
         site_buckets: RefCell::default(),
@@ -416,6 +435,7 @@ async fn step(sh: &Rc<Shared>, phase: Phase, control: &SiteControl, shutdown: &S
     if let Some(revoked) = sh.notes.take_revoked() {
         return phase.revoked(revoked, now, sh.cfg.drain_deadline);
     }
+    sh.commit_if_due();
     let was_paused = phase == Phase::Paused;
     let (phase, action) = phase.control(want_paused(control));
     apply(sh, action, was_paused);
@@ -719,13 +739,9 @@ async fn close(sh: &Shared, deadline: Instant) {
         sh.abort.trigger();
         sh.running.idle_within(Duration::from_secs(10)).await;
     }
+    // Every partition's position, waiting for the broker's answer.
     let ids = sh.partitions.borrow().ids();
-    for p in ids {
-        sh.commit(p);
-    }
-    let consumer = sh.consumer.clone();
-    let commit = move || consumer.commit_consumer_state(CommitMode::Sync);
-    let _ = glommio::executor().spawn_blocking(commit).await;
+    sh.release_and_commit(&ids).await;
     sh.notes.owned.store(0, Ordering::Relaxed);
     sh.notes.closing.store(true, Ordering::SeqCst);
     sh.consumer.unsubscribe();
