@@ -802,6 +802,11 @@ struct ApiEngine {
 }
 
 fn api_engine(name: &str) -> ApiEngine {
+    api_engine_with(name, "")
+}
+
+/// [`api_engine`] with `kafka_keys` added to the configuration's `[kafka]` table.
+fn api_engine_with(name: &str, kafka_keys: &str) -> ApiEngine {
     let s = servers();
     let (sb, da) = (bucket(&format!("{name}-src")), bucket(&format!("{name}-a")));
     let src = Client::new(endpoint(&s.source), None);
@@ -817,6 +822,9 @@ fn api_engine(name: &str) -> ApiEngine {
         &rules(&[rule("all", 1, "<Prefix></Prefix>", true, "site-a")]),
         &format!("\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
     );
+    let text = std::fs::read_to_string(&st.config).unwrap();
+    let text = text.replacen("[kafka]\n", &format!("[kafka]\n{kafka_keys}\n"), 1);
+    std::fs::write(&st.config, text).unwrap();
     let run = spawn(&["run"], &st.config);
     wait_until(60, "the API ready", || api_ready(port));
     ApiEngine {
@@ -1579,4 +1587,36 @@ fn the_oldest_unconsumed_entry_is_measured_for_the_retention_alert() {
     wait_until(90, "r1", || e.replicated("r1"));
     wait_until(30, "caught up", || age() == Some(0.0));
     stop(e.run);
+}
+
+/// Offsets are committed on an interval (`kafka.commit_interval_ms`, 3 s here), not after
+/// each entry: while the engine runs, the site's group catches up with the entries it
+/// replicated within the interval; a clean stop right after more entries finish (well
+/// inside the next interval) commits them too, so a restart replays nothing.
+#[test]
+fn offsets_are_committed_while_running_and_at_a_clean_stop() {
+    let e = api_engine_with("commits", "commit_interval_ms = 3000");
+    let topics = Topics::new(&e.st.prefix);
+    let group = kafka::replication_group(&e.st.prefix, "site-a");
+    let reader = backbeat::queue::lag::GroupReader::new(&broker(), &topics.replication, &group)
+        .expect("a group reader");
+    e.announce(&["c1", "c2", "c3", "c4", "c5"], 300);
+    wait_until(60, "5 keys replicated", || {
+        ["c1", "c2", "c3", "c4", "c5"]
+            .iter()
+            .all(|k| e.replicated(k))
+    });
+    wait_until(30, "the group committed while running", || {
+        reader.lag().is_ok_and(|lag| lag == 0)
+    });
+    e.announce(&["c6", "c7", "c8"], 300);
+    wait_until(60, "3 more keys replicated", || {
+        ["c6", "c7", "c8"].iter().all(|k| e.replicated(k))
+    });
+    e.stop();
+    assert_eq!(
+        reader.lag().expect("the group's lag"),
+        0,
+        "a clean stop commits every finished entry"
+    );
 }
