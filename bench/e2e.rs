@@ -64,13 +64,7 @@ pub fn broker(given: Option<&str>) -> anyhow::Result<Broker> {
     }
     let port = free_port()?;
     let url = format!("tcp://127.0.0.1:{port}");
-    // tests/services.sh installs it under ~/.local/nisshi-slatedb and names it in NISSHI_BIN.
-    let local = std::env::var("HOME").map(|h| format!("{h}/.local/nisshi-slatedb/bin/nisshi"));
-    let bin = std::env::var("NISSHI_BIN")
-        .ok()
-        .or(local.ok().filter(|p| std::path::Path::new(p).exists()))
-        .unwrap_or_else(|| "nisshi".into());
-    let child = Command::new(bin)
+    let child = Command::new(nisshi_bin())
         .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -468,4 +462,14 @@ pub fn backlog(s: &Setup<'_>, at: &At<'_>, count: usize) -> anyhow::Result<E2e> 
     let start = Instant::now();
     let e = Engine::start(s, &ws)?;
     finish(s, at, (&ws, e), (before, start), Ok(count))
+}
+
+/// The nisshi binary: `NISSHI_BIN`, else where tests/services.sh installs it
+/// (~/.local/nisshi-slatedb), else `nisshi` on the PATH.
+pub fn nisshi_bin() -> String {
+    let local = std::env::var("HOME").map(|h| format!("{h}/.local/nisshi-slatedb/bin/nisshi"));
+    std::env::var("NISSHI_BIN")
+        .ok()
+        .or(local.ok().filter(|p| std::path::Path::new(p).exists()))
+        .unwrap_or_else(|| "nisshi".into())
 }

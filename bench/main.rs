@@ -802,8 +802,11 @@ fn main() -> anyhow::Result<()> {
         .filter(|n| want(n))
         .collect();
     if !kafka.is_empty() {
-        let has_broker =
-            args.kafka.is_some() || Command::new("nisshi").arg("--version").output().is_ok();
+        let has_broker = args.kafka.is_some()
+            || Command::new(e2e::nisshi_bin())
+                .arg("--version")
+                .output()
+                .is_ok();
         if !has_broker && args.scenario == "all" {
             eprintln!(
                 "scenarios through Kafka skipped: no --kafka given and nisshi is not installed"

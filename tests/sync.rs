@@ -292,6 +292,22 @@ fn retries_slowdown_and_resets_fails_permanent_errors_at_once() {
     assert_eq!(src_proxy.faults.hits(Kind::SlowDown), 2);
     assert_eq!(dst_proxy.faults.hits(Kind::Reset), 1);
     assert_eq!(src_proxy.faults.hits(Kind::Reset), 1);
+    // c was new at the destination: its first PUT was the conditional one (no HEAD before
+    // it); the retries after the 503 and the reset asked the destination first.
+    let lines = dst_proxy.request_lines();
+    let c_requests: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(&format!("/{db}/c")))
+        .collect();
+    let methods: Vec<&str> = c_requests
+        .iter()
+        .map(|l| l.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        methods,
+        ["PUT", "HEAD", "PUT", "HEAD", "PUT"],
+        "{c_requests:#?}"
+    );
     block_on(async {
         let src = Client::new(endpoint(&s.source), None);
         let dst = Client::new(endpoint(&s.dest), None);

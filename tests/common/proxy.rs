@@ -436,14 +436,14 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
 }
 
 impl Proxy {
-    /// Starts a proxy to `upstream_url` (`http://127.0.0.1:PORT`); with `tls`, clients speak
-    /// TLS to it with a certificate for `localhost` and 127.0.0.1 signed by a fresh CA.
     /// The request lines it saw, in order.
     pub fn request_lines(&self) -> Vec<String> {
         let log = self.faults.log.lock().unwrap();
         log.iter().map(|(l, _)| l.clone()).collect()
     }
 
+    /// Starts a proxy to `upstream_url` (`http://127.0.0.1:PORT`); with `tls`, clients speak
+    /// TLS to it with a certificate for `localhost` and 127.0.0.1 signed by a fresh CA.
     pub fn start(upstream_url: &str, tls: bool) -> Proxy {
         Self::start_with(upstream_url, tls, None)
     }
