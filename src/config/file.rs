@@ -1022,7 +1022,7 @@ impl Config {
         self.origins.insert(key.to_string(), Origin::Flag);
     }
 
-    /// `(dotted key, value as shown)` of the kafka and source sections.
+    /// `(dotted key, value as shown)` of the kafka, source and replay sections.
     fn shown_kafka_and_source(&self) -> Vec<(String, String)> {
         let k = &self.kafka;
         let brokers = if k.brokers.is_empty() {
@@ -1057,6 +1057,13 @@ impl Config {
             ),
         ];
         lines.extend(k.security().shown());
+        lines.extend(self.shown_source_and_replay());
+        lines
+    }
+
+    /// `(dotted key, value as shown)` of the source and replay sections.
+    fn shown_source_and_replay(&self) -> Vec<(String, String)> {
+        let mut lines = Vec::new();
         let s = &self.source;
         show_endpoint(&mut lines, "source", &s.s3);
         lines.push((

@@ -58,6 +58,9 @@ use partitions::{Partitions, Received};
 use phase::{Action, Phase};
 use rebalance::RebalanceNotes;
 
+/// The longest a revocation or a shutdown waits for its last commit's answer.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
 /// What a site worker needs.
 #[derive(Clone)]
 pub struct WorkerConfig {
@@ -262,19 +265,31 @@ impl Shared {
         }
         self.note_waiting();
         parked::note(self);
-        if tpl.count() == 0 {
-            return;
+        if tpl.count() > 0 {
+            self.commit_now(tpl, revoked).await;
         }
+    }
+
+    /// Commits `tpl`, waiting for the broker off the executor, at most [`COMMIT_WAIT`]: a
+    /// broker out of reach costs the partitions' next owner a replay from the last
+    /// committed offsets (entries are idempotent), never a stuck revocation or shutdown.
+    async fn commit_now(&self, tpl: TopicPartitionList, partitions: &[i32]) {
         let consumer = self.consumer.clone();
         let commit = move || consumer.commit(&tpl, CommitMode::Sync);
-        match glommio::executor().spawn_blocking(commit).await {
-            Ok(()) => {}
+        let answered = async { Some(glommio::executor().spawn_blocking(commit).await) };
+        let waited = async {
+            glommio::timer::sleep(COMMIT_WAIT).await;
+            None
+        };
+        match futures_lite::future::or(answered, waited).await {
+            Some(Ok(())) => {}
             // The group moved on before this member's last commit: the partitions' new
-            // owners replay from the last committed offsets (entries are idempotent).
-            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::RebalanceInProgress) => {
-                tracing::info!(partitions = ?revoked, "revoked partitions' last offsets not committed (the group was already rebalancing): their new owners replay from the last committed ones")
+            // owners replay from the last committed offsets.
+            Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::RebalanceInProgress) => {
+                tracing::info!(?partitions, "last offsets not committed (the group was already rebalancing): the partitions' new owners replay from the last committed ones")
             }
-            Err(e) => tracing::warn!(partitions = ?revoked, error = %e, "commit failed"),
+            Some(Err(e)) => tracing::warn!(?partitions, error = %e, "commit failed"),
+            None => tracing::warn!(?partitions, wait_s = COMMIT_WAIT.as_secs(), "commit not answered in time: the partitions' next owner replays from the last committed offsets"),
         }
     }
 
