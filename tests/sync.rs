@@ -659,7 +659,11 @@ fn failed_multipart_copy_leaves_no_upload_behind() {
     block_on(async {
         let dst = Client::new(endpoint(&s.dest), None);
         let open = dst.list_multipart_uploads(&db, None).await.unwrap();
-        assert!(open.is_empty(), "orphan uploads: {open:?}");
+        let seen = proxy.request_lines();
+        assert!(
+            open.is_empty(),
+            "orphan uploads: {open:?}\nrequests: {seen:#?}\nsync said: {err}"
+        );
         assert!(matches!(
             dst.head_object(&db, "big", HeadObjectRequest::default())
                 .await,

@@ -1,13 +1,19 @@
 //! Multipart copies: parts fetched with ranged GETs (or by part number, keeping the
 //! source's part layout so the ETag matches) and uploaded in parallel, bounded per object
-//! and per shard. A failed copy aborts its upload: no orphan parts are left behind.
+//! and per shard. A failed copy waits for the parts already sent, then aborts its upload
+//! (again while the abort fails for a passing reason): no orphan parts are left behind.
+//!
+//! May call: `s3` (the stores), `retry` (the abort), `pipeline` (the steps a single PUT
+//! shares: checksums, verification, refusals explained).
 
 use futures_util::stream::{self, StreamExt};
 
 use super::pipeline::{progress_counters, replicate_small_empty, upload_checksum, verify};
 use super::{DataPath, ErrorKind, ReplicationError, Route, Stage, Version};
+use crate::retry::{retry, RetryPolicy};
 use crate::s3::body::PipeBody;
 use crate::s3::http::ReqBody;
+use crate::s3::ops::abort_multipart_upload::AbortMultipartUploadError;
 use crate::s3::ops::get_object::GetObjectRequest;
 use crate::s3::ops::head_object::HeadObjectRequest;
 use crate::s3::ops::put_object::UploadChecksum;
@@ -15,6 +21,7 @@ use crate::s3::ops::upload_part::CompletedPart;
 use crate::s3::ops::{ObjectHead, ObjectMetadata};
 use crate::s3::store::ObjectStore;
 use crate::s3::ChecksumTransport;
+use std::time::Duration;
 
 /// S3's limit on parts per upload.
 const MAX_PARTS: u64 = 10_000;
@@ -122,7 +129,7 @@ async fn source_layout<S: ObjectStore>(
 /// mid-copy (a stopped mover aborts its own): a replayed copy starts by cleaning up. Only
 /// backbeat writes to a replication destination, and versions of one key are never copied
 /// at once, so an open upload of this key is an orphan. Best effort: errors are logged.
-async fn abort_stale_uploads<S: ObjectStore>(route: &Route<S>, key: &str) {
+async fn abort_stale_uploads<S: ObjectStore>(route: &Route<S>, dp: &DataPath, key: &str) {
     match route
         .dest
         .list_multipart_uploads(&route.dest_bucket, Some(key))
@@ -130,21 +137,42 @@ async fn abort_stale_uploads<S: ObjectStore>(route: &Route<S>, key: &str) {
     {
         Ok(open) => {
             for u in open.into_iter().filter(|u| u.key == key) {
-                match route
-                    .dest
-                    .abort_multipart_upload(&route.dest_bucket, key, &u.upload_id)
-                    .await
-                {
-                    Ok(()) => {
-                        tracing::info!(key, upload_id = %u.upload_id, "aborted an upload left open by an earlier attempt")
-                    }
-                    Err(e) => {
-                        tracing::warn!(key, upload_id = %u.upload_id, error = %e, "could not abort a stale upload")
-                    }
+                if abort(route, dp, key, &u.upload_id).await {
+                    tracing::info!(key, upload_id = %u.upload_id, "aborted an upload left open by an earlier attempt");
                 }
             }
         }
         Err(e) => tracing::debug!(key, error = %e, "cannot list open uploads"),
+    }
+}
+
+/// How patiently an upload is aborted: an abort that fails for a passing reason is tried
+/// again, since an upload left open keeps its parts' storage until something aborts it.
+const ABORT_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 4,
+    base: Duration::from_millis(200),
+    max: Duration::from_secs(2),
+    warn_after: 2,
+};
+
+/// Aborts one upload, trying again while the error is retryable (an upload already gone
+/// counts as aborted). Says whether it succeeded; a failure is logged with what to do.
+async fn abort<S: ObjectStore>(route: &Route<S>, dp: &DataPath, key: &str, id: &str) -> bool {
+    let what = format!("abort of upload {id} of {key}");
+    let permanent = |e: &AbortMultipartUploadError| !e.is_retryable();
+    let done = retry(&ABORT_RETRY, &dp.cancel, &what, permanent, |_| {
+        route
+            .dest
+            .abort_multipart_upload(&route.dest_bucket, key, id)
+    })
+    .await;
+    match done {
+        Ok(()) => true,
+        Err(g) => {
+            tracing::warn!(key, upload_id = id, attempts = g.attempts, error = %g.error,
+                "could not abort a multipart upload: the next copy of this key aborts it, or a lifecycle rule's AbortIncompleteMultipartUpload does");
+            false
+        }
     }
 }
 
@@ -171,7 +199,7 @@ pub async fn copy<S: ObjectStore>(
         return replicate_small_empty(route, v, meta, tags).await;
     }
     let with_crc = route.dest.checksum_transport() == ChecksumTransport::Trailer;
-    abort_stale_uploads(route, &v.key).await;
+    abort_stale_uploads(route, dp, &v.key).await;
     let create =
         route
             .dest
@@ -187,17 +215,13 @@ pub async fn copy<S: ObjectStore>(
         vid,
         upload_id: &upload_id,
         with_crc,
+        stopping: std::cell::Cell::new(false),
     };
     let comparable = super::pipeline::etags_comparable(head, meta);
     match complete_and_verify(&upload, head, &plan, same_layout, comparable).await {
         Ok(()) => Ok(head.content_length),
         Err(e) => {
-            let abort = route
-                .dest
-                .abort_multipart_upload(&route.dest_bucket, &v.key, &upload_id);
-            if let Err(abort) = abort.await {
-                tracing::warn!(key = %v.key, upload_id, error = %abort, "could not abort multipart upload");
-            }
+            abort(route, dp, &v.key, &upload_id).await;
             Err(e)
         }
     }
@@ -294,6 +318,8 @@ struct Upload<'a, S: ObjectStore> {
     upload_id: &'a str,
     /// Each part carries a CRC32C trailer.
     with_crc: bool,
+    /// A part failed: parts not yet started are not sent.
+    stopping: std::cell::Cell<bool>,
 }
 
 async fn upload_parts<S: ObjectStore>(
@@ -305,8 +331,17 @@ async fn upload_parts<S: ObjectStore>(
         .map(|p| upload_one(u, p))
         .buffer_unordered(u.dp.opts.part_concurrency.max(1));
     let mut parts = Vec::with_capacity(plan.len());
+    let mut failed = None;
     while let Some(r) = results.next().await {
-        parts.push(r?);
+        match r {
+            Ok(part) => parts.push(part),
+            // Parts already sent are waited for, not dropped: a server may still store a
+            // part it is receiving after the upload is aborted, leaving it open.
+            Err(e) => {
+                u.stopping.set(true);
+                failed.get_or_insert(e);
+            }
+        }
         if u.dp.cancel.is_set() {
             return Err(ReplicationError::new(
                 Stage::Multipart,
@@ -314,6 +349,9 @@ async fn upload_parts<S: ObjectStore>(
                 "stopped before the upload completed",
             ));
         }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     parts.sort_by_key(|p| p.0.part_number);
     // CRC32C of the whole object, from the parts' CRCs.
@@ -336,10 +374,21 @@ async fn upload_one<S: ObjectStore>(
         vid,
         upload_id,
         with_crc,
+        ..
     } = *u;
+    let not_started = || {
+        let why = "not sent: another part of the upload failed";
+        ReplicationError::new(Stage::Multipart, ErrorKind::Cancelled, why)
+    };
+    if u.stopping.get() {
+        return Err(not_started());
+    }
     let _permit = dp.part_slots.acquire_permit(1).await.map_err(|_| {
         ReplicationError::new(Stage::Multipart, ErrorKind::Cancelled, "part slots closed")
     })?;
+    if u.stopping.get() {
+        return Err(not_started());
+    }
     let (PartSource::Part(a, b) | PartSource::Range(a, b)) = p.source;
     let req = GetObjectRequest {
         version_id: vid,

@@ -219,13 +219,16 @@ fn a_multipart_source_keeps_its_layout_and_a_failed_upload_is_aborted() {
         assert_eq!(copy.part_sizes, vec![300_000, 100_000]);
         assert_eq!(copy.etag, v.etag, "same layout, same ETag");
 
+        // The abort itself meets a 503 first: it is tried again, not left open.
         let denied = Fault::new("upload_part", 403, "AccessDenied");
-        let r = route(vec![denied]);
+        let busy = Fault::new("abort_multipart_upload", 503, "SlowDown");
+        let r = route(vec![denied, busy]);
         r.source.inner.put_parts(SRC, "big", &[&a, &b]);
         let v = listed(&r, "big").remove(0);
         let gave_up = replicate(&r, &dp, &v).await.unwrap_err();
         assert_eq!(gave_up.error.code(), "AccessDenied");
         assert_eq!(r.dest.inner.open_uploads(DST), 0, "the upload was aborted");
+        assert_eq!(r.dest.inner.calls("abort_multipart_upload"), 1);
         assert!(held(&r, "big").is_empty());
     });
 }
