@@ -363,6 +363,27 @@ async fn upload_parts<S: ObjectStore>(
     Ok(parts.into_iter().map(|(p, _, _)| p).collect())
 }
 
+/// A slot of the shard's part semaphore for the next part, unless a part of the upload
+/// failed (then the part is not sent).
+async fn part_slot<'a, S: ObjectStore>(
+    u: &Upload<'a, S>,
+) -> Result<glommio::sync::Permit<'a>, ReplicationError> {
+    let not_started = || {
+        let why = "not sent: another part of the upload failed";
+        ReplicationError::new(Stage::Multipart, ErrorKind::Cancelled, why)
+    };
+    if u.stopping.get() {
+        return Err(not_started());
+    }
+    let permit = u.dp.part_slots.acquire_permit(1).await.map_err(|_| {
+        ReplicationError::new(Stage::Multipart, ErrorKind::Cancelled, "part slots closed")
+    })?;
+    match u.stopping.get() {
+        true => Err(not_started()),
+        false => Ok(permit),
+    }
+}
+
 async fn upload_one<S: ObjectStore>(
     u: &Upload<'_, S>,
     p: PartPlan,
@@ -376,19 +397,7 @@ async fn upload_one<S: ObjectStore>(
         with_crc,
         ..
     } = *u;
-    let not_started = || {
-        let why = "not sent: another part of the upload failed";
-        ReplicationError::new(Stage::Multipart, ErrorKind::Cancelled, why)
-    };
-    if u.stopping.get() {
-        return Err(not_started());
-    }
-    let _permit = dp.part_slots.acquire_permit(1).await.map_err(|_| {
-        ReplicationError::new(Stage::Multipart, ErrorKind::Cancelled, "part slots closed")
-    })?;
-    if u.stopping.get() {
-        return Err(not_started());
-    }
+    let _permit = part_slot(u).await?;
     let (PartSource::Part(a, b) | PartSource::Range(a, b)) = p.source;
     let req = GetObjectRequest {
         version_id: vid,
