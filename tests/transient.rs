@@ -10,9 +10,11 @@ use common::kafka::*;
 use common::*;
 use serde_json::{json, Value};
 
-/// The versions of `key` in `bucket` as boto3 lists them (newest first).
+/// The versions of `key` in `bucket` as boto3 lists them (newest first). The transient
+/// deleter may remove one between the listing and its HEAD: such a version counts as gone.
 fn versions_of(url: &str, bucket: &str, key: &str) -> Vec<Value> {
-    let all = fid(url, "describe", json!({ "bucket": bucket }));
+    let what = json!({ "bucket": bucket, "prefix": key, "vanishing": true });
+    let all = fid(url, "describe", what);
     all[key].as_array().cloned().unwrap_or_default()
 }
 

@@ -96,10 +96,20 @@ def legalhold(s3, a):
 
 
 def describe(s3, a):
+    """Every version of the bucket (or of the keys under `prefix`). With `vanishing`, a
+    version deleted between the listing and its HEAD (a deleter at work) is left out."""
     out = {}
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=a["bucket"]):
+    where = {"Bucket": a["bucket"]}
+    if "prefix" in a:
+        where["Prefix"] = a["prefix"]
+    for page in s3.get_paginator("list_object_versions").paginate(**where):
         for v in page.get("Versions", []):
-            out.setdefault(v["Key"], []).append(version(s3, a["bucket"], v))
+            try:
+                out.setdefault(v["Key"], []).append(version(s3, a["bucket"], v))
+            except ClientError as e:
+                status = e.response["ResponseMetadata"]["HTTPStatusCode"]
+                if not (a.get("vanishing") and status == 404):
+                    raise
     return out
 
 
