@@ -7,6 +7,7 @@
 //! The limit is `relay.rs`, a plain socket relay run as `backbeat-bench relay`.
 
 mod bandwidth;
+mod conn_watch;
 mod e2e;
 mod ingest;
 mod lifecycle;

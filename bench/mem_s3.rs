@@ -167,21 +167,33 @@ impl MemS3 {
                         let listener =
                             glommio::net::TcpListener::bind(("127.0.0.1", port)).expect("listen");
                         let _ = tx.send(());
+                        let watch = std::env::var_os("MEM_S3_WATCH").is_some();
+                        if watch {
+                            glommio::spawn_local(crate::conn_watch::watch()).detach();
+                        }
                         loop {
                             let Ok(stream) = listener.accept().await else {
                                 continue;
                             };
                             let _ = stream.set_nodelay(true);
+                            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
                             let me = me.clone();
                             glommio::spawn_local(async move {
                                 let svc = hyper::service::service_fn(move |req| {
                                     let me = me.clone();
                                     async move { Ok::<_, Infallible>(me.handle(req).await) }
                                 });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .writev(true)
-                                    .serve_connection(HyperIo::new(Stream::Plain(stream)), svc)
-                                    .await;
+                                let io = HyperIo::new(Stream::Plain(stream));
+                                let mut b = hyper::server::conn::http1::Builder::new();
+                                b.writev(true);
+                                let _ = if watch {
+                                    let w = crate::conn_watch::Watched::new(io, fd);
+                                    let st = w.state();
+                                    let fut = Box::pin(b.serve_connection(w, svc));
+                                    crate::conn_watch::Task { fut, st }.await
+                                } else {
+                                    b.serve_connection(io, svc).await
+                                };
                             })
                             .detach();
                         }

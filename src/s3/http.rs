@@ -53,6 +53,8 @@ pub struct HyperIo {
     /// A client connection whose last transfer was a write (see above).
     reset_if_abandoned: bool,
     sending: bool,
+    /// A write was left waiting for the socket since the last flush (see `poll_flush`).
+    wake_owed: bool,
     watch: Option<Watch>,
 }
 
@@ -63,6 +65,7 @@ impl HyperIo {
             stream,
             reset_if_abandoned: false,
             sending: false,
+            wake_owed: false,
             watch: None,
         }
     }
@@ -117,7 +120,10 @@ impl HyperIo {
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.wait(cx),
+            Poll::Pending => {
+                self.wake_owed = true;
+                self.wait(cx)
+            }
         }
     }
 
@@ -342,8 +348,18 @@ impl hyper::rt::Write for HyperIo {
         matches!(self.stream, Stream::Plain(_))
     }
 
+    /// Flushing everything hyper buffered ends a wait on the socket that a write started:
+    /// the task is woken once more. hyper (1.12's dispatcher) can flush right after a write
+    /// went pending and then yield, counting on that write's wake-up; but the flush
+    /// succeeded, and glommio drops a wait for writability once a send succeeds, so no
+    /// wake-up would come and the rest of the body would never be written (a response
+    /// stalled mid-body until the peer's idle timeout, seen in the 16 MiB benchmark).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
+        let this = self.get_mut();
+        if std::mem::take(&mut this.wake_owed) {
+            cx.waker().wake_by_ref();
+        }
+        match &mut this.stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
@@ -723,5 +739,66 @@ pub(crate) fn request_error(e: hyper::Error) -> RequestError {
     RequestError::Io {
         message: msg,
         source: Some(Arc::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct CountingWaker(AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A write left waiting on a full socket is followed by a flush: the flush wakes the
+    /// task, since the wait the write started may be dropped (see `poll_flush`).
+    #[test]
+    fn a_flush_after_a_pending_write_wakes_the_task_once() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let client = TcpStream::connect(addr).await.unwrap();
+                let _server = listener.accept().await.unwrap(); // never reads
+                set_socket_buffers(client.as_raw_fd(), 4096);
+                let mut io = HyperIo::new(Stream::Plain(client));
+                let count = Arc::new(CountingWaker(AtomicUsize::new(0)));
+                let waker = std::task::Waker::from(count.clone());
+                let mut cx = Context::from_waker(&waker);
+                let chunk = vec![7u8; 64 * 1024];
+                let bufs = [io::IoSlice::new(&chunk), io::IoSlice::new(&chunk)];
+                let mut pending = false;
+                for _ in 0..100_000 {
+                    if Pin::new(&mut io)
+                        .poll_write_vectored(&mut cx, &bufs)
+                        .is_pending()
+                    {
+                        pending = true;
+                        break;
+                    }
+                }
+                assert!(pending, "the socket never filled up");
+                assert_eq!(count.0.load(Ordering::SeqCst), 0);
+                assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+                assert_eq!(count.0.load(Ordering::SeqCst), 1, "the flush woke the task");
+                assert!(Pin::new(&mut io).poll_flush(&mut cx).is_ready());
+                assert_eq!(
+                    count.0.load(Ordering::SeqCst),
+                    1,
+                    "one wake per wait, no more"
+                );
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }
