@@ -32,6 +32,17 @@ pub struct E2e {
     pub latency_cdf_ms: Vec<[f64; 2]>,
     /// Per minute of the run (by each outcome's time): objects, p50, p99, p99.9, max (ms).
     pub per_minute: Vec<[f64; 5]>,
+    /// Where the latency goes, (p50, p99) in ms of: the event's way to the data mover
+    /// (populate, two topics), the entry's wait in the mover, its copy.
+    pub stages_ms: [[f64; 2]; 3],
+}
+
+/// One outcome read back from the status topic.
+struct Outcome {
+    at: SystemTime,
+    ms: u64,
+    queue_wait_ms: u64,
+    transfer_ms: u64,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -310,7 +321,7 @@ fn arrived(server: &MemS3, before: u64, count: usize, e: &mut Engine) -> anyhow:
 }
 
 /// Each outcome's time and latency, read back from the status topic.
-fn outcomes(brokers: &str, topic: &str, count: usize) -> anyhow::Result<Vec<(SystemTime, u64)>> {
+fn outcomes(brokers: &str, topic: &str, count: usize) -> anyhow::Result<Vec<Outcome>> {
     let (b, topic) = (brokers.to_string(), topic.to_string());
     let got = backbeat::shard::block_on(async move {
         let c = kafka::consumer(
@@ -333,7 +344,12 @@ fn outcomes(brokers: &str, topic: &str, count: usize) -> anyhow::Result<Vec<(Sys
                 if let Some(s) = s {
                     let at = backbeat::time::parse_rfc3339(&s.at);
                     if let (Some(at), Some(ms)) = (at, s.latency_ms) {
-                        got.push((at, ms.max(1)));
+                        got.push(Outcome {
+                            at,
+                            ms: ms.max(1),
+                            queue_wait_ms: s.durations.queue_wait_ms,
+                            transfer_ms: s.durations.transfer_ms,
+                        });
                     }
                 }
             }
@@ -362,25 +378,30 @@ fn quantiles(h: &hdrhistogram::Histogram<u64>) -> [f64; 3] {
 }
 
 /// The figures of a run from its outcomes.
-fn figures(out: &[(SystemTime, u64)], seconds: f64, cpu: f64, rss: f64) -> anyhow::Result<E2e> {
-    let hist = histogram(out.iter().map(|(_, ms)| *ms))?;
+fn figures(out: &[Outcome], seconds: f64, cpu: f64, rss: f64) -> anyhow::Result<E2e> {
+    let hist = histogram(out.iter().map(|o| o.ms))?;
     let first = out
         .iter()
-        .map(|(at, _)| *at)
+        .map(|o| o.at)
         .min()
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let minute = |at: SystemTime| at.duration_since(first).unwrap_or_default().as_secs() / 60;
-    let minutes = out.iter().map(|(at, _)| minute(*at)).max().unwrap_or(0);
+    let minutes = out.iter().map(|o| minute(o.at)).max().unwrap_or(0);
     let mut per_minute = Vec::new();
     for m in 0..=minutes {
-        let h = histogram(
-            out.iter()
-                .filter(|(at, _)| minute(*at) == m)
-                .map(|(_, ms)| *ms),
-        )?;
+        let h = histogram(out.iter().filter(|o| minute(o.at) == m).map(|o| o.ms))?;
         let [p50, p99, p999] = quantiles(&h);
         per_minute.push([h.len() as f64, p50, p99, p999, h.max() as f64]);
     }
+    let stage = |f: &dyn Fn(&Outcome) -> u64| -> anyhow::Result<[f64; 2]> {
+        let [p50, p99, _] = quantiles(&histogram(out.iter().map(|o| f(o).max(1)))?);
+        Ok([p50, p99])
+    };
+    let stages_ms = [
+        stage(&|o| o.ms.saturating_sub(o.queue_wait_ms + o.transfer_ms))?,
+        stage(&|o| o.queue_wait_ms)?,
+        stage(&|o| o.transfer_ms)?,
+    ];
     Ok(E2e {
         seconds,
         cpu_seconds: cpu,
@@ -392,6 +413,7 @@ fn figures(out: &[(SystemTime, u64)], seconds: f64, cpu: f64, rss: f64) -> anyho
             .map(|[q, v]| [q, v * 1000.0])
             .collect(),
         per_minute,
+        stages_ms,
     })
 }
 

@@ -710,9 +710,10 @@ fn through_kafka(
                 m[4]
             ));
         }
+        let [to, wait, copy] = r.stages_ms;
         notes.push(format!(
-            "steady, {achieved:.0} events/s of {} KiB objects{minutes}",
-            size / 1024
+            "steady, {achieved:.0} events/s of {} KiB objects{minutes}; stages p50/p99: to the data mover {}/{}, waiting in it {}/{}, copy {}/{} ms",
+            size / 1024, to[0], to[1], wait[0], wait[1], copy[0], copy[1]
         ));
         let name = format!("steady-kafka-{}KiB", size / 1024);
         let set = format!("{setting}, {achieved:.0} events/s");
