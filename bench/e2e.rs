@@ -32,9 +32,10 @@ pub struct E2e {
     pub latency_cdf_ms: Vec<[f64; 2]>,
     /// Per minute of the run (by each outcome's time): objects, p50, p99, p99.9, max (ms).
     pub per_minute: Vec<[f64; 5]>,
-    /// Where the latency goes, (p50, p99) in ms of: the event's way to the data mover
-    /// (populate, two topics), the entry's wait in the mover, its copy.
-    pub stages_ms: [[f64; 2]; 3],
+    /// Where the latency goes, (p50, p99) in ms of: the event until its entry is produced
+    /// (the events topic, populate), the entry in the replication topic, its wait in the
+    /// data mover, its copy.
+    pub stages_ms: [[f64; 2]; 4],
 }
 
 /// One outcome read back from the status topic.
@@ -43,6 +44,7 @@ struct Outcome {
     ms: u64,
     queue_wait_ms: u64,
     transfer_ms: u64,
+    in_topic_ms: u64,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -349,6 +351,7 @@ fn outcomes(brokers: &str, topic: &str, count: usize) -> anyhow::Result<Vec<Outc
                             ms: ms.max(1),
                             queue_wait_ms: s.durations.queue_wait_ms,
                             transfer_ms: s.durations.transfer_ms,
+                            in_topic_ms: s.durations.in_topic_ms.unwrap_or(0),
                         });
                     }
                 }
@@ -398,7 +401,10 @@ fn figures(out: &[Outcome], seconds: f64, cpu: f64, rss: f64) -> anyhow::Result<
         Ok([p50, p99])
     };
     let stages_ms = [
-        stage(&|o| o.ms.saturating_sub(o.queue_wait_ms + o.transfer_ms))?,
+        stage(&|o| {
+            o.ms.saturating_sub(o.in_topic_ms + o.queue_wait_ms + o.transfer_ms)
+        })?,
+        stage(&|o| o.in_topic_ms)?,
         stage(&|o| o.queue_wait_ms)?,
         stage(&|o| o.transfer_ms)?,
     ];

@@ -710,10 +710,10 @@ fn through_kafka(
                 m[4]
             ));
         }
-        let [to, wait, copy] = r.stages_ms;
+        let [event, topic, wait, copy] = r.stages_ms;
         notes.push(format!(
-            "steady, {achieved:.0} events/s of {} KiB objects{minutes}; stages p50/p99: to the data mover {}/{}, waiting in it {}/{}, copy {}/{} ms",
-            size / 1024, to[0], to[1], wait[0], wait[1], copy[0], copy[1]
+            "steady, {achieved:.0} events/s of {} KiB objects{minutes}; stages p50/p99: event to entry (events topic, populate) {}/{}, entry in the replication topic {}/{}, waiting in the data mover {}/{}, copy {}/{} ms",
+            size / 1024, event[0], event[1], topic[0], topic[1], wait[0], wait[1], copy[0], copy[1]
         ));
         let name = format!("steady-kafka-{}KiB", size / 1024);
         let set = format!("{setting}, {achieved:.0} events/s");

@@ -170,6 +170,10 @@ pub enum Status {
 pub struct Durations {
     pub queue_wait_ms: u64,
     pub transfer_ms: u64,
+    /// From the entry's production (its Kafka timestamp) to its receipt by the site's data
+    /// mover: the entry's time in the replication topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_topic_ms: Option<u64>,
 }
 
 pub use crate::failure::ErrorRecord;
@@ -465,7 +469,7 @@ mod tests {
                 v: 1, bucket: "b".into(), key: "k".into(), version_id: "v".into(), site,
                 status: if failed { Status::Failed } else { Status::Completed },
                 bytes,
-                durations: Durations { queue_wait_ms: 1, transfer_ms: 2 },
+                durations: Durations { queue_wait_ms: 1, transfer_ms: 2, in_topic_ms: Some(3) },
                 error: failed.then(|| ErrorRecord { code: "X".into(), message: msg, retryable: true }),
                 attempt: 1, at: "2026-11-25T00:00:00Z".into(), latency_ms: Some(bytes % 1000),
                 reason: (!failed).then(|| "superseded: x".into()),

@@ -114,6 +114,12 @@ pub fn steps_pattern(base: &str) -> String {
     out
 }
 
+/// The shortest fetch wait of a replayer's consumer. Its records are due seconds or more
+/// after they were written, so seeing one up to this much later costs nothing, while a
+/// consumer that asks an idle broker every few milliseconds costs the broker CPU (a
+/// replay topic is idle almost always).
+pub const FETCH_WAIT_MS: u32 = 500;
+
 /// Runs a replayer until shutdown.
 pub async fn run(
     cfg: ReplayerConfig,
@@ -121,7 +127,11 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), QueueError> {
     let group = &cfg.group;
-    let consumer = kafka::consumer(&cfg.brokers, group, &cfg.membership, DefaultConsumerContext)?;
+    let membership = Membership {
+        fetch_wait_ms: cfg.membership.fetch_wait_ms.max(FETCH_WAIT_MS),
+        ..cfg.membership
+    };
+    let consumer = kafka::consumer(&cfg.brokers, group, &membership, DefaultConsumerContext)?;
     consumer
         .subscribe(&[cfg.topics.as_str()])
         .map_err(QueueError::Consume)?;

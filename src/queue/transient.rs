@@ -221,6 +221,7 @@ mod tests {
             durations: Durations {
                 queue_wait_ms: 0,
                 transfer_ms: 0,
+                in_topic_ms: None,
             },
             error: None,
             attempt: 0,

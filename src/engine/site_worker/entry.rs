@@ -3,7 +3,7 @@
 //! the next version of its key started.
 
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use glommio::sync::StaticPermit;
 use tracing::Instrument;
@@ -25,6 +25,8 @@ pub struct Job {
     pub generation: u64,
     pub entry: ReplicationEntry,
     pub received: Instant,
+    /// From the entry's production (its message's timestamp) to its receipt here.
+    pub in_topic: Option<Duration>,
 }
 
 /// Starts `job` on the shard's executor. It holds one of the shard's entry slots (`permit`)
@@ -118,6 +120,7 @@ async fn run(sh: &Shared, job: &Job) -> bool {
         queue_wait: start - job.received,
         transfer: start.elapsed(),
         since_receipt: job.received.elapsed(),
+        in_topic: job.in_topic,
     };
     if let Err(gave_up) = &result {
         let now = replay::unix_ms(SystemTime::now());
@@ -239,7 +242,7 @@ fn finish(sh: &Rc<Shared>, job: &Job, permit: StaticPermit) {
         .borrow_mut()
         .finish(job.partition, job.offset, job.generation);
     match next {
-        Ok(Some((offset, (entry, received)))) => {
+        Ok(Some((offset, (entry, received, in_topic)))) => {
             super::parked::started(sh, job.partition);
             let next = Job {
                 partition: job.partition,
@@ -247,6 +250,7 @@ fn finish(sh: &Rc<Shared>, job: &Job, permit: StaticPermit) {
                 generation: job.generation,
                 entry,
                 received,
+                in_topic,
             };
             spawn(sh, next, permit);
         }

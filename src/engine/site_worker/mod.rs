@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::RDKafkaErrorCode;
@@ -98,7 +98,7 @@ pub struct WorkerConfig {
 }
 
 /// An entry parked behind an earlier version of its key, with when it was received.
-type Parked = (ReplicationEntry, Instant);
+type Parked = (ReplicationEntry, Instant, Option<Duration>);
 
 /// The worker's state, shared by its loop and its entries' tasks (one shard, `!Send`).
 struct Shared {
@@ -533,6 +533,11 @@ async fn consume_one(sh: &Rc<Shared>, shutdown: &Shutdown) {
                 .map(|k| String::from_utf8_lossy(k).into_owned())
                 .unwrap_or_default(),
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            produced: m
+                .timestamp()
+                .to_millis()
+                .filter(|ms| *ms > 0)
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms as u64)),
             trusted: crate::queue::signing::check(&m),
         },
     };
@@ -631,6 +636,8 @@ struct Fetched {
     offset: i64,
     key: String,
     payload: Vec<u8>,
+    /// When it was produced (its timestamp), if the broker says.
+    produced: Option<SystemTime>,
     /// Whether its signature checks (always, without `kafka.signing_key_file`).
     trusted: Result<(), crate::queue::signing::Untrusted>,
 }
@@ -644,6 +651,9 @@ async fn handle(
     shutdown: &Shutdown,
 ) {
     let received = Instant::now();
+    let in_topic = m
+        .produced
+        .and_then(|p| SystemTime::now().duration_since(p).ok());
     let generation = sh.partitions.borrow_mut().generation(m.partition);
     if let Err(why) = m.trusted {
         return set_aside(sh, &m, "untrusted", &why.to_string(), false, shutdown).await;
@@ -664,18 +674,21 @@ async fn handle(
         Ok(e) => e,
     };
     let key = entry.kafka_key();
-    let received_entry =
-        sh.partitions
-            .borrow_mut()
-            .receive(m.partition, m.offset, &key, (entry, received));
+    let received_entry = sh.partitions.borrow_mut().receive(
+        m.partition,
+        m.offset,
+        &key,
+        (entry, received, in_topic),
+    );
     match received_entry {
-        Ok(Received::Start((entry, received))) => {
+        Ok(Received::Start((entry, received, in_topic))) => {
             let job = Job {
                 partition: m.partition,
                 offset: m.offset,
                 generation,
                 entry,
                 received,
+                in_topic,
             };
             entry::spawn(sh, job, permit);
         }

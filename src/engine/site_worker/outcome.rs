@@ -169,6 +169,8 @@ pub struct Timings {
     pub queue_wait: Duration,
     pub transfer: Duration,
     pub since_receipt: Duration,
+    /// The entry's time in the replication topic (see `Job::in_topic`).
+    pub in_topic: Option<Duration>,
 }
 
 /// Records the outcome everywhere it goes. Returns false when it could not be written to
@@ -220,6 +222,7 @@ fn status_event(sh: &Shared, entry: &ReplicationEntry, out: &Recorded, t: &Timin
         durations: Durations {
             queue_wait_ms: t.queue_wait.as_millis() as u64,
             transfer_ms: t.transfer.as_millis() as u64,
+            in_topic_ms: t.in_topic.map(|d| d.as_millis() as u64),
         },
         error: out.error.clone(),
         reason: out.reason.clone(),
