@@ -195,9 +195,33 @@ pub fn stop(mut p: Proc) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let threads = threads_of(c.id());
     let _ = c.kill();
     let _ = c.wait();
-    panic!("backbeat did not stop within 40 s of SIGTERM");
+    panic!("backbeat did not stop within 40 s of SIGTERM; its threads then (name: state, wait channel):\n{threads}");
+}
+
+/// Each thread of a process with its state and kernel wait channel (where a stop hangs).
+fn threads_of(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "(unreadable)".into();
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let p = t.path();
+        let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+        let state = read("stat")
+            .rsplit_once(") ")
+            .map(|(_, r)| r.chars().next().unwrap_or('?'))
+            .unwrap_or('?');
+        out.push(format!(
+            "  {}: {state}, {}",
+            read("comm").trim(),
+            read("wchan").trim()
+        ));
+    }
+    out.sort();
+    out.join("\n")
 }
 
 pub fn produce(topic: &str, items: &[(String, String)]) {
