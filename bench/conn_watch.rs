@@ -210,8 +210,9 @@ fn task(s: &ConnState, now: Instant) -> String {
     )
 }
 
-/// Runs on the executor: every second, logs connections whose write has waited (or whose
-/// last write is older than) 2 s while their read is not idle at a request boundary.
+/// Runs on the executor: every second, logs connections whose write has waited more than
+/// 2 s, and (twice) those whose last write is 2-4 s old: idle keep-alive connections too,
+/// to be told apart from a stalled response by their bytes written.
 pub async fn watch() {
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;

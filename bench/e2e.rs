@@ -32,9 +32,11 @@ pub struct E2e {
     pub latency_cdf_ms: Vec<[f64; 2]>,
     /// Per minute of the run (by each outcome's time): objects, p50, p99, p99.9, max (ms).
     pub per_minute: Vec<[f64; 5]>,
-    /// Where the latency goes, (p50, p99) in ms of: the event until its entry is produced
-    /// (the events topic, populate), the entry in the replication topic, its wait in the
-    /// data mover, its copy.
+    /// Where the latency goes, (p50, p99) in ms (0 counted as 1) of: the event until its
+    /// entry is produced (the events topic, populate), the entry until the data mover takes
+    /// it (the replication topic, librdkafka's queue, a free slot), its wait behind an
+    /// earlier version of its key, its copy. An outcome without `inTopicMs` counts its
+    /// topic time in the first stage.
     pub stages_ms: [[f64; 2]; 4],
 }
 

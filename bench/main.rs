@@ -628,6 +628,27 @@ fn kafka_run(scenario: String, setting: String, count: usize, size: u64, r: e2e:
     }
 }
 
+/// The steady scenario's note: its rate, latency per minute and where the latency goes.
+fn steady_note(r: &e2e::E2e, achieved: f64, size: u64) -> String {
+    let mut minutes = String::new();
+    for (i, m) in r.per_minute.iter().enumerate() {
+        minutes.push_str(&format!(
+            "; minute {}: {} objects, p50 {} p99 {} p99.9 {} max {} ms",
+            i + 1,
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[4]
+        ));
+    }
+    let [event, topic, wait, copy] = r.stages_ms;
+    format!(
+        "steady, {achieved:.0} events/s of {} KiB objects{minutes}; stages p50/p99: event to entry (events topic, populate) {}/{}, entry to the data mover (replication topic, a free slot) {}/{}, behind its key {}/{}, copy {}/{} ms",
+        size / 1024, event[0], event[1], topic[0], topic[1], wait[0], wait[1], copy[0], copy[1]
+    )
+}
+
 /// The scenarios through Kafka (`e2e`, `steady`, `backlog`), on one broker; each on an
 /// in-memory endpoint of its own.
 fn through_kafka(
@@ -698,23 +719,7 @@ fn through_kafka(
             size,
         };
         let (r, achieved) = e2e::steady(&setup, &at, count, rate)?;
-        let mut minutes = String::new();
-        for (i, m) in r.per_minute.iter().enumerate() {
-            minutes.push_str(&format!(
-                "; minute {}: {} objects, p50 {} p99 {} p99.9 {} max {} ms",
-                i + 1,
-                m[0],
-                m[1],
-                m[2],
-                m[3],
-                m[4]
-            ));
-        }
-        let [event, topic, wait, copy] = r.stages_ms;
-        notes.push(format!(
-            "steady, {achieved:.0} events/s of {} KiB objects{minutes}; stages p50/p99: event to entry (events topic, populate) {}/{}, entry in the replication topic {}/{}, waiting in the data mover {}/{}, copy {}/{} ms",
-            size / 1024, event[0], event[1], topic[0], topic[1], wait[0], wait[1], copy[0], copy[1]
-        ));
+        notes.push(steady_note(&r, achieved, size));
         let name = format!("steady-kafka-{}KiB", size / 1024);
         let set = format!("{setting}, {achieved:.0} events/s");
         runs.push(kafka_run(name, set, count, size, r));

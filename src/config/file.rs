@@ -99,6 +99,7 @@ pub struct KafkaConfig {
     /// The longest a consumer's fetch waits at the broker when there is nothing to read.
     /// Kafka answers as soon as data arrives, so this only paces idle fetches; a broker that
     /// answers only when the wait ends (nisshi 0.6) adds up to this much per topic crossed.
+    /// Replay topics' consumers wait at least `replayer::FETCH_WAIT_MS` (500).
     #[serde(deserialize_with = "de::int::<_, _, 1, 10_000>")]
     pub fetch_wait_ms: u32,
     /// How often a site worker commits the offsets its finished entries moved (0: after

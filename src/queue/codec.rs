@@ -170,8 +170,12 @@ pub enum Status {
 pub struct Durations {
     pub queue_wait_ms: u64,
     pub transfer_ms: u64,
-    /// From the entry's production (its Kafka timestamp) to its receipt by the site's data
-    /// mover: the entry's time in the replication topic.
+    /// From the entry's Kafka timestamp to its receipt by the site's data mover: its time
+    /// in the replication topic, in librdkafka's local queue, and waiting for a free slot
+    /// of the mover (a slot is taken before a message is received). The timestamp is the
+    /// producer's clock (CreateTime, the populator's node) or the broker's (LogAppendTime);
+    /// absent when that clock is ahead of the mover's. A replayed entry is timed from its
+    /// return to the topic, so only its last crossing counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_topic_ms: Option<u64>,
 }
@@ -330,6 +334,16 @@ mod tests {
             attempt: 0,
             replay: None,
         }
+    }
+
+    #[test]
+    fn a_status_record_written_before_in_topic_ms_still_decodes() {
+        let old = br#"{"v":1,"bucket":"b","key":"k","versionId":"v","site":"a","status":"COMPLETED","bytes":3,"durations":{"queueWaitMs":1,"transferMs":2},"attempt":1,"at":"2026-12-01T00:00:00Z"}"#;
+        let s = StatusEvent::decode(old).unwrap();
+        assert_eq!(s.durations.in_topic_ms, None);
+        assert_eq!(s.durations.transfer_ms, 2);
+        let encoded = String::from_utf8(s.encode()).unwrap();
+        assert!(!encoded.contains("inTopicMs"), "{encoded}");
     }
 
     #[test]

@@ -114,10 +114,11 @@ pub fn steps_pattern(base: &str) -> String {
     out
 }
 
-/// The shortest fetch wait of a replayer's consumer. Its records are due seconds or more
-/// after they were written, so seeing one up to this much later costs nothing, while a
-/// consumer that asks an idle broker every few milliseconds costs the broker CPU (a
-/// replay topic is idle almost always).
+/// The shortest fetch wait of a replayer's consumer (`kafka.fetch_wait_ms` when longer).
+/// Its records are due seconds or more after they were written; a record can go back up
+/// to about this much after it is due (a resumed partition's next fetch follows the one
+/// in flight), while a consumer that asks an idle broker every few milliseconds costs the
+/// broker CPU (a replay topic is idle almost always).
 pub const FETCH_WAIT_MS: u32 = 500;
 
 /// Runs a replayer until shutdown.

@@ -351,9 +351,11 @@ impl hyper::rt::Write for HyperIo {
     /// Flushing everything hyper buffered ends a wait on the socket that a write started:
     /// the task is woken once more. hyper (1.12's dispatcher) can flush right after a write
     /// went pending and then yield, counting on that write's wake-up; but the flush
-    /// succeeded, and glommio drops a wait for writability once a send succeeds, so no
-    /// wake-up would come and the rest of the body would never be written (a response
-    /// stalled mid-body until the peer's idle timeout, seen in the 16 MiB benchmark).
+    /// succeeded, and glommio's `poll_write` drops its wait for writability once a send
+    /// through it succeeds (our vectored path falls back to it after `EAGAIN`, TLS always
+    /// writes through it), so no wake-up would come and the rest of the body would never
+    /// be written (a response stalled mid-body until the peer's idle timeout, seen in the
+    /// 16 MiB benchmark).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if std::mem::take(&mut this.wake_owed) {
