@@ -881,8 +881,10 @@ impl ApiEngine {
         v["backlog"]["results"].clone()
     }
 
-    fn stop(self) {
+    /// Stops the engine; returns its log.
+    fn stop(self) -> String {
         stop(self.run);
+        std::fs::read_to_string(self.st.config.with_file_name("run.log")).unwrap_or_default()
     }
 }
 
@@ -1616,10 +1618,15 @@ fn offsets_are_committed_while_running_and_at_a_clean_stop() {
     wait_until(60, "3 more keys replicated", || {
         ["c6", "c7", "c8"].iter().all(|k| e.replicated(k))
     });
-    e.stop();
+    let log = e.stop();
     assert_eq!(
         reader.lag().expect("the group's lag"),
         0,
         "a clean stop commits every finished entry"
+    );
+    assert!(log.contains("stopping: entries in flight finish"), "{log}");
+    assert!(
+        log.matches("role stopped").count() >= 2 && !log.contains("stop not finished"),
+        "the populator and the site worker each say they stopped: {log}"
     );
 }

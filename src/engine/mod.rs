@@ -3,13 +3,15 @@
 //!
 //! Owns: the roles' wiring, bucket discovery and adoption (`buckets`), the site worker (`site_worker`: the consumer group member
 //! that feeds the replication pipeline, records outcomes and commits offsets), and the
-//! lifecycle role (`lifecycle`: a bucket's rules, the replication guard, a pass now).
+//! lifecycle role (`lifecycle`: a bucket's rules, the replication guard, a pass now), and
+//! the roles' threads and their bounded stop (`roles`).
 //! May call: `config`, `queue`, `populate`, `replication`, `shard`, `s3`, `metrics`, `api`,
 //! `time`, `retry`, `failure`, `lifecycle`, `bandwidth`, `buckets`.
 
 pub mod buckets;
 pub mod ingest;
 pub mod lifecycle;
+pub mod roles;
 pub mod site_worker;
 pub mod transient;
 
@@ -43,6 +45,8 @@ pub enum EngineError {
     Populate(#[from] populate::PopulateError),
     #[error(transparent)]
     Shard(#[from] shard::ShardError),
+    #[error("stop not finished {seconds} s after the signal (still running: {roles}); what they had not committed is replayed at the next start")]
+    StopTimeout { roles: String, seconds: u64 },
 }
 
 /// A site's endpoint and settings.
@@ -774,10 +778,11 @@ impl Engine {
             ("lifecycle", lifecycle, Engine::lifecycle),
         ];
         let (me, st, sd) = (self.clone(), stats.clone(), shutdown.clone());
-        let mut handles = vec![spawn_role("populate".into(), move || me.populate(st, sd))?];
+        let mut roles: Vec<(String, roles::Body)> =
+            vec![("populate".into(), Box::new(move || me.populate(st, sd)))];
         for (name, _, f) in optional.into_iter().filter(|(_, wanted, _)| *wanted) {
             let (me, sd) = (self.clone(), shutdown.clone());
-            handles.push(spawn_role(name.into(), move || f(&me, sd))?);
+            roles.push((name.into(), Box::new(move || f(&me, sd))));
         }
         let shards = self.shards();
         for site in self.sites.keys().cloned().collect::<Vec<_>>() {
@@ -787,45 +792,16 @@ impl Engine {
                 self.site_stats[&site].clone(),
             );
             let name = format!("site-{site}");
-            let f = move || me.replicate(&site, shards, st, sd);
-            handles.push(spawn_role(name, f)?);
+            roles.push((name, Box::new(move || me.replicate(&site, shards, st, sd))));
         }
         api.ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        join_roles(handles, &shutdown)
+        let drain = Duration::from_secs(self.cfg.kafka.drain_deadline_seconds);
+        roles::run_all(roles, &shutdown, drain + roles::STOP_GRACE)
     }
 }
 
 /// An optional role of `run`: runs on its own thread until shutdown.
 type Role = fn(&Engine, Shutdown) -> Result<(), EngineError>;
-
-type RoleHandle = std::thread::JoinHandle<Result<(), EngineError>>;
-
-/// Starts a role on a thread of its own, named `name`.
-fn spawn_role(
-    name: String,
-    f: impl FnOnce() -> Result<(), EngineError> + Send + 'static,
-) -> Result<RoleHandle, EngineError> {
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(f)
-        .map_err(|e| EngineError::Setup(e.to_string()))
-}
-
-/// Waits for every role; the first that fails (or panics) stops the others, and its error
-/// is returned.
-fn join_roles(handles: Vec<RoleHandle>, shutdown: &Shutdown) -> Result<(), EngineError> {
-    let mut first_err = None;
-    for h in handles {
-        let failed = match h.join() {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => e,
-            Err(_) => EngineError::Setup("a role panicked".into()),
-        };
-        shutdown.trigger();
-        first_err.get_or_insert(failed);
-    }
-    first_err.map_or(Ok(()), Err)
-}
 
 /// One rescan of every bucket, for the settled sites.
 async fn rescan_pass(

@@ -196,9 +196,28 @@ pub fn stop(mut p: Proc) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let threads = threads_of(c.id());
+    let stacks = stacks_of(c.id());
     let _ = c.kill();
     let _ = c.wait();
-    panic!("backbeat did not stop within 40 s of SIGTERM; its threads then (name: state, wait channel):\n{threads}");
+    panic!("backbeat did not stop within 40 s of SIGTERM; its threads then (name: state, wait channel):\n{threads}\n{stacks}");
+}
+
+/// Every thread's stack, when gdb is installed (a hung stop's exact place); else a note.
+fn stacks_of(pid: u32) -> String {
+    let out = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 30",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("(no stacks: gdb: {e})"),
+    }
 }
 
 /// Each thread of a process with its state and kernel wait channel (where a stop hangs).
