@@ -660,84 +660,101 @@ fn through_kafka(
 ) -> anyhow::Result<()> {
     let broker = e2e::broker(args.kafka.as_deref())?;
     let shards = args.shards.unwrap_or_else(cores);
-    let setting = format!("run, --shards {shards} --concurrency {}", args.concurrency);
-    let serve = |count: usize, size: u64| {
-        let server = MemS3::new("bench-src", Catalog::uniform(count, size));
-        let url = format!("http://127.0.0.1:{}", server.serve(args.server_threads));
-        (server, url)
-    };
-    let setup = e2e::Setup {
-        backbeat,
-        brokers: &broker.addr,
-        fetch_wait_ms: args.fetch_wait_ms,
-        shards,
-        concurrency: args.concurrency,
+    let k = ThroughKafka {
+        args,
+        setup: e2e::Setup {
+            backbeat,
+            brokers: &broker.addr,
+            fetch_wait_ms: args.fetch_wait_ms,
+            shards,
+            concurrency: args.concurrency,
+        },
+        setting: format!("run, --shards {shards} --concurrency {}", args.concurrency),
     };
     if which.contains(&"e2e") {
         let (count, size) = (scaled(args.e2e_count, args.scale), args.e2e_size);
-        let (server, url) = serve(count, size);
-        eprintln!("scenario e2e: a burst of {count} events for objects of {} KiB, through Kafka ({}) to the in-memory endpoint {url}", size / 1024, broker.addr);
-        let at = e2e::At {
-            server: &server,
-            url: &url,
-            size,
-        };
-        let r = e2e::burst(&setup, &at, count)?;
-        let name = format!("e2e-kafka-{}KiB", size / 1024);
-        runs.push(kafka_run(name, setting.clone(), count, size, r));
+        eprintln!(
+            "scenario e2e: a burst of {count} events for objects of {} KiB, through Kafka ({})",
+            size / 1024,
+            broker.addr
+        );
+        runs.push(k.burst(count, size)?.0);
     }
-    let size = args.steady_size;
     if which.contains(&"steady") {
+        k.steady(runs, notes)?;
+    }
+    if which.contains(&"backlog") {
+        let count = scaled(args.backlog_count, args.scale);
+        eprintln!("scenario backlog: {count} events waiting in Kafka, then an engine started");
+        let size = args.steady_size;
+        let (server, url) = k.serve(count, size);
+        let r = e2e::backlog(&k.setup, &k.at(&server, &url, size), count)?;
+        let name = format!("backlog-kafka-{}KiB", size / 1024);
+        runs.push(kafka_run(name, k.setting.clone(), count, size, r));
+    }
+    Ok(())
+}
+
+/// What the scenarios through Kafka share: the broker and the engine's settings.
+struct ThroughKafka<'a> {
+    args: &'a Args,
+    setup: e2e::Setup<'a>,
+    setting: String,
+}
+
+impl ThroughKafka<'_> {
+    /// An in-memory source of `count` objects of `size`, served; with its URL.
+    fn serve(&self, count: usize, size: u64) -> (std::sync::Arc<MemS3>, String) {
+        let server = MemS3::new("bench-src", Catalog::uniform(count, size));
+        let url = format!(
+            "http://127.0.0.1:{}",
+            server.serve(self.args.server_threads)
+        );
+        (server, url)
+    }
+
+    fn at<'s>(&self, server: &'s MemS3, url: &'s str, size: u64) -> e2e::At<'s> {
+        e2e::At { server, url, size }
+    }
+
+    /// A burst of `count` events at once: its run, and the rate it reached.
+    fn burst(&self, count: usize, size: u64) -> anyhow::Result<(Run, f64)> {
+        let (server, url) = self.serve(count, size);
+        let r = e2e::burst(&self.setup, &self.at(&server, &url, size), count)?;
+        let rate = count as f64 / r.seconds;
+        let name = format!("e2e-kafka-{}KiB", size / 1024);
+        Ok((kafka_run(name, self.setting.clone(), count, size, r), rate))
+    }
+
+    /// Events at an even rate (`--steady-rate`, else half a burst's), with its latency
+    /// note; the burst measured first is a run of its own.
+    fn steady(&self, runs: &mut Vec<Run>, notes: &mut Vec<String>) -> anyhow::Result<()> {
+        let (args, size) = (self.args, self.args.steady_size);
         let rate = match args.steady_rate {
             Some(r) => r,
             None => {
                 let count = scaled(4000, args.scale.max(0.5));
-                let (server, url) = serve(count, size);
                 eprintln!("scenario steady: first a burst of {count} events for objects of {} KiB, for the saturating rate", size / 1024);
-                let at = e2e::At {
-                    server: &server,
-                    url: &url,
-                    size,
-                };
-                let r = e2e::burst(&setup, &at, count)?;
-                let saturating = count as f64 / r.seconds;
-                let name = format!("e2e-kafka-{}KiB", size / 1024);
-                runs.push(kafka_run(name, setting.clone(), count, size, r));
+                let (run, saturating) = self.burst(count, size)?;
+                runs.push(run);
                 saturating / 2.0
             }
         };
         let secs = ((args.steady_seconds as f64 * args.scale) as u64).max(60);
         let count = (rate * secs as f64) as usize;
-        let (server, url) = serve(count, size);
+        let (server, url) = self.serve(count, size);
         eprintln!(
             "scenario steady: {count} events at {rate:.0}/s for {secs} s, objects of {} KiB",
             size / 1024
         );
-        let at = e2e::At {
-            server: &server,
-            url: &url,
-            size,
-        };
-        let (r, achieved) = e2e::steady(&setup, &at, count, rate)?;
+        let at = self.at(&server, &url, size);
+        let (r, achieved) = e2e::steady(&self.setup, &at, count, rate)?;
         notes.push(steady_note(&r, achieved, size));
         let name = format!("steady-kafka-{}KiB", size / 1024);
-        let set = format!("{setting}, {achieved:.0} events/s");
+        let set = format!("{}, {achieved:.0} events/s", self.setting);
         runs.push(kafka_run(name, set, count, size, r));
+        Ok(())
     }
-    if which.contains(&"backlog") {
-        let count = scaled(args.backlog_count, args.scale);
-        let (server, url) = serve(count, size);
-        eprintln!("scenario backlog: {count} events waiting in Kafka, then an engine started");
-        let at = e2e::At {
-            server: &server,
-            url: &url,
-            size,
-        };
-        let r = e2e::backlog(&setup, &at, count)?;
-        let name = format!("backlog-kafka-{}KiB", size / 1024);
-        runs.push(kafka_run(name, setting.clone(), count, size, r));
-    }
-    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {

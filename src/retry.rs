@@ -49,6 +49,32 @@ impl RetryPolicy {
         warn_after: 1,
     };
 
+    /// A change's rules and tags, read before the change is set aside (about a second).
+    pub const CHANGE: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(1),
+        warn_after: 3,
+    };
+
+    /// An upload's abort: one that fails for a passing reason is tried again, since an
+    /// upload left open keeps its parts' storage until something aborts it.
+    pub const ABORT_UPLOAD: RetryPolicy = RetryPolicy {
+        max_attempts: 4,
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(2),
+        warn_after: 2,
+    };
+
+    /// A lifecycle step, tried about 8 minutes before its pass is given up: a bucket that
+    /// has gone, or credentials refused, must not hold its partition's other buckets for ever.
+    pub const LIFECYCLE_STEP: RetryPolicy = RetryPolicy {
+        max_attempts: 20,
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(30),
+        warn_after: 1,
+    };
+
     /// A copy's policy with `attempts` attempts in all (at least one).
     pub fn with_attempts(attempts: u32) -> Self {
         Self {

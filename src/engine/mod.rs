@@ -45,7 +45,7 @@ pub enum EngineError {
     Populate(#[from] populate::PopulateError),
     #[error(transparent)]
     Shard(#[from] shard::ShardError),
-    #[error("stop not finished {seconds} s after the signal (still running: {roles}); what they had not committed is replayed at the next start")]
+    #[error("stop not finished {seconds} s after it began (still running: {roles}); what they had not committed is replayed at the next start")]
     StopTimeout { roles: String, seconds: u64 },
 }
 

@@ -40,9 +40,15 @@ pub fn run_all(
     let mut running = BTreeSet::new();
     for (name, body) in roles {
         running.insert(name.clone());
-        spawn(name, body, tx.clone())?;
+        if let Err(e) = spawn(name, body, tx.clone()) {
+            shutdown.trigger();
+            return Err(e);
+        }
     }
-    watch_shutdown(shutdown.clone(), tx)?;
+    if let Err(e) = watch_shutdown(shutdown.clone(), tx) {
+        shutdown.trigger();
+        return Err(e);
+    }
     let mut first_err = None;
     let mut deadline: Option<Instant> = None;
     while !running.is_empty() {
@@ -65,11 +71,14 @@ pub fn run_all(
                     tracing::error!(role = %name, error = %e, "role failed: stopping the others");
                     shutdown.trigger();
                     first_err.get_or_insert(e);
-                } else if deadline.is_some() {
+                } else if deadline.is_some() || shutdown.is_set() {
                     tracing::info!(role = %name, "role stopped");
                 }
             }
-            Err(_) => return Err(timed_out(&running, limit)),
+            Err(mpsc::RecvTimeoutError::Timeout) => return Err(timed_out(&running, limit)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(EngineError::Setup("the roles' threads are gone".into()))
+            }
         }
     }
     first_err.map_or(Ok(()), Err)

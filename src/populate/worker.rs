@@ -340,14 +340,6 @@ fn rules_of(bucket: &str) -> String {
     format!("rules of bucket {bucket}")
 }
 
-/// Attempts at a change's rules and tags before it is set aside (about a second).
-const CHANGE_ATTEMPTS: RetryPolicy = RetryPolicy {
-    max_attempts: 3,
-    base: Duration::from_millis(200),
-    max: Duration::from_secs(1),
-    warn_after: 3,
-};
-
 /// One message of the events topic: partition, offset and payload.
 type EventMessage = (i32, i64, Vec<u8>);
 
@@ -662,7 +654,7 @@ impl EventIntake {
         let what = "reading a change's rules and tags";
         let permanent = PopulateError::is_permanent;
         let tried = retry(
-            &CHANGE_ATTEMPTS,
+            &RetryPolicy::CHANGE,
             &self.cfg.shutdown,
             what,
             permanent,

@@ -21,7 +21,6 @@ use crate::s3::ops::upload_part::CompletedPart;
 use crate::s3::ops::{ObjectHead, ObjectMetadata};
 use crate::s3::store::ObjectStore;
 use crate::s3::ChecksumTransport;
-use std::time::Duration;
 
 /// S3's limit on parts per upload.
 const MAX_PARTS: u64 = 10_000;
@@ -146,25 +145,22 @@ async fn abort_stale_uploads<S: ObjectStore>(route: &Route<S>, dp: &DataPath, ke
     }
 }
 
-/// How patiently an upload is aborted: an abort that fails for a passing reason is tried
-/// again, since an upload left open keeps its parts' storage until something aborts it.
-const ABORT_RETRY: RetryPolicy = RetryPolicy {
-    max_attempts: 4,
-    base: Duration::from_millis(200),
-    max: Duration::from_secs(2),
-    warn_after: 2,
-};
-
 /// Aborts one upload, trying again while the error is retryable (an upload already gone
 /// counts as aborted). Says whether it succeeded; a failure is logged with what to do.
 async fn abort<S: ObjectStore>(route: &Route<S>, dp: &DataPath, key: &str, id: &str) -> bool {
     let what = format!("abort of upload {id} of {key}");
     let permanent = |e: &AbortMultipartUploadError| !e.is_retryable();
-    let done = retry(&ABORT_RETRY, &dp.cancel, &what, permanent, |_| {
-        route
-            .dest
-            .abort_multipart_upload(&route.dest_bucket, key, id)
-    })
+    let done = retry(
+        &RetryPolicy::ABORT_UPLOAD,
+        &dp.cancel,
+        &what,
+        permanent,
+        |_| {
+            route
+                .dest
+                .abort_multipart_upload(&route.dest_bucket, key, id)
+        },
+    )
     .await;
     match done {
         Ok(()) => true,

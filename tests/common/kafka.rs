@@ -202,20 +202,28 @@ pub fn stop(mut p: Proc) {
     panic!("backbeat did not stop within 40 s of SIGTERM; its threads then (name: state, wait channel):\n{threads}\n{stacks}");
 }
 
-/// Every thread's stack, when gdb is installed (a hung stop's exact place); else a note.
+/// Every thread's stack by gdb, within 20 s (a hung stop's exact place); else why not.
 fn stacks_of(pid: u32) -> String {
-    let out = Command::new("gdb")
-        .args([
-            "-p",
-            &pid.to_string(),
-            "-batch",
-            "-ex",
-            "thread apply all bt 30",
-        ])
+    let pid = pid.to_string();
+    let gdb = [
+        "20",
+        "gdb",
+        "-p",
+        &pid,
+        "-batch",
+        "-ex",
+        "thread apply all bt 30",
+    ];
+    let out = Command::new("timeout")
+        .args(gdb)
         .stdin(Stdio::null())
         .output();
     match out {
-        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
         Err(e) => format!("(no stacks: gdb: {e})"),
     }
 }

@@ -282,6 +282,12 @@ fn forward_down(
     Ok(())
 }
 
+/// The client went away in the middle of a request's body: the upstream connection is
+/// closed too (else the server waits for the rest, and the reader thread with it).
+fn close_upstream(up: &TcpStream) {
+    let _ = up.shutdown(Shutdown::Both);
+}
+
 fn find(h: &[u8], pat: &[u8]) -> Option<usize> {
     h.windows(pat.len()).position(|w| w == pat)
 }
@@ -372,7 +378,7 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
             while left > 0 {
                 if buf.is_empty() {
                     match client.read(&mut tmp) {
-                        Ok(0) | Err(_) => return,
+                        Ok(0) | Err(_) => return close_upstream(&up),
                         Ok(n) => buf.extend_from_slice(&tmp[..n]),
                     }
                 }
@@ -405,7 +411,7 @@ fn serve(client: Side, upstream: String, faults: Arc<Faults>) {
         while left > 0 {
             if buf.is_empty() {
                 match client.read(&mut tmp) {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return close_upstream(&up),
                     Ok(n) => buf.extend_from_slice(&tmp[..n]),
                 }
             }

@@ -350,7 +350,13 @@ async fn bucket_processor(
             Ok(task) => {
                 let attempt = |_| bp.step(&task);
                 let what = format!("lifecycle step over {}", task.bucket);
-                let work = retry(&STEP_RETRY, &shutdown, what, |_: &String| false, attempt);
+                let work = retry(
+                    &RetryPolicy::LIFECYCLE_STEP,
+                    &shutdown,
+                    what,
+                    |_: &String| false,
+                    attempt,
+                );
                 let after = poll_after(&roles);
                 match kafka::polled_while(&consumer, &topic, after, work).await {
                     Ok(()) => {}
@@ -367,15 +373,6 @@ async fn bucket_processor(
     }
     Ok(())
 }
-
-/// How long a step is tried (about 8 minutes) before its pass is given up: a bucket that
-/// has gone, or credentials refused, must not hold its partition's other buckets for ever.
-const STEP_RETRY: RetryPolicy = RetryPolicy {
-    max_attempts: 20,
-    base: Duration::from_secs(1),
-    max: Duration::from_secs(30),
-    warn_after: 1,
-};
 
 /// A bucket processor: the passes' states (the compacted passes topic, and what it wrote
 /// itself), to recognize a step that is not the pass's next.
