@@ -98,26 +98,26 @@ fn timed_out(running: &BTreeSet<String>, limit: Duration) -> EngineError {
 }
 
 fn spawn(name: String, body: Body, tx: mpsc::Sender<Note>) -> Result<(), EngineError> {
-    let thread = name.clone();
-    std::thread::Builder::new()
-        .name(thread)
-        .spawn(move || {
-            let result = std::panic::catch_unwind(AssertUnwindSafe(body))
-                .unwrap_or_else(|_| Err(EngineError::Setup(format!("role {name} panicked"))));
-            let _ = tx.send(Note::Done(name, result));
-        })
-        .map(drop)
-        .map_err(|e| EngineError::Setup(e.to_string()))
+    thread(name.clone(), move || {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(body))
+            .unwrap_or_else(|_| Err(EngineError::Setup(format!("role {name} panicked"))));
+        let _ = tx.send(Note::Done(name, result));
+    })
 }
 
 /// Tells the waiter when the shutdown is set (a thread of its own: the waiter blocks).
 fn watch_shutdown(shutdown: Shutdown, tx: mpsc::Sender<Note>) -> Result<(), EngineError> {
+    thread("stop-watch".into(), move || {
+        futures_lite::future::block_on(shutdown.wait());
+        let _ = tx.send(Note::Stopping);
+    })
+}
+
+/// A named, detached thread: the waiter hears of its end through the channel.
+fn thread(name: String, f: impl FnOnce() + Send + 'static) -> Result<(), EngineError> {
     std::thread::Builder::new()
-        .name("stop-watch".into())
-        .spawn(move || {
-            futures_lite::future::block_on(shutdown.wait());
-            let _ = tx.send(Note::Stopping);
-        })
+        .name(name)
+        .spawn(f)
         .map(drop)
         .map_err(|e| EngineError::Setup(e.to_string()))
 }
